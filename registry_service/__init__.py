@@ -1,0 +1,1 @@
+"""The adapter registry service (built in later issues)."""

@@ -1,0 +1,86 @@
+"""The method registry: each adapter method registers its config class and its tuner.
+
+``AdapterModel`` looks methods up by ``peft_type`` and talks to them only through the
+:class:`Tuner` protocol, so it holds no per-method branches. A new method is one module in
+``sdk/tuners/`` that calls :func:`register_method` at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+from .config import AdapterConfig
+from .errors import ConfigError
+
+
+class Tuner(Protocol):
+    """What a method provides to inject, persist and describe its adapters."""
+
+    def inject(self, model: nn.Module, config: AdapterConfig, adapter_name: str) -> list[str]:
+        """Add adapter ``adapter_name`` to ``model`` in place; return the adapted module paths."""
+        ...
+
+    def extra_state(self, model: nn.Module, config: AdapterConfig, adapter_name: str) -> dict[str, Tensor]:
+        """Tensors outside the adapter layers that the adapter owns (e.g. trained biases).
+
+        Keys are model-relative parameter paths as they appear on disk.
+        """
+        ...
+
+    def mark_trainable(self, model: nn.Module, config: AdapterConfig, adapter_name: str) -> None:
+        """Turn on ``requires_grad`` for any base parameters the method trains (e.g. biases)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered adapter method."""
+
+    name: str
+    config_cls: type[AdapterConfig]
+    tuner: Tuner
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, config_cls: type[AdapterConfig], tuner: Tuner) -> Method:
+    """Register a method under its ``peft_type`` name (e.g. ``"LORA"``)."""
+    key = name.upper()
+    if key in _METHODS and _METHODS[key].config_cls is not config_cls:
+        raise ValueError(f"adapter method {key!r} is already registered")
+    method = Method(key, config_cls, tuner)
+    _METHODS[key] = method
+    return method
+
+
+def get_method(peft_type: str) -> Method:
+    """The method registered for ``peft_type``; a clear error lists the known ones."""
+    _ensure_builtin_methods()
+    method = _METHODS.get(str(peft_type).upper())
+    if method is None:
+        raise ConfigError(
+            f"unknown adapter method peft_type={peft_type!r}; this SDK supports: {', '.join(sorted(_METHODS))}"
+        )
+    return method
+
+
+def registered_methods() -> list[str]:
+    """Names of all registered methods."""
+    _ensure_builtin_methods()
+    return sorted(_METHODS)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> AdapterConfig:
+    """Parse a PEFT-style config dict into the right config class by its ``peft_type``."""
+    if "peft_type" not in data:
+        raise ConfigError("adapter config has no 'peft_type'")
+    return get_method(data["peft_type"]).config_cls.from_dict(data)
+
+
+def _ensure_builtin_methods() -> None:
+    from . import tuners  # noqa: F401  (importing registers the built-in methods)

@@ -1,0 +1,337 @@
+"""``AdapterModel``: a model with named adapters that can be switched, mixed, merged and saved.
+
+It holds no per-method logic: methods inject their layers through the registry's tuners, and
+every operation here goes through the :class:`~sdk.tuners.base.AdapterModule` protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import AdapterConfig
+from .errors import AdapterNameError, AdapterStateError, MergeError, MixedBatchError
+from .formats import adapter_state_dict, load_adapter_state, read_adapter_weights, read_config, save_adapter
+from .methods import config_from_dict, get_method
+from .tuners.base import BASE_ADAPTER, ROUTING, AdapterLayer, AdapterModule, Routing, iter_adapter_modules, replace_module
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
+
+
+class AdapterModel(nn.Module):
+    """Wraps ``base_model`` (changed in place) and forwards ``forward``/``generate``/attributes to it."""
+
+    def __init__(self, model: nn.Module, config: AdapterConfig | None = None, adapter_name: str = "default") -> None:
+        super().__init__()
+        self.base_model = model
+        self.peft_config: dict[str, AdapterConfig] = {}
+        self._active: list[str] = []
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if config is not None:
+            self.add_adapter(adapter_name, config)
+            self.set_adapter(adapter_name)
+
+    # --- attribute forwarding ------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_model":
+                raise
+            return getattr(self.base_model, name)
+
+    def get_base_model(self) -> nn.Module:
+        """The wrapped model (with adapter layers in it)."""
+        return self.base_model
+
+    # --- adapters ------------------------------------------------------------------------------
+    @property
+    def active_adapters(self) -> list[str]:
+        """Names of the adapters currently applied, in order."""
+        return list(self._active)
+
+    @property
+    def active_adapter(self) -> str:
+        """The first active adapter (PEFT's single-adapter accessor)."""
+        return self._active[0] if self._active else ""
+
+    @property
+    def adapter_names(self) -> list[str]:
+        """All adapters in the model."""
+        return list(self.peft_config)
+
+    def _modules_with_adapters(self) -> Iterator[tuple[str, AdapterModule]]:
+        return iter_adapter_modules(self.base_model)
+
+    def _check_names(self, names: Sequence[str]) -> None:
+        unknown = [n for n in names if n not in self.peft_config]
+        if unknown:
+            raise AdapterNameError(f"unknown adapter(s) {unknown}; this model has {self.adapter_names}")
+
+    def add_adapter(self, adapter_name: str, config: AdapterConfig) -> None:
+        """Inject a new adapter (not activated; call :meth:`set_adapter`)."""
+        if adapter_name in self.peft_config:
+            raise AdapterNameError(f"adapter {adapter_name!r} already exists; pick another name or delete it first")
+        if adapter_name == BASE_ADAPTER or not _NAME_RE.match(adapter_name):
+            raise AdapterNameError(
+                f"invalid adapter name {adapter_name!r}: use letters, digits, '_' and '-' "
+                f"(and not {BASE_ADAPTER!r}, which means 'no adapter' in mixed batches)"
+            )
+        if self._merged_names():
+            raise AdapterStateError("cannot add an adapter while adapters are merged; call unmerge_adapter() first")
+        tuner = get_method(config.peft_type).tuner
+        if not config.base_model_name_or_path:
+            config.base_model_name_or_path = _name_or_path(self.base_model)
+        tuner.inject(self.base_model, config, adapter_name)
+        self.peft_config[adapter_name] = config
+        self._update_trainable()
+
+    def set_adapter(self, adapter_name: str | Sequence[str]) -> None:
+        """Activate one adapter, or several at once (their outputs add up)."""
+        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        self._check_names(names)
+        if len(set(names)) != len(names):
+            raise AdapterNameError(f"adapter names repeat in {names}")
+        if self._merged_names():
+            raise AdapterStateError("cannot switch adapters while adapters are merged; call unmerge_adapter() first")
+        mods = list(self._modules_with_adapters())
+        previous = list(self._active)
+        try:
+            for _, module in mods:
+                module.set_active(names)
+        except AdapterStateError:
+            for _, module in mods:
+                module.set_active(previous)
+            raise
+        self._active = names
+        self._update_trainable()
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Remove an adapter; wrappers left with no adapter give their base module back."""
+        self._check_names([adapter_name])
+        if adapter_name in self._merged_names():
+            raise MergeError(f"adapter {adapter_name!r} is merged into the base weights; call unmerge_adapter() first")
+        for path, module in list(self._modules_with_adapters()):
+            if adapter_name in module.adapter_names():
+                module.delete_adapter(adapter_name)
+            if not module.adapter_names():
+                replace_module(self.base_model, path, module.unwrap(merge=False))
+        del self.peft_config[adapter_name]
+        if adapter_name in self._active:
+            rest = [n for n in self._active if n != adapter_name] or self.adapter_names[:1]
+            self._active = []
+            if rest:
+                self.set_adapter(rest)
+
+    def _update_trainable(self) -> None:
+        for name, config in self.peft_config.items():
+            train = name in self._active and not config.inference_mode
+            for _, module in self._modules_with_adapters():
+                if name in module.adapter_names():
+                    for p in module.adapter_parameters(name):
+                        p.requires_grad_(train)
+            if train:
+                get_method(config.peft_type).tuner.mark_trainable(self.base_model, config, name)
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Run the base model alone inside the block (merged adapters are unmerged, then merged back)."""
+        merged = self._merged_names()
+        if merged:
+            self.unmerge_adapter()
+        mods = [m for _, m in self._modules_with_adapters()]
+        for m in mods:
+            m.disabled = True
+        try:
+            yield
+        finally:
+            for m in mods:
+                m.disabled = False
+            if merged:
+                self.merge_adapter(merged)
+
+    # --- forward / generate -------------------------------------------------------------------
+    def _routing(self, adapter_names: Sequence[str], batch: int | None) -> Routing:
+        if self.training:
+            raise MixedBatchError("mixed-adapter batches (adapter_names=...) are for inference; call model.eval()")
+        if self._merged_names():
+            raise MixedBatchError("mixed-adapter batches need unmerged adapters; call unmerge_adapter() first")
+        names = list(adapter_names)
+        self._check_names([n for n in set(names) if n != BASE_ADAPTER])
+        if batch is not None and batch != len(names):
+            raise MixedBatchError(
+                f"adapter_names has {len(names)} entries but the batch has {batch} samples; give one per sample"
+            )
+        return Routing(tuple(names))
+
+    def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
+        """Call the wrapped model; ``adapter_names`` picks an adapter per sample."""
+        if adapter_names is None:
+            return self.base_model(*args, **kwargs)
+        routing = self._routing(adapter_names, _batch_size(args, kwargs))
+        token = ROUTING.set(routing)
+        try:
+            return self.base_model(*args, **kwargs)
+        finally:
+            ROUTING.reset(token)
+
+    def generate(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
+        """The wrapped model's ``generate``; ``adapter_names`` picks an adapter per prompt."""
+        if adapter_names is None:
+            return self.base_model.generate(*args, **kwargs)
+        routing = self._routing(adapter_names, _batch_size(args, kwargs))
+        expand = int(kwargs.get("num_beams") or 1) * int(kwargs.get("num_return_sequences") or 1)
+        if expand > 1:
+            routing = Routing(tuple(n for n in routing.names for _ in range(expand)))
+        token = ROUTING.set(routing)
+        try:
+            return self.base_model.generate(*args, **kwargs)
+        finally:
+            ROUTING.reset(token)
+
+    # --- merging -----------------------------------------------------------------------------
+    def _merged_names(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for _, m in self._modules_with_adapters():
+            if isinstance(m, AdapterLayer):
+                for n in m.merged:
+                    seen.setdefault(n, None)
+        return list(seen)
+
+    def merge_adapter(self, adapter_names: Sequence[str] | None = None, safe_merge: bool = False) -> None:
+        """Add the adapters' ΔW into the base weights (default: the active ones).
+
+        With ``safe_merge=True`` a result holding NaN/Inf raises :class:`MergeError` and every
+        layer merged so far in this call is restored.
+        """
+        names = list(adapter_names) if adapter_names is not None else list(self._active)
+        self._check_names(names)
+        done: list[tuple[AdapterLayer, list[str]]] = []
+        try:
+            for _, m in self._modules_with_adapters():
+                if isinstance(m, AdapterLayer):
+                    done.append((m, m.merge(names, safe=safe_merge)))
+        except MergeError:
+            for m, merged in done:
+                m.unmerge(merged)
+            raise
+
+    def unmerge_adapter(self) -> None:
+        """Subtract every merged ΔW again; weights return to the original within round-off."""
+        for _, m in self._modules_with_adapters():
+            if isinstance(m, AdapterLayer):
+                m.unmerge()
+
+    def _unwrap_all(self, merge: bool, safe_merge: bool = False, adapter_names: Sequence[str] | None = None) -> nn.Module:
+        if merge:
+            self.merge_adapter(adapter_names, safe_merge=safe_merge)
+        for path, module in list(self._modules_with_adapters()):
+            replace_module(self.base_model, path, module.unwrap(merge=merge))
+        self.peft_config.clear()
+        self._active = []
+        return self.base_model
+
+    def merge_and_unload(self, safe_merge: bool = False, adapter_names: Sequence[str] | None = None) -> nn.Module:
+        """Merge the active adapters and return the plain base model (no adapter layers left)."""
+        return self._unwrap_all(True, safe_merge, adapter_names)
+
+    def unload(self) -> nn.Module:
+        """Remove every adapter without merging and return the original base model."""
+        return self._unwrap_all(False)
+
+    # --- parameters ----------------------------------------------------------------------------
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """``(trainable, total)`` parameter counts."""
+        trainable = total = 0
+        for p in self.parameters():
+            total += p.numel()
+            if p.requires_grad:
+                trainable += p.numel()
+        return trainable, total
+
+    def print_trainable_parameters(self) -> None:
+        """Print trainable/total counts and the trainable share."""
+        trainable, total = self.get_nb_trainable_parameters()
+        share = 100 * trainable / total if total else 0.0
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {share:.4f}")
+
+    # --- save / load -------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | Path, selected_adapters: Sequence[str] | None = None) -> None:
+        """Write adapters in PEFT's format: ``default`` in the folder, others in ``<folder>/<name>/``."""
+        names = list(selected_adapters) if selected_adapters is not None else self.adapter_names
+        self._check_names(names)
+        root = Path(save_directory)
+        if root.exists() and not root.is_dir():
+            raise FileExistsError(f"{root} exists and is not a directory")
+        for name in names:
+            config = self.peft_config[name]
+            tensors = adapter_state_dict(self.base_model, name, config, get_method(config.peft_type).tuner)
+            out = config.copy(inference_mode=True)
+            out.extra = dict(config.extra)
+            save_adapter(root if name == "default" else root / name, out, tensors)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: nn.Module,
+        model_id: str | Path,
+        adapter_name: str = "default",
+        is_trainable: bool = False,
+        subfolder: str | None = None,
+    ) -> AdapterModel:
+        """Wrap ``model`` and load the adapter saved in ``model_id`` (a local folder)."""
+        folder = Path(model_id) / subfolder if subfolder else Path(model_id)
+        config, tensors = _read(folder, is_trainable)
+        self = cls(model)
+        self._load(adapter_name, config, tensors)
+        self.set_adapter(adapter_name)
+        if not is_trainable:
+            self.eval()
+        return self
+
+    def load_adapter(
+        self, model_id: str | Path, adapter_name: str, is_trainable: bool = False, subfolder: str | None = None
+    ) -> None:
+        """Load another saved adapter next to the existing ones (not activated)."""
+        folder = Path(model_id) / subfolder if subfolder else Path(model_id)
+        config, tensors = _read(folder, is_trainable)
+        self._load(adapter_name, config, tensors)
+
+    def _load(self, adapter_name: str, config: AdapterConfig, tensors: dict[str, torch.Tensor]) -> None:
+        self.add_adapter(adapter_name, config)
+        try:
+            load_adapter_state(self.base_model, adapter_name, config, get_method(config.peft_type).tuner, tensors)
+        except Exception:
+            self.delete_adapter(adapter_name)
+            raise
+
+
+def _read(folder: Path, is_trainable: bool) -> tuple[AdapterConfig, dict[str, torch.Tensor]]:
+    data = read_config(folder)
+    config = config_from_dict(data)
+    config.inference_mode = not is_trainable
+    return config, read_adapter_weights(folder)
+
+
+def _name_or_path(model: nn.Module) -> str | None:
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "name_or_path", None) or getattr(cfg, "_name_or_path", None) or None
+
+
+def _batch_size(args: Sequence[Any], kwargs: dict[str, Any]) -> int | None:
+    first = args[0] if args else next(
+        (kwargs[k] for k in ("input_ids", "inputs_embeds", "pixel_values", "x", "input") if k in kwargs), None
+    )
+    return first.shape[0] if isinstance(first, torch.Tensor) and first.dim() > 0 else None
+
+
+def get_peft_model(model: nn.Module, config: AdapterConfig, adapter_name: str = "default") -> AdapterModel:
+    """Wrap ``model`` with a new adapter (active and trainable unless ``config.inference_mode``)."""
+    return AdapterModel(model, config, adapter_name)

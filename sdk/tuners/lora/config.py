@@ -1,0 +1,113 @@
+"""``LoraConfig``: PEFT's ``adapter_config.json`` for ``peft_type: "LORA"``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from ...config import AdapterConfig
+from ...errors import ConfigError
+from ...merging import lora_scaling
+from ...targeting import pattern_key
+
+
+def _truthy(value: Any) -> bool:
+    return bool(value)
+
+
+def _not_none(value: Any) -> bool:
+    return value is not None and value != [] and value != {}
+
+
+#: Known PEFT fields whose non-default values change the math in ways we do not implement.
+_UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "use_dora": _truthy,
+    "lora_bias": _truthy,
+    "use_qalora": _truthy,
+    "use_bdlora": _not_none,
+    "layer_replication": _not_none,
+    "target_parameters": _not_none,
+    "trainable_token_indices": _not_none,
+    "alora_invocation_tokens": _not_none,
+    "arrow_config": _not_none,
+    "megatron_config": _not_none,
+}
+
+#: Known PEFT fields that only matter while initialising or for other back ends.
+_IGNORED = frozenset({
+    "peft_version", "auto_mapping", "megatron_core", "loftq_config", "eva_config", "corda_config",
+    "kasa_config", "lora_ga_config", "monteclora_config", "velora_config", "qalora_group_size",
+    "ensure_weight_tying",
+})
+
+INIT_CHOICES = (True, False, "gaussian")
+
+
+@dataclasses.dataclass
+class LoraConfig(AdapterConfig):
+    """Low-rank adaptation: ΔW = B·A·(alpha/r), with A r×in and B out×r."""
+
+    peft_type: ClassVar[str] = "LORA"
+    ignored_keys: ClassVar[frozenset[str]] = _IGNORED
+    unsupported: ClassVar[Mapping[str, Callable[[Any], bool]]] = _UNSUPPORTED
+
+    r: int = 8
+    lora_alpha: float = 8
+    lora_dropout: float = 0.0
+    target_modules: list[str] | str | None = None
+    exclude_modules: list[str] | str | None = None
+    layers_to_transform: list[int] | int | None = None
+    layers_pattern: list[str] | str | None = None
+    rank_pattern: dict[str, int] = dataclasses.field(default_factory=dict)
+    alpha_pattern: dict[str, float] = dataclasses.field(default_factory=dict)
+    bias: str = "none"
+    modules_to_save: list[str] | None = None
+    fan_in_fan_out: bool = False
+    use_rslora: bool = False
+    init_lora_weights: bool | str = True
+
+    def validate(self) -> None:
+        if isinstance(self.target_modules, (set, frozenset, tuple)):
+            self.target_modules = sorted(self.target_modules)
+        if isinstance(self.exclude_modules, (set, frozenset, tuple)):
+            self.exclude_modules = sorted(self.exclude_modules)
+        if self.modules_to_save is not None:
+            self.modules_to_save = list(self.modules_to_save)
+        self.rank_pattern = dict(self.rank_pattern or {})
+        self.alpha_pattern = dict(self.alpha_pattern or {})
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
+            raise ConfigError(f"`r` must be a positive integer, got {self.r!r}")
+        for key, value in self.rank_pattern.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"rank_pattern[{key!r}] must be a positive integer, got {value!r}")
+        if not 0.0 <= float(self.lora_dropout) < 1.0:
+            raise ConfigError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout!r}")
+        if self.bias not in ("none", "all", "lora_only"):
+            raise ConfigError(f"`bias` must be 'none', 'all' or 'lora_only', got {self.bias!r}")
+        if self.init_lora_weights not in INIT_CHOICES:
+            raise ConfigError(
+                f"init_lora_weights={self.init_lora_weights!r} is not supported; use True (Kaiming A, zero B), "
+                "'gaussian' or False. Methods such as PiSSA/OLoRA/LoftQ rewrite the base weights, so an adapter "
+                "trained with them does not fit the original base model unless PEFT converted it first."
+            )
+        if self.layers_to_transform is not None and isinstance(self.target_modules, str):
+            raise ConfigError("`layers_to_transform` cannot be combined with a regex `target_modules` string")
+        if self.layers_pattern and self.layers_to_transform is None:
+            raise ConfigError("`layers_pattern` needs `layers_to_transform` (the layer indices to adapt)")
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ConfigError("`target_modules` is an empty list; name at least one module")
+
+    def rank_for(self, path: str) -> int:
+        """Rank of the module at ``path`` (``rank_pattern`` overrides ``r``)."""
+        key = pattern_key(self.rank_pattern, path)
+        return self.rank_pattern[key] if key is not None else self.r
+
+    def alpha_for(self, path: str) -> float:
+        """Alpha of the module at ``path`` (``alpha_pattern`` overrides ``lora_alpha``)."""
+        key = pattern_key(self.alpha_pattern, path)
+        return self.alpha_pattern[key] if key is not None else self.lora_alpha
+
+    def scaling_for(self, path: str, r: int | None = None) -> float:
+        """Output scale of the module at ``path``."""
+        return lora_scaling(r if r is not None else self.rank_for(path), self.alpha_for(path), self.use_rslora)
