@@ -49,7 +49,9 @@ def add_delta(weight: Tensor, delta: Tensor, *, sign: float = 1.0, safe: bool = 
     if safe:
         merged = weight.detach() + sign * delta
         if not torch.isfinite(merged).all():
-            raise MergeError(f"merging {where or 'the adapter'} gives NaN/Inf values; the weights were left as they were")
+            raise MergeError(
+                f"merging {where or 'the adapter'} gives NaN/Inf values; the weights were left as they were"
+            )
         weight.data.copy_(merged)
     else:
         weight.data.add_(delta, alpha=sign)

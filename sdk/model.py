@@ -19,7 +19,15 @@ from .config import AdapterConfig
 from .errors import AdapterNameError, AdapterStateError, MergeError, MixedBatchError
 from .formats import adapter_state_dict, load_adapter_state, read_adapter_weights, read_config, save_adapter
 from .methods import config_from_dict, get_method
-from .tuners.base import BASE_ADAPTER, ROUTING, AdapterLayer, AdapterModule, Routing, iter_adapter_modules, replace_module
+from .tuners.base import (
+    BASE_ADAPTER,
+    ROUTING,
+    AdapterLayer,
+    AdapterModule,
+    Routing,
+    iter_adapter_modules,
+    replace_module,
+)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
 
@@ -229,7 +237,9 @@ class AdapterModel(nn.Module):
             if isinstance(m, AdapterLayer):
                 m.unmerge()
 
-    def _unwrap_all(self, merge: bool, safe_merge: bool = False, adapter_names: Sequence[str] | None = None) -> nn.Module:
+    def _unwrap_all(
+        self, merge: bool, safe_merge: bool = False, adapter_names: Sequence[str] | None = None
+    ) -> nn.Module:
         if merge:
             self.merge_adapter(adapter_names, safe_merge=safe_merge)
         for path, module in list(self._modules_with_adapters()):

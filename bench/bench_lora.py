@@ -1,0 +1,468 @@
+"""Benchmark ``sdk`` LoRA against Hugging Face ``peft`` in one run, on CPU.
+
+Model: a Llama-shaped ``LlamaForCausalLM`` built from a config with seeded random weights
+(hidden 1024, intermediate 2816, 4 layers, 16 heads, vocab 8000); LoRA r=16, alpha=32 on
+q_proj, k_proj, v_proj, o_proj. Both libraries get deep copies of the same base model, and
+the peft adapters get the exact same A/B tensors as the sdk adapters.
+
+Sections (each timed with warm-up and interleaved repetitions, order alternating every
+repetition to cancel drift; the median is reported):
+
+1. ``forward``  unmerged forward, batch 4 x seq 128, eval mode, inference_mode
+2. ``train``    forward + backward + AdamW step, batch 4 x seq 128, lora_dropout 0.0
+                (and 0.05 as an extra, informational row unless ``--quick``)
+3. ``merged``   sdk ``merge_adapter()`` forward vs the plain base model (no adapter layers);
+                peft ``merge_adapter()`` for information
+4. ``mixed``    batch 64 x seq 1, 16 adapters a0..a15 (random non-zero B), one adapter name
+                per sample, eval mode; throughput in samples/s
+
+Usage::
+
+    .venv/bin/python bench/bench_lora.py            # full run (a few minutes on 2 cores)
+    .venv/bin/python bench/bench_lora.py --quick    # smoke test (< 1 minute)
+    .venv/bin/python bench/bench_lora.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+warnings.filterwarnings("ignore")
+
+import peft  # noqa: E402
+import transformers  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+import sdk  # noqa: E402
+from sdk.tuners.lora.layers import LoraLinear  # noqa: E402
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+R, ALPHA = 16, 32
+N_MIXED_ADAPTERS = 16
+
+GOALS = {
+    # key: (description, metric key in results, comparison, threshold)
+    "forward": ("unmerged forward sdk/peft <= 1.00", "forward.ratio", "<=", 1.00),
+    "train": ("train step sdk/peft <= 1.00", "train.ratio", "<=", 1.00),
+    "merged": ("merged sdk/base <= 1.02", "merged.ratio_sdk_base", "<=", 1.02),
+    "mixed": ("mixed-batch throughput sdk/peft >= 1.50", "mixed.speedup", ">=", 1.50),
+}
+
+SETTINGS = {
+    # reps = timed repetitions per variant (interleaved); warmup per variant
+    "full": {"forward": (4, 30), "train": (3, 15), "train_dropout": (2, 10), "merged": (4, 30), "mixed": (5, 60)},
+    "quick": {"forward": (1, 3), "train": (1, 3), "train_dropout": (0, 0), "merged": (1, 3), "mixed": (2, 6)},
+}
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def llama_config() -> LlamaConfig:
+    return LlamaConfig(
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=4,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        vocab_size=8000,
+    )
+
+
+def sdk_lora_layers(model: sdk.AdapterModel) -> dict[str, LoraLinear]:
+    """sdk LoRA layers keyed by their path inside the transformers model."""
+    return {p: m for p, m in model.base_model.named_modules() if isinstance(m, LoraLinear)}
+
+
+def sync_peft_from_sdk(s: sdk.AdapterModel, p: peft.PeftModel, names: list[str]) -> int:
+    """Copy every sdk A/B tensor into the matching peft layer; returns the number of layers."""
+    inner = p.base_model.model  # the LlamaForCausalLM inside peft's LoraModel
+    layers = sdk_lora_layers(s)
+    with torch.no_grad():
+        for path, layer in layers.items():
+            target = inner.get_submodule(path)
+            for n in names:
+                target.lora_A[n].weight.copy_(layer.lora_A[n])
+                target.lora_B[n].weight.copy_(layer.lora_B[n])
+                assert target.scaling[n] == layer.scaling[n], (path, n, target.scaling[n], layer.scaling[n])
+    return len(layers)
+
+
+def make_pair(
+    base: torch.nn.Module, names: list[str], dropout: float = 0.0, init: bool = True
+) -> tuple[sdk.AdapterModel, peft.PeftModel]:
+    """Fresh sdk and peft models on deep copies of ``base`` with identical adapters ``names``."""
+    torch.manual_seed(1234)
+    s = None
+    for n in names:
+        cfg = sdk.LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=dropout, target_modules=list(TARGETS),
+                             init_lora_weights=init)
+        if s is None:
+            s = sdk.get_peft_model(copy.deepcopy(base), cfg, adapter_name=n)
+        else:
+            s.add_adapter(n, cfg)
+    p = None
+    for n in names:
+        cfg = peft.LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=dropout, target_modules=list(TARGETS),
+                              init_lora_weights=init)
+        if p is None:
+            p = peft.get_peft_model(copy.deepcopy(base), cfg, adapter_name=n)
+        else:
+            p.add_adapter(n, cfg)
+    nlayers = sync_peft_from_sdk(s, p, names)
+    assert nlayers == 4 * len(base.model.layers), nlayers
+    s.set_adapter(names[0])
+    p.set_adapter(names[0])
+    return s, p
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], warmup: int, reps: int) -> dict[str, list[float]]:
+    """Run every fn ``warmup`` times, then ``reps`` rounds; the order rotates each round."""
+    keys = list(fns)
+    for _ in range(warmup):
+        for k in keys:
+            fns[k]()
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    gc.collect()
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(reps):
+            order = keys[i % len(keys):] + keys[: i % len(keys)]
+            if (i // len(keys)) % 2:
+                order = order[::-1]
+            for k in order:
+                t0 = time.perf_counter()
+                fns[k]()
+                times[k].append(time.perf_counter() - t0)
+    finally:
+        if gc_was:
+            gc.enable()
+    return times
+
+
+def summary(ts: list[float]) -> dict[str, float]:
+    qs = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+    return {"median_s": statistics.median(ts), "p25_s": qs[0], "p75_s": qs[2], "min_s": min(ts), "n": len(ts)}
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median of per-round ratios a_i/b_i (robust to slow drift)."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+def bench_forward(base, inputs, warmup, reps) -> dict:
+    s, p = make_pair(base, ["default"], init=False)  # non-zero B so outputs can be compared
+    s.eval()
+    p.eval()
+    with torch.inference_mode():
+        ls = s(input_ids=inputs, use_cache=False).logits
+        lp = p(input_ids=inputs, use_cache=False).logits
+        diff = (ls - lp).abs().max().item()
+        times = time_interleaved(
+            {
+                "sdk": lambda: s(input_ids=inputs, use_cache=False),
+                "peft": lambda: p(input_ids=inputs, use_cache=False),
+            },
+            warmup,
+            reps,
+        )
+    del s, p
+    return {
+        "sdk": summary(times["sdk"]),
+        "peft": summary(times["peft"]),
+        "ratio": statistics.median(times["sdk"]) / statistics.median(times["peft"]),
+        "paired_ratio": paired_ratio(times["sdk"], times["peft"]),
+        "max_abs_logit_diff": diff,
+    }
+
+
+def bench_train(base, inputs, warmup, reps, dropout) -> dict:
+    s, p = make_pair(base, ["default"], dropout=dropout)
+    s.train()
+    p.train()
+    steps = {}
+    for name, m in (("sdk", s), ("peft", p)):
+        params = [q for q in m.parameters() if q.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4)
+
+        def step(m=m, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            out = m(input_ids=inputs, labels=inputs, use_cache=False)
+            out.loss.backward()
+            opt.step()
+
+        steps[name] = step
+        steps[name + "_ntrain"] = sum(q.numel() for q in params)
+    n_s, n_p = steps.pop("sdk_ntrain"), steps.pop("peft_ntrain")
+    assert n_s == n_p, f"trainable parameter counts differ: sdk {n_s} vs peft {n_p}"
+    times = time_interleaved(steps, warmup, reps)
+    del s, p, steps
+    return {
+        "dropout": dropout,
+        "trainable_params": n_s,
+        "sdk": summary(times["sdk"]),
+        "peft": summary(times["peft"]),
+        "ratio": statistics.median(times["sdk"]) / statistics.median(times["peft"]),
+        "paired_ratio": paired_ratio(times["sdk"], times["peft"]),
+    }
+
+
+def bench_merged(base, inputs, warmup, reps) -> dict:
+    s, p = make_pair(base, ["default"], init=False)
+    plain = copy.deepcopy(base)
+    for m in (s, p, plain):
+        m.eval()
+    with torch.inference_mode():
+        unmerged = s(input_ids=inputs, use_cache=False).logits
+    s.merge_adapter()
+    p.merge_adapter()
+    with torch.inference_mode():
+        ls = s(input_ids=inputs, use_cache=False).logits
+        lp = p(input_ids=inputs, use_cache=False).logits
+        diffs = {
+            "sdk_merged_vs_unmerged": (ls - unmerged).abs().max().item(),
+            "sdk_merged_vs_peft_merged": (ls - lp).abs().max().item(),
+        }
+        times = time_interleaved(
+            {
+                "sdk": lambda: s(input_ids=inputs, use_cache=False),
+                "base": lambda: plain(input_ids=inputs, use_cache=False),
+                "peft": lambda: p(input_ids=inputs, use_cache=False),
+            },
+            warmup,
+            reps,
+        )
+    del s, p, plain
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "sdk": summary(times["sdk"]),
+        "base": summary(times["base"]),
+        "peft": summary(times["peft"]),
+        "ratio_sdk_base": med["sdk"] / med["base"],
+        "paired_ratio_sdk_base": paired_ratio(times["sdk"], times["base"]),
+        "ratio_peft_base": med["peft"] / med["base"],
+        "ratio_sdk_peft": med["sdk"] / med["peft"],
+        "max_abs_logit_diff": diffs,
+    }
+
+
+def bench_mixed(base, vocab, warmup, reps, batch=64) -> dict:
+    names = [f"a{i}" for i in range(N_MIXED_ADAPTERS)]
+    s, p = make_pair(base, names, init=False)
+    plain = copy.deepcopy(base)
+    for m in (s, p, plain):
+        m.eval()
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(0, vocab, (batch, 1), generator=g)
+    per_sample = [f"a{i % N_MIXED_ADAPTERS}" for i in range(batch)]
+    with torch.inference_mode():
+        ls = s(input_ids=ids, adapter_names=per_sample, use_cache=False).logits
+        lp = p(input_ids=ids, adapter_names=per_sample, use_cache=False).logits
+        lb = plain(input_ids=ids, use_cache=False).logits
+        diff = (ls - lp).abs().max().item()
+        if not torch.allclose(ls, lp, atol=1e-4):
+            raise AssertionError(f"mixed-batch logits differ between sdk and peft: max abs diff {diff:.3g}")
+        adapters_matter = (ls - lb).abs().max().item()
+        assert adapters_matter > 1e-3, "adapters do not change the logits; the check would be vacuous"
+        times = time_interleaved(
+            {
+                "sdk": lambda: s(input_ids=ids, adapter_names=per_sample, use_cache=False),
+                "peft": lambda: p(input_ids=ids, adapter_names=per_sample, use_cache=False),
+                "base": lambda: plain(input_ids=ids, use_cache=False),
+            },
+            warmup,
+            reps,
+        )
+    del s, p, plain
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "batch": batch,
+        "adapters": N_MIXED_ADAPTERS,
+        "sdk": summary(times["sdk"]),
+        "peft": summary(times["peft"]),
+        "base": summary(times["base"]),
+        "sdk_samples_per_s": batch / med["sdk"],
+        "peft_samples_per_s": batch / med["peft"],
+        "base_samples_per_s": batch / med["base"],
+        "ratio": med["sdk"] / med["peft"],
+        "speedup": med["peft"] / med["sdk"],
+        "paired_speedup": 1.0 / paired_ratio(times["sdk"], times["peft"]),
+        "max_abs_logit_diff": diff,
+        "max_abs_logit_diff_vs_base": adapters_matter,
+    }
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def lookup(results: dict, dotted: str) -> float:
+    cur = results
+    for part in dotted.split("."):
+        cur = cur[part]
+    return cur
+
+
+def ms(x: float) -> str:
+    return f"{x * 1e3:9.1f}"
+
+
+def table(results: dict) -> str:
+    rows = []
+    head = f"| {'measurement':<44} | {'sdk':>9} | {'peft':>9} | {'base':>9} | {'ratio':>16} |"
+    rows.append(head)
+    rows.append("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+
+    def row(label, sdk_v, peft_v, base_v, ratio):
+        rows.append(f"| {label:<44} | {sdk_v:>9} | {peft_v:>9} | {base_v:>9} | {ratio:>16} |")
+
+    f = results["forward"]
+    row("1. unmerged forward, 4x128, ms (median)", ms(f["sdk"]["median_s"]), ms(f["peft"]["median_s"]), "",
+        f"sdk/peft {f['ratio']:.3f}")
+    t = results["train"]
+    row("2. train step, 4x128, dropout 0.0, ms", ms(t["sdk"]["median_s"]), ms(t["peft"]["median_s"]), "",
+        f"sdk/peft {t['ratio']:.3f}")
+    if "train_dropout" in results:
+        t = results["train_dropout"]
+        row(f"2b. train step, dropout {t['dropout']}, ms (info)", ms(t["sdk"]["median_s"]),
+            ms(t["peft"]["median_s"]), "", f"sdk/peft {t['ratio']:.3f}")
+    m = results["merged"]
+    row("3. merged forward, 4x128, ms", ms(m["sdk"]["median_s"]), ms(m["peft"]["median_s"]),
+        ms(m["base"]["median_s"]), f"sdk/base {m['ratio_sdk_base']:.3f}")
+    row("   (peft merged / base, info)", "", "", "", f"peft/base {m['ratio_peft_base']:.3f}")
+    x = results["mixed"]
+    row(f"4. mixed batch {x['batch']}x1, {x['adapters']} adapters, ms", ms(x["sdk"]["median_s"]),
+        ms(x["peft"]["median_s"]), ms(x["base"]["median_s"]), f"sdk/peft {x['ratio']:.3f}")
+    row("   throughput, samples/s", f"{x['sdk_samples_per_s']:9.0f}", f"{x['peft_samples_per_s']:9.0f}",
+        f"{x['base_samples_per_s']:9.0f}", f"speedup {x['speedup']:.2f}x")
+    return "\n".join(rows)
+
+
+def goals_table(results: dict) -> tuple[str, dict]:
+    lines = [f"| {'goal':<42} | {'value':>7} | result |", f"|{'-' * 44}|{'-' * 9}|--------|"]
+    verdict = {}
+    for key, (desc, metric, op, thr) in GOALS.items():
+        v = lookup(results, metric)
+        ok = v <= thr if op == "<=" else v >= thr
+        verdict[key] = {"goal": desc, "value": v, "threshold": thr, "op": op, "pass": ok}
+        lines.append(f"| {desc:<42} | {v:7.3f} | {'PASS' if ok else 'MISS':<6} |")
+    return "\n".join(lines), verdict
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="few repetitions, for a smoke test (< 1 min)")
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads (default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", nargs="*", choices=["forward", "train", "train_dropout", "merged", "mixed"],
+                    help="run only these sections (goals of skipped sections are not evaluated)")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    mode = "quick" if args.quick else "full"
+    plan = SETTINGS[mode]
+    sections = args.only or [k for k, (w, n) in plan.items() if n > 0]
+
+    cfg = llama_config()
+    torch.manual_seed(args.seed)
+    base = LlamaForCausalLM(cfg).eval()
+    for q in base.parameters():
+        q.requires_grad_(False)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    inputs = torch.randint(0, cfg.vocab_size, (4, 128), generator=g)
+
+    env = {
+        "mode": mode,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "attn_implementation": getattr(cfg, "_attn_implementation", None),
+        "dtype": str(next(base.parameters()).dtype),
+        "base_params": sum(q.numel() for q in base.parameters()),
+    }
+    log(f"[bench] {mode} run, torch {env['torch']}, {env['threads']} threads, "
+        f"base model {env['base_params'] / 1e6:.1f}M params")
+    results: dict = {"env": env, "settings": {k: plan[k] for k in sections}}
+    t_start = time.perf_counter()
+    for sec in sections:
+        warmup, reps = plan[sec]
+        if args.only and reps == 0:
+            warmup, reps = SETTINGS["full"][sec]
+        t0 = time.perf_counter()
+        log(f"[bench] {sec}: warmup {warmup}, reps {reps} ...")
+        if sec == "forward":
+            results[sec] = bench_forward(base, inputs, warmup, reps)
+        elif sec == "train":
+            results[sec] = bench_train(base, inputs, warmup, reps, dropout=0.0)
+        elif sec == "train_dropout":
+            results[sec] = bench_train(base, inputs, warmup, reps, dropout=0.05)
+        elif sec == "merged":
+            results[sec] = bench_merged(base, inputs, warmup, reps)
+        elif sec == "mixed":
+            results[sec] = bench_mixed(base, cfg.vocab_size, warmup, reps)
+        gc.collect()
+        log(f"[bench] {sec}: done in {time.perf_counter() - t0:.1f}s")
+    results["elapsed_s"] = time.perf_counter() - t_start
+
+    print(f"sdk vs peft {env['peft']} | torch {env['torch']} | transformers {env['transformers']} | "
+          f"{env['threads']} threads on {env['cpu_count']} CPUs | {mode} run")
+    print("Llama 1024/2816, 4 layers, 16 heads, vocab 8000, fp32; LoRA r=16 alpha=32 on q,k,v,o_proj")
+    if all(k in results for k in ("forward", "train", "merged", "mixed")):
+        print()
+        print(table(results))
+        print()
+        text, verdict = goals_table(results)
+        print(text)
+        results["goals"] = verdict
+    else:
+        print(json.dumps({k: v for k, v in results.items() if k != "env"}, indent=2))
+    checks = []
+    if "forward" in results:
+        checks.append(f"unmerged logits |sdk-peft| max {results['forward']['max_abs_logit_diff']:.2e}")
+    if "merged" in results:
+        d = results["merged"]["max_abs_logit_diff"]
+        checks.append(f"merged vs unmerged {d['sdk_merged_vs_unmerged']:.2e}, "
+                      f"sdk vs peft merged {d['sdk_merged_vs_peft_merged']:.2e}")
+    if "mixed" in results:
+        checks.append(f"mixed-batch logits |sdk-peft| max {results['mixed']['max_abs_logit_diff']:.2e} "
+                      f"(allclose atol 1e-4: ok)")
+    print()
+    print("checks: " + "; ".join(checks))
+    print(f"elapsed: {results['elapsed_s']:.0f}s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        log(f"[bench] wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
