@@ -137,29 +137,77 @@ def make_pair(
     return s, p
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], warmup: int, reps: int) -> dict[str, list[float]]:
-    """Run every fn ``warmup`` times, then ``reps`` rounds; the order rotates each round."""
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy jiffies of the whole machine, jiffies of this process), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        busy = sum(v) - v[3] - v[4]  # all but idle and iowait
+        return busy, int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _foreign_share(before: tuple[int, int] | None, after: tuple[int, int] | None, wall: float) -> float:
+    """CPU time other processes used during ``wall`` seconds, as a fraction of one core."""
+    if before is None or after is None or wall <= 0:
+        return 0.0
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    other = (after[0] - before[0]) - (after[1] - before[1])
+    return max(other - 2, 0) / hz / wall  # 2 jiffies of slack for the 10 ms resolution
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], warmup: int, reps: int, max_foreign: float = 0.10
+) -> dict[str, list[float]]:
+    """Run every fn ``warmup`` times, then ``reps`` rounds; the order rotates each round.
+
+    A round during which other processes used more than ``max_foreign`` of a core (read from
+    /proc on Linux) is thrown away and run again, up to ``3 * reps`` extra rounds; the counts
+    are kept in ``STATS``.
+    """
     keys = list(fns)
     for _ in range(warmup):
         for k in keys:
             fns[k]()
     times: dict[str, list[float]] = {k: [] for k in keys}
+    dropped = kept_noisy = 0
     gc.collect()
     gc_was = gc.isenabled()
     gc.disable()
     try:
-        for i in range(reps):
+        i = 0
+        while len(times[keys[0]]) < reps:
             order = keys[i % len(keys):] + keys[: i % len(keys)]
             if (i // len(keys)) % 2:
                 order = order[::-1]
+            i += 1
+            round_t: dict[str, float] = {}
+            j0, w0 = _cpu_jiffies(), time.perf_counter()
             for k in order:
                 t0 = time.perf_counter()
                 fns[k]()
-                times[k].append(time.perf_counter() - t0)
+                round_t[k] = time.perf_counter() - t0
+            share = _foreign_share(j0, _cpu_jiffies(), time.perf_counter() - w0)
+            if share > max_foreign:
+                if dropped < 3 * reps:
+                    dropped += 1
+                    continue
+                kept_noisy += 1
+            for k in keys:
+                times[k].append(round_t[k])
     finally:
         if gc_was:
             gc.enable()
+    STATS["rounds"] += reps
+    STATS["dropped_rounds"] += dropped
+    STATS["kept_noisy_rounds"] += kept_noisy
     return times
+
+
+STATS = {"rounds": 0, "dropped_rounds": 0, "kept_noisy_rounds": 0}
 
 
 def summary(ts: list[float]) -> dict[str, float]:
@@ -408,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "attn_implementation": getattr(cfg, "_attn_implementation", None),
         "dtype": str(next(base.parameters()).dtype),
         "base_params": sum(q.numel() for q in base.parameters()),
+        "loadavg_start": os.getloadavg(),
     }
     log(f"[bench] {mode} run, torch {env['torch']}, {env['threads']} threads, "
         f"base model {env['base_params'] / 1e6:.1f}M params")
@@ -432,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         log(f"[bench] {sec}: done in {time.perf_counter() - t0:.1f}s")
     results["elapsed_s"] = time.perf_counter() - t_start
+    results["contention"] = dict(STATS)
+    env["loadavg_end"] = os.getloadavg()
 
     print(f"sdk vs peft {env['peft']} | torch {env['torch']} | transformers {env['transformers']} | "
           f"{env['threads']} threads on {env['cpu_count']} CPUs | {mode} run")
@@ -457,7 +508,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"(allclose atol 1e-4: ok)")
     print()
     print("checks: " + "; ".join(checks))
-    print(f"elapsed: {results['elapsed_s']:.0f}s")
+    print(f"elapsed: {results['elapsed_s']:.0f}s; load average at start {env['loadavg_start'][0]:.2f}, "
+          f"at end (1 min) {env['loadavg_end'][0]:.2f}")
+    print(f"timed rounds: {STATS['rounds']}; re-run because another process used the CPU: "
+          f"{STATS['dropped_rounds']}; kept although noisy (retry budget spent): {STATS['kept_noisy_rounds']}")
+    if STATS["kept_noisy_rounds"]:
+        print("warning: the machine was busy during the run; absolute times are unreliable "
+              "(the interleaved ratios are less affected)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
         log(f"[bench] wrote {args.json}")

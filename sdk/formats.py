@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .config import CONFIG_NAME, AdapterConfig
 from .errors import FormatError, PickleRefusedError
 from .methods import Tuner
-from .tuners.base import iter_adapter_modules
+from .tuners.base import ModulesToSave, iter_adapter_modules
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "pytorch_model.bin")
@@ -93,6 +93,25 @@ def read_config(directory: str | Path) -> dict[str, object]:
     return read_config_dict(directory)
 
 
+def _normalise_keys(model: nn.Module, given: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Undo PEFT quirks: with ``bias="all"`` it also saves ``<P>.modules_to_save.bias`` (a duplicate
+    of ``<P>.bias``) and ``<P>.original_module.bias`` (the base bias) of full-copy modules."""
+    wrappers = {path for path, m in iter_adapter_modules(model) if isinstance(m, ModulesToSave)}
+    out: dict[str, Tensor] = {}
+    for key, tensor in given.items():
+        for path in wrappers:
+            head = f"{path}.modules_to_save."
+            if key.startswith(head) and f"{path}.{key[len(head):]}" in given:
+                break
+            head = f"{path}.original_module."
+            if key.startswith(head):
+                out[f"{path}.base_layer.{key[len(head):]}"] = tensor
+                break
+        else:
+            out[key] = tensor
+    return out
+
+
 def load_adapter_state(
     model: nn.Module, adapter_name: str, config: AdapterConfig, tuner: Tuner, tensors: Mapping[str, Tensor]
 ) -> None:
@@ -102,8 +121,8 @@ def load_adapter_state(
     land somewhere; otherwise :class:`FormatError` lists the problems and nothing is copied.
     """
     expected = {k.removeprefix(PREFIX): t for k, t in adapter_state_dict(model, adapter_name, config, tuner).items()}
-    given = {k.removeprefix(PREFIX): t for k, t in tensors.items()}
-    params = dict(model.named_parameters())
+    given = _normalise_keys(model, {k.removeprefix(PREFIX): t for k, t in tensors.items()})
+    params = dict(model.named_parameters(remove_duplicate=False))  # tied weights under every name
     problems: list[str] = []
     base_overrides: dict[str, Tensor] = {}
     for key, tensor in given.items():

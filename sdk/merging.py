@@ -62,14 +62,17 @@ def merge_lora_state_dict(
     adapter: Mapping[str, Tensor],
     scaling_for: Callable[[str, int], float],
     *,
-    fan_in_fan_out: bool = False,
+    kinds: Mapping[str, LayerKind] | None = None,
     weight: float = 1.0,
 ) -> dict[str, Tensor]:
     """Merge a PEFT-format LoRA state dict into a base model state dict, returning a new dict.
 
     ``adapter`` keys are PEFT's on-disk keys (``base_model.model.<path>.lora_A.weight`` …);
     ``base`` keys are the model's own (``<path>.weight``). ``scaling_for(path, r)`` gives the
-    scale of the module at ``path``. Tensors in ``base`` that are not touched are shared.
+    scale of the module at ``path``; ``kinds`` the layer kind of each path (from the base
+    model's signature). Without it the kind is read off the shapes, and a square weight whose
+    layout (Linear out×in or Conv1D in×out) cannot be told apart is an error rather than a
+    guess. Tensors in ``base`` that are not touched are shared, not copied.
     """
     out = dict(base)
     pairs: dict[str, dict[str, Tensor]] = {}
@@ -92,9 +95,25 @@ def merge_lora_state_dict(
             a, b, kind = t["eA"], t["eB"], "embedding"
         else:
             a, b = t["A"], t["B"]
-            kind = "conv2d" if a.ndim == 4 else ("conv1d" if fan_in_fan_out else "linear")
+            kind = (kinds or {}).get(path) or _kind_from_shapes(path, a, b, w)
         delta = lora_delta(a.float(), b.float(), scaling_for(path, a.shape[0]) * weight, kind)
         if delta.shape != w.shape:
             raise MergeError(f"ΔW for {path!r} has shape {tuple(delta.shape)}, base weight has {tuple(w.shape)}")
         out[wkey] = (w.float() + delta).to(w.dtype)
     return out
+
+
+def _kind_from_shapes(path: str, a: Tensor, b: Tensor, w: Tensor) -> LayerKind:
+    if a.ndim == 4:
+        return "conv2d"
+    out_f, in_f = b.shape[0], a.shape[1]
+    if out_f == in_f:
+        raise MergeError(
+            f"cannot tell whether {path!r} (square {out_f}×{in_f}) is a Linear or a transposed Conv1D weight; "
+            "pass kinds={path: 'linear' | 'conv1d'} (the base model signature has them)"
+        )
+    if tuple(w.shape) == (out_f, in_f):
+        return "linear"
+    if tuple(w.shape) == (in_f, out_f):
+        return "conv1d"
+    raise MergeError(f"LoRA factors of {path!r} (in {in_f}, out {out_f}) do not fit base weight {tuple(w.shape)}")

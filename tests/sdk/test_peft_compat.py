@@ -10,7 +10,6 @@ shapes. Then two adapters side by side, mixed batches, merging, and the Conv2d l
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -51,11 +50,24 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
         {"target_modules": ["q_proj", "v_proj"], "use_rslora": True, "lora_alpha": 16, "rank_pattern": {"v_proj": 2}},
     ),
     "llama-embed": ("llama", {"target_modules": ["embed_tokens", "q_proj"]}),
-    "llama-lm_head-modules_to_save": ("llama", {"target_modules": ["q_proj", "v_proj"], "modules_to_save": ["lm_head"]}),
+    "llama-lm_head-modules_to_save": (
+        "llama",
+        {"target_modules": ["q_proj", "v_proj"], "modules_to_save": ["lm_head"]},
+    ),
     "llama-layers": (
         "llama",
         {"target_modules": ["q_proj", "v_proj"], "layers_to_transform": [1], "layers_pattern": "layers"},
     ),
+    "llama-layers-pattern-list": (
+        "llama",
+        {
+            "target_modules": ["q_proj", "v_proj"],
+            "layers_to_transform": [0],
+            "layers_pattern": ["layers"],
+            "rank_pattern": {"v_proj": 2},
+        },
+    ),
+    "llama-embed-and-lm_head": ("llama", {"target_modules": ["embed_tokens", "lm_head", "o_proj"]}),
     "llama-layers-int-no-pattern": ("llama", {"target_modules": ["q_proj", "down_proj"], "layers_to_transform": 0}),
     "llama-exclude-list": ("llama", {"target_modules": "all-linear", "exclude_modules": ["o_proj", "up_proj"]}),
     "llama-exclude-regex": (
@@ -68,10 +80,18 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2-all-linear": ("gpt2", {"target_modules": "all-linear"}),
     "gpt2-wte": ("gpt2", {"target_modules": ["wte", "c_attn"]}),
     "gpt2-lm_head-modules_to_save-tied": ("gpt2", {"target_modules": ["c_attn"], "modules_to_save": ["lm_head"]}),
+    # LoRA on the output head, whose weight is the (tied) input embedding
+    "gpt2-lm_head-lora-tied": ("gpt2", {"target_modules": ["c_attn", "lm_head"]}),
+    "gpt2-wte-modules_to_save-tied": ("gpt2", {"target_modules": ["c_fc"], "modules_to_save": ["wte"]}),
     "gpt2-layers": ("gpt2", {"target_modules": ["c_attn", "c_fc"], "layers_to_transform": [0], "layers_pattern": "h"}),
     "gpt2-bias-all": ("gpt2", {"target_modules": ["c_attn"], "bias": "all"}),
     "gpt2-bias-lora_only": ("gpt2", {"target_modules": ["c_attn", "c_fc"], "bias": "lora_only"}),
     "conv2d": ("conv", {"target_modules": ["conv", "fc"], "r": 2}),
+    # a trained bias plus a full copy of a head that has a bias (the usual classifier-head setup)
+    "conv2d-bias-all-modules_to_save": (
+        "conv",
+        {"target_modules": ["conv"], "r": 2, "bias": "all", "modules_to_save": ["fc"]},
+    ),
 }
 CASE_IDS = list(CASES)
 
@@ -109,20 +129,20 @@ def _perturb_trainable(model: nn.Module, seed: int) -> None:
             p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
 
 
-def _sdk_model(kind: str, kw: dict[str, Any], seed: int = 1, name: str = "default") -> sdk.AdapterModel:
-    from conftest import build_model
-
+def _sdk_model(
+    make_model: Callable, kind: str, kw: dict[str, Any], seed: int = 1, name: str = "default"
+) -> sdk.AdapterModel:
     torch.manual_seed(seed)
-    model = sdk.get_peft_model(build_model(kind), sdk.LoraConfig(**kw), adapter_name=name)
+    model = sdk.get_peft_model(make_model(kind), sdk.LoraConfig(**kw), adapter_name=name)
     _perturb_trainable(model, seed)
     return model.eval()
 
 
-def _peft_model(kind: str, kw: dict[str, Any], seed: int = 1, name: str = "default") -> peft.PeftModel:
-    from conftest import build_model
-
+def _peft_model(
+    make_model: Callable, kind: str, kw: dict[str, Any], seed: int = 1, name: str = "default"
+) -> peft.PeftModel:
     torch.manual_seed(seed)
-    model = peft.get_peft_model(build_model(kind), peft.LoraConfig(**kw), adapter_name=name)
+    model = peft.get_peft_model(make_model(kind), peft.LoraConfig(**kw), adapter_name=name)
     _perturb_trainable(model, seed)
     return model.eval()
 
@@ -136,8 +156,20 @@ def _config(folder: Path) -> dict[str, Any]:
 
 
 def _no_adapter_layers(model: nn.Module) -> None:
-    leftovers = [n for n, m in model.named_modules() if isinstance(m, AdapterModule) or "lora" in type(m).__name__.lower()]
+    leftovers = [
+        n for n, m in model.named_modules() if isinstance(m, AdapterModule) or "lora" in type(m).__name__.lower()
+    ]
     assert not leftovers, f"adapter layers left after merge_and_unload: {leftovers}"
+
+
+def _peft_artifact(key: str) -> bool:
+    """Keys peft writes with ``bias="all"`` for a modules_to_save module that has a bias.
+
+    peft's bias filter keeps every key containing "bias" before it rewrites modules_to_save
+    keys, so ``<path>.modules_to_save.bias`` and ``<path>.original_module.bias`` end up in the
+    file next to the real ``<path>.bias``; peft's own loader ignores them.
+    """
+    return ".modules_to_save." in key or ".original_module." in key
 
 
 def _peft_missing_key_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -151,7 +183,7 @@ def _peft_missing_key_warnings(caught: list[warnings.WarningMessage]) -> list[st
 def test_sdk_adapter_loads_in_peft(case: str, tmp_path: Path, make_model: Callable, make_inputs: Callable) -> None:
     kind = CASES[case][0]
     inputs = make_inputs(kind)
-    model = _sdk_model(kind, _kwargs(case))
+    model = _sdk_model(make_model, kind, _kwargs(case))
     expected = _out(model, inputs)
     _differs(expected, _out(make_model(kind), inputs), case)
     model.save_pretrained(tmp_path)
@@ -164,7 +196,8 @@ def test_sdk_adapter_loads_in_peft(case: str, tmp_path: Path, make_model: Callab
     _close(_out(loaded, inputs), expected, f"{case}: peft output of an sdk-saved adapter")
 
     # every tensor of the file found a place in peft's model, and peft would save the same keys
-    peft_keys = set(peft.get_peft_model_state_dict(loaded, save_embedding_layers=False))
+    peft_state = peft.get_peft_model_state_dict(loaded, save_embedding_layers=False)
+    peft_keys = {k for k in peft_state if not _peft_artifact(k)}
     assert set(_keys_and_shapes(tmp_path)) == peft_keys
 
 
@@ -175,7 +208,7 @@ def test_sdk_adapter_loads_in_peft(case: str, tmp_path: Path, make_model: Callab
 def test_peft_adapter_loads_in_sdk(case: str, tmp_path: Path, make_model: Callable, make_inputs: Callable) -> None:
     kind = CASES[case][0]
     inputs = make_inputs(kind)
-    model = _peft_model(kind, _kwargs(case))
+    model = _peft_model(make_model, kind, _kwargs(case))
     expected = _out(model, inputs)
     _differs(expected, _out(make_model(kind), inputs), case)
     model.save_pretrained(str(tmp_path))  # peft's defaults (may include full embedding weights)
@@ -191,6 +224,12 @@ def test_peft_adapter_loads_in_sdk(case: str, tmp_path: Path, make_model: Callab
 
 # --- 3. the files themselves ------------------------------------------------------------------
 
+#: peft rewrites ``fan_in_fan_out`` for each layer it wraps (True for a Conv1D, False for an
+#: nn.Linear), so with both kinds targeted the saved flag is whatever the last layer set (here
+#: lm_head: False). Neither library reads the flag for these layer classes on load, and sdk
+#: writes True whenever a Conv1D is adapted; so the flag is not compared for such mixes.
+_PEFT_LAST_LAYER_SETS_FAN_IN_FAN_OUT = {"gpt2-lm_head-lora-tied"}
+
 #: config fields compared as sets (order is not meaningful; peft keeps some as Python sets)
 _SET_FIELDS = {"target_modules", "exclude_modules", "modules_to_save"}
 
@@ -202,16 +241,17 @@ def _norm(field: str, value: Any) -> Any:
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
-def test_saved_files_agree(case: str, tmp_path: Path) -> None:
+def test_saved_files_agree(case: str, tmp_path: Path, make_model: Callable) -> None:
     kind = CASES[case][0]
     kw = _kwargs(case)
-    _sdk_model(kind, kw).save_pretrained(tmp_path / "sdk")
-    _peft_model(kind, kw).save_pretrained(str(tmp_path / "peft"), save_embedding_layers=False)
+    _sdk_model(make_model, kind, kw).save_pretrained(tmp_path / "sdk")
+    _peft_model(make_model, kind, kw).save_pretrained(str(tmp_path / "peft"), save_embedding_layers=False)
 
     sdk_files = _keys_and_shapes(tmp_path / "sdk")
-    peft_files = _keys_and_shapes(tmp_path / "peft")
+    peft_files = {k: v for k, v in _keys_and_shapes(tmp_path / "peft").items() if not _peft_artifact(k)}
     assert set(sdk_files) == set(peft_files), (
-        f"only in sdk: {sorted(set(sdk_files) - set(peft_files))}; only in peft: {sorted(set(peft_files) - set(sdk_files))}"
+        f"only in sdk: {sorted(set(sdk_files) - set(peft_files))}; "
+        f"only in peft: {sorted(set(peft_files) - set(sdk_files))}"
     )
     assert sdk_files == peft_files, "tensor shapes differ"
 
@@ -221,6 +261,8 @@ def test_saved_files_agree(case: str, tmp_path: Path) -> None:
     common = (set(ours) & set(theirs)) - {"target_modules"}
     for field in {"r", "lora_alpha", "bias", "fan_in_fan_out", "use_rslora", "rank_pattern", "alpha_pattern"}:
         assert field in common, f"{field} missing from a config"
+    if case in _PEFT_LAST_LAYER_SETS_FAN_IN_FAN_OUT:
+        common.discard("fan_in_fan_out")
     diffs = {f: (ours[f], theirs[f]) for f in sorted(common) if _norm(f, ours[f]) != _norm(f, theirs[f])}
     assert not diffs, f"adapter_config.json fields differ (sdk, peft): {diffs}"
 
@@ -241,7 +283,7 @@ def test_saved_files_agree(case: str, tmp_path: Path) -> None:
 
 def test_peft_embedding_base_weight_is_accepted(tmp_path: Path, make_model: Callable, make_inputs: Callable) -> None:
     """PEFT also saves the full ``embed_tokens.base_layer.weight`` when embed_tokens is targeted."""
-    model = _peft_model("llama", _kwargs("llama-embed"))
+    model = _peft_model(make_model, "llama", _kwargs("llama-embed"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.save_pretrained(str(tmp_path))
@@ -264,6 +306,11 @@ TWO: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"target_modules": ["embed_tokens", "q_proj"]},
         {"target_modules": ["k_proj"], "r": 3, "modules_to_save": ["lm_head"]},
     ),
+    "llama-modules_to_save-both": (
+        "llama",
+        {"target_modules": ["q_proj"], "modules_to_save": ["lm_head"]},
+        {"target_modules": ["v_proj"], "r": 2, "modules_to_save": ["lm_head"]},
+    ),
     "gpt2": (
         "gpt2",
         {"target_modules": ["c_attn", "c_proj"]},
@@ -273,6 +320,9 @@ TWO: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 TWO_IDS = list(TWO)
 MIX = ["default", "other", "__base__", "other", "default"]
+#: peft 0.21.2 cannot run these mixed batches itself: its ModulesToSaveWrapper looks up a copy
+#: for every adapter in the batch (KeyError: 'default' when only "other" has one)
+PEFT_CANNOT_MIX = {"llama-embed-modules_to_save"}
 
 
 def _two_kwargs(case: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -284,16 +334,12 @@ def _two_kwargs(case: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return out[0], out[1]
 
 
-def _sdk_two(case: str) -> sdk.AdapterModel:
-    from conftest import build_model
-
+def _sdk_two(make_model: Callable, case: str) -> sdk.AdapterModel:
     kind = TWO[case][0]
     kw_a, kw_b = _two_kwargs(case)
     torch.manual_seed(1)
-    model = sdk.get_peft_model(build_model(kind), sdk.LoraConfig(**kw_a))
+    model = sdk.get_peft_model(make_model(kind), sdk.LoraConfig(**kw_a))
     model.add_adapter("other", sdk.LoraConfig(**kw_b))
-    model.set_adapter(["default", "other"])  # both trainable while perturbing ...
-    model.set_adapter("default")
     for name in ("default", "other"):
         model.set_adapter(name)
         _perturb_trainable(model, seed=10 + len(name))
@@ -301,13 +347,11 @@ def _sdk_two(case: str) -> sdk.AdapterModel:
     return model.eval()
 
 
-def _peft_two(case: str) -> peft.PeftModel:
-    from conftest import build_model
-
+def _peft_two(make_model: Callable, case: str) -> peft.PeftModel:
     kind = TWO[case][0]
     kw_a, kw_b = _two_kwargs(case)
     torch.manual_seed(1)
-    model = peft.get_peft_model(build_model(kind), peft.LoraConfig(**kw_a))
+    model = peft.get_peft_model(make_model(kind), peft.LoraConfig(**kw_a))
     model.add_adapter("other", peft.LoraConfig(**kw_b))
     for name in ("default", "other"):
         model.set_adapter(name)
@@ -339,7 +383,7 @@ def _compare_two(ours: sdk.AdapterModel, theirs: peft.PeftModel, inputs: dict[st
 @pytest.mark.parametrize("case", TWO_IDS)
 def test_two_adapters_sdk_to_peft(case: str, tmp_path: Path, make_model: Callable, make_inputs: Callable) -> None:
     kind = TWO[case][0]
-    ours = _sdk_two(case)
+    ours = _sdk_two(make_model, case)
     ours.save_pretrained(tmp_path)
     assert (tmp_path / "adapter_model.safetensors").is_file()
     assert (tmp_path / "other" / "adapter_model.safetensors").is_file()
@@ -353,7 +397,7 @@ def test_two_adapters_sdk_to_peft(case: str, tmp_path: Path, make_model: Callabl
 @pytest.mark.parametrize("case", TWO_IDS)
 def test_two_adapters_peft_to_sdk(case: str, tmp_path: Path, make_model: Callable, make_inputs: Callable) -> None:
     kind = TWO[case][0]
-    theirs = _peft_two(case)
+    theirs = _peft_two(make_model, case)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs.save_pretrained(str(tmp_path))
@@ -371,7 +415,7 @@ def test_mixed_batch_matches_single_adapters_and_peft(
 ) -> None:
     kind = TWO[case][0]
     inputs = make_inputs(kind, batch=len(MIX))
-    ours = _sdk_two(case)
+    ours = _sdk_two(make_model, case)
     ours.save_pretrained(tmp_path)
     theirs = peft.PeftModel.from_pretrained(make_model(kind), str(tmp_path))
     theirs.load_adapter(str(tmp_path / "other"), adapter_name="other")
@@ -381,7 +425,8 @@ def test_mixed_batch_matches_single_adapters_and_peft(
     mixed = _out(ours, inputs, adapter_names=MIX)
     for i, name in enumerate(MIX):
         _close(mixed[i], single[name][i], f"{case}: row {i} ({name}) of the mixed batch")
-    _close(mixed, _out(theirs, inputs, adapter_names=MIX), f"{case}: sdk vs peft mixed batch")
+    if case not in PEFT_CANNOT_MIX:
+        _close(mixed, _out(theirs, inputs, adapter_names=MIX), f"{case}: sdk vs peft mixed batch")
     # the active adapter is untouched by a mixed batch
     _close(_out(ours, inputs), single["default"], f"{case}: after the mixed batch")
 
@@ -390,14 +435,14 @@ def test_mixed_batch_matches_single_adapters_and_peft(
 
 #: cases where the embedding that gets a LoRA is tied to the output head: merging changes the
 #: head too (in peft as well), so merged outputs equal peft's merged outputs, not the unmerged ones
-_TIED_EMBEDDING = {"gpt2-wte"}
+_TIED_EMBEDDING = {"gpt2-wte", "gpt2-lm_head-lora-tied"}
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
 def test_merge_matches_peft(case: str, tmp_path: Path, make_model: Callable, make_inputs: Callable) -> None:
     kind = CASES[case][0]
     inputs = make_inputs(kind)
-    ours = _sdk_model(kind, _kwargs(case))
+    ours = _sdk_model(make_model, kind, _kwargs(case))
     ours.save_pretrained(tmp_path)
     theirs = peft.PeftModel.from_pretrained(make_model(kind), str(tmp_path)).eval()
     weights_before = {k: v.clone() for k, v in ours.state_dict().items()}
@@ -427,11 +472,13 @@ def test_merge_matches_peft(case: str, tmp_path: Path, make_model: Callable, mak
 
 
 @pytest.mark.parametrize("case", ["llama", "gpt2", "conv2d"])
-def test_merge_two_adapters_matches_peft(case: str, tmp_path: Path, make_model: Callable, make_inputs: Callable) -> None:
-    """Merging both adapters at once (set_adapter([...]) in sdk, add_weighted-free peft path)."""
+def test_merge_two_adapters_matches_peft(
+    case: str, tmp_path: Path, make_model: Callable, make_inputs: Callable
+) -> None:
+    """Both adapters active at once, then merged together, agree with peft."""
     kind = TWO[case][0]
     inputs = make_inputs(kind)
-    ours = _sdk_two(case)
+    ours = _sdk_two(make_model, case)
     ours.save_pretrained(tmp_path)
     theirs = peft.PeftModel.from_pretrained(make_model(kind), str(tmp_path))
     theirs.load_adapter(str(tmp_path / "other"), adapter_name="other")
@@ -445,7 +492,8 @@ def test_merge_two_adapters_matches_peft(case: str, tmp_path: Path, make_model: 
     plain = ours.merge_and_unload(adapter_names=["default", "other"])
     _no_adapter_layers(plain)
     _close(_out(plain, inputs), _out(ref, inputs), f"{case}: merged two adapters")
-    _close(_out(plain, inputs), both, f"{case}: merged two adapters vs unmerged")
+    if case != "gpt2":  # "other" adapts wte, which is tied to lm_head: merging changes the head too
+        _close(_out(plain, inputs), both, f"{case}: merged two adapters vs unmerged")
 
 
 # --- 6. a finer look at scaling ---------------------------------------------------------------
@@ -454,7 +502,7 @@ def test_merge_two_adapters_matches_peft(case: str, tmp_path: Path, make_model: 
 def test_rank_and_alpha_pattern_scaling_matches_peft(tmp_path: Path, make_model: Callable) -> None:
     """Per-module rank and scaling agree with peft's after loading an sdk adapter."""
     kw = _kwargs("llama-rank-alpha-pattern") | {"use_rslora": True}
-    ours = _sdk_model("llama", kw)
+    ours = _sdk_model(make_model, "llama", kw)
     ours.save_pretrained(tmp_path)
     theirs = peft.PeftModel.from_pretrained(make_model("llama"), str(tmp_path))
     from sdk.tuners.lora import LoraLayer
@@ -467,4 +515,3 @@ def test_rank_and_alpha_pattern_scaling_matches_peft(tmp_path: Path, make_model:
             assert module.scaling["default"] == pytest.approx(ref.scaling["default"]), path
             seen += 1
     assert seen == 8
-    assert re.search(r"q_proj", str(kw["rank_pattern"]))
