@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor, nn
 
 from .config import AdapterConfig
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .signature import ExpectedTensor, Signature
 
 
 class Tuner(Protocol):
@@ -33,6 +36,10 @@ class Tuner(Protocol):
 
     def mark_trainable(self, model: nn.Module, config: AdapterConfig, adapter_name: str) -> None:
         """Turn on ``requires_grad`` for any base parameters the method trains (e.g. biases)."""
+        ...
+
+    def expected_shapes(self, config: AdapterConfig, signature: Signature) -> dict[str, ExpectedTensor]:
+        """On-disk tensors (keys without ``base_model.model.``) an adapter must have on ``signature``."""
         ...
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -42,6 +43,9 @@ DEFAULT_TARGETS: dict[str, list[str]] = {
 SEQ_CLS_HEADS = ("classifier", "score")
 
 
+LINEAR_KINDS = frozenset({"Linear", "Conv1D"})
+
+
 def linear_classes() -> tuple[type, ...]:
     """Layer classes counted as linear: ``nn.Linear`` and transformers' ``Conv1D`` if installed."""
     classes: list[type] = [nn.Linear]
@@ -52,6 +56,90 @@ def linear_classes() -> tuple[type, ...]:
     except ImportError:  # transformers is optional
         pass
     return tuple(classes)
+
+
+def module_kind(module: nn.Module) -> str:
+    """``Linear``, ``Conv1D``, ``Embedding``, ``Conv2d``, or the class name of anything else."""
+    lin = linear_classes()
+    if isinstance(module, nn.Linear):
+        return "Linear"
+    if len(lin) > 1 and isinstance(module, lin[1]):
+        return "Conv1D"
+    if isinstance(module, nn.Embedding):
+        return "Embedding"
+    if isinstance(module, nn.Conv2d):
+        return "Conv2d"
+    return type(module).__name__
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What targeting needs to know of a model: module paths with kinds, type, output head.
+
+    Built from a live model (:meth:`of`) or from a registered base-model signature, so a
+    config selects the same modules on both sides.
+    """
+
+    kinds: dict[str, str]
+    model_type: str | None = None
+    output_heads: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ModelView:
+        """The view of a live model; adapter wrappers count as the layer they wrap."""
+        from .tuners.base import AdapterModule
+
+        kinds: dict[str, str] = {}
+        skip: list[str] = []
+        for path, module in model.named_modules():
+            if not path or any(path.startswith(s) for s in skip):
+                continue
+            if isinstance(module, AdapterModule):
+                kinds[path] = module_kind(module.base_layer)
+                skip.append(path + ".")
+            else:
+                kinds[path] = module_kind(module)
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        return cls(kinds, model_type, frozenset(_output_heads(model)))
+
+
+def _output_heads(model: nn.Module) -> set[str]:
+    getter = getattr(model, "get_output_embeddings", None)
+    try:
+        head = getter() if callable(getter) else None
+    except (AttributeError, NotImplementedError):
+        head = None
+    if head is None:
+        return {n for n, _ in model.named_modules() if n == "lm_head" or n.endswith(".lm_head")}
+    found = {n for n, m in model.named_modules() if m is head}
+    if not found:  # the head may be wrapped by an adapter module
+        found = {n for n, m in model.named_modules() if getattr(m, "base_layer", None) is head}
+    return found
+
+
+def resolve_target_modules(
+    view: ModelView, target_modules: str | Sequence[str] | None, *, task_type: str | None = None
+) -> str | list[str]:
+    """Turn ``None`` (architecture default) and ``"all-linear"`` into concrete name lists."""
+    if target_modules is None:
+        if view.model_type in DEFAULT_TARGETS:
+            return list(DEFAULT_TARGETS[view.model_type])
+        raise TargetModulesNotFoundError(
+            "target_modules is not set and there is no default for "
+            f"model_type={view.model_type!r}; pass target_modules=[...] (module names such as 'q_proj'), "
+            "a full-match regex, or 'all-linear'"
+        )
+    if isinstance(target_modules, str) and target_modules.lower() == ALL_LINEAR:
+        excluded = set(view.output_heads)
+        if task_type == "SEQ_CLS":
+            excluded |= {n for n in view.kinds if n in SEQ_CLS_HEADS}
+        leafs = {n.rsplit(".", 1)[-1] for n, k in view.kinds.items() if k in LINEAR_KINDS and n not in excluded}
+        for n in excluded:
+            leafs.discard(n.rsplit(".", 1)[-1])
+        return sorted(leafs)
+    if isinstance(target_modules, str):
+        return target_modules
+    return list(target_modules)
 
 
 def matches_name_list(key: str, names: Iterable[str]) -> bool:
@@ -78,42 +166,6 @@ def _layer_index(key: str, layers_pattern: str | Sequence[str] | None) -> int | 
             if m:
                 break
     return int(m.group("idx")) if m else None
-
-
-def output_head_names(model: nn.Module) -> set[str]:
-    """Paths of the output embedding (``lm_head``), which ``all-linear`` never targets."""
-    getter = getattr(model, "get_output_embeddings", None)
-    head = getter() if callable(getter) else None
-    if head is None:
-        return {n for n, _ in model.named_modules() if n == "lm_head" or n.endswith(".lm_head")}
-    return {n for n, m in model.named_modules() if m is head}
-
-
-def resolve_target_modules(
-    model: nn.Module, target_modules: str | Sequence[str] | None, *, task_type: str | None = None
-) -> str | list[str]:
-    """Turn ``None`` (architecture default) and ``"all-linear"`` into concrete name lists."""
-    if target_modules is None:
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model_type in DEFAULT_TARGETS:
-            return list(DEFAULT_TARGETS[model_type])
-        raise TargetModulesNotFoundError(
-            "target_modules is not set and there is no default for "
-            f"model_type={model_type!r}; pass target_modules=[...] (module names such as 'q_proj'), "
-            "a full-match regex, or 'all-linear'"
-        )
-    if isinstance(target_modules, str) and target_modules.lower() == ALL_LINEAR:
-        lin = linear_classes()
-        excluded = output_head_names(model)
-        if task_type == "SEQ_CLS":
-            excluded |= {n for n, _ in model.named_modules() if n in SEQ_CLS_HEADS}
-        leafs = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, lin) and n not in excluded}
-        for n in excluded:
-            leafs.discard(n.rsplit(".", 1)[-1])
-        return sorted(leafs)
-    if isinstance(target_modules, str):
-        return target_modules
-    return list(target_modules)
 
 
 def is_target(
@@ -153,18 +205,16 @@ def is_target(
     return idx in layers_to_transform
 
 
-def not_found_message(model: nn.Module, target_modules: str | Sequence[str], extra: str = "") -> str:
+def not_found_message(view: ModelView, target_modules: str | Sequence[str], extra: str = "") -> str:
     """Error text for a selection that matched nothing, with the closest module names."""
-    names = [n for n, _ in model.named_modules() if n]
-    leafs = sorted({n.rsplit(".", 1)[-1] for n in names})
+    leafs = sorted({n.rsplit(".", 1)[-1] for n in view.kinds})
     wanted = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     hints: list[str] = []
     for w in wanted:
         close = difflib.get_close_matches(w.rsplit(".", 1)[-1], leafs, n=3, cutoff=0.5)
         if close:
             hints.append(f"{w!r} -> did you mean {', '.join(repr(c) for c in close)}?")
-    lin = linear_classes()
-    linear_leafs = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, lin)})
+    linear_leafs = sorted({n.rsplit(".", 1)[-1] for n, k in view.kinds.items() if k in LINEAR_KINDS})
     msg = f"Target modules {sorted(wanted)} not found in the base model{extra}."
     if hints:
         msg += " " + " ".join(hints)

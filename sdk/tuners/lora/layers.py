@@ -42,13 +42,25 @@ class LoraLayer(AdapterLayer):
     def out_features(self) -> int:
         return self.base_layer.out_features
 
+    @staticmethod
+    def shapes_for(
+        r: int, in_f: int, out_f: int, kernel: tuple[int, ...] | None = None
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of A and B for rank ``r`` on a layer with these dimensions."""
+        return (r, in_f), (out_f, r)
+
     def factor_shapes(self, r: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Shapes of A and B for rank ``r``."""
-        return (r, self.in_features), (self.out_features, r)
+        """Shapes of A and B for rank ``r`` on this layer."""
+        return self.shapes_for(r, self.in_features, self.out_features, getattr(self.base_layer, "kernel_size", None))
+
+    @staticmethod
+    def max_rank_for(in_f: int, out_f: int, kernel: tuple[int, ...] | None = None) -> int:
+        """The largest sensible rank: min(fan-in, fan-out)."""
+        return min(in_f, out_f)
 
     def max_rank(self) -> int:
-        """The largest sensible rank: min(fan-in, fan-out)."""
-        return min(self.in_features, self.out_features)
+        """The largest sensible rank of this layer."""
+        return self.max_rank_for(self.in_features, self.out_features, getattr(self.base_layer, "kernel_size", None))
 
     # --- adapters --------------------------------------------------------------------------
     def add(self, name: str, r: int, scaling: float, dropout: float, init: bool | str) -> None:
@@ -233,13 +245,17 @@ class LoraConv2d(LoraLayer):
     def out_features(self) -> int:
         return self.base_layer.out_channels
 
-    def factor_shapes(self, r: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        kh, kw = self.base_layer.kernel_size
-        return (r, self.in_features, kh, kw), (self.out_features, r, 1, 1)
+    @staticmethod
+    def shapes_for(
+        r: int, in_f: int, out_f: int, kernel: tuple[int, ...] | None = None
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        kh, kw = kernel or (1, 1)
+        return (r, in_f, kh, kw), (out_f, r, 1, 1)
 
-    def max_rank(self) -> int:
-        kh, kw = self.base_layer.kernel_size
-        return min(self.in_features * kh * kw, self.out_features)
+    @staticmethod
+    def max_rank_for(in_f: int, out_f: int, kernel: tuple[int, ...] | None = None) -> int:
+        kh, kw = kernel or (1, 1)
+        return min(in_f * kh * kw, out_f)
 
     def _conv(self, x: Tensor, name: str) -> Tensor:
         base = self.base_layer
@@ -261,3 +277,12 @@ class LoraConv2d(LoraLayer):
         for name in self._live:
             result = result + self._conv(x, name).to(result.dtype)
         return result
+
+
+#: LoRA layer class per module kind (as named in signatures).
+LAYER_BY_KIND: dict[str, type[LoraLayer]] = {
+    "Linear": LoraLinear,
+    "Conv1D": LoraConv1D,
+    "Embedding": LoraEmbedding,
+    "Conv2d": LoraConv2d,
+}

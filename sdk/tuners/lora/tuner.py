@@ -1,63 +1,59 @@
-"""Injecting LoRA adapters into a model, and the parts of its state LoRA owns outside its layers."""
+"""Injecting LoRA adapters into a model, the state LoRA owns outside its layers, and the tensor
+shapes a LoRA adapter must have on a given base-model signature."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from ...errors import TargetingError, TargetModulesNotFoundError, UnsupportedLayerError
-from ...targeting import (
-    SEQ_CLS_HEADS,
-    is_target,
-    linear_classes,
-    not_found_message,
-    resolve_target_modules,
-)
-from ..base import AdapterModule, inside_adapter_module, iter_adapter_modules, replace_module
+from ...targeting import SEQ_CLS_HEADS, ModelView, is_target, not_found_message, resolve_target_modules
+from ..base import AdapterModule, iter_adapter_modules, replace_module
 from ..modules_to_save import add_modules_to_save
 from .config import LoraConfig
-from .layers import LoraConv1D, LoraConv2d, LoraEmbedding, LoraLayer, LoraLinear
+from .layers import LAYER_BY_KIND, LoraConv1D, LoraLayer
+
+if TYPE_CHECKING:
+    from ...signature import ExpectedTensor, Signature
 
 SUPPORTED = "nn.Linear, transformers' Conv1D, nn.Embedding, nn.Conv2d"
 
 
-def _layer_factory(module: nn.Module) -> Callable[[nn.Module], LoraLayer] | str:
+def _unsupported(kind: str) -> str:
+    return f"layers of type {kind} are not supported (supported: {SUPPORTED})"
+
+
+def _layer_factory(module: nn.Module, kind: str) -> type[LoraLayer] | str:
     """The LoRA layer class for ``module``, or the reason it cannot be adapted."""
-    lin = linear_classes()
-    if isinstance(module, nn.Linear):
-        return LoraLinear
-    if len(lin) > 1 and isinstance(module, lin[1]):
-        return LoraConv1D
-    if isinstance(module, nn.Embedding):
-        return LoraEmbedding
-    if isinstance(module, nn.Conv2d):
+    cls = LAYER_BY_KIND.get(kind)
+    if cls is None:
+        return _unsupported(kind)
+    if kind == "Conv2d":
         if module.groups != 1 or module.dilation != (1, 1):
             return "Conv2d with groups or dilation is not supported"
         if isinstance(module.padding, str):
             return "Conv2d with string padding is not supported"
-        return LoraConv2d
-    return f"layers of type {type(module).__name__} are not supported (supported: {SUPPORTED})"
+    return cls
 
 
 class LoraTuner:
     """The LoRA method's :class:`~sdk.methods.Tuner`."""
 
-    def select(self, model: nn.Module, config: LoraConfig) -> list[str]:
-        """Paths of the modules ``config`` targets in ``model`` (errors if none)."""
-        targets = resolve_target_modules(model, config.target_modules, task_type=config.task_type)
-        inner = inside_adapter_module(model)
+    def select(self, view: ModelView, config: LoraConfig) -> list[str]:
+        """Paths of the modules ``config`` targets (errors if none)."""
+        targets = resolve_target_modules(view, config.target_modules, task_type=config.task_type)
+        mts = self.modules_to_save(view, config)
         keys = [
             path
-            for path, _ in model.named_modules()
-            if path and path not in inner
-            and is_target(
+            for path in view.kinds
+            if is_target(
                 path,
                 targets,
                 exclude_modules=config.exclude_modules,
                 layers_to_transform=config.layers_to_transform,
                 layers_pattern=config.layers_pattern,
-                modules_to_save=self.modules_to_save(model, config),
+                modules_to_save=mts,
             )
         ]
         if not keys:
@@ -66,41 +62,43 @@ class LoraTuner:
                 extra = f" within layers {config.layers_to_transform}"
             if config.exclude_modules:
                 extra += f" after excluding {config.exclude_modules}"
-            raise TargetModulesNotFoundError(not_found_message(model, targets, extra))
+            raise TargetModulesNotFoundError(not_found_message(view, targets, extra))
         return keys
 
-    def modules_to_save(self, model: nn.Module, config: LoraConfig) -> list[str]:
+    def modules_to_save(self, view: ModelView, config: LoraConfig) -> list[str]:
         """``modules_to_save`` plus the classification head that the task trains in full."""
         names = list(config.modules_to_save or [])
         if config.task_type in ("SEQ_CLS", "TOKEN_CLS"):
-            present = {p.rsplit(".", 1)[-1] for p, _ in model.named_modules()}
+            present = {p.rsplit(".", 1)[-1] for p in view.kinds}
             names += [h for h in SEQ_CLS_HEADS if h in present and h not in names]
         return names
 
     def inject(self, model: nn.Module, config: LoraConfig, adapter_name: str) -> list[str]:
         """Add adapter ``adapter_name`` to every targeted module; nothing changes if any check fails."""
-        keys = self.select(model, config)
-        plan: list[tuple[str, nn.Module, Callable[[nn.Module], LoraLayer] | None, int]] = []
+        view = ModelView.of(model)
+        keys = self.select(view, config)
+        plan: list[tuple[str, nn.Module, type[LoraLayer] | None, int]] = []
         problems: list[str] = []
         for path in keys:
             module = model.get_submodule(path)
             r = config.rank_for(path)
             if isinstance(module, LoraLayer):
-                factory = None
-                probe: LoraLayer = module
+                factory: type[LoraLayer] | None = None
+                max_rank = module.max_rank()
             elif isinstance(module, AdapterModule):
                 problems.append(f"{path}: already wrapped by {type(module).__name__}; cannot add LoRA to it")
                 continue
             else:
-                made = _layer_factory(module)
+                made = _layer_factory(module, view.kinds[path])
                 if isinstance(made, str):
                     problems.append(f"{path}: {made}")
                     continue
-                factory, probe = made, made(module)
-            if r > probe.max_rank():
+                factory = made
+                max_rank = made(module).max_rank()
+            if r > max_rank:
                 problems.append(
-                    f"{path}: r={r} is larger than min(in, out)={probe.max_rank()} of this "
-                    f"{type(probe.base_layer).__name__}; lower `r` (or set rank_pattern for it)"
+                    f"{path}: r={r} is larger than min(in, out)={max_rank} of this {view.kinds[path]}; "
+                    "lower `r` (or set rank_pattern for it)"
                 )
                 continue
             plan.append((path, module, factory, r))
@@ -109,21 +107,70 @@ class LoraTuner:
             raise cls("cannot add LoRA adapter:\n  " + "\n  ".join(problems))
         if any(factory is LoraConv1D for _, _, factory, _ in plan) and not config.fan_in_fan_out:
             config.fan_in_fan_out = True  # Conv1D stores weights in×out; PEFT records it like this
-        mts = self.modules_to_save(model, config)
         for path, module, factory, r in plan:
             layer = module if factory is None else factory(module)
-            layer.add(
-                adapter_name,
-                r,
-                config.scaling_for(path, r),
-                config.lora_dropout,
-                config.init_lora_weights,
-            )
+            layer.add(adapter_name, r, config.scaling_for(path, r), config.lora_dropout, config.init_lora_weights)
             if factory is not None:
                 replace_module(model, path, layer)
+        mts = self.modules_to_save(view, config)
         if mts:
             add_modules_to_save(model, mts, adapter_name)
         return keys
+
+    def expected_shapes(self, config: LoraConfig, signature: Signature) -> dict[str, ExpectedTensor]:
+        """On-disk keys (without ``base_model.model.``) and shapes of this adapter on ``signature``."""
+        from ...signature import ExpectedTensor
+
+        view = signature.view()
+        modules = signature.by_path()
+        out: dict[str, ExpectedTensor] = {}
+        problems: list[str] = []
+        keys = self.select(view, config)
+        for path in keys:
+            entry = modules.get(path)
+            if entry is None:  # a parameterless container matched a regex
+                problems.append(f"{path}: {_unsupported(view.kinds[path])}")
+                continue
+            cls = LAYER_BY_KIND.get(entry.kind)
+            if cls is None or entry.in_features is None or entry.out_features is None:
+                problems.append(f"{path}: {_unsupported(entry.kind)}")
+                continue
+            r = config.rank_for(path)
+            max_rank = cls.max_rank_for(entry.in_features, entry.out_features, entry.kernel_size)
+            if r > max_rank:
+                problems.append(f"{path}: r={r} is larger than min(in, out)={max_rank} of this {entry.kind}")
+                continue
+            a_shape, b_shape = cls.shapes_for(r, entry.in_features, entry.out_features, entry.kernel_size)
+            a_key, b_key = cls.disk_names
+            spatial = ("kernel_h", "kernel_w")[: len(a_shape) - 2]
+            a_dims = ("r", "in_features" if entry.kind != "Embedding" else "num_embeddings", *spatial)
+            b_dims = ("out_features" if entry.kind != "Embedding" else "embedding_dim", "r", "1", "1")[: len(b_shape)]
+            out[f"{path}.{a_key}"] = ExpectedTensor(a_shape, a_dims)
+            out[f"{path}.{b_key}"] = ExpectedTensor(b_shape, b_dims)
+            if entry.kind == "Embedding" and "weight" in entry.params:  # PEFT may save the full embedding
+                out[f"{path}.base_layer.weight"] = ExpectedTensor(
+                    entry.params["weight"], ("num_embeddings", "embedding_dim"), optional=True
+                )
+            if config.bias == "lora_only" and "bias" in entry.params:
+                out[f"{path}.base_layer.bias"] = ExpectedTensor(entry.params["bias"], ("out_features",))
+        if problems:
+            raise TargetingError("the adapter config does not fit the base model:\n  " + "\n  ".join(problems))
+        for path in self._modules_to_save_paths(view, config):
+            for name, shape in modules[path].params.items() if path in modules else ():
+                out[f"{path}.{name}"] = ExpectedTensor(shape, tuple(f"dim{i}" for i in range(len(shape))))
+        if config.bias == "all":
+            adapted = set(keys)
+            for entry in signature.modules:
+                if "bias" in entry.params:
+                    key = f"{entry.path}.base_layer.bias" if entry.path in adapted else f"{entry.path}.bias"
+                    out.setdefault(key, ExpectedTensor(entry.params["bias"], ("out_features",)))
+        return out
+
+    def _modules_to_save_paths(self, view: ModelView, config: LoraConfig) -> list[str]:
+        from ...targeting import matches_name_list
+
+        names = self.modules_to_save(view, config)
+        return [p for p in view.kinds if names and matches_name_list(p, names)]
 
     def extra_state(self, model: nn.Module, config: LoraConfig, adapter_name: str) -> dict[str, Tensor]:
         """Biases the adapter trains (``bias="all"`` or ``"lora_only"``), keyed by model path."""
@@ -148,3 +195,5 @@ class LoraTuner:
         for param in self.extra_state(model, config, adapter_name).values():
             if isinstance(param, nn.Parameter):
                 param.requires_grad_(True)
+
+
