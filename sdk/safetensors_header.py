@@ -1,0 +1,696 @@
+"""Header-only reader and validator for safetensors files.
+
+A safetensors file is ``u64 little-endian N`` + ``N`` bytes of UTF-8 JSON + a data section. The JSON
+maps tensor names to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the
+data section) plus an optional ``"__metadata__"`` dict of strings.
+
+:func:`read_header` validates a file from its first ``8 + N`` bytes and its total size alone, so
+the registry can check an upload without loading it (and the SDK can check a file before sending
+it). It never reads past the header, refuses an oversized header before reading it, never
+unpickles anything, and reports every problem it finds rather than stopping at the first.
+
+Single tensors can then be read (:func:`read_tensor`) or checked for zeros in chunks
+(:func:`all_zero`) through the same ``read_at(offset, length)`` callable, which can be backed by a
+local file, by ranged S3 GETs, or by bytes in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import torch
+
+from .problems import Problem
+
+__all__ = [
+    "DTYPE_BITS",
+    "FLOAT_DTYPES",
+    "MAX_HEADER_BYTES",
+    "Header",
+    "Problem",
+    "ReadAt",
+    "TensorInfo",
+    "all_zero",
+    "bytes_reader",
+    "file_reader",
+    "non_float_problems",
+    "read_header",
+    "read_header_from_bytes",
+    "read_header_from_path",
+    "read_tensor",
+]
+
+ReadAt = Callable[[int, int], bytes]
+"""``read_at(offset, length) -> bytes``: up to ``length`` bytes of the file starting at ``offset``."""
+
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
+"""Default limit on the JSON header's length ``N`` (100 MiB)."""
+
+METADATA_KEY = "__metadata__"
+TENSOR_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
+
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+}
+"""Every dtype the safetensors format defines, with its width in bits."""
+
+FLOAT_DTYPES = frozenset(
+    {
+        "F16",
+        "BF16",
+        "F32",
+        "F64",
+        "F8_E4M3",
+        "F8_E5M2",
+        "F8_E4M3FNUZ",
+        "F8_E5M2FNUZ",
+        "F8_E8M0",
+        "F4",
+        "F6_E2M3",
+        "F6_E3M2",
+    }
+)
+"""Real floating-point dtypes (the only ones an adapter's weights may use)."""
+
+_KNOWN_DTYPES_TEXT = ", ".join(DTYPE_BITS)
+
+# For all_zero: a byte mask per group of bytes (little-endian) that clears the sign bit(s), so that
+# -0.0 counts as zero. Dtypes absent here are compared byte for byte.
+_SIGN_CLEARING_MASK: dict[str, bytes] = {
+    "F16": b"\xff\x7f",
+    "BF16": b"\xff\x7f",
+    "F32": b"\xff\xff\xff\x7f",
+    "F64": b"\xff" * 7 + b"\x7f",
+    "C64": b"\xff\xff\xff\x7f",  # real and imaginary float32 halves
+    "F8_E4M3": b"\x7f",
+    "F8_E5M2": b"\x7f",
+    "F4": b"\x77",  # two e2m1 values per byte, sign bit at the top of each nibble
+}
+
+
+def _torch_dtypes() -> dict[str, torch.dtype]:
+    names = {
+        "BOOL": "bool",
+        "U8": "uint8",
+        "I8": "int8",
+        "I16": "int16",
+        "U16": "uint16",
+        "F16": "float16",
+        "BF16": "bfloat16",
+        "I32": "int32",
+        "U32": "uint32",
+        "F32": "float32",
+        "C64": "complex64",
+        "F64": "float64",
+        "I64": "int64",
+        "U64": "uint64",
+        "F8_E5M2": "float8_e5m2",
+        "F8_E4M3": "float8_e4m3fn",
+        "F8_E8M0": "float8_e8m0fnu",
+        "F8_E4M3FNUZ": "float8_e4m3fnuz",
+        "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    }
+    return {st: getattr(torch, tn) for st, tn in names.items() if isinstance(getattr(torch, tn, None), torch.dtype)}
+
+
+_TORCH_DTYPES = _torch_dtypes()
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's entry in the header; ``start``/``end`` are offsets into the data section."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the tensor occupies in the data section (``end - start``)."""
+        return self.end - self.start
+
+    @property
+    def numel(self) -> int:
+        """Number of elements implied by ``shape`` (1 for a scalar)."""
+        return math.prod(self.shape)
+
+
+@dataclass
+class Header:
+    """A parsed header: tensors by name, string metadata, and the sizes of both file sections.
+
+    ``header_size`` is ``8 + N`` (where the data section starts in the file); ``data_size`` is the
+    length of the data section, ``file_size - header_size``.
+    """
+
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str] = field(default_factory=dict)
+    header_size: int = 0
+    data_size: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers
+
+
+def bytes_reader(data: bytes | bytearray | memoryview) -> ReadAt:
+    """A ``read_at`` over bytes in memory."""
+    view = memoryview(data).cast("B")
+
+    def read_at(offset: int, length: int) -> bytes:
+        return bytes(view[offset : offset + length])
+
+    return read_at
+
+
+def file_reader(f: IO[bytes]) -> ReadAt:
+    """A ``read_at`` over an open binary file (seeks, then reads)."""
+
+    def read_at(offset: int, length: int) -> bytes:
+        f.seek(offset)
+        return f.read(length)
+
+    return read_at
+
+
+def _read_exact(read_at: ReadAt, offset: int, length: int) -> bytes:
+    data = read_at(offset, length)
+    if len(data) != length:
+        raise ValueError(f"short read: asked for {length} bytes at offset {offset}, got {len(data)}")
+    return bytes(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and validation
+
+
+class _Obj(dict[str, Any]):
+    """A JSON object that remembers keys that appeared more than once."""
+
+    duplicates: dict[str, int]
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> _Obj:
+    obj = _Obj()
+    counts: dict[str, int] = {}
+    for key, value in pairs:
+        counts[key] = counts.get(key, 0) + 1
+        obj[key] = value  # last one wins, as in most JSON parsers
+    obj.duplicates = {k: n for k, n in counts.items() if n > 1}
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of a JSON value, cut to ``limit`` characters."""
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_unicode(text: str) -> bool:
+    """False for strings holding lone surrogates (legal as JSON escapes, not as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_metadata(value: Any, problems: list[Problem]) -> dict[str, str]:
+    if value is None:  # the reference library accepts an explicit null: no metadata
+        return {}
+    if not isinstance(value, dict):
+        problems.append(
+            Problem(
+                None,
+                "an object of string values",
+                _type_name(value),
+                f"{METADATA_KEY} must be an object mapping strings to strings, found {_type_name(value)}",
+            )
+        )
+        return {}
+    for key, n in getattr(value, "duplicates", {}).items():
+        problems.append(
+            Problem(None, "unique keys", f"{key!r} {n} times", f"{METADATA_KEY} has the key {key!r} {n} times")
+        )
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(item, str):
+            problems.append(
+                Problem(
+                    None,
+                    "string",
+                    _type_name(item),
+                    f"{METADATA_KEY}[{key!r}] must be a string, found {_type_name(item)} {_short(item)}",
+                )
+            )
+        elif not (_is_unicode(key) and _is_unicode(item)):
+            problems.append(
+                Problem(None, "valid Unicode", "lone surrogate", f"{METADATA_KEY}[{key!r}] is not valid Unicode")
+            )
+        else:
+            out[key] = item
+    return out
+
+
+def _check_entry(name: str, entry: Any, problems: list[Problem]) -> tuple[TensorInfo | None, tuple[int, int] | None]:
+    """Validate one tensor entry; returns its info when well formed, and its offsets when usable."""
+    if not _is_unicode(name):
+        problems.append(
+            Problem(
+                name.encode("utf-8", "backslashreplace").decode(),
+                "valid Unicode",
+                "lone surrogate",
+                f"tensor name {name!r} is not valid Unicode",
+            )
+        )
+        return None, None
+    if not isinstance(entry, dict):
+        problems.append(
+            Problem(
+                name,
+                "an object with dtype, shape, data_offsets",
+                _type_name(entry),
+                f"tensor {name!r}: entry must be an object with dtype, shape and data_offsets, "
+                f"found {_type_name(entry)} {_short(entry)}",
+            )
+        )
+        return None, None
+
+    ok = True
+    for key, n in getattr(entry, "duplicates", {}).items():
+        ok = False
+        problems.append(
+            Problem(name, "unique fields", f"{key!r} {n} times", f"tensor {name!r}: field {key!r} appears {n} times")
+        )
+    missing = sorted(TENSOR_FIELDS - entry.keys())
+    extra = sorted(entry.keys() - TENSOR_FIELDS)
+    if missing:
+        ok = False
+        problems.append(
+            Problem(
+                name,
+                "dtype, shape, data_offsets",
+                ", ".join(sorted(entry.keys())) or "no fields",
+                f"tensor {name!r}: missing field(s) {', '.join(missing)}",
+            )
+        )
+    if extra:
+        ok = False
+        problems.append(
+            Problem(
+                name,
+                "only dtype, shape, data_offsets",
+                ", ".join(extra),
+                f"tensor {name!r}: unexpected field(s) {', '.join(extra)}",
+            )
+        )
+
+    dtype = entry.get("dtype")
+    dtype_ok = isinstance(dtype, str) and dtype in DTYPE_BITS
+    if "dtype" in entry and not dtype_ok:
+        problems.append(
+            Problem(
+                name,
+                f"one of {_KNOWN_DTYPES_TEXT}",
+                _short(dtype),
+                f"tensor {name!r}: unknown dtype {_short(dtype)}",
+            )
+        )
+
+    shape = entry.get("shape")
+    shape_ok = isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)
+    if "shape" in entry and not shape_ok:
+        problems.append(
+            Problem(
+                name,
+                "a list of non-negative integers",
+                _short(shape),
+                f"tensor {name!r}: shape must be a list of non-negative integers, found {_short(shape)}",
+            )
+        )
+
+    offsets = entry.get("data_offsets")
+    offsets_ok = (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(_is_int(o) for o in offsets)
+        and 0 <= offsets[0] <= offsets[1]
+    )
+    if "data_offsets" in entry and not offsets_ok:
+        problems.append(
+            Problem(
+                name,
+                "[begin, end] integers with 0 <= begin <= end",
+                _short(offsets),
+                f"tensor {name!r}: data_offsets must be two integers [begin, end] with 0 <= begin <= end, "
+                f"found {_short(offsets)}",
+            )
+        )
+
+    span = (offsets[0], offsets[1]) if offsets_ok else None
+    if dtype_ok and shape_ok and span is not None:
+        bits = math.prod(shape) * DTYPE_BITS[dtype]
+        nbytes = span[1] - span[0]
+        if bits % 8:
+            ok = False
+            problems.append(
+                Problem(
+                    name,
+                    "a whole number of bytes",
+                    f"{bits} bits",
+                    f"tensor {name!r}: shape {list(shape)} of {dtype} ({DTYPE_BITS[dtype]} bits each) "
+                    f"is {bits} bits, not a whole number of bytes",
+                )
+            )
+        elif bits // 8 != nbytes:
+            ok = False
+            problems.append(
+                Problem(
+                    name,
+                    f"{bits // 8} bytes",
+                    f"{nbytes} bytes",
+                    f"tensor {name!r}: shape {list(shape)} of {dtype} needs {bits // 8} bytes, "
+                    f"but data_offsets {list(span)} span {nbytes} bytes",
+                )
+            )
+    if not (ok and dtype_ok and shape_ok and span is not None):
+        return None, span
+    return TensorInfo(name, dtype, tuple(shape), span[0], span[1]), span
+
+
+def _check_layout(spans: dict[str, tuple[int, int]], data_size: int, problems: list[Problem]) -> None:
+    """Offsets inside the data section, and the data section covered exactly, without overlap."""
+    for name, (begin, end) in spans.items():
+        if end > data_size:
+            problems.append(
+                Problem(
+                    name,
+                    f"end <= {data_size} (data section size)",
+                    f"[{begin}, {end}]",
+                    f"tensor {name!r}: data_offsets [{begin}, {end}] run past the end of the data section "
+                    f"({data_size} bytes)",
+                )
+            )
+    cursor = 0
+    owner: str | None = None  # the tensor that ends at ``cursor``
+    for name, (begin, end) in sorted(spans.items(), key=lambda kv: (kv[1], kv[0])):
+        if begin < cursor:
+            problems.append(
+                Problem(
+                    name,
+                    f"begin >= {cursor} (end of {owner!r})",
+                    f"[{begin}, {end}]",
+                    f"tensor {name!r}: data_offsets [{begin}, {end}] overlap tensor {owner!r}, which ends at {cursor}",
+                )
+            )
+        elif begin > cursor:
+            where = f"after tensor {owner!r}" if owner is not None else "at the start of the data section"
+            problems.append(
+                Problem(
+                    name,
+                    f"begin == {cursor}",
+                    f"begin == {begin}",
+                    f"gap of {begin - cursor} unused bytes [{cursor}, {begin}) {where}, before tensor {name!r}",
+                )
+            )
+        if end >= cursor:
+            cursor, owner = end, name
+    if spans and cursor < data_size:
+        problems.append(
+            Problem(
+                None,
+                f"tensors cover all {data_size} bytes of the data section",
+                f"last tensor ends at {cursor}",
+                f"{data_size - cursor} unused bytes at the end of the data section, after tensor {owner!r}",
+            )
+        )
+
+
+def read_header(
+    read_at: ReadAt, file_size: int, *, max_header_bytes: int = MAX_HEADER_BYTES
+) -> tuple[Header | None, list[Problem]]:
+    """Read and validate a safetensors header from its first ``8 + N`` bytes and the file's size.
+
+    Returns ``(header, problems)``. The file is valid exactly when ``problems`` is empty. ``header``
+    is ``None`` when the JSON could not be read as an object at all; otherwise it holds the tensor
+    entries that are well formed on their own (known dtype, valid shape and offsets, matching size),
+    even if the file as a whole has problems. Never reads more than ``8 + N`` bytes, and refuses
+    ``N > max_header_bytes`` without reading the header.
+    """
+    if file_size < 0:
+        raise ValueError(f"file_size must be >= 0, got {file_size}")
+    problems: list[Problem] = []
+    if file_size < 8:
+        problems.append(
+            Problem(
+                None,
+                "at least 8 bytes",
+                f"{file_size} bytes",
+                f"file is {file_size} bytes, shorter than the 8-byte header length",
+            )
+        )
+        return None, problems
+    prefix = read_at(0, 8)
+    if len(prefix) != 8:
+        problems.append(
+            Problem(None, "8 bytes", f"{len(prefix)} bytes", f"could read only {len(prefix)} of the first 8 bytes")
+        )
+        return None, problems
+    n = int.from_bytes(prefix, "little")
+    if n > max_header_bytes:
+        problems.append(
+            Problem(
+                None,
+                f"header <= {max_header_bytes} bytes",
+                f"{n} bytes",
+                f"oversized JSON header: {n} bytes, the limit is {max_header_bytes}",
+            )
+        )
+    if 8 + n > file_size:
+        problems.append(
+            Problem(
+                None,
+                f"header length <= {file_size - 8}",
+                f"{n}",
+                f"header length {n} runs past the end of the file ({file_size} bytes)",
+            )
+        )
+    if problems:
+        return None, problems
+
+    raw = read_at(8, n)
+    if len(raw) != n:
+        problems.append(
+            Problem(None, f"{n} bytes", f"{len(raw)} bytes", f"could read only {len(raw)} of the {n}-byte header")
+        )
+        return None, problems
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(
+            Problem(None, "UTF-8", f"byte {raw[exc.start]:#04x} at {exc.start}", f"header is not valid UTF-8: {exc}")
+        )
+        return None, problems
+    try:
+        parsed = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_reject_constant)
+    except RecursionError:
+        problems.append(Problem(None, "JSON", "nesting too deep", "header is not valid JSON: nested too deeply"))
+        return None, problems
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError, as is a rejected NaN
+        problems.append(Problem(None, "JSON", _short(text, 40), f"header is not valid JSON: {exc}"))
+        return None, problems
+    if not isinstance(parsed, dict):
+        problems.append(
+            Problem(
+                None,
+                "a JSON object",
+                _type_name(parsed),
+                f"header must be a JSON object, found {_type_name(parsed)}",
+            )
+        )
+        return None, problems
+    if not text.startswith("{"):
+        # The format spec says the header MUST begin with "{" (the Rust reader does not enforce it; others do).
+        problems.append(
+            Problem(
+                None, "'{' as the first byte", _short(text[:1]), "header must start with '{' (no leading whitespace)"
+            )
+        )
+
+    header_size = 8 + n
+    data_size = file_size - header_size
+    for key, count in parsed.duplicates.items():
+        problems.append(
+            Problem(
+                None if key == METADATA_KEY else key,
+                "unique keys",
+                f"{key!r} {count} times",
+                f"key {key!r} appears {count} times in the header",
+            )
+        )
+
+    metadata = _check_metadata(parsed.get(METADATA_KEY), problems)
+    tensors: dict[str, TensorInfo] = {}
+    spans: dict[str, tuple[int, int]] = {}
+    for name, entry in parsed.items():
+        if name == METADATA_KEY:
+            continue
+        info, span = _check_entry(name, entry, problems)
+        if span is not None:
+            spans[name] = span
+        if info is not None:
+            tensors[name] = info
+    if not any(name != METADATA_KEY for name in parsed):
+        problems.append(Problem(None, "at least one tensor", "0 tensors", "the file contains no tensors"))
+    _check_layout(spans, data_size, problems)
+    return Header(tensors, metadata, header_size, data_size), problems
+
+
+def read_header_from_path(
+    path: str | os.PathLike[str], *, max_header_bytes: int = MAX_HEADER_BYTES
+) -> tuple[Header | None, list[Problem]]:
+    """:func:`read_header` on a local file (reads only the header)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        return read_header(file_reader(f), size, max_header_bytes=max_header_bytes)
+
+
+def read_header_from_bytes(
+    data: bytes | bytearray | memoryview, *, max_header_bytes: int = MAX_HEADER_BYTES
+) -> tuple[Header | None, list[Problem]]:
+    """:func:`read_header` on a file held in memory."""
+    view = memoryview(data).cast("B")
+    return read_header(bytes_reader(view), view.nbytes, max_header_bytes=max_header_bytes)
+
+
+def non_float_problems(header: Header) -> list[Problem]:
+    """One problem per tensor whose dtype is not a real floating-point type.
+
+    Kept apart from :func:`read_header` because integer tensors (indices, masks) are legal in
+    safetensors files in general; adapter weights, however, must be floating point.
+    """
+    expected = "a floating-point dtype (" + ", ".join(sorted(FLOAT_DTYPES)) + ")"
+    return [
+        Problem(
+            info.name,
+            expected,
+            info.dtype,
+            f"tensor {info.name!r}: dtype {info.dtype} is not floating point; adapter weights must be",
+        )
+        for info in header.tensors.values()
+        if info.dtype not in FLOAT_DTYPES
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading tensors
+
+
+def _info(header: Header, name: str) -> TensorInfo:
+    try:
+        info = header.tensors[name]
+    except KeyError:
+        raise KeyError(f"no tensor {name!r} in the header") from None
+    if info.end > header.data_size:
+        raise ValueError(f"tensor {name!r}: data_offsets [{info.start}, {info.end}] run past the data section")
+    return info
+
+
+def read_tensor(read_at: ReadAt, header: Header, name: str) -> torch.Tensor:
+    """Read one tensor's bytes (and only those) and return it as a CPU tensor that owns its memory."""
+    info = _info(header, name)
+    dtype = _TORCH_DTYPES.get(info.dtype)
+    if dtype is None:
+        raise ValueError(f"tensor {name!r}: dtype {info.dtype} has no torch equivalent")
+    if info.nbytes != info.numel * dtype.itemsize:
+        raise ValueError(f"tensor {name!r}: {info.nbytes} bytes do not hold shape {list(info.shape)} of {info.dtype}")
+    if info.numel == 0:
+        return torch.empty(info.shape, dtype=dtype)
+    raw = bytearray(_read_exact(read_at, header.header_size + info.start, info.nbytes))  # a private copy
+    flat = torch.frombuffer(raw, dtype=torch.uint8)
+    if sys.byteorder == "big" and dtype.itemsize > 1:  # safetensors stores little-endian
+        flat = flat.view(-1, dtype.itemsize).flip(-1).reshape(-1)
+    return flat.view(dtype).reshape(info.shape)
+
+
+def all_zero(read_at: ReadAt, header: Header, name: str, chunk_bytes: int = 1 << 20) -> bool:
+    """Whether every element of a tensor is zero, streaming it ``chunk_bytes`` at a time.
+
+    For floating dtypes with a sign bit, -0.0 counts as zero (the sign bit is masked off); NaN
+    never does. Integer/bool dtypes, the FNUZ float8 types (whose 0x80 is NaN) and the 6-bit floats
+    are compared byte for byte. ``F8_E8M0`` has no zero, so only an empty tensor passes.
+    """
+    info = _info(header, name)
+    if info.nbytes == 0:
+        return True
+    if info.dtype == "F8_E8M0":
+        return False
+    mask_bytes = _SIGN_CLEARING_MASK.get(info.dtype, b"\xff")
+    group = len(mask_bytes)
+    mask = torch.frombuffer(bytearray(mask_bytes), dtype=torch.uint8)
+    step = max(group, chunk_bytes - chunk_bytes % group)
+    offset = header.header_size + info.start
+    remaining = info.nbytes
+    while remaining:
+        length = min(step, remaining)
+        chunk = torch.frombuffer(bytearray(_read_exact(read_at, offset, length)), dtype=torch.uint8)
+        if (chunk.view(-1, group) & mask).any():
+            return False
+        offset += length
+        remaining -= length
+    return True
