@@ -38,6 +38,10 @@ class Tuner(Protocol):
         """Turn on ``requires_grad`` for any base parameters the method trains (e.g. biases)."""
         ...
 
+    def zero_at_init(self, key: str) -> bool:
+        """Whether on-disk tensor ``key`` starts as zeros (all of them zero = an untrained no-op adapter)."""
+        ...
+
     def expected_shapes(self, config: AdapterConfig, signature: Signature) -> dict[str, ExpectedTensor]:
         """On-disk tensors (keys without ``base_model.model.``) an adapter must have on ``signature``."""
         ...

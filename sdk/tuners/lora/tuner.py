@@ -172,6 +172,10 @@ class LoraTuner:
         names = self.modules_to_save(view, config)
         return [p for p in view.kinds if names and matches_name_list(p, names)]
 
+    def zero_at_init(self, key: str) -> bool:
+        """Whether the on-disk tensor ``key`` is all zeros in a freshly initialised adapter."""
+        return key.endswith((".lora_B.weight", ".lora_embedding_A"))
+
     def extra_state(self, model: nn.Module, config: LoraConfig, adapter_name: str) -> dict[str, Tensor]:
         """Biases the adapter trains (``bias="all"`` or ``"lora_only"``), keyed by model path."""
         if config.bias == "none":

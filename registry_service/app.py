@@ -1,0 +1,124 @@
+"""``create_app(settings) -> Litestar``: wiring of database, storage, auth and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
+from sqlalchemy import func, select, text
+
+from sdk.errors import AdapterError
+
+from .db.models import ApiToken
+from .db.session import apply_migrations, make_engine, make_sessionmaker, start_embedded_postgres
+from .deps import provide_db, provide_principal, provide_settings, provide_store
+from .domain.adapters.controller import AdapterController
+from .domain.auth.controller import TokenController
+from .domain.auth.tokens import create_token
+from .domain.base_models.controller import BaseModelController
+from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
+from .settings import Settings
+from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, LocalBlobStore, S3BlobStore, UploadError
+
+log = logging.getLogger("adapter_registry")
+
+
+def make_store(settings: Settings) -> BlobStore:
+    """S3 when a bucket is configured, else a directory under the data dir."""
+    if settings.uses_s3:
+        assert settings.s3_bucket
+        return S3BlobStore(settings.s3_bucket, endpoint_url=settings.s3_endpoint, region=settings.s3_region)
+    return LocalBlobStore(settings.data_dir / "blobs")
+
+
+async def bootstrap_admin_token(state: State, settings: Settings) -> str | None:
+    """On first start (no tokens at all), create a global admin token and write it to DATA_DIR/admin-token."""
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(text("SELECT pg_advisory_xact_lock(727275)"))
+        if (await db.execute(select(func.count()).select_from(ApiToken))).scalar_one():
+            return None
+        token = await create_token(db, namespace=None, scopes=["admin"], name="bootstrap-admin")
+    path = settings.data_dir / "admin-token"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token
+
+
+def create_app(settings: Settings | None = None, *, store: BlobStore | None = None) -> Litestar:
+    """The registry application."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        state = app.state
+        url = settings.database_url
+        pg = None
+        if url is None:
+            url, pg = await asyncio.to_thread(start_embedded_postgres, settings.data_dir)
+        if settings.apply_migrations:
+            await asyncio.to_thread(apply_migrations, url)
+        engine = make_engine(url)
+        state.engine = engine
+        state.sessionmaker = make_sessionmaker(engine)
+        state.settings = settings
+        state.store = store or make_store(settings)
+        ensure = getattr(state.store, "ensure_bucket", None)
+        if ensure is not None:
+            await ensure()
+        token = await bootstrap_admin_token(state, settings)
+        if token:
+            print(f"Created an admin token (saved to {settings.data_dir / 'admin-token'}):\n  {token}", flush=True)
+        state.embedded_postgres = pg  # kept referenced: pgserver stops when the process exits
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    @get("/api/v1/health", tags=["service"])
+    async def health(state: State) -> dict:
+        """Liveness and readiness: database reachable, storage backend."""
+        async with state.sessionmaker() as db:
+            await db.execute(text("SELECT 1"))
+        return {"status": "ok", "storage": type(state.store).__name__, "database": "ok"}
+
+    problem_map = {
+        AdapterError: lambda exc: UploadRejected([], detail=str(exc)),
+        BlobNotFoundError: lambda exc: NotFound(f"stored bytes are missing: {exc}"),
+        InvalidRangeError: lambda exc: RangeNotSatisfiable(str(exc)),
+        UploadError: lambda exc: BadRequest(str(exc)),
+    }
+    return Litestar(
+        route_handlers=[health, BaseModelController, AdapterController, TokenController, *_extra_routes()],
+        dependencies={
+            "db": Provide(provide_db),
+            "principal": Provide(provide_principal),
+            "store": Provide(provide_store, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+        },
+        lifespan=[lifespan],
+        plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True,
+                                                           exception_to_problem_detail_map=problem_map))],
+        openapi_config=OpenAPIConfig(title="Adapter registry", version="1", path="/schema"),
+        request_max_body_size=settings.max_direct_upload_bytes + 4 * 2**20,
+        debug=settings.debug,
+    )
+
+
+def _extra_routes() -> list:
+    from .domain.adapters.uploads import UploadController
+
+    return [UploadController]
+
+
+__all__ = ["ServiceError", "create_app", "make_store"]

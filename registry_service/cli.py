@@ -1,0 +1,99 @@
+"""The ``adapter-registry`` command: serve, migrate, worker, token."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .settings import Settings
+
+app = typer.Typer(help="The adapter registry service.", no_args_is_help=True, add_completion=False)
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    return Settings.from_env(data_dir=data_dir)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory of the embedded default.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the API (embedded PostgreSQL and local blobs unless configured otherwise)."""
+    import uvicorn
+
+    from .app import create_app
+
+    settings = _settings(data_dir)
+    where = "embedded PostgreSQL" if settings.embedded_database else "PostgreSQL at DATABASE_URL"
+    blobs = f"S3 bucket {settings.s3_bucket}" if settings.uses_s3 else f"{settings.data_dir / 'blobs'}"
+    typer.echo(f"adapter-registry: data in {settings.data_dir} ({where}; blobs in {blobs})")
+    typer.echo(f"adapter-registry: serving on http://{host}:{port}  (API docs: http://{host}:{port}/schema)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+@app.command()
+def migrate(
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory of the embedded default.")] = None,
+) -> None:
+    """Apply database migrations (the service also applies them when it starts)."""
+    from .db.session import apply_migrations, start_embedded_postgres
+
+    settings = _settings(data_dir)
+    url = settings.database_url
+    if url is None:
+        url, _server = start_embedded_postgres(settings.data_dir)
+    apply_migrations(url)
+    typer.echo("database is at the newest schema revision")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once.")] = 1,
+) -> None:
+    """Run merge-job workers. Server-side merge jobs are not part of this release yet."""
+    typer.echo("adapter-registry worker: server-side merge jobs are not available in this release; nothing to run.",
+               err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def token(
+    namespace: Annotated[str | None, typer.Option(help="Namespace (omit for a global admin token).")] = None,
+    scope: Annotated[list[str], typer.Option(help="read, write or admin (repeatable).")] = ["read"],  # noqa: B006
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "",
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory of the embedded default.")] = None,
+) -> None:
+    """Create an API token directly in the database and print it (shown once)."""
+    from .db.session import apply_migrations, make_engine, make_sessionmaker, start_embedded_postgres
+    from .domain.auth.tokens import create_token
+
+    settings = _settings(data_dir)
+    url = settings.database_url
+    if url is None:
+        url, _server = start_embedded_postgres(settings.data_dir)
+    apply_migrations(url)
+
+    async def run() -> str:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as db, db.begin():
+                return await create_token(db, namespace=namespace, scopes=scope, name=name)
+        finally:
+            await engine.dispose()
+
+    typer.echo(asyncio.run(run()))
+
+
+def main() -> None:
+    """Entry point of the ``adapter-registry`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

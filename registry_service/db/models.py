@@ -1,0 +1,173 @@
+"""SQLAlchemy models: namespaces, tokens, base models, adapters, versions, files, aliases, events.
+
+Versions are immutable once published; ``adapter.next_version`` is the counter that concurrent
+pushes increment under a row lock, so version numbers only grow and never repeat.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class Namespace(Base):
+    """A user or an organisation; owns adapters, base models and tokens."""
+
+    __tablename__ = "namespace"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(96), unique=True)
+    kind: Mapped[str] = mapped_column(String(8), default="user")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApiToken(Base):
+    """A bearer token, stored only as its sha256. ``namespace`` NULL + ``admin`` = every namespace."""
+
+    __tablename__ = "api_token"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    namespace: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class BaseModel(Base):
+    """A registered base model and the signature adapters are validated against."""
+
+    __tablename__ = "base_model"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(96))
+    name: Mapped[str] = mapped_column(String(96))
+    revision: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    architecture: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    model_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    signature: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Adapter(Base):
+    """An adapter: ``ns/name``, the base model it fits, its method and presentation."""
+
+    __tablename__ = "adapter"
+    __table_args__ = (UniqueConstraint("namespace", "name"), Index("ix_adapter_tags", "tags", postgresql_using="gin"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(96))
+    name: Mapped[str] = mapped_column(String(96))
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id"), index=True)
+    method: Mapped[str] = mapped_column(String(32), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
+    visibility: Mapped[str] = mapped_column(String(8), default="public")
+    next_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    base_model: Mapped[BaseModel] = relationship(lazy="joined")
+
+
+class AdapterVersion(Base):
+    """One immutable published version of an adapter."""
+
+    __tablename__ = "adapter_version"
+    __table_args__ = (UniqueConstraint("adapter_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapter.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    commit: Mapped[str] = mapped_column(String(40), unique=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    parents: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    files: Mapped[list[File]] = relationship(lazy="selectin", order_by="File.filename")
+
+
+class File(Base):
+    """A file of a version; the bytes live in the blob store under their sha256."""
+
+    __tablename__ = "file"
+    __table_args__ = (UniqueConstraint("version_id", "filename"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("adapter_version.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    storage_key: Mapped[str] = mapped_column(String(255))
+
+
+class Alias(Base):
+    """A movable name for a version (``latest`` is kept by the service)."""
+
+    __tablename__ = "alias"
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapter.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("adapter_version.id", ondelete="CASCADE"))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class UploadSession(Base):
+    """A direct-to-storage upload of one large file, finalized into a version."""
+
+    __tablename__ = "upload_session"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    namespace: Mapped[str] = mapped_column(String(96))
+    name: Mapped[str] = mapped_column(String(96))
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    staging_key: Mapped[str] = mapped_column(String(255))
+    storage_upload_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Event(Base):
+    """Append-only audit log: pushes, alias moves, deletions, jobs."""
+
+    __tablename__ = "event"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
+    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(255), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+__all__ = [
+    "Adapter", "AdapterVersion", "Alias", "ApiToken", "Base", "BaseModel", "Event", "File", "Namespace",
+    "UploadSession", "_now",
+]

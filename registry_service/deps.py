@@ -1,0 +1,36 @@
+"""Dependencies injected into handlers: a database session, the blob store, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from litestar import Request
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .domain.auth.tokens import Principal, resolve
+from .settings import Settings
+from .storage import BlobStore
+
+
+async def provide_db(state: State) -> AsyncIterator[AsyncSession]:
+    """A session per request; handlers commit explicitly."""
+    async with state.sessionmaker() as session:
+        yield session
+
+
+async def provide_principal(request: Request, db: AsyncSession) -> Principal:
+    """The caller, from the bearer token (anonymous without one)."""
+    principal = await resolve(db, request.headers.get("authorization"))
+    await db.rollback()  # end the read-only transaction before the handler's own work
+    return principal
+
+
+def provide_store(state: State) -> BlobStore:
+    """The blob store."""
+    return state.store
+
+
+def provide_settings(state: State) -> Settings:
+    """The service settings."""
+    return state.settings

@@ -1,0 +1,1 @@
+"""One package per domain area: controllers, services and schemas."""

@@ -1,0 +1,1 @@
+"""Adapters: versions, files, aliases, uploads, search."""

@@ -1,0 +1,256 @@
+"""HTTP routes for adapters: search, metadata, versions, files, aliases, and direct pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Controller, Request, Response, delete, get, patch, post, put, route
+from litestar.datastructures import UploadFile
+from litestar.status_codes import HTTP_201_CREATED
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ...db.models import AdapterVersion, Alias, Event
+from ...errors import BadRequest, NotFound, TooLarge, reject
+from ...names import check_alias
+from ...settings import Settings
+from ...storage import BlobStore
+from ..auth.tokens import Principal
+from . import service
+from .downloads import serve_file
+from .publish import Payload, PushOptions, publish
+from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
+
+ROOT = "/api/v1/adapters"
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def push_options(form: Any) -> PushOptions:
+    """Form fields of a push."""
+    tags_raw = form.get("tags") or ""
+    tags = [t.strip() for t in str(tags_raw).replace(";", ",").split(",") if t.strip()]
+    return PushOptions(
+        base_model=(form.get("base_model") or None),
+        description=form.get("description"),
+        tags=tags,
+        private=_truthy(form.get("private", "false")),
+        alias=(form.get("alias") or None),
+        untrained=_truthy(form.get("untrained", "false")),
+    )
+
+
+async def upload_payload(upload: UploadFile, filename: str) -> Payload:
+    """A payload over an uploaded (spooled) file: hashed once, read by range, stored from the start."""
+    f = upload.file
+    lock = threading.Lock()
+
+    def digest() -> tuple[str, int]:
+        with lock:
+            f.seek(0)
+            h, n = hashlib.sha256(), 0
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                n += len(chunk)
+            return h.hexdigest(), n
+
+    def read_at(offset: int, length: int) -> bytes:
+        with lock:
+            f.seek(offset)
+            return f.read(length)
+
+    async def store(blobs: BlobStore) -> Any:
+        with lock:
+            f.seek(0)
+        return await blobs.put_file(f)
+
+    sha, size = await asyncio.to_thread(digest)
+    return Payload(filename, sha, size, read_at, store)
+
+
+async def read_small(upload: UploadFile | str, limit: int, what: str) -> bytes:
+    """A small form file's bytes, refusing anything above ``limit``."""
+    data = upload.encode() if isinstance(upload, str) else await upload.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"{what} is larger than {limit} bytes")
+    return data
+
+
+@dataclass
+class AdapterPatch:
+    """Editable adapter fields."""
+
+    description: str | None = None
+    tags: list[str] | None = None
+    visibility: str | None = None
+
+
+@dataclass
+class AliasTarget:
+    """The version an alias should point at (number or commit)."""
+
+    version: int | str
+
+
+class AdapterController(Controller):
+    """``/api/v1/adapters``"""
+
+    path = ROOT
+    tags = ["adapters"]
+
+    @get("/")
+    async def list_adapters(
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        base_model: str | None = None,
+        method: str | None = None,
+        tag: str | None = None,
+        q: str | None = None,
+        page: int = 1,
+        page_size: int = 20,
+    ) -> dict:
+        """Search adapters by base model, method, tag and text."""
+        items, total = await service.search(db, principal, base_model=base_model, method=method, tag=tag, q=q,
+                                            page=page, page_size=min(max(page_size, 1), 100))
+        return {"items": [service.describe_adapter(a) for a in items], "total": total, "page": page}
+
+    @get("/{ns:str}/{name:str}")
+    async def get_adapter(self, ns: str, name: str, db: AsyncSession, principal: Principal) -> dict:
+        """An adapter with its aliases."""
+        adapter = await service.get_adapter(db, principal, ns, name)
+        return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
+
+    @patch("/{ns:str}/{name:str}")
+    async def edit_adapter(self, ns: str, name: str, data: AdapterPatch, db: AsyncSession,
+                           principal: Principal) -> dict:
+        """Change description, tags or visibility (writers of the namespace)."""
+        adapter = await service.get_adapter(db, principal, ns, name, lock=True)
+        principal.require_write(ns)
+        if data.visibility is not None and data.visibility not in ("public", "private"):
+            raise BadRequest("visibility must be 'public' or 'private'")
+        if data.description is not None:
+            adapter.description = data.description
+        if data.tags is not None:
+            adapter.tags = sorted({t.strip() for t in data.tags if t.strip()})
+        if data.visibility is not None:
+            adapter.visibility = data.visibility
+        adapter.updated_at = dt.datetime.now(dt.UTC)
+        db.add(Event(actor=principal.name, kind="edit", subject=f"{ns}/{name}",
+                     data={k: v for k, v in vars(data).items() if v is not None}))
+        await db.commit()
+        return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
+
+    @post("/{ns:str}/{name:str}/versions", status_code=HTTP_201_CREATED)
+    async def push(self, ns: str, name: str, request: Request, principal: Principal, store: BlobStore,
+                   settings: Settings) -> Response[dict]:
+        """Publish a version from a multipart form (adapter_config.json, adapter_model.safetensors[, README.md])."""
+        principal.require_write(ns)
+        form = await request.form()
+        files: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile) or key in (CONFIG_FILE, WEIGHTS_FILE, README_FILE):
+                check_filename(key, value.filename if isinstance(value, UploadFile) else None)
+                if key in files:
+                    raise reject(f"{key} was sent twice", found=key)
+                files[key] = value
+        for needed in (CONFIG_FILE, WEIGHTS_FILE):
+            if needed not in files:
+                raise reject(f"the push has no {needed}", expected=needed)
+        if not isinstance(files[WEIGHTS_FILE], UploadFile):
+            raise reject(f"{WEIGHTS_FILE} must be sent as a file", found="text field")
+        config_raw = await read_small(files[CONFIG_FILE], 1 * 2**20, CONFIG_FILE)
+        readme = await read_small(files[README_FILE], MAX_README_BYTES, README_FILE) if README_FILE in files else None
+        weights = await upload_payload(files[WEIGHTS_FILE], WEIGHTS_FILE)
+        adapter, version, notes = await publish(
+            request.app.state.sessionmaker, store, principal, ns, name, config_raw=config_raw, weights=weights,
+            readme=readme, options=push_options(form), max_header_bytes=settings.max_header_bytes,
+        )
+        body = service.describe_version(adapter, version, base_url(request, settings))
+        body["url"] = f"{base_url(request, settings)}/adapters/{ns}/{name}"
+        body["notes"] = notes
+        return Response(body, status_code=HTTP_201_CREATED)
+
+    @get("/{ns:str}/{name:str}/versions")
+    async def list_versions(self, ns: str, name: str, db: AsyncSession, principal: Principal) -> dict:
+        """Every version, newest first."""
+        adapter = await service.get_adapter(db, principal, ns, name)
+        stmt = select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id)
+        rows = (await db.execute(stmt.order_by(AdapterVersion.version.desc()))).scalars()
+        return {"items": [service.describe_version(adapter, v) for v in rows],
+                "aliases": await service.aliases_of(db, adapter)}
+
+    @get("/{ns:str}/{name:str}/versions/{ref:str}")
+    async def get_version(self, ns: str, name: str, ref: str, db: AsyncSession, principal: Principal,
+                          request: Request, settings: Settings) -> dict:
+        """One version by number, alias or commit."""
+        adapter = await service.get_adapter(db, principal, ns, name)
+        version = await service.resolve_version(db, adapter, ref)
+        return service.describe_version(adapter, version, base_url(request, settings))
+
+    @route("/{ns:str}/{name:str}/versions/{ref:str}/files/{filename:str}", http_method=["GET", "HEAD"])
+    async def download(self, ns: str, name: str, ref: str, filename: str, db: AsyncSession, principal: Principal,
+                       request: Request, store: BlobStore, settings: Settings) -> Response:
+        """A file's bytes (Range requests supported), or a redirect to storage on S3."""
+        adapter = await service.get_adapter(db, principal, ns, name)
+        version = await service.resolve_version(db, adapter, ref)
+        f = next((f for f in version.files if f.filename == filename), None)
+        if f is None:
+            raise NotFound(f"{ns}/{name}@{version.version} has no file {filename!r}")
+        db.expunge_all()
+        await db.rollback()  # give the connection back before a long download
+        redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
+        return await serve_file(store, f, request.headers.get("range"), redirect=redirect,
+                                expires=settings.presign_expires_s, head=request.method == "HEAD")
+
+    @put("/{ns:str}/{name:str}/aliases/{alias:str}")
+    async def set_alias(self, ns: str, name: str, alias: str, data: AliasTarget, db: AsyncSession,
+                        principal: Principal) -> dict:
+        """Point an alias at a version (``latest`` is automatic)."""
+        check_alias(alias)
+        if alias == "latest":
+            raise BadRequest("'latest' always points at the newest version and cannot be moved")
+        adapter = await service.get_adapter(db, principal, ns, name, lock=True)
+        principal.require_write(ns)
+        version = await service.resolve_version(db, adapter, data.version)
+        now = dt.datetime.now(dt.UTC)
+        await db.execute(
+            insert(Alias).values(adapter_id=adapter.id, name=alias, version_id=version.id, updated_at=now)
+            .on_conflict_do_update(index_elements=["adapter_id", "name"],
+                                   set_={"version_id": version.id, "updated_at": now})
+        )
+        db.add(Event(actor=principal.name, kind="alias", subject=f"{ns}/{name}",
+                     data={"alias": alias, "version": version.version}))
+        await db.commit()
+        return {"alias": alias, "version": version.version, "commit": version.commit}
+
+    @delete("/{ns:str}/{name:str}/aliases/{alias:str}", status_code=200)
+    async def delete_alias(self, ns: str, name: str, alias: str, db: AsyncSession, principal: Principal) -> dict:
+        """Remove an alias."""
+        adapter = await service.get_adapter(db, principal, ns, name, lock=True)
+        principal.require_write(ns)
+        if alias == "latest":
+            raise BadRequest("'latest' cannot be deleted")
+        row = (await db.execute(select(Alias).where(Alias.adapter_id == adapter.id, Alias.name == alias))
+               ).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"{ns}/{name} has no alias {alias!r}")
+        await db.delete(row)
+        db.add(Event(actor=principal.name, kind="alias-delete", subject=f"{ns}/{name}", data={"alias": alias}))
+        await db.commit()
+        return {"deleted": alias}
+
+
+def base_url(request: Request, settings: Settings) -> str:
+    """The public URL of the service (configured, or as the request reached it)."""
+    return (settings.public_url or str(request.base_url)).rstrip("/")
+
+

@@ -1,0 +1,90 @@
+"""Serving version files: HTTP Range support, or a redirect to a presigned S3 URL."""
+
+from __future__ import annotations
+
+import re
+
+from litestar import Response
+from litestar.response import Redirect, Stream
+
+from ...db.models import File
+from ...errors import NotFound, RangeNotSatisfiable
+from ...storage import BlobNotFoundError, BlobStore, InvalidRangeError
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+MEDIA = {".json": "application/json", ".md": "text/markdown; charset=utf-8", ".safetensors": "application/octet-stream"}
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int | None] | None:
+    """``(start, end_inclusive)`` of a single byte range, ``None`` for the whole file.
+
+    Multiple ranges are answered with the whole file (allowed by RFC 9110); malformed or
+    unsatisfiable ranges raise 416.
+    """
+    if not header:
+        return None
+    if "," in header:
+        return None
+    m = _RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        raise RangeNotSatisfiable(f"malformed Range header {header!r}; use 'bytes=start-end'")
+    first, last = m.group(1), m.group(2)
+    if not first:  # suffix range: the last N bytes
+        n = int(last)
+        if n == 0:
+            raise RangeNotSatisfiable("a suffix range of 0 bytes is unsatisfiable")
+        return max(size - n, 0), size - 1
+    start = int(first)
+    end = int(last) if last else None
+    if start >= size or (end is not None and end < start):
+        raise RangeNotSatisfiable(f"range {header!r} is outside the file of {size} bytes")
+    return start, end
+
+
+def media_type(filename: str) -> str:
+    """Content type by file extension."""
+    for ext, media in MEDIA.items():
+        if filename.endswith(ext):
+            return media
+    return "application/octet-stream"
+
+
+async def serve_file(
+    store: BlobStore,
+    f: File,
+    range_header: str | None,
+    *,
+    redirect: bool,
+    expires: int = 3600,
+    head: bool = False,
+) -> Response:
+    """A 200/206 streaming response (or 302 to storage) for one version file."""
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{f.sha256}"',
+        "X-Content-Sha256": f.sha256,
+        "Content-Disposition": f'attachment; filename="{f.filename}"',
+        "Cache-Control": "public, max-age=31536000, immutable",
+    }
+    if redirect and not head:
+        url = await store.presigned_get_url(f.sha256, f.filename, expires=expires)
+        if url:
+            return Redirect(url, status_code=302, headers={"X-Content-Sha256": f.sha256})
+    rng = parse_range(range_header, f.size)
+    start, end = (0, None) if rng is None else rng
+    stop = f.size - 1 if end is None else min(end, f.size - 1)
+    length = max(stop - start + 1, 0)
+    headers["Content-Length"] = str(length)
+    status = 200
+    if rng is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{stop}/{f.size}"
+    if head:
+        return Response(b"", status_code=status, headers=headers, media_type=media_type(f.filename))
+    try:
+        chunks = await store.open_range(f.sha256, start, stop if f.size else None)
+    except BlobNotFoundError as exc:
+        raise NotFound(f"the bytes of {f.filename} are missing from storage") from exc
+    except InvalidRangeError as exc:
+        raise RangeNotSatisfiable(str(exc)) from exc
+    return Stream(chunks, status_code=status, headers=headers, media_type=media_type(f.filename))

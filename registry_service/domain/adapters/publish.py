@@ -1,0 +1,211 @@
+"""Publishing a version: validate first, then store blobs and rows in one transaction.
+
+A failed push leaves nothing behind: validation happens before anything is written, and if
+the transaction fails after blobs were written, the blobs this push created are deleted while
+the push still holds the per-blob advisory locks (so a concurrent push of the same bytes
+cannot start referencing a blob that is about to go).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import io
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sdk.config import AdapterConfig
+from sdk.safetensors_header import ReadAt
+from sdk.signature import Signature
+
+from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, Event, File, Namespace
+from ...errors import reject
+from ...names import check_alias, check_part, split_name
+from ...storage import BlobStore, blob_key
+from ..auth.tokens import Principal
+from .validation import CONFIG_FILE, README_FILE, check_weights, parse_config
+
+
+@dataclass
+class PushOptions:
+    """Form fields that come with a push."""
+
+    base_model: str | None = None
+    description: str | None = None
+    tags: list[str] = field(default_factory=list)
+    private: bool = False
+    alias: str | None = None
+    untrained: bool = False
+
+
+@dataclass
+class Payload:
+    """One file of the push: its sha256/size, a sync ranged reader, and how to store it."""
+
+    filename: str
+    sha256: str
+    size: int
+    read_at: ReadAt
+    store: Callable[[BlobStore], Any]  # coroutine function: writes the bytes under their content key
+
+
+def bytes_payload(filename: str, data: bytes) -> Payload:
+    """A small file held in memory (config, README)."""
+    def read_at(offset: int, length: int) -> bytes:
+        return data[offset : offset + length]
+
+    async def put(store: BlobStore) -> Any:
+        return await store.put_file(io.BytesIO(data))
+
+    return Payload(filename, hashlib.sha256(data).hexdigest(), len(data), read_at, put)
+
+
+async def publish(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    store: BlobStore,
+    principal: Principal,
+    ns: str,
+    name: str,
+    *,
+    config_raw: bytes,
+    weights: Payload,
+    readme: bytes | None,
+    options: PushOptions,
+    max_header_bytes: int,
+    parents: list[dict[str, Any]] | None = None,
+) -> tuple[Adapter, AdapterVersion, list[str]]:
+    """Validate and publish a new version of ``ns/name``; returns (adapter, version, notes)."""
+    check_part(ns, "namespace")
+    check_part(name, "adapter name")
+    principal.require_write(ns)
+    if options.alias:
+        check_alias(options.alias)
+        if options.alias == "latest":
+            raise reject("'latest' is kept by the registry; choose another alias")
+    config, _, notes = parse_config(config_raw)
+    async with sessionmaker() as db:
+        base = await _base_model_for(db, ns, name, config, options)
+        signature = Signature.from_dict(base.signature)
+    checked = await asyncio.to_thread(
+        check_weights, weights.read_at, weights.size, config, signature,
+        allow_untrained=options.untrained, max_header_bytes=max_header_bytes,
+    )
+    files = [bytes_payload(CONFIG_FILE, config_raw), weights]
+    if readme is not None:
+        files.append(bytes_payload(README_FILE, readme))
+    created: list[str] = []
+    async with sessionmaker() as db:
+        try:
+            async with db.begin():
+                for sha in sorted({f.sha256 for f in files}):
+                    await db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"), {"k": sha})
+                    if not await store.exists(sha):
+                        payload = next(f for f in files if f.sha256 == sha)
+                        info = await payload.store(store)
+                        if info.sha256 != sha:
+                            raise reject(f"{payload.filename} changed while it was being stored", tensor=None,
+                                         expected=sha, found=info.sha256)
+                        created.append(sha)
+                adapter, version = await _insert_version(db, principal, ns, name, base, config, files, options,
+                                                         checked.summary, parents or [])
+        except BaseException:
+            for sha in created:  # the advisory locks are released only after this
+                await store.delete(sha)
+            raise
+    return adapter, version, notes
+
+
+async def _base_model_for(db: AsyncSession, ns: str, name: str, config: AdapterConfig,
+                          options: PushOptions) -> BaseModel:
+    existing = (
+        await db.execute(select(Adapter).where(Adapter.namespace == ns, Adapter.name == name))
+    ).unique().scalar_one_or_none()
+    wanted = options.base_model
+    if existing is not None:
+        current = f"{existing.base_model.namespace}/{existing.base_model.name}"
+        if wanted and wanted != current:
+            raise reject(f"{ns}/{name} is an adapter for {current}, not {wanted}; push to a new adapter name",
+                         expected=current, found=wanted)
+        if existing.method != config.peft_type:
+            raise reject(f"{ns}/{name} holds {existing.method} adapters, this is {config.peft_type}",
+                         expected=existing.method, found=config.peft_type)
+        return existing.base_model
+    if not wanted:
+        wanted = config.base_model_name_or_path
+        if not wanted or "/" not in wanted:
+            raise reject("say which registered base model this adapter is for (base_model='namespace/name')")
+    bns, bname = split_name(wanted, "base model name")
+    row = (
+        await db.execute(select(BaseModel).where(BaseModel.namespace == bns, BaseModel.name == bname))
+    ).scalar_one_or_none()
+    if row is None:
+        raise reject(f"base model {bns}/{bname} is not registered; register it first "
+                     "(POST /api/v1/base-models or sdk.register_base_model)", found=f"{bns}/{bname}")
+    return row
+
+
+async def _insert_version(
+    db: AsyncSession,
+    principal: Principal,
+    ns: str,
+    name: str,
+    base: BaseModel,
+    config: AdapterConfig,
+    files: list[Payload],
+    options: PushOptions,
+    summary: dict[str, Any],
+    parents: list[dict[str, Any]],
+) -> tuple[Adapter, AdapterVersion]:
+    await db.execute(insert(Namespace).values(name=ns).on_conflict_do_nothing(index_elements=["name"]))
+    await db.execute(
+        insert(Adapter)
+        .values(
+            namespace=ns, name=name, base_model_id=base.id, method=config.peft_type,
+            description=options.description or "", tags=sorted(set(options.tags)),
+            visibility="private" if options.private else "public", next_version=1,
+        )
+        .on_conflict_do_nothing(index_elements=["namespace", "name"])
+    )
+    adapter = (
+        await db.execute(
+            select(Adapter).where(Adapter.namespace == ns, Adapter.name == name).with_for_update(of=Adapter)
+        )
+    ).unique().scalar_one()
+    number = adapter.next_version
+    now = dt.datetime.now(dt.UTC)
+    await db.execute(
+        update(Adapter).where(Adapter.id == adapter.id).values(next_version=number + 1, updated_at=now)
+    )
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(f"{ns}/{name}@{number}:{uuid.uuid4().hex}".encode())
+    for f in sorted(files, key=lambda f: f.filename):
+        digest.update(f"{f.filename}:{f.sha256}".encode())
+    version = AdapterVersion(
+        adapter_id=adapter.id, version=number, commit=digest.hexdigest(), config=config.to_dict(),
+        summary=summary, parents=parents, created_by=principal.name,
+    )
+    db.add(version)
+    await db.flush()
+    for f in files:
+        db.add(File(version_id=version.id, filename=f.filename, size=f.size, sha256=f.sha256,
+                    storage_key=blob_key(f.sha256)))
+    for alias in ["latest"] + ([options.alias] if options.alias else []):
+        await db.execute(
+            insert(Alias)
+            .values(adapter_id=adapter.id, name=alias, version_id=version.id, updated_at=now)
+            .on_conflict_do_update(index_elements=["adapter_id", "name"],
+                                   set_={"version_id": version.id, "updated_at": now})
+        )
+    db.add(Event(actor=principal.name, kind="push", subject=f"{ns}/{name}@{number}",
+                 data={"commit": version.commit, "files": {f.filename: f.sha256 for f in files}}))
+    await db.flush()
+    await db.refresh(version, ["files"])
+    adapter.next_version = number + 1
+    return adapter, version

@@ -1,0 +1,137 @@
+"""Reading adapters: visibility, version references, search, and their JSON forms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, func, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ...db.models import Adapter, AdapterVersion, Alias, BaseModel
+from ...errors import NotFound
+from ...names import COMMIT, check_part
+from ..auth.tokens import Principal
+
+
+def visible(principal: Principal) -> ColumnElement[bool]:
+    """SQL condition: adapters the caller may see (public ones, and private ones it can read)."""
+    if principal.is_admin:
+        return true()
+    own = Adapter.namespace == principal.namespace if principal.namespace and principal.scopes else false()
+    return or_(Adapter.visibility == "public", own)
+
+
+async def get_adapter(db: AsyncSession, principal: Principal, ns: str, name: str, *, lock: bool = False) -> Adapter:
+    """The adapter ``ns/name``; 404 when missing or private to someone else."""
+    check_part(ns, "namespace")
+    check_part(name, "adapter name")
+    stmt = select(Adapter).where(Adapter.namespace == ns, Adapter.name == name, visible(principal))
+    if lock:
+        stmt = stmt.with_for_update(of=Adapter)
+    row = (await db.execute(stmt)).unique().scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"adapter {ns}/{name} not found")
+    return row
+
+
+async def resolve_version(db: AsyncSession, adapter: Adapter, ref: str | int | None) -> AdapterVersion:
+    """A version by number, alias (``latest`` when ``ref`` is None) or 40-hex commit."""
+    ref_s = "latest" if ref is None or ref == "" else str(ref)
+    stmt = select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id)
+    if ref_s.isdigit():
+        stmt = stmt.where(AdapterVersion.version == int(ref_s))
+    elif COMMIT.match(ref_s):
+        stmt = stmt.where(AdapterVersion.commit == ref_s)
+    else:
+        stmt = stmt.join(Alias, Alias.version_id == AdapterVersion.id).where(
+            Alias.adapter_id == adapter.id, Alias.name == ref_s
+        )
+    row = (await db.execute(stmt)).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"{adapter.namespace}/{adapter.name} has no version {ref_s!r}")
+    return row
+
+
+async def aliases_of(db: AsyncSession, adapter: Adapter) -> dict[str, int]:
+    """Alias name -> version number."""
+    rows = await db.execute(
+        select(Alias.name, AdapterVersion.version)
+        .join(AdapterVersion, AdapterVersion.id == Alias.version_id)
+        .where(Alias.adapter_id == adapter.id)
+        .order_by(Alias.name)
+    )
+    return {name: version for name, version in rows}
+
+
+async def search(
+    db: AsyncSession,
+    principal: Principal,
+    *,
+    base_model: str | None = None,
+    fingerprint: str | None = None,
+    method: str | None = None,
+    tag: str | None = None,
+    q: str | None = None,
+    page: int = 1,
+    page_size: int = 20,
+) -> tuple[list[Adapter], int]:
+    """Adapters matching every given filter, newest first, with the total count."""
+    stmt = select(Adapter).join(BaseModel, BaseModel.id == Adapter.base_model_id).where(visible(principal))
+    if base_model:
+        ns, _, name = base_model.partition("/")
+        stmt = stmt.where(BaseModel.namespace == ns, BaseModel.name == name)
+    if fingerprint:
+        stmt = stmt.where(BaseModel.fingerprint == fingerprint)
+    if method:
+        stmt = stmt.where(Adapter.method == method.upper())
+    if tag:
+        stmt = stmt.where(Adapter.tags.contains([tag]))
+    if q:
+        like = f"%{q}%"
+        stmt = stmt.where(or_(Adapter.name.ilike(like), Adapter.namespace.ilike(like), Adapter.description.ilike(like)))
+    total = (await db.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+    page = max(page, 1)
+    rows = (
+        await db.execute(
+            stmt.order_by(Adapter.updated_at.desc(), Adapter.id.desc()).limit(page_size).offset((page - 1) * page_size)
+        )
+    ).unique().scalars()
+    return list(rows), total
+
+
+def describe_adapter(row: Adapter, aliases: dict[str, int] | None = None) -> dict[str, Any]:
+    """The JSON form of an adapter."""
+    out: dict[str, Any] = {
+        "name": f"{row.namespace}/{row.name}",
+        "base_model": f"{row.base_model.namespace}/{row.base_model.name}",
+        "base_model_fingerprint": row.base_model.fingerprint,
+        "method": row.method,
+        "description": row.description,
+        "tags": list(row.tags or []),
+        "visibility": row.visibility,
+        "versions": row.next_version - 1,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+    }
+    if aliases is not None:
+        out["aliases"] = aliases
+    return out
+
+
+def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "") -> dict[str, Any]:
+    """The JSON form of a version, with its files and their download URLs."""
+    root = f"{base_url}/api/v1/adapters/{adapter.namespace}/{adapter.name}/versions/{v.version}/files"
+    return {
+        "adapter": f"{adapter.namespace}/{adapter.name}",
+        "version": v.version,
+        "commit": v.commit,
+        "config": v.config,
+        "summary": v.summary,
+        "parents": v.parents,
+        "created_by": v.created_by,
+        "created_at": v.created_at.isoformat() if v.created_at else None,
+        "files": [
+            {"filename": f.filename, "size": f.size, "sha256": f.sha256, "url": f"{root}/{f.filename}"}
+            for f in v.files
+        ],
+    }

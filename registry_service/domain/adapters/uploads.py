@@ -1,0 +1,187 @@
+"""Large files: a multipart upload straight to storage, then a finalize call that publishes.
+
+1. ``POST …/uploads`` with ``{filename, size, sha256}`` opens a session and returns one URL per
+   part: presigned S3 URLs (the bytes never pass through the API), or, on the local backend,
+   ``PUT …/uploads/{id}/parts/{n}`` on this service.
+2. The client PUTs each part and keeps the ``ETag`` of each response.
+3. ``POST …/uploads/{id}/finalize`` (multipart form: ``adapter_config.json``, optional
+   ``README.md``, ``parts`` as JSON ``[[n, etag], …]`` and the usual push fields) joins the parts,
+   checks size and sha256 against what was declared, validates, and publishes the version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Controller, Request, Response, delete, post, put
+from litestar.status_codes import HTTP_201_CREATED
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ...db.models import UploadSession
+from ...errors import BadRequest, NotFound, reject
+from ...names import check_part
+from ...settings import Settings
+from ...storage import MIN_PART_SIZE, BlobStore
+from ...storage.base import check_sha256
+from ..auth.tokens import Principal
+from . import service
+from .controller import ROOT, base_url, push_options, read_small
+from .publish import Payload, publish
+from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
+
+
+@dataclass
+class NewUpload:
+    """The file to upload: its name, exact size and sha256 (hex)."""
+
+    size: int
+    sha256: str
+    filename: str = WEIGHTS_FILE
+
+
+def staged_payload(store: BlobStore, session: UploadSession, loop: asyncio.AbstractEventLoop) -> Payload:
+    """A payload over a staged object: ranged reads from a worker thread, stored by promotion."""
+
+    def read_at(offset: int, length: int) -> bytes:
+        coro = store.read_staging_range(session.staging_key, offset, length)
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    async def promote(blobs: BlobStore) -> Any:
+        return await blobs.promote_staging(session.staging_key, session.sha256)
+
+    return Payload(session.filename, session.sha256, session.size, read_at, promote)
+
+
+class UploadController(Controller):
+    """``/api/v1/adapters/{ns}/{name}/uploads``"""
+
+    path = ROOT + "/{ns:str}/{name:str}/uploads"
+    tags = ["uploads"]
+
+    async def _session(self, db: AsyncSession, ns: str, name: str, upload_id: str) -> UploadSession:
+        try:
+            key = uuid.UUID(upload_id)
+        except ValueError as exc:
+            raise NotFound(f"no upload {upload_id!r}") from exc
+        row = (await db.execute(
+            select(UploadSession).where(UploadSession.id == key, UploadSession.namespace == ns,
+                                        UploadSession.name == name).with_for_update()
+        )).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no upload {upload_id!r} for {ns}/{name}")
+        if row.state != "open":
+            raise BadRequest(f"upload {upload_id} is {row.state}")
+        return row
+
+    @post("/", status_code=HTTP_201_CREATED)
+    async def start(self, ns: str, name: str, data: NewUpload, db: AsyncSession, principal: Principal,
+                    store: BlobStore, settings: Settings, request: Request) -> dict:
+        """Open an upload session; returns the part size and a URL per part."""
+        check_part(ns, "namespace")
+        check_part(name, "adapter name")
+        principal.require_write(ns)
+        check_filename(data.filename, data.filename)
+        if data.filename != WEIGHTS_FILE:
+            raise reject(f"only {WEIGHTS_FILE} is uploaded this way; send the config with finalize",
+                         found=data.filename)
+        try:
+            sha = check_sha256(data.sha256)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+        if data.size < 8:
+            raise reject(f"{data.size} bytes cannot be a safetensors file", found=str(data.size))
+        part = max(settings.upload_part_bytes, MIN_PART_SIZE, math.ceil(data.size / 10_000))
+        count = max(1, math.ceil(data.size / part))
+        mp = await store.start_multipart(f"{ns}-{name}")
+        row = UploadSession(namespace=ns, name=name, filename=data.filename, size=data.size, sha256=sha,
+                            staging_key=mp.staging_key, storage_upload_id=mp.upload_id, part_size=part,
+                            created_by=principal.name)
+        db.add(row)
+        await db.flush()
+        root = f"{base_url(request, settings)}{ROOT}/{ns}/{name}/uploads/{row.id}"
+        parts = []
+        for n in range(1, count + 1):
+            url = await store.presign_part(mp.staging_key, mp.upload_id, n, expires=settings.presign_expires_s)
+            parts.append({"part_number": n, "url": url or f"{root}/parts/{n}", "method": "PUT",
+                          "size": min(part, data.size - (n - 1) * part)})
+        await db.commit()
+        return {"id": str(row.id), "part_size": part, "parts": parts, "finalize_url": f"{root}/finalize",
+                "direct": parts[0]["url"] != f"{root}/parts/1"}
+
+    @put("/{upload_id:str}/parts/{part_number:int}")
+    async def upload_part(self, ns: str, name: str, upload_id: str, part_number: int, request: Request,
+                          db: AsyncSession, principal: Principal, store: BlobStore) -> Response[dict]:
+        """Receive one part through the API (the local backend, which has no presigned URLs)."""
+        principal.require_write(ns)
+        row = await self._session(db, ns, name, upload_id)
+        body = await request.body()
+        if len(body) > row.part_size:
+            raise reject(f"part {part_number} is {len(body)} bytes; parts are at most {row.part_size}",
+                         expected=str(row.part_size), found=str(len(body)))
+        await db.rollback()
+        etag = await store.write_part(row.staging_key, part_number, body, upload_id=row.storage_upload_id)
+        return Response({"part_number": part_number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+
+    @delete("/{upload_id:str}", status_code=200)
+    async def abort(self, ns: str, name: str, upload_id: str, db: AsyncSession, principal: Principal,
+                    store: BlobStore) -> dict:
+        """Abandon an upload; its parts are deleted."""
+        principal.require_write(ns)
+        row = await self._session(db, ns, name, upload_id)
+        await store.abort_multipart(row.staging_key, row.storage_upload_id or "")
+        await store.delete_staging(row.staging_key)
+        row.state = "aborted"
+        await db.commit()
+        return {"id": upload_id, "state": "aborted"}
+
+    @post("/{upload_id:str}/finalize", status_code=HTTP_201_CREATED)
+    async def finalize(self, ns: str, name: str, upload_id: str, request: Request, db: AsyncSession,
+                       principal: Principal, store: BlobStore, settings: Settings) -> Response[dict]:
+        """Join the parts, check size and sha256, validate, publish; nothing is kept if any check fails."""
+        principal.require_write(ns)
+        row = await self._session(db, ns, name, upload_id)
+        form = await request.form()
+        for key, value in form.multi_items():
+            if key in (CONFIG_FILE, README_FILE, WEIGHTS_FILE) or not isinstance(value, str):
+                check_filename(key, getattr(value, "filename", None))
+                if key == WEIGHTS_FILE:
+                    raise reject(f"{WEIGHTS_FILE} was uploaded in parts; do not send it again")
+        if CONFIG_FILE not in form:
+            raise reject(f"finalize needs {CONFIG_FILE}", expected=CONFIG_FILE)
+        try:
+            parts = [(int(n), str(etag)) for n, etag in json.loads(form.get("parts") or "[]")]
+        except (ValueError, TypeError) as exc:
+            raise BadRequest("'parts' must be JSON [[part_number, etag], ...]") from exc
+        config_raw = await read_small(form[CONFIG_FILE], 1 * 2**20, CONFIG_FILE)
+        readme = await read_small(form[README_FILE], MAX_README_BYTES, README_FILE) if README_FILE in form else None
+        row.state = "finalizing"
+        await db.commit()
+        state = "failed"
+        try:
+            await store.complete_multipart(row.staging_key, row.storage_upload_id or "", parts)
+            sha, size = await store.staging_sha256_and_size(row.staging_key)
+            if size != row.size or sha != row.sha256:
+                raise reject("the uploaded bytes are not the declared file", tensor=None,
+                             expected=f"{row.size} bytes, sha256 {row.sha256}", found=f"{size} bytes, sha256 {sha}")
+            payload = staged_payload(store, row, asyncio.get_running_loop())
+            adapter, version, notes = await publish(
+                request.app.state.sessionmaker, store, principal, ns, name, config_raw=config_raw, weights=payload,
+                readme=readme, options=push_options(form), max_header_bytes=settings.max_header_bytes,
+            )
+            state = "done"
+        finally:
+            await store.abort_multipart(row.staging_key, row.storage_upload_id or "")
+            await store.delete_staging(row.staging_key)
+            async with request.app.state.sessionmaker() as db2, db2.begin():
+                done = await db2.get(UploadSession, row.id)
+                if done is not None:
+                    done.state = state
+        body = service.describe_version(adapter, version, base_url(request, settings))
+        body["notes"] = notes
+        return Response(body, status_code=HTTP_201_CREATED)

@@ -1,0 +1,54 @@
+"""HTTP routes for tokens: create one, and ask who the current token is."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from litestar import Controller, get, post
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ...errors import Forbidden, Unauthorized
+from ...names import check_part
+from .tokens import Principal, create_token
+
+
+@dataclass
+class NewToken:
+    """A token for ``namespace`` (omit for a global admin token) with these scopes."""
+
+    namespace: str | None = None
+    scopes: list[str] = field(default_factory=lambda: ["read"])
+    name: str = ""
+    expires_in_days: int | None = None
+
+
+class TokenController(Controller):
+    """``/api/v1/tokens`` and ``/api/v1/whoami``"""
+
+    path = "/api/v1"
+    tags = ["auth"]
+
+    @post("/tokens")
+    async def create(self, data: NewToken, db: AsyncSession, principal: Principal) -> dict:
+        """Create a token; global admins for any namespace, namespace admins for their own."""
+        if not principal.authenticated:
+            raise Unauthorized()
+        if data.namespace is not None:
+            check_part(data.namespace, "namespace")
+        allowed = principal.is_admin or (
+            data.namespace is not None and principal.namespace == data.namespace and "admin" in principal.scopes
+        )
+        if not allowed:
+            raise Forbidden("only an admin token can create tokens (for its namespace, or any if global)")
+        expires = dt.timedelta(days=data.expires_in_days) if data.expires_in_days else None
+        token = await create_token(db, namespace=data.namespace, scopes=data.scopes, name=data.name,
+                                   expires_in=expires)
+        await db.commit()
+        return {"token": token, "namespace": data.namespace, "scopes": sorted(set(data.scopes)), "name": data.name}
+
+    @get("/whoami")
+    async def whoami(self, principal: Principal) -> dict:
+        """The current token's namespace and scopes."""
+        return {"authenticated": principal.authenticated, "name": principal.name, "namespace": principal.namespace,
+                "scopes": sorted(principal.scopes), "admin": principal.is_admin}

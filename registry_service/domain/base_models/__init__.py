@@ -1,0 +1,1 @@
+"""Base models: registration by signature or config.json, lookup, compatible adapters."""

@@ -1,0 +1,112 @@
+"""Registering base models and computing their signatures."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sdk.errors import AdapterError
+from sdk.signature import Signature, signature_from_config
+
+from ...db.models import BaseModel
+from ...errors import BadRequest, Conflict, NotFound, UploadRejected
+from ...names import split_name
+from ..auth.tokens import Principal
+
+
+async def build_signature(signature: dict[str, Any] | None, config: dict[str, Any] | None) -> Signature:
+    """Parse a given signature, or build one from a ``config.json`` on the meta device."""
+    if signature is None and config is None:
+        raise BadRequest("give a 'signature' or a 'config' (the model's config.json)")
+    try:
+        if signature is not None:
+            sig = Signature.from_dict(signature)
+            if config is not None:
+                from_config = await asyncio.to_thread(signature_from_config, config)
+                if from_config.fingerprint != sig.fingerprint:
+                    raise BadRequest("the signature does not match the one built from config.json")
+            return sig
+        assert config is not None
+        return await asyncio.to_thread(signature_from_config, config)
+    except AdapterError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+async def register(
+    db: AsyncSession,
+    principal: Principal,
+    full_name: str,
+    *,
+    revision: str | None,
+    signature: dict[str, Any] | None,
+    config: dict[str, Any] | None,
+) -> tuple[BaseModel, bool]:
+    """Create a base model; registering the same signature again is a no-op. Returns (row, created)."""
+    ns, name = split_name(full_name, "base model name")
+    principal.require_write(ns)
+    sig = await build_signature(signature, config)
+    if not sig.modules:
+        raise UploadRejected([], detail="the signature lists no modules")
+    existing = await get(db, f"{ns}/{name}", missing_ok=True)
+    if existing is not None:
+        if existing.fingerprint == sig.fingerprint:
+            return existing, False
+        raise Conflict(
+            f"base model {ns}/{name} is already registered with another signature "
+            f"(fingerprint {existing.fingerprint[:12]}…, new {sig.fingerprint[:12]}…); register it under a new name"
+        )
+    row = BaseModel(
+        namespace=ns,
+        name=name,
+        revision=revision,
+        architecture=sig.architecture,
+        model_type=sig.model_type,
+        config=config,
+        signature=sig.to_dict(),
+        fingerprint=sig.fingerprint,
+        created_by=principal.name,
+    )
+    db.add(row)
+    await db.flush()
+    return row, True
+
+
+async def get(db: AsyncSession, full_name: str, *, missing_ok: bool = False) -> BaseModel | None:
+    """The base model ``ns/name`` (404 unless ``missing_ok``)."""
+    ns, name = split_name(full_name, "base model name")
+    row = (
+        await db.execute(select(BaseModel).where(BaseModel.namespace == ns, BaseModel.name == name))
+    ).scalar_one_or_none()
+    if row is None and not missing_ok:
+        raise NotFound(f"base model {ns}/{name} is not registered; register it with POST /api/v1/base-models")
+    return row
+
+
+async def search(db: AsyncSession, q: str | None, limit: int = 50, offset: int = 0) -> list[BaseModel]:
+    """Base models whose name, namespace or architecture contains ``q``."""
+    stmt = select(BaseModel).order_by(BaseModel.namespace, BaseModel.name).limit(limit).offset(offset)
+    if q:
+        like = f"%{q}%"
+        stmt = stmt.where(
+            or_(BaseModel.name.ilike(like), BaseModel.namespace.ilike(like), BaseModel.architecture.ilike(like))
+        )
+    return list((await db.execute(stmt)).scalars())
+
+
+def describe(row: BaseModel, *, with_signature: bool = False) -> dict[str, Any]:
+    """The JSON form of a base model."""
+    out: dict[str, Any] = {
+        "name": f"{row.namespace}/{row.name}",
+        "revision": row.revision,
+        "architecture": row.architecture,
+        "model_type": row.model_type,
+        "fingerprint": row.fingerprint,
+        "modules": len(row.signature.get("modules", [])),
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+    }
+    if with_signature:
+        out["signature"] = row.signature
+    return out

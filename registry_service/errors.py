@@ -1,0 +1,78 @@
+"""Domain errors, each mapped to an RFC 9457 problem-details response by the app."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from litestar.plugins.problem_details import ProblemDetailsException
+
+from sdk.problems import Problem
+
+
+class ServiceError(ProblemDetailsException):
+    """Base of the service's errors; ``status`` and ``title`` are set per subclass."""
+
+    status = 500
+    title = "Internal error"
+    kind = "internal"
+
+    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(
+            detail=detail,
+            status_code=self.status,
+            title=self.title,
+            type_=f"https://adapter-registry.dev/problems/{self.kind}",
+            extra=extra,
+            headers=headers,
+        )
+
+
+class Unauthorized(ServiceError):
+    status, title, kind = 401, "Authentication required", "unauthorized"
+
+    def __init__(self, detail: str = "this needs a bearer token: send 'Authorization: Bearer <token>'"):
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="adapter-registry"'})
+
+
+class Forbidden(ServiceError):
+    status, title, kind = 403, "Not allowed", "forbidden"
+
+
+class NotFound(ServiceError):
+    status, title, kind = 404, "Not found", "not-found"
+
+
+class Conflict(ServiceError):
+    status, title, kind = 409, "Conflict", "conflict"
+
+
+class TooLarge(ServiceError):
+    status, title, kind = 413, "Too large", "too-large"
+
+
+class BadRequest(ServiceError):
+    status, title, kind = 400, "Bad request", "bad-request"
+
+
+class RangeNotSatisfiable(ServiceError):
+    status, title, kind = 416, "Range not satisfiable", "range"
+
+
+class UploadRejected(ServiceError):
+    """The upload does not fit: every problem is listed in ``problems``."""
+
+    status, title, kind = 422, "Upload rejected", "upload-rejected"
+
+    def __init__(self, problems: Sequence[Problem], detail: str | None = None):
+        self.problems = list(problems)
+        first = self.problems[0].message if self.problems else "invalid upload"
+        more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
+        super().__init__(detail or first + more, extra={"problems": [p.to_dict() for p in self.problems]})
+
+
+def reject(
+    message: str, *, tensor: str | None = None, expected: str | None = None, found: str | None = None
+) -> UploadRejected:
+    """An :class:`UploadRejected` with one problem."""
+    return UploadRejected([Problem(tensor, expected, found, message)])

@@ -1,0 +1,33 @@
+"""Names and references: ``ns/name``, ``ns/name@ref`` and what a ref may be."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import BadRequest
+
+_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def check_part(value: str, what: str) -> str:
+    """A namespace or name: letters, digits, '_', '.', '-', starting with a letter or digit."""
+    if not _PART.match(value) or ".." in value:
+        raise BadRequest(f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (max 96), no '..'")
+    return value
+
+
+def split_name(full: str, what: str = "name") -> tuple[str, str]:
+    """``ns/name`` -> (ns, name), validated."""
+    ns, sep, name = full.partition("/")
+    if not sep:
+        raise BadRequest(f"{what} must look like 'namespace/name', got {full!r}")
+    return check_part(ns, "namespace"), check_part(name, what)
+
+
+def check_alias(value: str) -> str:
+    """An alias: starts with a letter (so it is never a version number or a commit)."""
+    if not _ALIAS.match(value) or COMMIT.match(value):
+        raise BadRequest(f"invalid alias {value!r}: start with a letter; letters, digits, '_', '.', '-' (max 64)")
+    return value
