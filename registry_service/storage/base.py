@@ -295,6 +295,10 @@ class BlobStore(Protocol):
         """sha256 and size of a staged object, computed by streaming it."""
         ...
 
+    async def read_staging_range(self, staging_key: str, start: int, length: int) -> bytes:
+        """:meth:`read_range` on a staged object, to validate it (e.g. its safetensors header) before promotion."""
+        ...
+
     async def promote_staging(self, staging_key: str, sha256: str) -> BlobInfo:
         """Move a staged object to the content key of ``sha256`` and delete the staged copy.
 

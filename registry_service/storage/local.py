@@ -178,16 +178,17 @@ class LocalBlobStore:
 
     async def read_range(self, sha256: str, start: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``start``."""
-        return await asyncio.to_thread(self._read_range, sha256, start, length)
+        return await asyncio.to_thread(self._read_file, self._blob_path(sha256), start, length, f"no blob {sha256}")
 
-    def _read_range(self, sha256: str, start: int, length: int) -> bytes:
+    @staticmethod
+    def _read_file(path: Path, start: int, length: int, missing: str) -> bytes:
         try:
-            with open(self._blob_path(sha256), "rb") as f:
+            with open(path, "rb") as f:
                 start, stop = check_read(os.fstat(f.fileno()).st_size, start, length)
                 f.seek(start)
                 return f.read(stop - start)
         except FileNotFoundError:
-            raise BlobNotFoundError(f"no blob {sha256}") from None
+            raise BlobNotFoundError(missing) from None
 
     async def presigned_get_url(self, sha256: str, filename: str, expires: int = 3600) -> str | None:
         """Always ``None``: the API streams local blobs itself."""
@@ -318,6 +319,11 @@ class LocalBlobStore:
                 return hash_stream(f)
         except FileNotFoundError:
             raise BlobNotFoundError(f"nothing staged under {staging_key}") from None
+
+    async def read_staging_range(self, staging_key: str, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``start`` of the staged file."""
+        path = self._staging_path(staging_key)
+        return await asyncio.to_thread(self._read_file, path, start, length, f"nothing staged under {staging_key}")
 
     async def promote_staging(self, staging_key: str, sha256: str) -> BlobInfo:
         """Rename the staged file to its content key (or drop it if the blob exists)."""

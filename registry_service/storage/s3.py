@@ -268,26 +268,31 @@ class S3BlobStore:
 
     async def read_range(self, sha256: str, start: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``start``: one ranged GET (plus a HEAD at or past the end)."""
-        return await asyncio.to_thread(self._read_range, sha256, start, length)
+        return await asyncio.to_thread(self._read_key, blob_key(sha256), start, length, f"no blob {sha256}")
 
-    def _read_range(self, sha256: str, start: int, length: int) -> bytes:
-        key = blob_key(sha256)
+    def _read_key(self, key: str, start: int, length: int, missing: str) -> bytes:
+        """Bytes ``[start, start + length)`` of object ``key``, truncated at its end (see ``check_read``)."""
         if start < 0 or length < 0:
             raise InvalidRangeError(f"invalid read of {length} bytes at {start}")
-        if length == 0:
-            check_read(self._size(sha256), start, length)
-            return b""
-        try:
-            response = self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
-        except ClientError as exc:
-            if _code(exc) in _NOT_FOUND:
-                raise BlobNotFoundError(f"no blob {sha256}") from exc
-            if _code(exc) == "InvalidRange":  # start at or past the end: b"" at the end, else an error
-                check_read(self._size(sha256), start, length)
-                return b""
-            raise StorageError(f"GET {key}: {_message(exc)}") from exc
-        with closing(response["Body"]) as body:
-            return body.read()
+        if length > 0:
+            try:
+                response = self._client.get_object(
+                    Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+                )
+            except ClientError as exc:
+                if _code(exc) in _NOT_FOUND:
+                    raise BlobNotFoundError(missing) from exc
+                if _code(exc) != "InvalidRange":
+                    raise StorageError(f"GET {key}: {_message(exc)}") from exc
+                # The start is at or past the end: b"" exactly at the end, an error beyond (below).
+            else:
+                with closing(response["Body"]) as body:
+                    return body.read()
+        size = self._head_size(key)
+        if size is None:
+            raise BlobNotFoundError(missing)
+        check_read(size, start, length)
+        return b""
 
     async def presigned_get_url(self, sha256: str, filename: str, expires: int = 3600) -> str | None:
         """A presigned GET (valid ``expires`` seconds) whose response downloads as ``filename``.
@@ -421,6 +426,11 @@ class S3BlobStore:
             raise StorageError(f"GET {staging_key}: {_message(exc)}") from exc
         with closing(response["Body"]) as body:
             return hash_stream(body)
+
+    async def read_staging_range(self, staging_key: str, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``start`` of the staged object (to validate it before promotion)."""
+        key = check_staging_key(staging_key)
+        return await asyncio.to_thread(self._read_key, key, start, length, f"nothing staged under {staging_key}")
 
     async def promote_staging(self, staging_key: str, sha256: str) -> BlobInfo:
         """Server-side copy to the content key (skipped if the blob exists), then delete the staged object."""

@@ -3,7 +3,8 @@
 Fixtures:
 
 - ``s3_server`` (session): starts ``weed server`` on free ports, yields an :class:`S3Server`
-  (``endpoint_url``, ``region``, credentials, bucket helpers); SIGKILLed at the end of the session.
+  (``endpoint_url``, ``region``, credentials, bucket helpers); SIGKILLed at the end of the session
+  (SIGTERM takes ~27 s), and also if pytest itself dies (``PR_SET_PDEATHSIG``).
   Set ``ADAPTER_REGISTRY_TEST_S3_ENDPOINT`` to use an already running S3 server instead (MinIO…),
   with credentials from the usual ``AWS_*`` variables.
 - ``s3_bucket``: an empty bucket for one test, emptied again afterwards (multipart uploads
@@ -17,8 +18,9 @@ the whole suite runs), so either import the fixtures into ``tests/service/confte
 
     from conftest_s3 import *  # noqa: F403   (exports the fixtures and S3Server, see __all__)
 
-or name the plugin in a test module: ``pytest_plugins = ["conftest_s3"]``. Both rely on pytest's
-default ``prepend`` import mode, which puts ``tests/service`` on ``sys.path``.
+(a test module could instead say ``pytest_plugins = ["conftest_s3"]``, but not as well as that
+import: pytest then warns that it cannot assertion-rewrite an already imported module). Both rely on
+pytest's default ``prepend`` import mode, which puts ``tests/service`` on ``sys.path``.
 
 SeaweedFS notes: every bucket is a *collection* with volumes of its own. By default the master grows
 7 volumes per collection and derives the volume limit from free disk / 30 GB, so only a couple of
@@ -29,6 +31,7 @@ listens on an HTTP port and a gRPC port; both are given explicitly (gRPC = HTTP 
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import random
@@ -95,10 +98,12 @@ def pick_port_pairs(count: int) -> list[int]:
 
 
 def _probe_client(endpoint_url: str) -> Any:
-    """A client that fails fast, for polling a server that is starting."""
+    """A client that fails fast, for polling a server that is starting (SeaweedFS takes any key)."""
     return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint_url,
+        aws_access_key_id=_DUMMY_KEY_ID,
+        aws_secret_access_key=_DUMMY_SECRET,
         region_name="us-east-1",
         config=Config(
             signature_version="s3v4",
@@ -187,6 +192,12 @@ class S3Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when pytest dies, so no server outlives a killed run."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 class SeaweedProcess:
     """One ``weed server`` (master + volume + filer + S3) in a directory, on free ports."""
 
@@ -197,6 +208,7 @@ class SeaweedProcess:
         self.log_path = base_dir / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
+        self._probe_error = "the S3 port never answered"
 
     def _command(self) -> list[str]:
         p = self.ports
@@ -244,6 +256,7 @@ class SeaweedProcess:
                     env=env,
                     cwd=self.base_dir,
                     start_new_session=True,
+                    preexec_fn=_die_with_parent,
                 )
             try:
                 self._wait_ready(timeout)
@@ -270,8 +283,8 @@ class SeaweedProcess:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"SeaweedFS S3 at {self.endpoint_url} not ready after {timeout:.0f} s; "
-                    f"log {self.log_path}:\n{self._log_tail()}"
+                    f"SeaweedFS S3 at {self.endpoint_url} not ready after {timeout:.0f} s "
+                    f"(last probe: {self._probe_error}); log {self.log_path}:\n{self._log_tail()}"
                 )
             time.sleep(0.2)
 
@@ -294,7 +307,8 @@ class SeaweedProcess:
             client.delete_object(Bucket=bucket, Key="probe")
             client.delete_bucket(Bucket=bucket)
             return True
-        except (BotoCoreError, ClientError):
+        except (BotoCoreError, ClientError) as exc:
+            self._probe_error = f"{type(exc).__name__}: {exc}"
             return False
 
     def _log_tail(self, lines: int = 40) -> str:

@@ -303,14 +303,23 @@ async def test_multipart_upload_then_promote(blob_store: BlobStore) -> None:
     assert await blob_store.list_keys() == []  # nothing is a blob before it is verified
     sha, size = await blob_store.staging_sha256_and_size(upload.staging_key)
     assert (sha, size) == (hashlib.sha256(whole).hexdigest(), len(whole))
+    assert await blob_store.read_staging_range(upload.staging_key, 0, 8) == whole[:8]  # validate before promoting
+    assert await blob_store.read_staging_range(upload.staging_key, len(whole) - 3, 10) == whole[-3:]
+    assert await blob_store.read_staging_range(upload.staging_key, len(whole), 10) == b""
+    with pytest.raises(InvalidRangeError):
+        await blob_store.read_staging_range(upload.staging_key, len(whole) + 1, 10)
 
     info = await blob_store.promote_staging(upload.staging_key, sha)
 
     assert (info.sha256, info.size, info.key) == (sha, len(whole), blob_key(sha))
     assert await blob_store.list_keys("") == [info.key]  # staging is gone
     assert await blob_store.read_range(sha, MIN_PART_SIZE - 2, 4) == whole[MIN_PART_SIZE - 2 : MIN_PART_SIZE + 2]
-    with pytest.raises(BlobNotFoundError):
-        await blob_store.staging_sha256_and_size(upload.staging_key)
+    for gone in (
+        blob_store.staging_sha256_and_size(upload.staging_key),
+        blob_store.read_staging_range(upload.staging_key, 0, 8),
+    ):
+        with pytest.raises(BlobNotFoundError):
+            await gone
 
 
 async def test_multipart_parts_through_the_api_process(blob_store: BlobStore) -> None:
@@ -392,6 +401,8 @@ async def test_staging_keys_are_checked(blob_store: BlobStore) -> None:
             await blob_store.staging_sha256_and_size(key)
         with pytest.raises(ValueError):
             await blob_store.delete_staging(key)
+        with pytest.raises(ValueError):
+            await blob_store.read_staging_range(key, 0, 8)
 
 
 # -- backend specifics -----------------------------------------------------------------------------

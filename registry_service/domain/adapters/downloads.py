@@ -9,7 +9,7 @@ from litestar.response import Redirect, Stream
 
 from ...db.models import File
 from ...errors import NotFound, RangeNotSatisfiable
-from ...storage import BlobNotFoundError, BlobStore, InvalidRangeError
+from ...storage import BlobNotFoundError, BlobStore, InvalidRangeError, content_disposition
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MEDIA = {".json": "application/json", ".md": "text/markdown; charset=utf-8", ".safetensors": "application/octet-stream"}
@@ -63,7 +63,7 @@ async def serve_file(
         "Accept-Ranges": "bytes",
         "ETag": f'"{f.sha256}"',
         "X-Content-Sha256": f.sha256,
-        "Content-Disposition": f'attachment; filename="{f.filename}"',
+        "Content-Disposition": content_disposition(f.filename),
         "Cache-Control": "public, max-age=31536000, immutable",
     }
     if redirect and not head:
