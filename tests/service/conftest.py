@@ -80,10 +80,12 @@ async def registry(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) 
         s3 = request.getfixturevalue("s3_server")
         bucket = f"reg-{uuid.uuid4().hex[:10]}"
         settings = Settings(data_dir=tmp_path, database_url=db_url, s3_bucket=bucket, s3_endpoint=s3.endpoint_url,
-                            s3_region=s3.region, apply_migrations=False, debug=True)
+                            s3_region=s3.region, apply_migrations=False, debug=True,
+                            upload_part_bytes=5 * 2**20)
         store: Any = S3BlobStore(bucket, endpoint_url=s3.endpoint_url, region=s3.region)
     else:
-        settings = Settings(data_dir=tmp_path, database_url=db_url, apply_migrations=False, debug=True)
+        settings = Settings(data_dir=tmp_path, database_url=db_url, apply_migrations=False, debug=True,
+                            upload_part_bytes=5 * 2**20)
         store = LocalBlobStore(tmp_path / "blobs")
     app = create_app(settings, store=store)
     async with AsyncTestClient(app=app) as client:

@@ -124,8 +124,9 @@ class UploadController(Controller):
         if len(body) > row.part_size:
             raise reject(f"part {part_number} is {len(body)} bytes; parts are at most {row.part_size}",
                          expected=str(row.part_size), found=str(len(body)))
-        await db.rollback()
-        etag = await store.write_part(row.staging_key, part_number, body, upload_id=row.storage_upload_id)
+        staging_key, storage_upload_id = row.staging_key, row.storage_upload_id
+        await db.rollback()  # the session row lock is not needed while the part is written
+        etag = await store.write_part(staging_key, part_number, body, upload_id=storage_upload_id)
         return Response({"part_number": part_number, "etag": etag}, headers={"ETag": f'"{etag}"'})
 
     @delete("/{upload_id:str}", status_code=200)
