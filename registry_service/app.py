@@ -15,7 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
 from sqlalchemy import func, select, text
 
-from sdk.errors import AdapterError
+from sdk.errors import AdapterError, ValidationFailed
 
 from .db.models import ApiToken
 from .db.session import apply_migrations, make_engine, make_sessionmaker, start_embedded_postgres
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         return {"status": "ok", "storage": type(state.store).__name__, "database": "ok"}
 
     problem_map = {
+        ValidationFailed: lambda exc: UploadRejected(exc.problems),
         AdapterError: lambda exc: UploadRejected([], detail=str(exc)),
         BlobNotFoundError: lambda exc: NotFound(f"stored bytes are missing: {exc}"),
         InvalidRangeError: lambda exc: RangeNotSatisfiable(str(exc)),

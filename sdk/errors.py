@@ -13,7 +13,8 @@ one class. The tree::
     │   └── MixedBatchError         a bad ``adapter_names=[...]`` request
     ├── MergeError                  merging would produce NaN/Inf, or cannot be done
     └── FormatError                 adapter files that cannot be read or do not fit the model
-        └── PickleRefusedError      a pickle file (``adapter_model.bin``); we never unpickle
+        ├── PickleRefusedError      a pickle file (``adapter_model.bin``); we never unpickle
+        └── ValidationFailed        an adapter does not fit its base model; ``.problems`` lists why
 
 Several classes also derive from the matching builtin (``ValueError``, ``KeyError``…) so code
 written against PEFT's exceptions keeps working.
@@ -67,3 +68,13 @@ class FormatError(AdapterError, ValueError):
 
 class PickleRefusedError(FormatError):
     """A pickle-based checkpoint was offered; the SDK never unpickles data."""
+
+
+class ValidationFailed(FormatError):
+    """An adapter's files do not fit its base model; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list) -> None:  # list[sdk.problems.Problem]
+        self.problems = list(problems)
+        first = self.problems[0].message if self.problems else "the adapter does not validate"
+        more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
+        super().__init__(first + more)
