@@ -9,6 +9,10 @@ Typical use::
     model = sdk.AdapterModel.from_pretrained(base, "out")
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .config import AdapterConfig
 from .errors import (
     AdapterError,
@@ -27,6 +31,48 @@ from .methods import config_from_dict, get_method, register_method, registered_m
 from .model import AdapterModel, get_peft_model
 from .tuners.lora import LoraConfig
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from torch import nn
+
+    from .client import Client, PushResult
+
+_default_client: Client | None = None
+
+
+def default_client() -> Client:
+    """The client behind ``sdk.push``/``pull``/``load``/``register_base_model`` (from the environment)."""
+    global _default_client
+    if _default_client is None:
+        from .client import Client
+
+        _default_client = Client()
+    return _default_client
+
+
+def push(model_or_dir: AdapterModel | str | Path, name: str, base_model: str | None = None, **kwargs: Any
+         ) -> PushResult:
+    """Push an adapter (``AdapterModel`` or saved folder) as a new version; see ``Client.push``."""
+    return default_client().push(model_or_dir, name, base_model, **kwargs)
+
+
+def pull(ref: str, version: int | str | None = None) -> Path:
+    """A local folder with ``ns/name[@ref]``; see ``Client.pull``."""
+    return default_client().pull(ref, version)
+
+
+def load(model: nn.Module, ref: str, adapter_name: str = "default", **kwargs: Any) -> AdapterModel:
+    """Pull ``ref`` and inject it into ``model``; see ``Client.load``."""
+    return default_client().load(model, ref, adapter_name, **kwargs)
+
+
+def register_base_model(model_or_config: nn.Module | dict[str, Any] | str | Path, name: str,
+                        revision: str | None = None) -> dict[str, Any]:
+    """Register a base model's signature; see ``Client.register_base_model``."""
+    return default_client().register_base_model(model_or_config, name, revision)
+
+
 __all__ = [
     "AdapterConfig",
     "AdapterError",
@@ -43,8 +89,13 @@ __all__ = [
     "TargetingError",
     "UnsupportedLayerError",
     "config_from_dict",
+    "default_client",
     "get_method",
     "get_peft_model",
+    "load",
+    "pull",
+    "push",
+    "register_base_model",
     "register_method",
     "registered_methods",
 ]

@@ -1,0 +1,22 @@
+"""The registry client: push, pull, load, cache, transfers."""
+
+from .api import Client, PushResult, check_folder, parse_ref
+from .cache import Cache
+from .config import ClientConfig, save_login
+from .http import RegistryAuthError, RegistryError, RegistryNotFound, RegistryUnavailable
+from .transfers import IntegrityError
+
+__all__ = [
+    "Cache",
+    "Client",
+    "ClientConfig",
+    "IntegrityError",
+    "PushResult",
+    "RegistryAuthError",
+    "RegistryError",
+    "RegistryNotFound",
+    "RegistryUnavailable",
+    "check_folder",
+    "parse_ref",
+    "save_login",
+]

@@ -1,0 +1,292 @@
+"""``Client``: push, pull, load and browse adapters in a registry."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from torch import nn
+
+from ..config import CONFIG_NAME, AdapterConfig
+from ..errors import AdapterError, ValidationFailed
+from ..formats import WEIGHTS_NAME
+from ..model import AdapterModel
+from ..problems import Problem
+from ..safetensors_header import file_reader
+from ..signature import Signature, signature_from_config, signature_from_model
+from ..validation import check_weights, parse_config
+from .cache import Cache, CachedVersion, registry_key
+from .config import ClientConfig
+from .http import Http
+from .transfers import download, upload_parts
+
+DIRECT_UPLOAD_LIMIT = 64 << 20
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def parse_ref(ref: str, version: int | str | None = None) -> tuple[str, str, str | None]:
+    """``"ns/name@ref"`` (or ``"ns/name"`` plus ``version``) -> (ns, name, ref or None)."""
+    name_part, _, at = ref.partition("@")
+    ns, sep, name = name_part.partition("/")
+    if not sep or not ns or not name or "/" in name:
+        raise AdapterError(f"adapter references look like 'namespace/name[@version|alias|commit]', got {ref!r}")
+    if at and version is not None and str(version) != at:
+        raise AdapterError(f"{ref!r} already names a version; do not also pass version={version!r}")
+    chosen = at or (str(version) if version is not None else None)
+    return ns, name, chosen
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push created."""
+
+    name: str
+    version: int
+    commit: str
+    url: str
+    notes: list[str]
+
+
+class Client:
+    """A registry client. ``url``/``token`` default to the environment or ``adapters login``."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, cache_dir: str | Path | None = None,
+                 transport: httpx.BaseTransport | None = None, quiet: bool | None = None,
+                 timeout: float = 120.0, retries: int = 5) -> None:
+        self.config = ClientConfig.resolve(url, token, cache_dir)
+        self.http = Http(self.config.url, self.config.token, transport=transport, timeout=timeout, retries=retries)
+        self.cache = Cache(self.config.cache_dir)
+        self.registry = registry_key(self.config.url)
+        self.quiet = quiet
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- base models ---------------------------------------------------------------------
+    def register_base_model(self, model_or_config: nn.Module | dict[str, Any] | str | Path, name: str,
+                            revision: str | None = None) -> dict[str, Any]:
+        """Register a base model by its signature (a model) or by its ``config.json`` (dict or path)."""
+        body: dict[str, Any] = {"name": name, "revision": revision}
+        if isinstance(model_or_config, nn.Module):
+            body["signature"] = signature_from_model(model_or_config).to_dict()
+        else:
+            cfg = model_or_config
+            if isinstance(cfg, (str, Path)):
+                path = Path(cfg)
+                cfg = json.loads((path / "config.json" if path.is_dir() else path).read_text())
+            body["config"] = dict(cfg)
+        return self.http.json("POST", "/api/v1/base-models", json=body)
+
+    def base_model(self, name: str) -> dict[str, Any]:
+        """A base model with its signature."""
+        return self.http.json("GET", f"/api/v1/base-models/{name}")
+
+    def base_models(self, q: str | None = None) -> list[dict[str, Any]]:
+        """Registered base models."""
+        return self.http.json("GET", "/api/v1/base-models", params={"q": q} if q else None)["items"]
+
+    # --- browsing ------------------------------------------------------------------------
+    def info(self, name: str) -> dict[str, Any]:
+        """An adapter with its aliases."""
+        ns, n, _ = parse_ref(name)
+        return self.http.json("GET", f"/api/v1/adapters/{ns}/{n}")
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version of an adapter, newest first."""
+        ns, n, _ = parse_ref(name)
+        return self.http.json("GET", f"/api/v1/adapters/{ns}/{n}/versions")["items"]
+
+    def ls(self, *, base_model: str | None = None, method: str | None = None, tag: str | None = None,
+           q: str | None = None, page: int = 1) -> dict[str, Any]:
+        """Search adapters."""
+        params = {k: v for k, v in {"base_model": base_model, "method": method, "tag": tag, "q": q,
+                                     "page": page}.items() if v is not None}
+        return self.http.json("GET", "/api/v1/adapters", params=params)
+
+    def set_alias(self, name: str, alias: str, version: int | str) -> dict[str, Any]:
+        """Point ``alias`` at ``version``."""
+        ns, n, _ = parse_ref(name)
+        return self.http.json("PUT", f"/api/v1/adapters/{ns}/{n}/aliases/{alias}", json={"version": version})
+
+    def delete_alias(self, name: str, alias: str) -> dict[str, Any]:
+        """Remove ``alias``."""
+        ns, n, _ = parse_ref(name)
+        return self.http.json("DELETE", f"/api/v1/adapters/{ns}/{n}/aliases/{alias}")
+
+    # --- checking and pushing -------------------------------------------------------------
+    def _signature(self, base_model: str) -> Signature:
+        return Signature.from_dict(self.base_model(base_model)["signature"])
+
+    def check(self, folder: str | Path, base_model: str | Signature | nn.Module | dict[str, Any],
+              *, untrained: bool = False) -> list[Problem]:
+        """Problems of the adapter in ``folder`` against a base model (registry name, signature,
+        model or config dict); an empty list means the registry would accept it."""
+        folder = Path(folder)
+        if isinstance(base_model, Signature):
+            sig = base_model
+        elif isinstance(base_model, nn.Module):
+            sig = signature_from_model(base_model)
+        elif isinstance(base_model, dict):
+            sig = signature_from_config(base_model)
+        else:
+            sig = self._signature(base_model)
+        return check_folder(folder, sig, untrained=untrained)
+
+    def push(self, model_or_dir: AdapterModel | str | Path, name: str, base_model: str | None = None, *,
+             alias: str | None = None, description: str | None = None, tags: list[str] | None = None,
+             private: bool = False, adapter_name: str = "default", untrained: bool = False) -> PushResult:
+        """Check locally against the base model's signature, then upload a new version."""
+        ns, n, at = parse_ref(name)
+        if at:
+            raise AdapterError("push to 'namespace/name'; the registry picks the version number")
+        with tempfile.TemporaryDirectory(prefix="adapter-push-") as tmp:
+            folder = self._folder_for(model_or_dir, adapter_name, Path(tmp))
+            config_raw = (folder / CONFIG_NAME).read_bytes()
+            config, _, _ = parse_config(config_raw)
+            target = base_model or self._existing_base(ns, n) or _base_from_config(config)
+            if not target:
+                raise AdapterError("say which registered base model this adapter is for: base_model='ns/name'")
+            problems = check_folder(folder, self._signature(target), untrained=untrained)
+            if problems:
+                raise ValidationFailed(problems)
+            form = {"base_model": target, "private": str(private).lower(), "untrained": str(untrained).lower()}
+            if alias:
+                form["alias"] = alias
+            if description is not None:
+                form["description"] = description
+            if tags:
+                form["tags"] = ",".join(tags)
+            weights = folder / WEIGHTS_NAME
+            readme = folder / "README.md"
+            if weights.stat().st_size <= DIRECT_UPLOAD_LIMIT:
+                body = self._push_direct(ns, n, config_raw, weights, readme, form)
+            else:
+                body = self._push_session(ns, n, config_raw, weights, readme, form)
+        return PushResult(f"{ns}/{n}", body["version"], body["commit"], body.get("url", ""), body.get("notes", []))
+
+    def _folder_for(self, model_or_dir: AdapterModel | str | Path, adapter_name: str, tmp: Path) -> Path:
+        if isinstance(model_or_dir, AdapterModel):
+            if adapter_name not in model_or_dir.peft_config:
+                raise AdapterError(f"the model has no adapter {adapter_name!r}: {model_or_dir.adapter_names}")
+            model_or_dir.save_pretrained(tmp, selected_adapters=[adapter_name])
+            return tmp if adapter_name == "default" else tmp / adapter_name
+        folder = Path(model_or_dir)
+        if not (folder / CONFIG_NAME).is_file():
+            raise AdapterError(f"{folder} has no {CONFIG_NAME}; pass a folder written by save_pretrained")
+        if not (folder / WEIGHTS_NAME).is_file():
+            from ..formats import read_adapter_weights
+
+            read_adapter_weights(folder)  # raises the pickle/missing-file error with its advice
+        return folder
+
+    def _existing_base(self, ns: str, name: str) -> str | None:
+        try:
+            return self.http.json("GET", f"/api/v1/adapters/{ns}/{name}")["base_model"]
+        except AdapterError:
+            return None
+
+    def _push_direct(self, ns: str, name: str, config_raw: bytes, weights: Path, readme: Path,
+                     form: dict[str, str]) -> dict[str, Any]:
+        def send() -> httpx.Response:
+            handles = {CONFIG_NAME: (CONFIG_NAME, config_raw, "application/json"),
+                       WEIGHTS_NAME: (WEIGHTS_NAME, open(weights, "rb"), "application/octet-stream")}
+            if readme.is_file():
+                handles["README.md"] = ("README.md", readme.read_bytes(), "text/markdown")
+            try:
+                return self.http.client.post(f"/api/v1/adapters/{ns}/{name}/versions", files=handles, data=form)
+            finally:
+                handles[WEIGHTS_NAME][1].close()
+
+        from .http import raise_for_problem
+
+        response = self.http.call(send, idempotent=False)
+        raise_for_problem(response)
+        return response.json()
+
+    def _push_session(self, ns: str, name: str, config_raw: bytes, weights: Path, readme: Path,
+                      form: dict[str, str]) -> dict[str, Any]:
+        from .transfers import sha256_file
+
+        size = weights.stat().st_size
+        session = self.http.json("POST", f"/api/v1/adapters/{ns}/{name}/uploads",
+                                 json={"size": size, "sha256": sha256_file(weights)})
+        try:
+            parts = upload_parts(self.http, session, weights, quiet=self.quiet)
+        except BaseException:
+            self.http.client.delete(f"/api/v1/adapters/{ns}/{name}/uploads/{session['id']}")
+            raise
+        files: dict[str, Any] = {CONFIG_NAME: (CONFIG_NAME, config_raw, "application/json")}
+        if readme.is_file():
+            files["README.md"] = ("README.md", readme.read_bytes(), "text/markdown")
+        return self.http.json("POST", session["finalize_url"], files=files, idempotent=False,
+                              data=form | {"parts": json.dumps(parts)})
+
+    # --- pulling and loading --------------------------------------------------------------
+    def pull(self, ref: str, version: int | str | None = None) -> Path:
+        """A local folder with the adapter's files. A version pinned by number or commit that is
+        already cached costs no request; an alias costs one small request."""
+        ns, name, at = parse_ref(ref, version)
+        pinned = at is not None and (at.isdigit() or bool(_COMMIT.match(at)))
+        if pinned:
+            cached = self.cache.lookup(self.registry, ns, name, at)
+            if cached is not None:
+                snap = self.cache.snapshot_dir(self.registry, ns, name, cached.commit)
+                if self.cache.complete(snap, cached.files):
+                    return snap
+        body = self.http.json("GET", f"/api/v1/adapters/{ns}/{name}/versions/{at or 'latest'}")
+        files = [{"filename": f["filename"], "sha256": f["sha256"], "size": f["size"]} for f in body["files"]]
+        v = CachedVersion(body["version"], body["commit"], files)
+        snap = self.cache.snapshot_dir(self.registry, ns, name, v.commit)
+        if not self.cache.complete(snap, v.files):
+            for f in v.files:
+                path = f"/api/v1/adapters/{ns}/{name}/versions/{v.version}/files/{f['filename']}"
+                self.cache.ensure_blob(
+                    f["sha256"], f["size"],
+                    lambda dest, path=path, f=f: download(self.http, path, dest, size=f["size"], sha256=f["sha256"],
+                                                          label=f"{ns}/{name}@{v.version} {f['filename']}",
+                                                          quiet=self.quiet),
+                )
+            snap = self.cache.make_snapshot(self.registry, ns, name, v)
+        self.cache.record(self.registry, ns, name, v)
+        return snap
+
+    def load(self, model: nn.Module, ref: str, adapter_name: str = "default", *, version: int | str | None = None,
+             is_trainable: bool = False, activate: bool = True) -> AdapterModel:
+        """Pull ``ref`` and inject it into ``model`` (a plain model, or an ``AdapterModel`` to add to)."""
+        folder = self.pull(ref, version)
+        if isinstance(model, AdapterModel):
+            model.load_adapter(folder, adapter_name, is_trainable=is_trainable)
+            if activate:
+                model.set_adapter(adapter_name)
+            return model
+        return AdapterModel.from_pretrained(model, folder, adapter_name=adapter_name, is_trainable=is_trainable)
+
+
+def _base_from_config(config: AdapterConfig) -> str | None:
+    name = config.base_model_name_or_path
+    return name if name and name.count("/") == 1 else None
+
+
+def check_folder(folder: Path, signature: Signature, *, untrained: bool = False) -> list[Problem]:
+    """The registry's checks on a saved adapter folder, run locally."""
+    try:
+        config, _, _ = parse_config((folder / CONFIG_NAME).read_bytes())
+        weights = folder / WEIGHTS_NAME
+        with open(weights, "rb") as f:
+            check_weights(file_reader(f), weights.stat().st_size, config, signature, allow_untrained=untrained)
+    except ValidationFailed as exc:
+        return exc.problems
+    except FileNotFoundError as exc:
+        return [Problem(None, None, None, f"missing file: {exc.filename}")]
+    return []

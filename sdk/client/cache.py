@@ -1,0 +1,188 @@
+"""The local cache: content-addressed blobs, version records, and snapshot folders.
+
+Layout under the cache root::
+
+    blobs/sha256/ab/cdef…                      verified file contents, stored once
+    tmp/                                       downloads in progress (``.part`` + ``.part.json``)
+    locks/                                     file locks (several processes may pull at once)
+    refs/<registry>/<ns>/<name>/v<N>.json      what version N is: commit and files
+    refs/<registry>/<ns>/<name>/<commit>.json  the same, by commit
+    snapshots/<registry>/<ns>/<name>/<commit>/ the folder ``pull`` returns (hard links to blobs)
+
+Blobs and snapshots appear by atomic rename only, after their sha256 was checked, so the cache
+never holds a partial or corrupted file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from filelock import FileLock
+
+
+def registry_key(url: str) -> str:
+    """A folder name for a registry URL (host and port)."""
+    parts = urlsplit(url)
+    return re.sub(r"[^A-Za-z0-9._-]", "_", parts.netloc or url) or "default"
+
+
+@dataclass(frozen=True)
+class CachedVersion:
+    """A version record: commit and files (filename, sha256, size)."""
+
+    version: int
+    commit: str
+    files: list[dict[str, Any]]
+
+
+class Cache:
+    """A cache directory shared safely between processes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        for sub in ("blobs", "tmp", "locks", "refs", "snapshots"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # --- paths and locks -----------------------------------------------------------------
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / "blobs" / "sha256" / sha256[:2] / sha256[2:]
+
+    def tmp_path(self, sha256: str) -> Path:
+        return self.root / "tmp" / sha256
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An inter-process lock named ``name``."""
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        with FileLock(str(self.root / "locks" / f"{safe}.lock")):
+            yield
+
+    def _refs(self, registry: str, ns: str, name: str) -> Path:
+        return self.root / "refs" / registry / ns / name
+
+    def snapshot_dir(self, registry: str, ns: str, name: str, commit: str) -> Path:
+        return self.root / "snapshots" / registry / ns / name / commit
+
+    # --- version records -----------------------------------------------------------------
+    def lookup(self, registry: str, ns: str, name: str, ref: str) -> CachedVersion | None:
+        """A cached version by number (``"3"``) or commit; aliases are never cached."""
+        key = f"v{ref}" if ref.isdigit() else ref
+        path = self._refs(registry, ns, name) / f"{key}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return CachedVersion(int(data["version"]), data["commit"], list(data["files"]))
+
+    def record(self, registry: str, ns: str, name: str, v: CachedVersion) -> None:
+        """Remember a version by number and by commit (atomic writes)."""
+        folder = self._refs(registry, ns, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"version": v.version, "commit": v.commit, "files": v.files})
+        for key in (f"v{v.version}", v.commit):
+            tmp = folder / f".{key}.{uuid.uuid4().hex}.tmp"
+            tmp.write_text(body)
+            os.replace(tmp, folder / f"{key}.json")
+
+    # --- blobs and snapshots ---------------------------------------------------------------
+    def has_blob(self, sha256: str, size: int | None = None) -> bool:
+        path = self.blob_path(sha256)
+        return path.is_file() and (size is None or path.stat().st_size == size)
+
+    def ensure_blob(self, sha256: str, size: int, fetch: Callable[[Path], Path]) -> Path:
+        """The blob, downloading it with ``fetch(tmp_dest)`` under a lock if missing."""
+        path = self.blob_path(sha256)
+        if self.has_blob(sha256, size):
+            return path
+        with self.lock(f"blob-{sha256}"):
+            if self.has_blob(sha256, size):  # another process fetched it meanwhile
+                return path
+            tmp = self.tmp_path(sha256)
+            fetch(tmp)  # verifies the sha256 before returning
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)
+        return path
+
+    def complete(self, snapshot: Path, files: list[dict[str, Any]]) -> bool:
+        """Whether a snapshot folder holds every file with the right size."""
+        if not snapshot.is_dir():
+            return False
+        for f in files:
+            p = snapshot / f["filename"]
+            if not p.is_file() or p.stat().st_size != f["size"]:
+                return False
+        return True
+
+    def make_snapshot(self, registry: str, ns: str, name: str, v: CachedVersion) -> Path:
+        """The snapshot folder of a version whose blobs are cached (built atomically once)."""
+        final = self.snapshot_dir(registry, ns, name, v.commit)
+        if self.complete(final, v.files):
+            return final
+        with self.lock(f"snap-{v.commit}"):
+            if self.complete(final, v.files):
+                return final
+            staging = final.parent / f".{v.commit}.{uuid.uuid4().hex}"
+            staging.mkdir(parents=True)
+            for f in v.files:
+                src = self.blob_path(f["sha256"])
+                try:
+                    os.link(src, staging / f["filename"])
+                except OSError:
+                    shutil.copyfile(src, staging / f["filename"])
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+        return final
+
+    # --- inspection and pruning ----------------------------------------------------------------
+    def entries(self) -> list[dict[str, Any]]:
+        """Cached snapshots: registry, adapter, commit, version, size, last used."""
+        out = []
+        base = self.root / "snapshots"
+        for snap in sorted(base.glob("*/*/*/*")):
+            if snap.name.startswith("."):
+                continue
+            registry, ns, name, commit = snap.relative_to(base).parts
+            size = sum(p.stat().st_size for p in snap.iterdir() if p.is_file())
+            rec = self.lookup(registry, ns, name, commit)
+            out.append({"registry": registry, "adapter": f"{ns}/{name}", "commit": commit,
+                        "version": rec.version if rec else None, "bytes": size, "path": str(snap),
+                        "modified": snap.stat().st_mtime})
+        return out
+
+    def prune(self, older_than_days: float | None = None, everything: bool = False) -> dict[str, int]:
+        """Drop snapshots (all, or unused for ``older_than_days``), then blobs no snapshot uses and
+        leftover temporary files. Returns counts and bytes freed."""
+        removed = freed = 0
+        cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
+        for entry in self.entries():
+            if everything or (cutoff is not None and entry["modified"] < cutoff):
+                freed += entry["bytes"]
+                shutil.rmtree(entry["path"], ignore_errors=True)
+                removed += 1
+        used = set()
+        for snap in (self.root / "snapshots").glob("*/*/*/*"):
+            for p in snap.iterdir():
+                used.add(p.stat().st_ino)
+        blobs = 0
+        with self.lock("prune"):
+            for blob in (self.root / "blobs").glob("sha256/*/*"):
+                if blob.stat().st_ino not in used and blob.stat().st_nlink <= 1:
+                    freed += blob.stat().st_size
+                    blob.unlink()
+                    blobs += 1
+            for tmp in (self.root / "tmp").iterdir():
+                if time.time() - tmp.stat().st_mtime > 86400 or everything:
+                    tmp.unlink(missing_ok=True)
+        return {"snapshots": removed, "blobs": blobs, "bytes": freed}

@@ -1,0 +1,115 @@
+"""HTTP with retries: backoff on network errors, 429 and 5xx; problem details become SDK errors."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from ..errors import AdapterError, ValidationFailed
+from ..problems import Problem
+
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class RegistryError(AdapterError):
+    """The registry answered with an error; ``status`` and ``detail`` say what."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"registry answered {status}: {detail}")
+
+
+class RegistryAuthError(RegistryError):
+    """401/403: no token, a wrong token, or a token without the needed scope."""
+
+
+class RegistryNotFound(RegistryError):
+    """404: no such adapter/version/file (or it is private and the token cannot see it)."""
+
+
+class RegistryUnavailable(AdapterError):
+    """The registry could not be reached after retries."""
+
+
+def raise_for_problem(response: httpx.Response) -> None:
+    """Turn an error response (RFC 9457 problem details) into the matching exception."""
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    detail = str(body.get("detail") or body.get("title") or response.reason_phrase or "error")
+    if response.status_code == 422 and isinstance(body.get("problems"), list):
+        probs = [Problem(p.get("tensor"), p.get("expected"), p.get("found"), p.get("message", "")) for p in
+                 body["problems"]]
+        raise ValidationFailed(probs or [Problem(None, None, None, detail)])
+    cls = {401: RegistryAuthError, 403: RegistryAuthError, 404: RegistryNotFound}.get(response.status_code,
+                                                                                      RegistryError)
+    hint = ""
+    if response.status_code == 401:
+        hint = " (set ADAPTER_REGISTRY_TOKEN or run `adapters login`)"
+    raise cls(response.status_code, detail + hint)
+
+
+class Http:
+    """A thin retrying layer over ``httpx.Client`` (the transport can be swapped for tests)."""
+
+    def __init__(self, base_url: str, token: str | None, *, transport: httpx.BaseTransport | None = None,
+                 timeout: float = 60.0, retries: int = 5, backoff: float = 0.3) -> None:
+        headers = {"User-Agent": "adapter-hub-sdk"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.base_url = base_url
+        self.retries = retries
+        self.backoff = backoff
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+        self.client = httpx.Client(base_url=base_url, headers=headers, transport=transport, timeout=timeout,
+                                   limits=limits, follow_redirects=False)
+        # for presigned storage URLs: no registry token may leak there
+        self.plain = httpx.Client(transport=transport, timeout=timeout, limits=limits, follow_redirects=True)
+
+    def close(self) -> None:
+        self.client.close()
+        self.plain.close()
+
+    def sleep(self, attempt: int) -> None:
+        time.sleep(self.backoff * (2**attempt) * (0.5 + random.random()))
+
+    def call(self, send: Callable[[], httpx.Response], *, idempotent: bool = True) -> httpx.Response:
+        """Run ``send`` with retries; non-idempotent calls retry only when nothing reached the server."""
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                response = send()
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last = exc
+            except httpx.TransportError as exc:
+                if not idempotent:
+                    raise RegistryUnavailable(f"connection to {self.base_url} failed mid-request: {exc}") from exc
+                last = exc
+            else:
+                if response.status_code in RETRY_STATUS and idempotent and attempt < self.retries:
+                    response.close()
+                    self.sleep(attempt)
+                    continue
+                return response
+            if attempt < self.retries:
+                self.sleep(attempt)
+        raise RegistryUnavailable(f"cannot reach the registry at {self.base_url}: {last}")
+
+    def request(self, method: str, path: str, *, idempotent: bool | None = None, **kw: Any) -> httpx.Response:
+        """A request to the registry API; raises on error statuses."""
+        safe = method in ("GET", "HEAD", "PUT", "DELETE") if idempotent is None else idempotent
+        response = self.call(lambda: self.client.request(method, path, **kw), idempotent=safe)
+        raise_for_problem(response)
+        return response
+
+    def json(self, method: str, path: str, **kw: Any) -> Any:
+        """The JSON body of a successful request."""
+        return self.request(method, path, **kw).json()

@@ -1,0 +1,188 @@
+"""Streaming transfers: parallel ranged downloads that resume, parallel multipart uploads,
+sha256 verification, and progress bars on a terminal.
+
+Nothing holds a whole file in memory: downloads write each range at its offset in a ``.part``
+file and record finished ranges in a ``.part.json`` beside it, so an interrupted download
+resumes where it stopped; uploads read each part with ``os.pread``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from tqdm.auto import tqdm
+
+from ..errors import AdapterError
+from .http import Http, RegistryUnavailable, raise_for_problem
+
+CHUNK = 1 << 20
+PART_BYTES = 16 << 20
+WORKERS = 8
+
+
+class IntegrityError(AdapterError):
+    """Downloaded bytes do not match their sha256: nothing was cached."""
+
+
+def show_progress(quiet: bool | None) -> bool:
+    """Progress bars only on a terminal, unless asked to be quiet."""
+    if quiet is not None:
+        return not quiet
+    return sys.stderr.isatty() and os.environ.get("ADAPTER_REGISTRY_QUIET", "") in ("", "0")
+
+
+@contextmanager
+def progress_bar(total: int, desc: str, enabled: bool) -> Iterator[tqdm]:
+    """A byte progress bar (a no-op bar when disabled)."""
+    bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled,
+               leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def sha256_file(path: Path) -> str:
+    """Stream-hash a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_download(http: Http, path: str) -> str | None:
+    """The storage URL a download redirects to (presigned S3), or ``None`` when the API streams."""
+    response = http.call(lambda: http.client.get(path, headers={"Range": "bytes=0-0"}))
+    try:
+        if response.status_code in (301, 302, 303, 307, 308):
+            return response.headers["location"]
+        raise_for_problem(response)
+        return None
+    finally:
+        response.close()
+
+
+def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label: str, quiet: bool | None = None,
+             part_bytes: int = PART_BYTES, workers: int = WORKERS) -> Path:
+    """Download the API file ``path`` to ``dest`` (verified), resuming a previous ``dest.part``."""
+    part = dest.with_name(dest.name + ".part")
+    state_file = dest.with_name(dest.name + ".part.json")
+    ranges = [(start, min(start + part_bytes, size) - 1) for start in range(0, size, part_bytes)] or [(0, -1)]
+    done: set[int] = set()
+    if part.exists() and state_file.exists():
+        try:
+            saved = json.loads(state_file.read_text())
+            if saved.get("sha256") == sha256 and saved.get("part_bytes") == part_bytes:
+                done = set(saved.get("done", []))
+        except (OSError, ValueError):
+            done = set()
+    if not done:
+        with open(part, "wb") as f:
+            f.truncate(size)
+    url = resolve_download(http, path) if size else None
+    lock = threading.Lock()
+
+    def record(index: int) -> None:
+        with lock:
+            done.add(index)
+            tmp = state_file.with_name(state_file.name + ".tmp")
+            tmp.write_text(json.dumps({"sha256": sha256, "part_bytes": part_bytes, "done": sorted(done)}))
+            os.replace(tmp, state_file)
+
+    todo = [i for i in range(len(ranges)) if i not in done and ranges[i][1] >= ranges[i][0]]
+    fd = os.open(part, os.O_WRONLY)
+    try:
+        with progress_bar(size, label, show_progress(quiet)) as bar:
+            bar.update(sum(ranges[i][1] - ranges[i][0] + 1 for i in done if i < len(ranges)))
+
+            api_path = path + ("&" if "?" in path else "?") + "stream=1"
+
+            def fetch(index: int) -> None:
+                start, end = ranges[index]
+                headers = {"Range": f"bytes={start}-{end}"}
+
+                def send() -> httpx.Response:
+                    client = http.plain if url else http.client
+                    return client.send(client.build_request("GET", url or api_path, headers=headers), stream=True)
+
+                for attempt in range(http.retries + 1):
+                    written = 0
+                    response = http.call(send)
+                    try:
+                        raise_for_problem(response)
+                        if response.status_code != 206 and not (start == 0 and end == size - 1):
+                            raise AdapterError(f"the server ignored the Range request for {label}")
+                        for chunk in response.iter_bytes(CHUNK):
+                            os.pwrite(fd, chunk, start + written)
+                            written += len(chunk)
+                            bar.update(len(chunk))
+                        if written != end - start + 1:
+                            raise httpx.ReadError(f"short read: {written} of {end - start + 1} bytes")
+                        record(index)
+                        return
+                    except httpx.TransportError:
+                        bar.update(-written)
+                        if attempt == http.retries:
+                            raise RegistryUnavailable(f"download of {label} kept failing") from None
+                        http.sleep(attempt)
+                    finally:
+                        response.close()
+
+            if len(todo) <= 1 or workers <= 1:
+                for i in todo:
+                    fetch(i)
+            else:
+                with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                    list(pool.map(fetch, todo))
+    finally:
+        os.close(fd)
+    got = sha256_file(part)
+    if got != sha256:
+        part.unlink(missing_ok=True)
+        state_file.unlink(missing_ok=True)
+        raise IntegrityError(f"{label}: downloaded bytes have sha256 {got}, expected {sha256}; nothing was cached")
+    os.replace(part, dest)
+    state_file.unlink(missing_ok=True)
+    return dest
+
+
+def upload_parts(http: Http, session: dict, path: Path, *, quiet: bool | None = None,
+                 workers: int = WORKERS) -> list[list]:
+    """PUT every part of an upload session in parallel; returns ``[[part_number, etag], …]``."""
+    size = path.stat().st_size
+    part_size = int(session["part_size"])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with progress_bar(size, f"uploading {path.name}", show_progress(quiet)) as bar:
+
+            def put(p: dict) -> list:
+                n = int(p["part_number"])
+                offset = (n - 1) * part_size
+                length = min(part_size, size - offset)
+                data = os.pread(fd, length, offset)
+                direct = bool(session.get("direct"))
+
+                def send() -> httpx.Response:
+                    if direct:
+                        return http.plain.put(p["url"], content=data)
+                    return http.client.put(p["url"], content=data)
+
+                response = http.call(send)
+                raise_for_problem(response)
+                bar.update(length)
+                return [n, response.headers["etag"]]
+
+            with ThreadPoolExecutor(max_workers=max(1, min(workers, len(session["parts"])))) as pool:
+                return list(pool.map(put, session["parts"]))
+    finally:
+        os.close(fd)
