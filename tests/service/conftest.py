@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import torch
-from conftest_s3 import *  # noqa: F403  (the SeaweedFS server and blob-store fixtures)
 from litestar.testing import AsyncTestClient
+from s3_fixtures import *  # noqa: F403  (the SeaweedFS server and blob-store fixtures)
 
 import sdk
 from registry_service.app import create_app

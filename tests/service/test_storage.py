@@ -1,7 +1,7 @@
 """The blob store, against both backends: a local directory and a real S3 server (SeaweedFS).
 
 Every test taking ``blob_store`` runs twice (``[local]`` and ``[s3]``), each on an empty store.
-The fixtures come from ``conftest_s3`` (imported by ``conftest.py``); async tests run through
+The fixtures come from ``s3_fixtures`` (imported by ``conftest.py``); async tests run through
 pytest-asyncio's auto mode.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest_s3 import S3Server
+from s3_fixtures import S3Server
 
 from registry_service.storage import (
     MIN_PART_SIZE,

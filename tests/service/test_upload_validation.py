@@ -5,7 +5,9 @@ the safetensors header, a tensor shape, a config field, a form field, a filename
 test takes a snapshot of every table's row count and every blob key, pushes, checks the RFC 9457
 answer (status, ``application/problem+json``, a ``detail`` and, for 422, ``problems`` entries of
 ``{tensor, expected, found, message}`` that name the problem), and checks the snapshot again.
-The whole table runs on the local blob store; a few representative cases also run on S3.
+The whole table runs against one local registry shared by the module (each case pushes to an adapter
+of its own, and the snapshots are taken just around its push); a few representative cases also run
+on S3, each against a fresh registry from the ``registry`` fixture.
 """
 
 from __future__ import annotations
@@ -13,18 +15,22 @@ from __future__ import annotations
 import json
 import struct
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import torch
-from conftest import Registry, register_base, saved_adapter, snapshot, tiny_llama
+from conftest import TEMPLATE_DB, Registry, _db_url, register_base, saved_adapter, snapshot, tiny_llama
+from litestar.testing import AsyncTestClient
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-URL = "/api/v1/adapters/alice/chat/versions"
+from registry_service.app import create_app
+from registry_service.settings import Settings
+from registry_service.storage import LocalBlobStore, blob_key
+
 BASE = "meta/tiny-llama"
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -104,11 +110,6 @@ def valid(tmp_path_factory: pytest.TempPathFactory) -> Valid:
     return Valid((folder / CONFIG).read_bytes(), (folder / WEIGHTS).read_bytes())
 
 
-@pytest.fixture(scope="module")
-def base_model() -> torch.nn.Module:
-    return tiny_llama()
-
-
 # --- multipart bodies, built by hand so that odd names (NUL, '../') reach the server unchanged ----
 
 
@@ -137,7 +138,7 @@ def encode(parts: list[Part]) -> tuple[bytes, str]:
     return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
-def upload(config: bytes | None, weights: bytes | None, *extra: Part, **form: str) -> list[Part]:
+def upload(config: bytes | None, weights: bytes | None, *extra: Part, **form: str | None) -> list[Part]:
     """The parts of a push: config and weights files (``None`` leaves one out), extra parts, form fields."""
     parts = []
     if config is not None:
@@ -145,7 +146,8 @@ def upload(config: bytes | None, weights: bytes | None, *extra: Part, **form: st
     if weights is not None:
         parts.append(Part(WEIGHTS, weights, WEIGHTS))
     parts += extra
-    parts += [Part(k, v.encode()) for k, v in {"base_model": BASE, **form}.items() if v is not None]
+    fields: dict[str, str | None] = {"base_model": BASE, **form}
+    parts += [Part(k, v.encode()) for k, v in fields.items() if v is not None]
     return parts
 
 
@@ -159,6 +161,7 @@ class Ctx:
     registry: Registry
     valid: Valid
     writer: str
+    url: str
 
 
 @dataclass(frozen=True)
@@ -176,16 +179,9 @@ class Case:
 
 
 async def first_push(ctx: Ctx) -> None:
-    """A successful first version of alice/chat, before the snapshot."""
-    body, ctype = encode(upload(ctx.valid.config, ctx.valid.weights))
-    r = await ctx.registry.client.post(URL, content=body, headers={"Content-Type": ctype,
-                                                                   **ctx.registry.auth(ctx.writer)})
+    """A successful first version of the case's adapter, before the snapshot."""
+    r = await post(ctx.registry, ctx.url, upload(ctx.valid.config, ctx.valid.weights), ctx.writer)
     assert r.status_code == 201, r.text
-
-
-async def first_push_and_second_base(ctx: Ctx) -> None:
-    await register_base(ctx.registry, "mirror/tiny-llama-copy", tiny_llama(), ctx.registry.admin)
-    await first_push(ctx)
 
 
 # builders: each takes the valid adapter and breaks one thing
@@ -304,7 +300,7 @@ def all_b_zero(v: Valid, **form: str) -> list[Part]:
     return upload(v.config, with_tensors(t), **form)
 
 
-def config(raw: Callable[[Valid], bytes], **form: str) -> Callable[[Valid], list[Part]]:
+def config(raw: Callable[[Valid], bytes], **form: str | None) -> Callable[[Valid], list[Part]]:
     return lambda v: upload(raw(v), v.weights, **form)
 
 
@@ -315,13 +311,15 @@ def oversized_config(v: Valid) -> bytes:
 
 
 def config_not_utf8(v: Valid) -> bytes:
-    raw = v.cfg(task_type="CAUSAL_LM_é").decode().encode("latin-1")  # 'é' as one byte 0xE9: not UTF-8
-    assert b"\xe9" in raw
+    raw = v.config.replace(b'"task_type": null', b'"task_type": "caf\xe9"')  # Latin-1 'é': not UTF-8
+    assert raw != v.config
     return raw
 
 
-def form(**fields: str | None) -> Callable[[Valid], list[Part]]:
-    return lambda v: upload(v.config, v.weights, **fields)  # type: ignore[arg-type]
+def form(*files: str, **fields: str | None) -> Callable[[Valid], list[Part]]:
+    """The valid files with some form fields changed; ``files`` adds a README with unique bytes."""
+    extra = [Part(f, f"# {uuid.uuid4()}\n".encode(), f) for f in files]
+    return lambda v: upload(v.config, v.weights, *extra, **fields)
 
 
 def extra_part(part: Part, *, weights: bool = True) -> Callable[[Valid], list[Part]]:
@@ -409,11 +407,11 @@ CASES: list[Case] = [
     Case("base-model-not-registered", form(base_model="meta/nope"), 422, "base model meta/nope is not registered"),
     Case("base-model-omitted-no-usable-name", form(base_model=None), 422, "say which registered base model"),
     Case("base-model-omitted-name-without-namespace",
-         config(lambda v: v.cfg(base_model_name_or_path="tiny-llama"), base_model=None), 422,  # type: ignore[arg-type]
+         config(lambda v: v.cfg(base_model_name_or_path="tiny-llama"), base_model=None), 422,
          "say which registered base model"),
     Case("base-model-malformed-name", form(base_model="tiny-llama"), 422, "'tiny-llama'"),
     Case("second-push-different-base-model", form(base_model="mirror/tiny-llama-copy"), 422,
-         "is an adapter for meta/tiny-llama, not mirror/tiny-llama-copy", setup=first_push_and_second_base,
+         "is an adapter for meta/tiny-llama, not mirror/tiny-llama-copy", setup=first_push,
          problem_fields={"expected": BASE, "found": "mirror/tiny-llama-copy"}),
     Case("second-push-wrong-rank", replace_tensor(Q0A, (8, 32)), 422, "r is 8, expected 4", tensor=Q0A,
          setup=first_push),
@@ -422,22 +420,35 @@ CASES: list[Case] = [
     Case("alias-latest-on-existing-adapter", form(alias="latest"), 422, "'latest' is kept by the registry",
          setup=first_push),
     Case("alias-invalid", form(alias="1st release"), 422, "invalid alias '1st release'"),
-    Case("tag-too-long", form(tags="t" * 65), 422, "t" * 65),
+    # (these two carry a README of their own, so that a blob is new even when the store is shared,
+    # and the clean-up of blobs written before a failing insert is exercised)
+    Case("nul-in-tag", form(README, tags="chat,e\x00n"), 422, "tag"),
+    Case("tag-longer-than-64", form(tags="chat," + "t" * 70), 422, "t" * 70),  # the column is VARCHAR(64)[]
+    Case("nul-in-description", form(README, description="a chat\x00adapter"), 422, "description"),
     # who may push
     Case("no-token", lambda v: upload(v.config, v.weights), 401, "bearer token", token="none"),
-    Case("garbage-token", lambda v: upload(v.config, v.weights), 401, "", token="garbage"),
-    Case("other-namespace-token", lambda v: upload(v.config, v.weights), 403, "alice", token="other-namespace"),
-    Case("read-only-token", lambda v: upload(v.config, v.weights), 403, "", token="read-only"),
+    Case("garbage-token", lambda v: upload(v.config, v.weights), 401, "unknown or revoked token",
+         token="garbage"),
+    Case("other-namespace-token", lambda v: upload(v.config, v.weights), 403,
+         "cannot write to namespace 'alice'", token="other-namespace"),
+    Case("read-only-token", lambda v: upload(v.config, v.weights), 403,
+         "cannot write to namespace 'alice'", token="read-only"),
 ]
 
 S3_CASES = ("truncated-file", "wrong-rank", "all-lora-B-zero-not-untrained", "pickle-field-adapter_model.bin",
-            "second-push-different-base-model", "config-use_dora")
+            "second-push-different-base-model", "config-use_dora", "nul-in-tag")
 
 BY_ID = {c.id: c for c in CASES}
 assert len(BY_ID) == len(CASES), "case ids must be unique"
 
 
 # --- running a case ------------------------------------------------------------------------------
+
+
+async def prepare(registry: Registry) -> None:
+    """The base models the cases push against (the second one for "another base model")."""
+    await register_base(registry, BASE, tiny_llama(), registry.admin)
+    await register_base(registry, "mirror/tiny-llama-copy", tiny_llama(), registry.admin)
 
 
 async def token_for(registry: Registry, kind: str, writer: str) -> str | None:
@@ -453,21 +464,21 @@ async def token_for(registry: Registry, kind: str, writer: str) -> str | None:
     return await registry.token("alice", "read")
 
 
-async def post(registry: Registry, parts: list[Part], token: str | None) -> Any:
+async def post(registry: Registry, url: str, parts: list[Part], token: str | None) -> Any:
     body, ctype = encode(parts)
-    return await registry.client.post(URL, content=body, headers={"Content-Type": ctype, **registry.auth(token)})
+    return await registry.client.post(url, content=body, headers={"Content-Type": ctype, **registry.auth(token)})
 
 
-async def run_case(registry: Registry, case: Case, valid: Valid, base_model: torch.nn.Module) -> None:
+async def run_case(registry: Registry, case: Case, valid: Valid) -> None:
+    url = f"/api/v1/adapters/alice/{case.id}/versions"  # an adapter of its own, even on a shared registry
     writer = await registry.token("alice", "write")
-    await register_base(registry, BASE, base_model, registry.admin)
     if case.setup is not None:
-        await case.setup(Ctx(registry, valid, writer))
+        await case.setup(Ctx(registry, valid, writer, url))
     parts = case.build(valid)
     token = await token_for(registry, case.token, writer)
     before = await snapshot(registry)
 
-    r = await post(registry, parts, token)
+    r = await post(registry, url, parts, token)
 
     assert r.status_code == case.status, f"{case.id}: {r.status_code} {r.text[:2000]}"
     assert r.headers["content-type"].startswith("application/problem+json"), r.headers["content-type"]
@@ -490,45 +501,67 @@ async def run_case(registry: Registry, case: Case, valid: Valid, base_model: tor
     assert await snapshot(registry) == before, f"{case.id}: the failed push left rows or blobs behind"
 
 
-@pytest.mark.parametrize("registry", ["local"], indirect=True)
+@pytest.fixture(scope="module")
+def shared_db_url(pg_server: Any) -> Iterator[str]:
+    """One database for the local table (like ``db_url``, but cloned once per module)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    pg_server.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB};")
+    yield _db_url(pg_server, name)
+    pg_server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def local_registry(shared_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Registry]:
+    """The ``registry`` fixture's local variant, started once for the whole table (each case pushes to an
+    adapter of its own and compares snapshots taken just around its push, so cases cannot disturb each other)."""
+    tmp = tmp_path_factory.mktemp("registry")
+    settings = Settings(data_dir=tmp, database_url=shared_db_url, apply_migrations=False, debug=True)
+    store = LocalBlobStore(tmp / "blobs")
+    async with AsyncTestClient(app=create_app(settings, store=store)) as client:
+        registry = Registry(client, store, (tmp / "admin-token").read_text().strip(), settings, shared_db_url)
+        await prepare(registry)
+        yield registry
+
+
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-async def test_refused_push_leaves_nothing(registry: Registry, case: Case, valid: Valid,
-                                           base_model: torch.nn.Module) -> None:
-    await run_case(registry, case, valid, base_model)
+async def test_refused_push_leaves_nothing(local_registry: Registry, case: Case, valid: Valid) -> None:
+    assert not local_registry.settings.uses_s3
+    await run_case(local_registry, case, valid)
 
 
 @pytest.mark.parametrize("registry", ["s3"], indirect=True)
 @pytest.mark.parametrize("case", [BY_ID[i] for i in S3_CASES], ids=list(S3_CASES))
-async def test_refused_push_leaves_nothing_on_s3(registry: Registry, case: Case, valid: Valid,
-                                                 base_model: torch.nn.Module) -> None:
-    await run_case(registry, case, valid, base_model)
+async def test_refused_push_leaves_nothing_on_s3(registry: Registry, case: Case, valid: Valid) -> None:
+    assert registry.settings.uses_s3
+    await prepare(registry)
+    await run_case(registry, case, valid)
 
 
 # --- the same bytes, pushed the right way, are accepted ------------------------------------------
 
 
-@pytest.mark.parametrize("registry", ["local"], indirect=True)
-async def test_all_zero_lora_B_is_accepted_as_untrained(registry: Registry, valid: Valid,
-                                                        base_model: torch.nn.Module) -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_all_zero_lora_B_is_accepted_as_untrained(local_registry: Registry, valid: Valid) -> None:
+    registry = local_registry
     writer = await registry.token("alice", "write")
-    await register_base(registry, BASE, base_model, registry.admin)
     before = await snapshot(registry)
-    r = await post(registry, all_b_zero(valid, untrained="true"), writer)
+    r = await post(registry, "/api/v1/adapters/alice/untrained/versions", all_b_zero(valid, untrained="true"), writer)
     assert r.status_code == 201, r.text
     assert r.json()["version"] == 1
     counts, keys = await snapshot(registry)
     assert counts["adapter_version"] == before[0]["adapter_version"] + 1
-    assert len(keys) == len(before[1]) + 2  # config and weights
+    assert {blob_key(f["sha256"]) for f in r.json()["files"]} <= set(keys)
 
 
-@pytest.mark.parametrize("registry", ["local"], indirect=True)
-async def test_the_valid_adapter_is_accepted(registry: Registry, valid: Valid, base_model: torch.nn.Module,
-                                             tmp_path: Path) -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_valid_adapter_is_accepted(local_registry: Registry, valid: Valid) -> None:
     """The starting point of every case is itself a good push (so each case fails for its one defect)."""
+    registry = local_registry
     writer = await registry.token("alice", "write")
-    await register_base(registry, BASE, base_model, registry.admin)
     readme = Part(README, b"# chat\n", README)
-    r = await post(registry, upload(valid.config, valid.weights, readme, alias="prod", tags="chat,en",
-                                    description="ok", private="false"), writer)
+    r = await post(registry, "/api/v1/adapters/alice/valid/versions",
+                   upload(valid.config, valid.weights, readme, alias="prod", tags="chat,en", description="ok",
+                          private="false"), writer)
     assert r.status_code == 201, r.text
     assert r.json()["summary"]["r"] == 4

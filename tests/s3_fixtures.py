@@ -16,11 +16,11 @@ Fixtures:
 Loading: ``pytest_plugins`` may not appear in a conftest below the rootdir (pytest refuses it when
 the whole suite runs), so either import the fixtures into ``tests/service/conftest.py``::
 
-    from conftest_s3 import *  # noqa: F403   (exports the fixtures and S3Server, see __all__)
+    from s3_fixtures import *  # noqa: F403   (exports the fixtures and S3Server, see __all__)
 
-(a test module could instead say ``pytest_plugins = ["conftest_s3"]``, but not as well as that
+(a test module could instead say ``pytest_plugins = ["s3_fixtures"]``, but not as well as that
 import: pytest then warns that it cannot assertion-rewrite an already imported module). Both rely on
-pytest's default ``prepend`` import mode, which puts ``tests/service`` on ``sys.path``.
+pytest's default ``prepend`` import mode, which puts ``tests`` (home of a conftest.py) on ``sys.path``.
 
 SeaweedFS notes: every bucket is a *collection* with volumes of its own. By default the master grows
 7 volumes per collection and derives the volume limit from free disk / 30 GB, so only a couple of
