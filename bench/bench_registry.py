@@ -89,7 +89,7 @@ def bench_validation(quick: bool) -> list[dict]:
 
             def header_peer(path: Path = path) -> None:
                 with safe_open(str(path), "pt") as f:
-                    {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: B018
+                    {k: f.get_slice(k).get_shape() for k in f.keys()}
 
             def load_peer(path: Path = path) -> None:
                 load_file(str(path))
@@ -142,7 +142,8 @@ def _load_worker(url: str, headers: dict, seconds: float, concurrency: int, out:
 def load(url: str, seconds: float, procs: int = 2, concurrency: int = 16, headers: dict | None = None) -> dict:
     """Closed-loop load from ``procs`` processes × ``concurrency`` connections; bounded by ``seconds``."""
     q: mp.Queue = mp.Queue()
-    workers = [mp.Process(target=_load_worker, args=(url, headers or {}, seconds, concurrency, q)) for _ in range(procs)]
+    args = (url, headers or {}, seconds, concurrency, q)
+    workers = [mp.Process(target=_load_worker, args=args) for _ in range(procs)]
     t0 = time.perf_counter()
     for w in workers:
         w.start()
@@ -184,7 +185,8 @@ def bench_reads(quick: bool) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             from transformers import LlamaForCausalLM
 
-            model = sdk.get_peft_model(LlamaForCausalLM(LlamaConfig(**cfg)), sdk.LoraConfig(r=4, init_lora_weights=False))
+            base = LlamaForCausalLM(LlamaConfig(**cfg))
+            model = sdk.get_peft_model(base, sdk.LoraConfig(r=4, init_lora_weights=False))
             model.save_pretrained(tmp)
             files = {n: (n, (Path(tmp) / n).read_bytes()) for n in ("adapter_config.json", "adapter_model.safetensors")}
             httpx.post(base + "/api/v1/adapters/bench/tiny/versions", files=files, data={"base_model": "meta/tiny"},
