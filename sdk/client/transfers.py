@@ -60,18 +60,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def resolve_download(http: Http, path: str) -> str | None:
-    """The storage URL a download redirects to (presigned S3), or ``None`` when the API streams."""
-    response = http.call(lambda: http.client.get(path, headers={"Range": "bytes=0-0"}))
-    try:
-        if response.status_code in (301, 302, 303, 307, 308):
-            return response.headers["location"]
-        raise_for_problem(response)
-        return None
-    finally:
-        response.close()
-
-
 def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label: str, quiet: bool | None = None,
              part_bytes: int = PART_BYTES, workers: int = WORKERS) -> Path:
     """Download the API file ``path`` to ``dest`` (verified), resuming a previous ``dest.part``."""
@@ -89,8 +77,10 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
     if not done:
         with open(part, "wb") as f:
             f.truncate(size)
-    url = resolve_download(http, path) if size else None
     lock = threading.Lock()
+    where: dict[str, str] = {}  # the presigned storage URL, once the API has redirected to it
+    single = len(ranges) == 1  # one range: hash while writing instead of reading the file again
+    hashers = [hashlib.sha256()]
 
     def record(index: int) -> None:
         with lock:
@@ -105,24 +95,29 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
         with progress_bar(size, label, show_progress(quiet)) as bar:
             bar.update(sum(ranges[i][1] - ranges[i][0] + 1 for i in done if i < len(ranges)))
 
-            api_path = path + ("&" if "?" in path else "?") + "stream=1"
-
             def fetch(index: int) -> None:
                 start, end = ranges[index]
                 headers = {"Range": f"bytes={start}-{end}"}
 
                 def send() -> httpx.Response:
+                    url = where.get("url")
                     client = http.plain if url else http.client
-                    return client.send(client.build_request("GET", url or api_path, headers=headers), stream=True)
+                    return client.send(client.build_request("GET", url or path, headers=headers), stream=True)
 
-                for attempt in range(http.retries + 1):
+                for attempt in range(http.retries + 2):
                     written = 0
+                    hashers[0] = hashlib.sha256()
                     response = http.call(send)
                     try:
+                        if response.status_code in (301, 302, 303, 307, 308):  # S3: follow without our token
+                            where["url"] = response.headers["location"]
+                            continue
                         raise_for_problem(response)
                         if response.status_code != 206 and not (start == 0 and end == size - 1):
                             raise AdapterError(f"the server ignored the Range request for {label}")
                         for chunk in response.iter_bytes(CHUNK):
+                            if single:
+                                hashers[0].update(chunk)
                             os.pwrite(fd, chunk, start + written)
                             written += len(chunk)
                             bar.update(len(chunk))
@@ -132,21 +127,23 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                         return
                     except httpx.TransportError:
                         bar.update(-written)
-                        if attempt == http.retries:
+                        if attempt >= http.retries:
                             raise RegistryUnavailable(f"download of {label} kept failing") from None
                         http.sleep(attempt)
                     finally:
                         response.close()
 
-            if len(todo) <= 1 or workers <= 1:
-                for i in todo:
-                    fetch(i)
+            if todo:
+                fetch(todo[0])  # learns the storage URL for the others
+            if len(todo) > 2 and workers > 1:
+                with ThreadPoolExecutor(max_workers=min(workers, len(todo) - 1)) as pool:
+                    list(pool.map(fetch, todo[1:]))
             else:
-                with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-                    list(pool.map(fetch, todo))
+                for i in todo[1:]:
+                    fetch(i)
     finally:
         os.close(fd)
-    got = sha256_file(part)
+    got = hashers[0].hexdigest() if single and todo else sha256_file(part)
     if got != sha256:
         part.unlink(missing_ok=True)
         state_file.unlink(missing_ok=True)
