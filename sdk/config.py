@@ -102,7 +102,7 @@ class AdapterConfig:
             )
         try:
             return cls(**kwargs, extra=extra)
-        except TypeError as exc:  # wrong value types surface here
+        except (TypeError, ValueError) as exc:  # wrong value types surface here
             raise ConfigError(f"invalid {cls.peft_type} config: {exc}") from exc
 
     def save(self, directory: str | Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from conftest import Registry, push_files, register_base, saved_adapter, tiny_llama
+from registry_testkit import Registry, push_files, register_base, saved_adapter, tiny_llama
 
 
 async def test_32_simultaneous_pushes_get_versions_1_to_32(registry: Registry, tmp_path: Path) -> None:

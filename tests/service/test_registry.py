@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from conftest import Registry, push_files, register_base, saved_adapter, tiny_gpt2, tiny_llama
+from registry_testkit import Registry, push_files, register_base, saved_adapter, tiny_gpt2, tiny_llama
 
 from sdk.signature import signature_from_config, signature_from_model
 

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import torch
-from conftest import TEMPLATE_DB, Registry, _db_url, register_base, saved_adapter, snapshot, tiny_llama
 from litestar.testing import AsyncTestClient
+from registry_testkit import TEMPLATE_DB, Registry, _db_url, register_base, saved_adapter, snapshot, tiny_llama
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import torch
-from conftest import Registry, snapshot
+from registry_testkit import Registry, snapshot
 from safetensors.torch import save_file
 
 import sdk

@@ -28,6 +28,7 @@ from .publish import Payload, PushOptions, publish
 from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 
 ROOT = "/api/v1/adapters"
+MAX_TAG_CHARS = 64  # adapter.tags is VARCHAR(64)[]: PostgreSQL would silently cut a longer tag
 
 
 def _truthy(value: Any) -> bool:
@@ -38,6 +39,13 @@ def push_options(form: Any) -> PushOptions:
     """Form fields of a push."""
     tags_raw = form.get("tags") or ""
     tags = [t.strip() for t in str(tags_raw).replace(";", ",").split(",") if t.strip()]
+    for tag in tags:
+        if len(tag) > MAX_TAG_CHARS:
+            raise reject(f"tag {tag!r} is longer than {MAX_TAG_CHARS} characters",
+                         expected=f"<= {MAX_TAG_CHARS} characters", found=f"{len(tag)} characters")
+    for what, value in [("description", form.get("description")), *(("tag", t) for t in tags)]:
+        if value and "\x00" in str(value):
+            raise reject(f"{what} {str(value)[:80]!r} contains a NUL character", found="NUL (0x00)")
     return PushOptions(
         base_model=(form.get("base_model") or None),
         description=form.get("description"),

@@ -26,7 +26,7 @@ from sdk.safetensors_header import ReadAt
 from sdk.signature import Signature
 
 from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, Event, File, Namespace
-from ...errors import reject
+from ...errors import BadRequest, reject
 from ...names import check_alias, check_part, split_name
 from ...storage import BlobStore, blob_key
 from ..auth.tokens import Principal
@@ -86,7 +86,11 @@ async def publish(
     check_part(name, "adapter name")
     principal.require_write(ns)
     if options.alias:
-        check_alias(options.alias)
+        try:
+            check_alias(options.alias)
+        except BadRequest as exc:
+            raise reject(str(exc.detail), expected="a letter, then letters, digits, '_', '.', '-' (max 64)",
+                         found=options.alias) from exc
         if options.alias == "latest":
             raise reject("'latest' is kept by the registry; choose another alias")
     config, _, notes = parse_config(config_raw)
@@ -141,7 +145,10 @@ async def _base_model_for(db: AsyncSession, ns: str, name: str, config: AdapterC
         wanted = config.base_model_name_or_path
         if not wanted or "/" not in wanted:
             raise reject("say which registered base model this adapter is for (base_model='namespace/name')")
-    bns, bname = split_name(wanted, "base model name")
+    try:
+        bns, bname = split_name(wanted, "base model name")
+    except BadRequest as exc:
+        raise reject(str(exc.detail), expected="namespace/name", found=wanted) from exc
     row = (
         await db.execute(select(BaseModel).where(BaseModel.namespace == bns, BaseModel.name == bname))
     ).scalar_one_or_none()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -74,8 +75,30 @@ class LoraConfig(AdapterConfig):
             self.exclude_modules = sorted(self.exclude_modules)
         if self.modules_to_save is not None:
             self.modules_to_save = list(self.modules_to_save)
+        for name in ("target_modules", "exclude_modules", "modules_to_save"):
+            value = getattr(self, name)
+            if not (value is None or (isinstance(value, str) and name != "modules_to_save")
+                    or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+                raise ConfigError(f"`{name}` must be a list of module names" +
+                                  (" or one regex" if name != "modules_to_save" else "") + f", got {value!r}")
+        for name in ("rank_pattern", "alpha_pattern"):
+            if not isinstance(getattr(self, name) or {}, Mapping):
+                raise ConfigError(f"`{name}` must be an object mapping module patterns to values")
         self.rank_pattern = dict(self.rank_pattern or {})
         self.alpha_pattern = dict(self.alpha_pattern or {})
+        regexes = [("target_modules", self.target_modules)] if isinstance(self.target_modules, str) else []
+        regexes += [("exclude_modules", self.exclude_modules)] if isinstance(self.exclude_modules, str) else []
+        regexes += [(f"rank_pattern key {k!r}", k) for k in self.rank_pattern]
+        regexes += [(f"alpha_pattern key {k!r}", k) for k in self.alpha_pattern]
+        for what, pattern in regexes:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"{what} is not a valid regular expression: {exc}") from exc
+        for name in ("lora_alpha", "lora_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"`{name}` must be a number, got {value!r}")
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
             raise ConfigError(f"`r` must be a positive integer, got {self.r!r}")
         for key, value in self.rank_pattern.items():

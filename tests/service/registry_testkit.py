@@ -1,0 +1,117 @@
+"""Helpers shared by the service tests (a uniquely named module: several test folders have a
+``conftest.py``, so importing helpers from "conftest" would be ambiguous)."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from litestar.testing import AsyncTestClient
+
+import sdk
+from registry_service.settings import Settings
+
+TEMPLATE_DB = "registry_template"
+
+
+def _db_url(server: Any, name: str) -> str:
+    uri: str = server.get_uri()
+    base, _, query = uri.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}?{query}"
+
+
+@dataclass
+class Registry:
+    """A running app with its client, store and admin token."""
+
+    client: AsyncTestClient
+    store: Any
+    admin: str
+    settings: Settings
+    db_url: str
+
+    def auth(self, token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def token(self, namespace: str | None, *scopes: str) -> str:
+        r = await self.client.post("/api/v1/tokens", json={"namespace": namespace, "scopes": list(scopes)},
+                                   headers=self.auth(self.admin))
+        assert r.status_code in (200, 201), r.text
+        return r.json()["token"]
+
+
+# --- adapters made by the SDK ------------------------------------------------------------------
+
+
+def tiny_llama(seed: int = 0) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2)).eval()
+
+
+def tiny_gpt2(seed: int = 0) -> torch.nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32,
+                                      bos_token_id=0, eos_token_id=0)).eval()
+
+
+def saved_adapter(tmp: Path, make=tiny_llama, seed: int = 1, **kw: Any) -> Path:  # type: ignore[no-untyped-def]
+    """An SDK adapter with non-zero weights, saved in PEFT format; returns the folder."""
+    kw.setdefault("target_modules", ["q_proj", "v_proj"])
+    base = make()
+    torch.manual_seed(seed)
+    model = sdk.get_peft_model(base, sdk.LoraConfig(r=4, init_lora_weights=False, **kw))
+    folder = tmp / f"adapter-{uuid.uuid4().hex[:6]}"
+    model.save_pretrained(folder)
+    return folder
+
+
+def push_files(folder: Path, **overrides: bytes) -> dict[str, tuple[str, io.BytesIO, str]]:
+    """Multipart ``files=`` for a push of the adapter in ``folder``."""
+    names = {"adapter_config.json": "application/json", "adapter_model.safetensors": "application/octet-stream"}
+    out = {}
+    for name, media in names.items():
+        data = overrides.get(name, (folder / name).read_bytes())
+        out[name] = (name, io.BytesIO(data), media)
+    return out
+
+
+async def register_base(reg: Registry, name: str, model: torch.nn.Module, token: str) -> dict:
+    """Register ``model``'s signature under ``name``."""
+    from sdk.signature import signature_from_model
+
+    body = {"name": name, "signature": signature_from_model(model).to_dict()}
+    r = await reg.client.post("/api/v1/base-models", json=body, headers=reg.auth(token))
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+async def snapshot(reg: Registry) -> tuple[dict[str, int], list[str]]:
+    """Row counts of every table and the blob keys: what a failed upload must leave unchanged."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from registry_service.db.session import async_url
+
+    engine = create_async_engine(async_url(reg.db_url))
+    try:
+        async with engine.connect() as conn:
+            counts = {}
+            for table in ("adapter", "adapter_version", "file", "alias", "namespace", "base_model", "event"):
+                counts[table] = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+    finally:
+        await engine.dispose()
+    return counts, await reg.store.list_keys("")
+
+
+__all__ = ["TEMPLATE_DB", "Registry", "_db_url", "json", "push_files", "register_base", "saved_adapter", "snapshot",
+           "tiny_gpt2", "tiny_llama"]
