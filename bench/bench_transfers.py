@@ -75,7 +75,7 @@ def median(xs: list[float]) -> float:
 def main() -> None:
     import boto3
     from botocore.config import Config
-    from conftest import start_server
+    from e2e_server import start_server
     from s3_fixtures import SeaweedProcess
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -84,6 +84,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             yield
         finally:
             await engine.dispose()
+            if pg is not None:  # stop the embedded PostgreSQL with the service (SIGTERM included)
+                await asyncio.to_thread(pg.cleanup)
 
     @get("/api/v1/health", tags=["service"])
     async def health(state: State) -> dict:

@@ -156,7 +156,7 @@ class Client:
             config, _, _ = parse_config(config_raw)
             target = base_model or self._existing_base(ns, n) or _base_from_config(config)
             if not target:
-                raise AdapterError("say which registered base model this adapter is for: base_model='ns/name'")
+                raise AdapterError("say which registered base model (namespace/name) this adapter is for")
             problems = check_folder(folder, self._signature(target), untrained=untrained)
             if problems:
                 raise ValidationFailed(problems)

@@ -18,10 +18,10 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 class RegistryError(AdapterError):
     """The registry answered with an error; ``status`` and ``detail`` say what."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, hint: str = "") -> None:
         self.status = status
         self.detail = detail
-        super().__init__(f"registry answered {status}: {detail}")
+        super().__init__(f"registry answered {status}: {detail}{hint}")
 
 
 class RegistryAuthError(RegistryError):
@@ -54,7 +54,7 @@ def raise_for_problem(response: httpx.Response) -> None:
     hint = ""
     if response.status_code == 401:
         hint = " (set ADAPTER_REGISTRY_TOKEN or run `adapters login`)"
-    raise cls(response.status_code, detail + hint)
+    raise cls(response.status_code, detail, hint)
 
 
 class Http:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Server
+from e2e_server import Server
 
 from sdk.client import Client
 
