@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .client import Client, PushResult
+    from .client.api import WeightsArg
 
 _default_client: Client | None = None
 
@@ -68,9 +69,10 @@ def load(model: nn.Module, ref: str, adapter_name: str = "default", **kwargs: An
 
 
 def register_base_model(model_or_config: nn.Module | dict[str, Any] | str | Path, name: str,
-                        revision: str | None = None) -> dict[str, Any]:
-    """Register a base model's signature; see ``Client.register_base_model``."""
-    return default_client().register_base_model(model_or_config, name, revision)
+                        revision: str | None = None, *, weights: WeightsArg = False) -> dict[str, Any]:
+    """Register a base model's signature, and with ``weights`` its safetensors weights (``True``: the
+    model's own); see ``Client.register_base_model``."""
+    return default_client().register_base_model(model_or_config, name, revision, weights=weights)
 
 
 __all__ = [

@@ -373,6 +373,9 @@ def base_register(
     from_model_dir: Annotated[Path | None, typer.Option(exists=True, file_okay=False,
                                                         help="A model folder with a config.json.")] = None,
     revision: Annotated[str | None, typer.Option(help="Revision to record (a hub commit or tag).")] = None,
+    weights: Annotated[list[Path] | None, typer.Option(
+        exists=True, help="A *.safetensors file (or a folder of them) with the base weights, for server-side "
+                          "merges; repeat for shards.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a base model by its config.json (the registry builds its signature)."""
@@ -381,12 +384,14 @@ def base_register(
     st = _state(ctx, as_json)
     data = _read_config(config or from_model_dir)  # type: ignore[arg-type]
     with st.client() as c:
-        body = c.register_base_model(data, name, revision)
+        body = c.register_base_model(data, name, revision, weights=list(weights or []))
     if st.json:
         _print_json(body)
     else:
         typer.echo(f"registered {body['name']}: {body.get('architecture') or body.get('model_type')}, "
                    f"{body['modules']} modules, fingerprint {body['fingerprint'][:12]}")
+        if weights:
+            typer.echo(f"weights: {_plural(len(body['files']), 'file')} stored")
 
 
 @base_app.command("ls")

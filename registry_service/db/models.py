@@ -1,4 +1,5 @@
-"""SQLAlchemy models: namespaces, tokens, base models, adapters, versions, files, aliases, events.
+"""SQLAlchemy models: namespaces, tokens, base models (and their weight files), adapters, versions,
+files, aliases, events.
 
 Versions are immutable once published; ``adapter.next_version`` is the counter that concurrent
 pushes increment under a row lock, so version numbers only grow and never repeat.
@@ -72,6 +73,42 @@ class BaseModel(Base):
     config: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     signature: Mapped[dict[str, Any]] = mapped_column(JSONB)
     fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class BaseModelFile(Base):
+    """A safetensors file of a base model's weights (sharded checkpoints have several); bytes by sha256."""
+
+    __tablename__ = "base_model_file"
+    __table_args__ = (UniqueConstraint("base_model_id", "filename"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    storage_key: Mapped[str] = mapped_column(String(255))
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class BaseModelUpload(Base):
+    """A direct-to-storage upload of one large base-model weights file, finalized into a ``BaseModelFile``.
+
+    Kept apart from :class:`UploadSession` (adapter uploads, addressed by adapter ``ns/name``) so a
+    session of one kind can never be finalized through the other's routes.
+    """
+
+    __tablename__ = "base_model_upload"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    staging_key: Mapped[str] = mapped_column(String(255))
+    storage_upload_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default="open")
     created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -168,6 +205,6 @@ class Event(Base):
 
 
 __all__ = [
-    "Adapter", "AdapterVersion", "Alias", "ApiToken", "Base", "BaseModel", "Event", "File", "Namespace",
-    "UploadSession", "_now",
+    "Adapter", "AdapterVersion", "Alias", "ApiToken", "Base", "BaseModel", "BaseModelFile", "BaseModelUpload", "Event",
+    "File", "Namespace", "UploadSession", "_now",
 ]

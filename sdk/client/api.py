@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import httpx
+import torch
 from torch import nn
 
 from ..config import CONFIG_NAME, AdapterConfig
@@ -26,6 +30,8 @@ from .http import Http
 from .transfers import download, upload_parts
 
 DIRECT_UPLOAD_LIMIT = 64 << 20
+#: ``weights=`` of ``register_base_model``: False, True (the model's own), or safetensors file(s)/folder.
+WeightsArg: TypeAlias = bool | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -75,18 +81,72 @@ class Client:
 
     # --- base models ---------------------------------------------------------------------
     def register_base_model(self, model_or_config: nn.Module | dict[str, Any] | str | Path, name: str,
-                            revision: str | None = None) -> dict[str, Any]:
-        """Register a base model by its signature (a model) or by its ``config.json`` (dict or path)."""
+                            revision: str | None = None, *, weights: WeightsArg = False) -> dict[str, Any]:
+        """Register a base model by its signature (a model) or by its ``config.json`` (dict or path).
+
+        ``weights=True`` (with a model) also uploads its parameters as ``model.safetensors``;
+        ``weights=<path or list of paths>`` uploads existing ``*.safetensors`` files (a folder: all of
+        them), for server-side merges into the base. Files already stored byte for byte are skipped;
+        files above ``DIRECT_UPLOAD_LIMIT`` go through an upload session in parallel parts.
+        """
+        if weights is True and not isinstance(model_or_config, nn.Module):
+            raise AdapterError("weights=True needs the model itself; with a config, pass weights=<path(s) of "
+                               "*.safetensors files>")
+        if weights is True and isinstance(model_or_config, AdapterModel):
+            raise AdapterError("pass the base model itself, not an AdapterModel, to upload base weights")
+        paths = [] if weights is True or weights is False or weights is None else _weight_paths(weights)
         body: dict[str, Any] = {"name": name, "revision": revision}
-        if isinstance(model_or_config, nn.Module):
-            body["signature"] = signature_from_model(model_or_config).to_dict()
+        sig = signature_from_model(model_or_config) if isinstance(model_or_config, nn.Module) else None
+        if sig is not None:
+            body["signature"] = sig.to_dict()
         else:
             cfg = model_or_config
             if isinstance(cfg, (str, Path)):
                 path = Path(cfg)
                 cfg = json.loads((path / "config.json" if path.is_dir() else path).read_text())
             body["config"] = dict(cfg)
-        return self.http.json("POST", "/api/v1/base-models", json=body)
+        result: dict[str, Any] = self.http.json("POST", "/api/v1/base-models", json=body)
+        if weights is True:
+            assert isinstance(model_or_config, nn.Module) and sig is not None
+            with tempfile.TemporaryDirectory(prefix="base-weights-") as tmp:
+                path = Path(tmp) / "model.safetensors"
+                save_base_weights(model_or_config, path, sig)
+                result["files"] = self._upload_base_weights(result["name"], [path])
+        elif paths:
+            result["files"] = self._upload_base_weights(result["name"], paths)
+        if "files" in result:
+            result["has_weights"] = bool(result["files"])
+        return result
+
+    def _upload_base_weights(self, name: str, paths: list[Path]) -> list[dict[str, Any]]:
+        """Upload weights files of base model ``name`` (skipping identical stored ones); the files now stored."""
+        from .http import raise_for_problem
+        from .transfers import sha256_file
+
+        root = f"/api/v1/base-models/{name}"
+        stored = {f["filename"]: f for f in self.http.json("GET", f"{root}/files")["items"]}
+        for path in paths:
+            size, sha = path.stat().st_size, sha256_file(path)
+            if stored.get(path.name, {}).get("sha256") == sha:
+                continue
+            if size <= DIRECT_UPLOAD_LIMIT:
+                def send(path: Path = path) -> httpx.Response:
+                    with open(path, "rb") as fh:
+                        return self.http.client.post(f"{root}/files", files=[
+                            ("files", (path.name, fh, "application/octet-stream"))])
+
+                response = self.http.call(send, idempotent=False)
+                raise_for_problem(response)
+                continue
+            session = self.http.json("POST", f"{root}/uploads",
+                                     json={"filename": path.name, "size": size, "sha256": sha})
+            try:
+                parts = upload_parts(self.http, session, path, quiet=self.quiet)
+            except BaseException:
+                self.http.client.delete(f"{root}/uploads/{session['id']}")
+                raise
+            self.http.json("POST", session["finalize_url"], json={"parts": parts}, idempotent=False)
+        return self.http.json("GET", f"{root}/files")["items"]
 
     def base_model(self, name: str) -> dict[str, Any]:
         """A base model with its signature."""
@@ -271,6 +331,51 @@ class Client:
                 model.set_adapter(adapter_name)
             return model
         return AdapterModel.from_pretrained(model, folder, adapter_name=adapter_name, is_trainable=is_trainable)
+
+
+def _weight_paths(weights: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The ``*.safetensors`` files named by ``weights`` (a file, a folder of them, or a list)."""
+    items = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        found = sorted(p.glob("*.safetensors")) if p.is_dir() else [p]
+        if p.is_dir() and not found:
+            raise AdapterError(f"{p} holds no *.safetensors files")
+        paths += found
+    for p in paths:
+        if not p.is_file():
+            raise AdapterError(f"no weights file {p}")
+        if p.suffix != ".safetensors":
+            raise AdapterError(f"{p} is not a safetensors file; convert it with safetensors.torch.save_model(model, "
+                               "'model.safetensors') (the registry never loads pickles)")
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise AdapterError(f"weights files need distinct names, got {names}")
+    return paths
+
+
+def save_base_weights(model: nn.Module, path: Path, signature: Signature) -> Path:
+    """Write the model's parameters (the tensors its signature lists) to a safetensors file.
+
+    Tied parameters (GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``) are written once,
+    under the name that comes first in the state dict, as ``save_pretrained`` does; buffers are left out.
+    """
+    from safetensors.torch import save_file
+
+    wanted = {f"{m.path}.{p}" if m.path else p for m in signature.modules for p in m.params}
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[tuple[Any, ...]] = set()
+    for key, t in model.state_dict().items():
+        view = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if key not in wanted or view in seen:
+            continue
+        seen.add(view)
+        tensors[key] = t.detach()
+    storages = Counter(t.untyped_storage().data_ptr() for t in tensors.values())
+    tensors = {k: t.clone() if storages[t.untyped_storage().data_ptr()] > 1 else t for k, t in tensors.items()}
+    save_file({k: t.contiguous() for k, t in tensors.items()}, str(path), metadata={"format": "pt"})
+    return path
 
 
 def _base_from_config(config: AdapterConfig) -> str | None:

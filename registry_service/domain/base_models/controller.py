@@ -1,17 +1,31 @@
-"""HTTP routes for base models."""
+"""HTTP routes for base models: registration, browsing, and their weights (direct and session uploads)."""
 
 from __future__ import annotations
 
+import asyncio
+import math
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post, put, route
+from litestar.datastructures import UploadFile
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...db.models import BaseModel, BaseModelFile, BaseModelUpload
+from ...errors import BadRequest, NotFound, TooLarge, reject
+from ...settings import Settings
+from ...storage import MIN_PART_SIZE, BlobStore
+from ...storage.base import check_sha256
+from ..adapters.controller import base_url, upload_payload
+from ..adapters.downloads import serve_file
 from ..adapters.service import describe_adapter, search
 from ..auth.tokens import Principal
-from . import service
+from . import service, weights
+
+ROOT = "/api/v1/base-models"
 
 
 @dataclass
@@ -24,39 +38,248 @@ class RegisterBaseModel:
     config: dict[str, Any] | None = None
 
 
+@dataclass
+class NewWeightsUpload:
+    """A large weights file to upload in parts: its name, exact size and sha256 (hex)."""
+
+    filename: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class FinishWeightsUpload:
+    """The parts as uploaded: ``[[part_number, etag], …]``."""
+
+    parts: list[list[Any]]
+
+
 class BaseModelController(Controller):
     """``/api/v1/base-models``"""
 
-    path = "/api/v1/base-models"
+    path = ROOT
     tags = ["base models"]
 
     @post("/")
-    async def register(self, data: RegisterBaseModel, db: AsyncSession, principal: Principal) -> Response[dict]:
+    async def register(self, data: RegisterBaseModel, db: AsyncSession, principal: Principal, request: Request,
+                       settings: Settings) -> Response[dict]:
         """Register a base model (idempotent for the same signature)."""
         row, created = await service.register(
             db, principal, data.name, revision=data.revision, signature=data.signature, config=data.config
         )
+        files = [] if created else (await weights.files_of(db, [row.id]))[row.id]
         await db.commit()
-        return Response(service.describe(row), status_code=HTTP_201_CREATED if created else HTTP_200_OK)
+        body = service.describe(row, files=files, root=base_url(request, settings))
+        return Response(body, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
     @get("/")
-    async def list_base_models(self, db: AsyncSession, q: str | None = None, page: int = 1) -> dict:
+    async def list_base_models(self, db: AsyncSession, request: Request, settings: Settings, q: str | None = None,
+                               page: int = 1) -> dict:
         """Base models, optionally filtered by text."""
         rows = await service.search(db, q, limit=50, offset=(max(page, 1) - 1) * 50)
-        return {"items": [service.describe(r) for r in rows], "page": page}
+        files = await weights.files_of(db, [r.id for r in rows])
+        root = base_url(request, settings)
+        return {"items": [service.describe(r, files=files[r.id], root=root) for r in rows], "page": page}
 
     @get("/{ns:str}/{name:str}")
-    async def get_base_model(self, ns: str, name: str, db: AsyncSession) -> dict:
-        """A base model with its full signature."""
-        row = await service.get(db, f"{ns}/{name}")
-        return service.describe(row, with_signature=True)
+    async def get_base_model(self, ns: str, name: str, db: AsyncSession, request: Request, settings: Settings) -> dict:
+        """A base model with its full signature and its weights files."""
+        row = await _base(db, ns, name)
+        files = (await weights.files_of(db, [row.id]))[row.id]
+        return service.describe(row, with_signature=True, files=files, root=base_url(request, settings))
 
     @get("/{ns:str}/{name:str}/adapters")
     async def compatible_adapters(
         self, ns: str, name: str, db: AsyncSession, principal: Principal, page: int = 1
     ) -> dict:
         """Adapters that fit this base model: any adapter whose base model has the same fingerprint."""
-        row = await service.get(db, f"{ns}/{name}")
+        row = await _base(db, ns, name)
         items, total = await search(db, principal, fingerprint=row.fingerprint, page=page)
         return {"items": [describe_adapter(a) for a in items], "total": total, "page": page,
                 "fingerprint": row.fingerprint}
+
+    # --- weights -------------------------------------------------------------------------------
+
+    @get("/{ns:str}/{name:str}/files")
+    async def list_files(self, ns: str, name: str, db: AsyncSession, request: Request, settings: Settings) -> dict:
+        """The base model's weights files (filename, size, sha256, url)."""
+        row = await _base(db, ns, name)
+        root = base_url(request, settings)
+        items = (await weights.files_of(db, [row.id]))[row.id]
+        return {"items": [weights.describe_file(f, row, root) for f in items]}
+
+    @post("/{ns:str}/{name:str}/files")
+    async def upload_files(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
+                           store: BlobStore, settings: Settings) -> Response[dict]:
+        """Upload one or more ``*.safetensors`` files (multipart form), checked against the signature first."""
+        principal.require_write(ns)
+        row = await _base(db, ns, name)
+        db.expunge_all()
+        await db.rollback()  # no connection held while the files are hashed and checked
+        form = await request.form()
+        uploads: dict[str, UploadFile] = {}
+        for key, value in form.multi_items():
+            if not isinstance(value, UploadFile):
+                raise reject(f"form field {key!r} is not a file; send each weights file as a file", found=key)
+            filename = weights.check_weights_filename(value.filename or key)
+            if filename in uploads:
+                raise reject(f"{filename} was sent twice", found=filename)
+            uploads[filename] = value
+        if not uploads:
+            raise reject("send one or more *.safetensors files as multipart form files", expected="*.safetensors")
+        payloads = [await upload_payload(u, filename) for filename, u in uploads.items()]
+        total = sum(p.size for p in payloads)
+        if total > settings.max_direct_upload_bytes:
+            raise TooLarge(f"{total} bytes in one request; above {settings.max_direct_upload_bytes} use an upload "
+                           f"session (POST {ROOT}/{ns}/{name}/uploads)")
+        checked = await asyncio.to_thread(weights.check_files, payloads, row.signature,
+                                          max_header_bytes=settings.max_header_bytes)
+        files, added = await weights.save_files(request.app.state.sessionmaker, store, principal, row, checked,
+                                                max_header_bytes=settings.max_header_bytes)
+        return _stored(row, files, added, base_url(request, settings))
+
+    @route("/{ns:str}/{name:str}/files/{filename:str}", http_method=["GET", "HEAD"])
+    async def download_file(self, ns: str, name: str, filename: str, db: AsyncSession, request: Request,
+                            store: BlobStore, settings: Settings) -> Response:
+        """A weights file's bytes (Range requests supported), or a redirect to storage on S3."""
+        row = await _base(db, ns, name)
+        f = (await db.execute(select(BaseModelFile).where(BaseModelFile.base_model_id == row.id,
+                                                          BaseModelFile.filename == filename))).scalar_one_or_none()
+        if f is None:
+            raise NotFound(f"base model {ns}/{name} has no weights file {filename!r}")
+        db.expunge_all()
+        await db.rollback()  # give the connection back before a long download
+        redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
+        # serve_file reads only filename, size and sha256, which a BaseModelFile has as a File does
+        return await serve_file(store, f, request.headers.get("range"), redirect=redirect,  # type: ignore[arg-type]
+                                expires=settings.presign_expires_s, head=request.method == "HEAD")
+
+    # --- upload sessions for large weights files -----------------------------------------------
+
+    @post("/{ns:str}/{name:str}/uploads", status_code=HTTP_201_CREATED)
+    async def start_upload(self, ns: str, name: str, data: NewWeightsUpload, db: AsyncSession,
+                           principal: Principal, store: BlobStore, settings: Settings, request: Request) -> dict:
+        """Open an upload session for one weights file; returns the part size and a URL per part."""
+        principal.require_write(ns)
+        row = await _base(db, ns, name)
+        filename = weights.check_weights_filename(data.filename)
+        try:
+            sha = check_sha256(data.sha256)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+        if data.size < 8:
+            raise reject(f"{data.size} bytes cannot be a safetensors file", found=str(data.size))
+        stored = (await weights.files_of(db, [row.id]))[row.id]
+        old = next((f for f in stored if f.filename == filename), None)
+        if old is not None and (old.sha256 != sha or old.size != data.size):
+            raise weights.not_replaced(old)
+        part = max(settings.upload_part_bytes, MIN_PART_SIZE, math.ceil(data.size / 10_000))
+        count = max(1, math.ceil(data.size / part))
+        mp = await store.start_multipart(f"base-{ns}-{name}")
+        upload = BaseModelUpload(base_model_id=row.id, filename=filename, size=data.size, sha256=sha,
+                                 staging_key=mp.staging_key, storage_upload_id=mp.upload_id, part_size=part,
+                                 created_by=principal.name)
+        db.add(upload)
+        await db.flush()
+        root = f"{base_url(request, settings)}{ROOT}/{ns}/{name}/uploads/{upload.id}"
+        parts = []
+        for n in range(1, count + 1):
+            url = await store.presign_part(mp.staging_key, mp.upload_id, n, expires=settings.presign_expires_s)
+            parts.append({"part_number": n, "url": url or f"{root}/parts/{n}", "method": "PUT",
+                          "size": min(part, data.size - (n - 1) * part)})
+        await db.commit()
+        return {"id": str(upload.id), "part_size": part, "parts": parts, "finalize_url": f"{root}/finalize",
+                "direct": parts[0]["url"] != f"{root}/parts/1"}
+
+    @put("/{ns:str}/{name:str}/uploads/{upload_id:str}/parts/{part_number:int}")
+    async def upload_part(self, ns: str, name: str, upload_id: str, part_number: int, request: Request,
+                          db: AsyncSession, principal: Principal, store: BlobStore) -> Response[dict]:
+        """Receive one part through the API (the local backend, which has no presigned URLs)."""
+        principal.require_write(ns)
+        upload = await _open_upload(db, ns, name, upload_id)
+        body = await request.body()
+        if len(body) > upload.part_size:
+            raise reject(f"part {part_number} is {len(body)} bytes; parts are at most {upload.part_size}",
+                         expected=str(upload.part_size), found=str(len(body)))
+        staging_key, storage_upload_id = upload.staging_key, upload.storage_upload_id
+        await db.rollback()  # the session row lock is not needed while the part is written
+        etag = await store.write_part(staging_key, part_number, body, upload_id=storage_upload_id)
+        return Response({"part_number": part_number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+
+    @delete("/{ns:str}/{name:str}/uploads/{upload_id:str}", status_code=HTTP_200_OK)
+    async def abort_upload(self, ns: str, name: str, upload_id: str, db: AsyncSession, principal: Principal,
+                           store: BlobStore) -> dict:
+        """Abandon an upload; its parts are deleted."""
+        principal.require_write(ns)
+        upload = await _open_upload(db, ns, name, upload_id)
+        await store.abort_multipart(upload.staging_key, upload.storage_upload_id or "")
+        await store.delete_staging(upload.staging_key)
+        upload.state = "aborted"
+        await db.commit()
+        return {"id": upload_id, "state": "aborted"}
+
+    @post("/{ns:str}/{name:str}/uploads/{upload_id:str}/finalize", status_code=HTTP_201_CREATED)
+    async def finalize_upload(self, ns: str, name: str, upload_id: str, data: FinishWeightsUpload,
+                              request: Request, db: AsyncSession, principal: Principal, store: BlobStore,
+                              settings: Settings) -> Response[dict]:
+        """Join the parts, check size, sha256 and the header against the signature, then keep the file."""
+        principal.require_write(ns)
+        upload = await _open_upload(db, ns, name, upload_id)
+        row = await db.get_one(BaseModel, upload.base_model_id)
+        try:
+            parts = [(int(n), str(etag)) for n, etag in data.parts]
+        except (ValueError, TypeError) as exc:
+            raise BadRequest("'parts' must be [[part_number, etag], ...]") from exc
+        upload.state = "finalizing"
+        await db.commit()
+        state = "failed"
+        try:
+            await store.complete_multipart(upload.staging_key, upload.storage_upload_id or "", parts)
+            sha, size = await store.staging_sha256_and_size(upload.staging_key)
+            if size != upload.size or sha != upload.sha256:
+                raise reject("the uploaded bytes are not the declared file", expected=f"{upload.size} bytes, "
+                             f"sha256 {upload.sha256}", found=f"{size} bytes, sha256 {sha}")
+            payload = weights.staged_payload(store, upload, asyncio.get_running_loop())
+            checked = await asyncio.to_thread(weights.check_files, [payload], row.signature,
+                                              max_header_bytes=settings.max_header_bytes)
+            files, added = await weights.save_files(request.app.state.sessionmaker, store, principal, row, checked,
+                                                    max_header_bytes=settings.max_header_bytes)
+            state = "done"
+        finally:
+            await store.abort_multipart(upload.staging_key, upload.storage_upload_id or "")
+            await store.delete_staging(upload.staging_key)
+            async with request.app.state.sessionmaker() as db2, db2.begin():
+                done = await db2.get(BaseModelUpload, upload.id)
+                if done is not None:
+                    done.state = state
+        return _stored(row, files, added, base_url(request, settings))
+
+
+async def _base(db: AsyncSession, ns: str, name: str) -> BaseModel:
+    row = await service.get(db, f"{ns}/{name}")
+    assert row is not None
+    return row
+
+
+async def _open_upload(db: AsyncSession, ns: str, name: str, upload_id: str) -> BaseModelUpload:
+    """An open upload session of base model ``ns/name``, locked for this transaction."""
+    try:
+        key = uuid.UUID(upload_id)
+    except ValueError as exc:
+        raise NotFound(f"no upload {upload_id!r}") from exc
+    upload = (await db.execute(
+        select(BaseModelUpload).join(BaseModel, BaseModel.id == BaseModelUpload.base_model_id)
+        .where(BaseModelUpload.id == key, BaseModel.namespace == ns, BaseModel.name == name)
+        .with_for_update(of=BaseModelUpload)
+    )).scalar_one_or_none()
+    if upload is None:
+        raise NotFound(f"no upload {upload_id!r} for base model {ns}/{name}")
+    if upload.state != "open":
+        raise BadRequest(f"upload {upload_id} is {upload.state}")
+    return upload
+
+
+def _stored(row: BaseModel, files: list[BaseModelFile], added: list[str], root: str) -> Response[dict]:
+    body = service.describe(row, files=files, root=root)
+    body["added"] = added
+    return Response(body, status_code=HTTP_201_CREATED if added else HTTP_200_OK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -11,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sdk.errors import AdapterError
 from sdk.signature import Signature, signature_from_config
 
-from ...db.models import BaseModel
+from ...db.models import BaseModel, BaseModelFile
 from ...errors import BadRequest, Conflict, NotFound, UploadRejected
 from ...names import split_name
 from ..auth.tokens import Principal
+from .weights import describe_file
 
 
 async def build_signature(signature: dict[str, Any] | None, config: dict[str, Any] | None) -> Signature:
@@ -96,8 +98,10 @@ async def search(db: AsyncSession, q: str | None, limit: int = 50, offset: int =
     return list((await db.execute(stmt)).scalars())
 
 
-def describe(row: BaseModel, *, with_signature: bool = False) -> dict[str, Any]:
-    """The JSON form of a base model."""
+def describe(row: BaseModel, *, with_signature: bool = False, files: Sequence[BaseModelFile] | None = None,
+             root: str = "") -> dict[str, Any]:
+    """The JSON form of a base model; with ``files`` (its weights, see ``weights.files_of``) also
+    ``files`` and ``has_weights``, their URLs under ``root`` (the service's public URL)."""
     out: dict[str, Any] = {
         "name": f"{row.namespace}/{row.name}",
         "revision": row.revision,
@@ -107,6 +111,9 @@ def describe(row: BaseModel, *, with_signature: bool = False) -> dict[str, Any]:
         "modules": len(row.signature.get("modules", [])),
         "created_at": row.created_at.isoformat() if row.created_at else None,
     }
+    if files is not None:
+        out["has_weights"] = bool(files)
+        out["files"] = [describe_file(f, row, root) for f in files]
     if with_signature:
         out["signature"] = row.signature
     return out
