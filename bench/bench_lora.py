@@ -31,6 +31,7 @@ import gc
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -58,7 +59,7 @@ R, ALPHA = 16, 32
 N_MIXED_ADAPTERS = 16
 
 GOALS = {
-    # key: (description, metric key in results, comparison, threshold)
+    # key: (description, metric key in results (its bootstrap interval is "<key>_ci95"), comparison, threshold)
     "forward": ("unmerged forward sdk/peft <= 1.00", "forward.ratio", "<=", 1.00),
     "train": ("train step sdk/peft <= 1.00", "train.ratio", "<=", 1.00),
     "merged": ("merged sdk/base <= 1.02", "merged.ratio_sdk_base", "<=", 1.02),
@@ -67,7 +68,7 @@ GOALS = {
 
 SETTINGS = {
     # reps = timed repetitions per variant (interleaved); warmup per variant
-    "full": {"forward": (4, 30), "train": (3, 15), "train_dropout": (2, 10), "merged": (4, 30), "mixed": (5, 60)},
+    "full": {"forward": (4, 30), "train": (3, 15), "train_dropout": (2, 10), "merged": (4, 30), "mixed": (10, 150)},
     "quick": {"forward": (1, 3), "train": (1, 3), "train_dropout": (0, 0), "merged": (1, 3), "mixed": (2, 6)},
 }
 
@@ -116,16 +117,18 @@ def make_pair(
     torch.manual_seed(1234)
     s = None
     for n in names:
-        cfg = sdk.LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=dropout, target_modules=list(TARGETS),
-                             init_lora_weights=init)
+        cfg = sdk.LoraConfig(
+            r=R, lora_alpha=ALPHA, lora_dropout=dropout, target_modules=list(TARGETS), init_lora_weights=init
+        )
         if s is None:
             s = sdk.get_peft_model(copy.deepcopy(base), cfg, adapter_name=n)
         else:
             s.add_adapter(n, cfg)
     p = None
     for n in names:
-        cfg = peft.LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=dropout, target_modules=list(TARGETS),
-                              init_lora_weights=init)
+        cfg = peft.LoraConfig(
+            r=R, lora_alpha=ALPHA, lora_dropout=dropout, target_modules=list(TARGETS), init_lora_weights=init
+        )
         if p is None:
             p = peft.get_peft_model(copy.deepcopy(base), cfg, adapter_name=n)
         else:
@@ -165,8 +168,8 @@ def time_interleaved(
     """Run every fn ``warmup`` times, then ``reps`` rounds; the order rotates each round.
 
     A round during which other processes used more than ``max_foreign`` of a core (read from
-    /proc on Linux) is thrown away and run again, up to ``3 * reps`` extra rounds; the counts
-    are kept in ``STATS``.
+    /proc on Linux) is thrown away and run again, up to ``RETRY_FACTOR * reps`` extra rounds;
+    the counts are kept in ``STATS``.
     """
     keys = list(fns)
     for _ in range(warmup):
@@ -180,7 +183,7 @@ def time_interleaved(
     try:
         i = 0
         while len(times[keys[0]]) < reps:
-            order = keys[i % len(keys):] + keys[: i % len(keys)]
+            order = keys[i % len(keys) :] + keys[: i % len(keys)]
             if (i // len(keys)) % 2:
                 order = order[::-1]
             i += 1
@@ -192,7 +195,7 @@ def time_interleaved(
                 round_t[k] = time.perf_counter() - t0
             share = _foreign_share(j0, _cpu_jiffies(), time.perf_counter() - w0)
             if share > max_foreign:
-                if dropped < 3 * reps:
+                if dropped < RETRY_FACTOR * reps:
                     dropped += 1
                     continue
                 kept_noisy += 1
@@ -208,11 +211,29 @@ def time_interleaved(
 
 
 STATS = {"rounds": 0, "dropped_rounds": 0, "kept_noisy_rounds": 0}
+RETRY_FACTOR = 1
 
 
 def summary(ts: list[float]) -> dict[str, float]:
     qs = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
     return {"median_s": statistics.median(ts), "p25_s": qs[0], "p75_s": qs[2], "min_s": min(ts), "n": len(ts)}
+
+
+def ratio_ci(a: list[float], b: list[float], n: int = 2000, level: float = 0.95) -> tuple[float, float]:
+    """Bootstrap interval of median(a)/median(b), resampling whole rounds (a_i, b_i) together."""
+    if len(a) < 3:
+        r = statistics.median(a) / statistics.median(b)
+        return r, r
+    rng = random.Random(0)
+    k = len(a)
+    stats = []
+    for _ in range(n):
+        idx = [rng.randrange(k) for _ in range(k)]
+        stats.append(statistics.median(a[i] for i in idx) / statistics.median(b[i] for i in idx))
+    stats.sort()
+    lo = stats[int((1 - level) / 2 * n)]
+    hi = stats[min(n - 1, int((1 + level) / 2 * n))]
+    return lo, hi
 
 
 def paired_ratio(a: list[float], b: list[float]) -> float:
@@ -239,13 +260,14 @@ def bench_forward(base, inputs, warmup, reps) -> dict:
             warmup,
             reps,
         )
-    del s, p
     return {
         "sdk": summary(times["sdk"]),
         "peft": summary(times["peft"]),
         "ratio": statistics.median(times["sdk"]) / statistics.median(times["peft"]),
+        "ratio_ci95": ratio_ci(times["sdk"], times["peft"]),
         "paired_ratio": paired_ratio(times["sdk"], times["peft"]),
         "max_abs_logit_diff": diff,
+        "times_s": times,
     }
 
 
@@ -269,21 +291,23 @@ def bench_train(base, inputs, warmup, reps, dropout) -> dict:
     n_s, n_p = steps.pop("sdk_ntrain"), steps.pop("peft_ntrain")
     assert n_s == n_p, f"trainable parameter counts differ: sdk {n_s} vs peft {n_p}"
     times = time_interleaved(steps, warmup, reps)
-    del s, p, steps
     return {
         "dropout": dropout,
         "trainable_params": n_s,
         "sdk": summary(times["sdk"]),
         "peft": summary(times["peft"]),
         "ratio": statistics.median(times["sdk"]) / statistics.median(times["peft"]),
+        "ratio_ci95": ratio_ci(times["sdk"], times["peft"]),
         "paired_ratio": paired_ratio(times["sdk"], times["peft"]),
+        "times_s": times,
     }
 
 
 def bench_merged(base, inputs, warmup, reps) -> dict:
     s, p = make_pair(base, ["default"], init=False)
     plain = copy.deepcopy(base)
-    for m in (s, p, plain):
+    plain2 = copy.deepcopy(base)  # A/A control: a second plain copy shows the noise floor
+    for m in (s, p, plain, plain2):
         m.eval()
     with torch.inference_mode():
         unmerged = s(input_ids=inputs, use_cache=False).logits
@@ -301,20 +325,25 @@ def bench_merged(base, inputs, warmup, reps) -> dict:
                 "sdk": lambda: s(input_ids=inputs, use_cache=False),
                 "base": lambda: plain(input_ids=inputs, use_cache=False),
                 "peft": lambda: p(input_ids=inputs, use_cache=False),
+                "base_copy": lambda: plain2(input_ids=inputs, use_cache=False),
             },
             warmup,
             reps,
         )
-    del s, p, plain
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "sdk": summary(times["sdk"]),
         "base": summary(times["base"]),
         "peft": summary(times["peft"]),
         "ratio_sdk_base": med["sdk"] / med["base"],
+        "ratio_sdk_base_ci95": ratio_ci(times["sdk"], times["base"]),
         "paired_ratio_sdk_base": paired_ratio(times["sdk"], times["base"]),
         "ratio_peft_base": med["peft"] / med["base"],
         "ratio_sdk_peft": med["sdk"] / med["peft"],
+        "base_copy": summary(times["base_copy"]),
+        "ratio_control": med["base_copy"] / med["base"],
+        "ratio_control_ci95": ratio_ci(times["base_copy"], times["base"]),
+        "times_s": times,
         "max_abs_logit_diff": diffs,
     }
 
@@ -346,7 +375,6 @@ def bench_mixed(base, vocab, warmup, reps, batch=64) -> dict:
             warmup,
             reps,
         )
-    del s, p, plain
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "batch": batch,
@@ -359,9 +387,12 @@ def bench_mixed(base, vocab, warmup, reps, batch=64) -> dict:
         "base_samples_per_s": batch / med["base"],
         "ratio": med["sdk"] / med["peft"],
         "speedup": med["peft"] / med["sdk"],
+        "speedup_ci95": ratio_ci(times["peft"], times["sdk"]),
+        "speedup_ceiling": med["peft"] / med["base"],
         "paired_speedup": 1.0 / paired_ratio(times["sdk"], times["peft"]),
         "max_abs_logit_diff": diff,
         "max_abs_logit_diff_vs_base": adapters_matter,
+        "times_s": times,
     }
 
 
@@ -380,44 +411,90 @@ def ms(x: float) -> str:
 
 
 def table(results: dict) -> str:
-    rows = []
     head = f"| {'measurement':<44} | {'sdk':>9} | {'peft':>9} | {'base':>9} | {'ratio':>16} |"
-    rows.append(head)
-    rows.append("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    rows = [head, "|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|"]
 
-    def row(label, sdk_v, peft_v, base_v, ratio):
+    def row(label: str, sdk_v: str = "", peft_v: str = "", base_v: str = "", ratio: str = "") -> None:
         rows.append(f"| {label:<44} | {sdk_v:>9} | {peft_v:>9} | {base_v:>9} | {ratio:>16} |")
 
-    f = results["forward"]
-    row("1. unmerged forward, 4x128, ms (median)", ms(f["sdk"]["median_s"]), ms(f["peft"]["median_s"]), "",
-        f"sdk/peft {f['ratio']:.3f}")
-    t = results["train"]
-    row("2. train step, 4x128, dropout 0.0, ms", ms(t["sdk"]["median_s"]), ms(t["peft"]["median_s"]), "",
-        f"sdk/peft {t['ratio']:.3f}")
+    def med(sec: dict, key: str) -> str:
+        return ms(sec[key]["median_s"])
+
+    if "forward" in results:
+        f = results["forward"]
+        row("1. unmerged forward, 4x128, ms", med(f, "sdk"), med(f, "peft"), "", f"sdk/peft {f['ratio']:.3f}")
+    if "train" in results:
+        t = results["train"]
+        row("2. train step, 4x128, dropout 0.0, ms", med(t, "sdk"), med(t, "peft"), "", f"sdk/peft {t['ratio']:.3f}")
     if "train_dropout" in results:
         t = results["train_dropout"]
-        row(f"2b. train step, dropout {t['dropout']}, ms (info)", ms(t["sdk"]["median_s"]),
-            ms(t["peft"]["median_s"]), "", f"sdk/peft {t['ratio']:.3f}")
-    m = results["merged"]
-    row("3. merged forward, 4x128, ms", ms(m["sdk"]["median_s"]), ms(m["peft"]["median_s"]),
-        ms(m["base"]["median_s"]), f"sdk/base {m['ratio_sdk_base']:.3f}")
-    row("   (peft merged / base, info)", "", "", "", f"peft/base {m['ratio_peft_base']:.3f}")
-    x = results["mixed"]
-    row(f"4. mixed batch {x['batch']}x1, {x['adapters']} adapters, ms", ms(x["sdk"]["median_s"]),
-        ms(x["peft"]["median_s"]), ms(x["base"]["median_s"]), f"sdk/peft {x['ratio']:.3f}")
-    row("   throughput, samples/s", f"{x['sdk_samples_per_s']:9.0f}", f"{x['peft_samples_per_s']:9.0f}",
-        f"{x['base_samples_per_s']:9.0f}", f"speedup {x['speedup']:.2f}x")
+        row(
+            f"2b. train step, dropout {t['dropout']}, ms (info)",
+            med(t, "sdk"),
+            med(t, "peft"),
+            "",
+            f"sdk/peft {t['ratio']:.3f}",
+        )
+    if "merged" in results:
+        m = results["merged"]
+        row(
+            "3. merged forward, 4x128, ms",
+            med(m, "sdk"),
+            med(m, "peft"),
+            med(m, "base"),
+            f"sdk/base {m['ratio_sdk_base']:.3f}",
+        )
+        row("   (peft merged / base, info)", ratio=f"peft/base {m['ratio_peft_base']:.3f}")
+        row(
+            "   (A/A control: 2nd plain copy / base)",
+            base_v=med(m, "base_copy"),
+            ratio=f"copy/base {m['ratio_control']:.3f}",
+        )
+    if "mixed" in results:
+        x = results["mixed"]
+        row(
+            f"4. mixed batch {x['batch']}x1, {x['adapters']} adapters, ms",
+            med(x, "sdk"),
+            med(x, "peft"),
+            med(x, "base"),
+            f"sdk/peft {x['ratio']:.3f}",
+        )
+        row(
+            "   throughput, samples/s",
+            f"{x['sdk_samples_per_s']:9.0f}",
+            f"{x['peft_samples_per_s']:9.0f}",
+            f"{x['base_samples_per_s']:9.0f}",
+            f"speedup {x['speedup']:.2f}x",
+        )
+        row("   (ceiling if sdk adapters were free)", ratio=f"peft/base {x['speedup_ceiling']:.2f}x")
     return "\n".join(rows)
 
 
 def goals_table(results: dict) -> tuple[str, dict]:
-    lines = [f"| {'goal':<42} | {'value':>7} | result |", f"|{'-' * 44}|{'-' * 9}|--------|"]
+    """PASS/MISS on the median ratio; '(noise)' where the 95% interval includes the threshold."""
+    lines = [
+        f"| {'goal':<42} | {'value':>7} | {'95% interval':>15} | result        |",
+        f"|{'-' * 44}|{'-' * 9}|{'-' * 17}|---------------|",
+    ]
     verdict = {}
     for key, (desc, metric, op, thr) in GOALS.items():
+        if key not in results:
+            continue
         v = lookup(results, metric)
+        lo, hi = lookup(results, metric + "_ci95")
         ok = v <= thr if op == "<=" else v >= thr
-        verdict[key] = {"goal": desc, "value": v, "threshold": thr, "op": op, "pass": ok}
-        lines.append(f"| {desc:<42} | {v:7.3f} | {'PASS' if ok else 'MISS':<6} |")
+        sure = not (lo <= thr <= hi)
+        verdict[key] = {
+            "goal": desc,
+            "value": v,
+            "ci95": [lo, hi],
+            "threshold": thr,
+            "op": op,
+            "pass": ok,
+            "outside_noise": sure,
+        }
+        res = ("PASS" if ok else "MISS") + ("" if sure else " (noise)")
+        lines.append(f"| {desc:<42} | {v:7.3f} | {f'{lo:.3f} - {hi:.3f}':>15} | {res:<13} |")
     return "\n".join(lines), verdict
 
 
@@ -427,12 +504,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads (default: all)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", nargs="*", choices=["forward", "train", "train_dropout", "merged", "mixed"],
-                    help="run only these sections (goals of skipped sections are not evaluated)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        choices=["forward", "train", "train_dropout", "merged", "mixed"],
+        help="run only these sections (goals of skipped sections are not evaluated)",
+    )
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     mode = "quick" if args.quick else "full"
+    global RETRY_FACTOR
+    RETRY_FACTOR = 0 if args.quick else 1
     plan = SETTINGS[mode]
     sections = args.only or [k for k, (w, n) in plan.items() if n > 0]
 
@@ -458,8 +541,10 @@ def main(argv: list[str] | None = None) -> int:
         "base_params": sum(q.numel() for q in base.parameters()),
         "loadavg_start": os.getloadavg(),
     }
-    log(f"[bench] {mode} run, torch {env['torch']}, {env['threads']} threads, "
-        f"base model {env['base_params'] / 1e6:.1f}M params")
+    log(
+        f"[bench] {mode} run, torch {env['torch']}, {env['threads']} threads, "
+        f"base model {env['base_params'] / 1e6:.1f}M params"
+    )
     results: dict = {"env": env, "settings": {k: plan[k] for k in sections}}
     t_start = time.perf_counter()
     for sec in sections:
@@ -484,37 +569,45 @@ def main(argv: list[str] | None = None) -> int:
     results["contention"] = dict(STATS)
     env["loadavg_end"] = os.getloadavg()
 
-    print(f"sdk vs peft {env['peft']} | torch {env['torch']} | transformers {env['transformers']} | "
-          f"{env['threads']} threads on {env['cpu_count']} CPUs | {mode} run")
+    print(
+        f"sdk vs peft {env['peft']} | torch {env['torch']} | transformers {env['transformers']} | "
+        f"{env['threads']} threads on {env['cpu_count']} CPUs | {mode} run"
+    )
     print("Llama 1024/2816, 4 layers, 16 heads, vocab 8000, fp32; LoRA r=16 alpha=32 on q,k,v,o_proj")
-    if all(k in results for k in ("forward", "train", "merged", "mixed")):
-        print()
-        print(table(results))
-        print()
-        text, verdict = goals_table(results)
-        print(text)
-        results["goals"] = verdict
-    else:
-        print(json.dumps({k: v for k, v in results.items() if k != "env"}, indent=2))
+    print()
+    print(table(results))
+    print()
+    text, verdict = goals_table(results)
+    print(text)
+    results["goals"] = verdict
     checks = []
     if "forward" in results:
         checks.append(f"unmerged logits |sdk-peft| max {results['forward']['max_abs_logit_diff']:.2e}")
     if "merged" in results:
         d = results["merged"]["max_abs_logit_diff"]
-        checks.append(f"merged vs unmerged {d['sdk_merged_vs_unmerged']:.2e}, "
-                      f"sdk vs peft merged {d['sdk_merged_vs_peft_merged']:.2e}")
+        checks.append(
+            f"merged vs unmerged {d['sdk_merged_vs_unmerged']:.2e}, "
+            f"sdk vs peft merged {d['sdk_merged_vs_peft_merged']:.2e}"
+        )
     if "mixed" in results:
-        checks.append(f"mixed-batch logits |sdk-peft| max {results['mixed']['max_abs_logit_diff']:.2e} "
-                      f"(allclose atol 1e-4: ok)")
+        checks.append(
+            f"mixed-batch logits |sdk-peft| max {results['mixed']['max_abs_logit_diff']:.2e} (allclose atol 1e-4: ok)"
+        )
     print()
     print("checks: " + "; ".join(checks))
-    print(f"elapsed: {results['elapsed_s']:.0f}s; load average at start {env['loadavg_start'][0]:.2f}, "
-          f"at end (1 min) {env['loadavg_end'][0]:.2f}")
-    print(f"timed rounds: {STATS['rounds']}; re-run because another process used the CPU: "
-          f"{STATS['dropped_rounds']}; kept although noisy (retry budget spent): {STATS['kept_noisy_rounds']}")
+    print(
+        f"elapsed: {results['elapsed_s']:.0f}s; load average at start {env['loadavg_start'][0]:.2f}, "
+        f"at end (1 min) {env['loadavg_end'][0]:.2f}"
+    )
+    print(
+        f"timed rounds: {STATS['rounds']}; re-run because another process used the CPU: "
+        f"{STATS['dropped_rounds']}; kept although noisy (retry budget spent): {STATS['kept_noisy_rounds']}"
+    )
     if STATS["kept_noisy_rounds"]:
-        print("warning: the machine was busy during the run; absolute times are unreliable "
-              "(the interleaved ratios are less affected)")
+        print(
+            "warning: the machine was busy during the run; absolute times are unreliable "
+            "(the interleaved ratios are less affected)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
         log(f"[bench] wrote {args.json}")

@@ -41,7 +41,7 @@ class Settings:
     #: Largest safetensors header accepted.
     max_header_bytes: int = 16 * 2**20
     #: Large files through presigned upload sessions.
-    upload_part_bytes: int = 64 * 2**20
+    upload_part_bytes: int = 16 * 2**20
     presign_expires_s: int = 3600
     #: Downloads from S3 answer with a redirect to a presigned URL instead of streaming.
     redirect_downloads: bool = True
