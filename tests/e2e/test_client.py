@@ -602,9 +602,9 @@ def test_large_push_goes_to_storage_in_parallel_parts(server: Server, tmp_path: 
     ns = uniq("big")
     name = f"{ns}/wide"
     base = register_wide_base(server, tmp_path)
-    folder = wide_adapter(tmp_path / "a", r=512, targets=tuple(_WIDE_SHAPES), seed=5)  # 68 MiB: more than one part
+    folder = wide_adapter(tmp_path / "a", r=160, targets=tuple(_WIDE_SHAPES), seed=5)  # ~21 MiB: two 16 MiB parts
     size = (folder / WEIGHTS).stat().st_size
-    assert size > 64 * MiB
+    assert 16 * MiB < size <= 32 * MiB
     monkeypatch.setattr(client_api, "DIRECT_UPLOAD_LIMIT", 1 * MiB)
 
     api = f"{urlsplit(server.url).hostname}:{urlsplit(server.url).port}"
@@ -629,7 +629,7 @@ def test_large_push_goes_to_storage_in_parallel_parts(server: Server, tmp_path: 
     assert f"/api/v1/adapters/{name}/versions" not in posts  # not through the API in one request
     puts = [s for s in seen if s.method == "PUT"]
     assert all(s.host != api and s.authorization is None for s in puts)  # presigned S3, no token sent there
-    assert sorted(s.url.params["partNumber"] for s in puts if s.status == 200) == ["1", "2"]  # 64 MiB parts
+    assert sorted(s.url.params["partNumber"] for s in puts if s.status == 200) == ["1", "2"]  # 16 MiB parts
     assert len(hiccups) == 1 and len(puts) == 3  # the part answered 503 was sent again
     assert on_server[WEIGHTS]["sha256"] == sha256_of(folder / WEIGHTS) and on_server[WEIGHTS]["size"] == size
 
