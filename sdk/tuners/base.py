@@ -219,12 +219,12 @@ class Routing:
             self._indices[device] = got
         return got
 
-    def padded(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor, int]:
+    def padded(self, device: torch.device) -> tuple[Tensor, Tensor | None, Tensor, int]:
         """Index tables for a grouped batched matmul.
 
         Returns ``(gather, keep, target, G)``: ``gather`` (U·G) lists each adapter's samples
-        padded to G with sample 0; ``keep`` are the positions in it that are real samples and
-        ``target`` the sample each of those belongs to.
+        padded to G with sample 0; ``keep`` are the positions in it that are real samples (None
+        when no group needed padding) and ``target`` the sample each of those belongs to.
         """
         got = self._padded.get(device)
         if got is None:
@@ -241,7 +241,8 @@ class Routing:
             def as_tensor(v: list[int]) -> Tensor:
                 return torch.tensor(v, dtype=torch.long, device=device)
 
-            got = (as_tensor(gather), as_tensor(keep), as_tensor(target), g)
+            padding = len(keep) != len(gather)
+            got = (as_tensor(gather), as_tensor(keep) if padding else None, as_tensor(target), g)
             self._padded[device] = got
         return got
 

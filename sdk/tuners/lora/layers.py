@@ -76,6 +76,7 @@ class LoraLayer(AdapterLayer):
         self.r[name] = r
         self.scaling[name] = scaling
         self.dropout_p[name] = float(dropout)
+        self._stack = None
         self._refresh()
 
     def _init(self, a: Tensor, b: Tensor, r: int, init: bool | str) -> None:
@@ -101,6 +102,7 @@ class LoraLayer(AdapterLayer):
             del store[name]
         for meta in (self.r, self.scaling, self.dropout_p):
             meta.pop(name, None)
+        self._stack = None
 
     def delta_weight(self, name: str) -> Tensor:
         return lora_delta(self.lora_A[name], self.lora_B[name], self.scaling[name], self.kind)
@@ -117,8 +119,7 @@ class LoraLinear(LoraLayer):
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
-        self._stack_key: tuple[object, ...] | None = None
-        self._stack: tuple[Tensor, Tensor] | None = None
+        self._stack: tuple | None = None  # (names, params, their versions, A stack, B stack)
 
     def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
         result = self.base_layer(x, *args, **kwargs)
@@ -139,24 +140,26 @@ class LoraLinear(LoraLayer):
         return result
 
     def _stacked(self, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
-        """A (U, in, R) and scaled B (U, R, out) for ``names``; zeros where an adapter is absent."""
-        params = [(self.lora_A[n], self.lora_B[n]) if n in self.lora_A else None for n in names]
-        key = (names, *((id(p[0]), p[0]._version, id(p[1]), p[1]._version) if p else None for p in params))
-        if key != self._stack_key or self._stack is None:
-            rmax = max((self.r[n] for n in names if n in self.r), default=1)
-            ref = next((p[0] for p in params if p), self.base_layer.weight)
-            dtype = ref.dtype if ref.is_floating_point() else torch.float32
-            a_st = torch.zeros(len(names), self.in_features, rmax, dtype=dtype, device=ref.device)
-            b_st = torch.zeros(len(names), rmax, self.out_features, dtype=dtype, device=ref.device)
-            with torch.no_grad():
-                for u, (n, p) in enumerate(zip(names, params, strict=True)):
-                    if p is None:
-                        continue
+        """A (U, in, R) and scaled B (U, R, out) for ``names``; zeros where an adapter is absent.
+
+        Cached until the adapters change (checked through the tensors' version counters)."""
+        cached = self._stack
+        if cached is not None and cached[0] == names and cached[2] == tuple(p._version for p in cached[1]):
+            return cached[3], cached[4]
+        params = [p for n in names if n in self.lora_A for p in (self.lora_A[n], self.lora_B[n])]
+        rmax = max((self.r[n] for n in names if n in self.r), default=1)
+        ref = params[0] if params else self.base_layer.weight
+        dtype = ref.dtype if ref.is_floating_point() else torch.float32
+        a_st = torch.zeros(len(names), self.in_features, rmax, dtype=dtype, device=ref.device)
+        b_st = torch.zeros(len(names), rmax, self.out_features, dtype=dtype, device=ref.device)
+        with torch.no_grad():
+            for u, n in enumerate(names):
+                if n in self.lora_A:
                     r = self.r[n]
-                    a_st[u, :, :r] = p[0].t()
-                    b_st[u, :r, :] = p[1].t() * self.scaling[n]
-            self._stack_key, self._stack = key, (a_st, b_st)
-        return self._stack
+                    a_st[u, :, :r] = self.lora_A[n].t()
+                    b_st[u, :r, :] = self.lora_B[n].t() * self.scaling[n]
+        self._stack = (names, params, tuple(p._version for p in params), a_st, b_st)
+        return a_st, b_st
 
     def _mixed(self, x: Tensor, result: Tensor, routing: Routing) -> Tensor:
         routing.check_batch(x.shape[0])
@@ -166,8 +169,9 @@ class LoraLinear(LoraLayer):
         gather, keep, target, g = routing.padded(x.device)
         u = len(routing.unique)
         xs = x.index_select(0, gather).to(a_st.dtype).reshape(u, -1, x.shape[-1])
-        y = torch.bmm(torch.bmm(xs, a_st), b_st)
-        y = y.reshape(u * g, *result.shape[1:]).index_select(0, keep)
+        y = torch.bmm(torch.bmm(xs, a_st), b_st).reshape(u * g, *result.shape[1:])
+        if keep is not None:  # drop the padding rows
+            y = y.index_select(0, keep)
         return result.index_add(0, target, y.to(result.dtype))
 
 
