@@ -1,26 +1,32 @@
 """Benchmark ``sdk`` LoRA against Hugging Face ``peft`` in one run, on CPU.
 
 Model: a Llama-shaped ``LlamaForCausalLM`` built from a config with seeded random weights
-(hidden 1024, intermediate 2816, 4 layers, 16 heads, vocab 8000); LoRA r=16, alpha=32 on
-q_proj, k_proj, v_proj, o_proj. Both libraries get deep copies of the same base model, and
-the peft adapters get the exact same A/B tensors as the sdk adapters.
+(hidden 1024, intermediate 2816, 4 layers, 16 heads, vocab 8000, fp32); LoRA r=16, alpha=32 on
+q_proj, k_proj, v_proj, o_proj. Both libraries get deep copies of the same base model, and the
+peft adapters get the exact same A/B tensors as the sdk adapters.
 
-Sections (each timed with warm-up and interleaved repetitions, order alternating every
-repetition to cancel drift; the median is reported):
+Sections (each timed after warm-up in interleaved rounds whose order rotates every round, to
+cancel drift; medians are reported):
 
-1. ``forward``  unmerged forward, batch 4 x seq 128, eval mode, inference_mode
-2. ``train``    forward + backward + AdamW step, batch 4 x seq 128, lora_dropout 0.0
-                (and 0.05 as an extra, informational row unless ``--quick``)
-3. ``merged``   sdk ``merge_adapter()`` forward vs the plain base model (no adapter layers);
-                peft ``merge_adapter()`` for information
-4. ``mixed``    batch 64 x seq 1, 16 adapters a0..a15 (random non-zero B), one adapter name
-                per sample, eval mode; throughput in samples/s
+1. ``forward``  unmerged forward, batch 4 x seq 128, eval mode, ``torch.inference_mode``
+2. ``train``    forward + backward + AdamW step over the trainable parameters, batch 4 x seq 128,
+                lora_dropout 0.0 (and 0.05 as an informational row, ``train_dropout``)
+3. ``merged``   sdk after ``merge_adapter()`` vs the plain base model without adapter layers
+                (two plain copies, averaged per round; their ratio is an A/A control); peft
+                merged for information
+4. ``mixed``    batch 64 x seq 1, 16 adapters a0..a15 (random non-zero B), adapter_names
+                ``a{i % 16}`` per sample, eval mode; logits of sdk and peft must agree (atol 1e-4)
+                before timing; throughput in samples/s
+
+Rounds during which another process used the CPU (read from /proc) are left out and re-run.
+Each goal's ratio comes with a 95% bootstrap interval over the rounds.
 
 Usage::
 
-    .venv/bin/python bench/bench_lora.py            # full run (a few minutes on 2 cores)
+    .venv/bin/python bench/bench_lora.py            # full run (about 3 minutes on 2 cores)
     .venv/bin/python bench/bench_lora.py --quick    # smoke test (< 1 minute)
     .venv/bin/python bench/bench_lora.py --json out.json
+    .venv/bin/python bench/bench_lora.py --only mixed
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ import argparse
 import copy
 import gc
 import json
+import math
 import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -68,7 +76,7 @@ GOALS = {
 
 SETTINGS = {
     # reps = timed repetitions per variant (interleaved); warmup per variant
-    "full": {"forward": (4, 30), "train": (3, 15), "train_dropout": (2, 10), "merged": (4, 30), "mixed": (10, 150)},
+    "full": {"forward": (4, 30), "train": (3, 30), "train_dropout": (2, 12), "merged": (4, 30), "mixed": (10, 150)},
     "quick": {"forward": (1, 3), "train": (1, 3), "train_dropout": (0, 0), "merged": (1, 3), "mixed": (2, 6)},
 }
 
@@ -168,21 +176,22 @@ def time_interleaved(
     """Run every fn ``warmup`` times, then ``reps`` rounds; the order rotates each round.
 
     A round during which other processes used more than ``max_foreign`` of a core (read from
-    /proc on Linux) is thrown away and run again, up to ``RETRY_FACTOR * reps`` extra rounds;
-    the counts are kept in ``STATS``.
+    /proc on Linux) counts as noisy and is run again; at most ``(1 + RETRY_FACTOR) * reps``
+    rounds are run in all. The result holds the clean rounds only when at least
+    ``max(3, reps // 3)`` are clean, otherwise every round (reported as ``kept_noisy_rounds``).
     """
     keys = list(fns)
     for _ in range(warmup):
         for k in keys:
             fns[k]()
-    times: dict[str, list[float]] = {k: [] for k in keys}
-    dropped = kept_noisy = 0
+    clean: dict[str, list[float]] = {k: [] for k in keys}
+    noisy: dict[str, list[float]] = {k: [] for k in keys}
     gc.collect()
     gc_was = gc.isenabled()
     gc.disable()
     try:
         i = 0
-        while len(times[keys[0]]) < reps:
+        while len(clean[keys[0]]) < reps and i < (1 + RETRY_FACTOR) * reps:
             order = keys[i % len(keys) :] + keys[: i % len(keys)]
             if (i // len(keys)) % 2:
                 order = order[::-1]
@@ -194,23 +203,22 @@ def time_interleaved(
                 fns[k]()
                 round_t[k] = time.perf_counter() - t0
             share = _foreign_share(j0, _cpu_jiffies(), time.perf_counter() - w0)
-            if share > max_foreign:
-                if dropped < RETRY_FACTOR * reps:
-                    dropped += 1
-                    continue
-                kept_noisy += 1
+            dest = noisy if share > max_foreign else clean
             for k in keys:
-                times[k].append(round_t[k])
+                dest[k].append(round_t[k])
     finally:
         if gc_was:
             gc.enable()
-    STATS["rounds"] += reps
-    STATS["dropped_rounds"] += dropped
-    STATS["kept_noisy_rounds"] += kept_noisy
-    return times
+    n_clean, n_noisy = len(clean[keys[0]]), len(noisy[keys[0]])
+    STATS["rounds"] += n_clean + n_noisy
+    STATS["noisy_rounds"] += n_noisy
+    if n_clean >= max(3, reps // 3):
+        return clean
+    STATS["kept_noisy_rounds"] += n_noisy
+    return {k: clean[k] + noisy[k] for k in keys}
 
 
-STATS = {"rounds": 0, "dropped_rounds": 0, "kept_noisy_rounds": 0}
+STATS = {"rounds": 0, "noisy_rounds": 0, "kept_noisy_rounds": 0}
 RETRY_FACTOR = 1
 
 
@@ -221,9 +229,8 @@ def summary(ts: list[float]) -> dict[str, float]:
 
 def ratio_ci(a: list[float], b: list[float], n: int = 2000, level: float = 0.95) -> tuple[float, float]:
     """Bootstrap interval of median(a)/median(b), resampling whole rounds (a_i, b_i) together."""
-    if len(a) < 3:
-        r = statistics.median(a) / statistics.median(b)
-        return r, r
+    if len(a) < 8:  # too few rounds for a meaningful interval
+        return math.nan, math.nan
     rng = random.Random(0)
     k = len(a)
     stats = []
@@ -276,6 +283,7 @@ def bench_train(base, inputs, warmup, reps, dropout) -> dict:
     s.train()
     p.train()
     steps = {}
+    n_trainable = {}
     for name, m in (("sdk", s), ("peft", p)):
         params = [q for q in m.parameters() if q.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-4)
@@ -287,8 +295,8 @@ def bench_train(base, inputs, warmup, reps, dropout) -> dict:
             opt.step()
 
         steps[name] = step
-        steps[name + "_ntrain"] = sum(q.numel() for q in params)
-    n_s, n_p = steps.pop("sdk_ntrain"), steps.pop("peft_ntrain")
+        n_trainable[name] = sum(q.numel() for q in params)
+    n_s, n_p = n_trainable["sdk"], n_trainable["peft"]
     assert n_s == n_p, f"trainable parameter counts differ: sdk {n_s} vs peft {n_p}"
     times = time_interleaved(steps, warmup, reps)
     return {
@@ -306,7 +314,7 @@ def bench_train(base, inputs, warmup, reps, dropout) -> dict:
 def bench_merged(base, inputs, warmup, reps) -> dict:
     s, p = make_pair(base, ["default"], init=False)
     plain = copy.deepcopy(base)
-    plain2 = copy.deepcopy(base)  # A/A control: a second plain copy shows the noise floor
+    plain2 = copy.deepcopy(base)  # a second plain copy: A/A control and part of the reference
     for m in (s, p, plain, plain2):
         m.eval()
     with torch.inference_mode():
@@ -330,17 +338,22 @@ def bench_merged(base, inputs, warmup, reps) -> dict:
             warmup,
             reps,
         )
+    # The plain model is timed as two identical copies; their per-round mean is the reference, which
+    # evens out how one particular copy happens to sit in memory (see "ratio_control").
+    pooled = [(a + b) / 2 for a, b in zip(times["base"], times["base_copy"], strict=True)]
     med = {k: statistics.median(v) for k, v in times.items()}
+    med["pooled"] = statistics.median(pooled)
     return {
         "sdk": summary(times["sdk"]),
-        "base": summary(times["base"]),
+        "base": summary(pooled),
         "peft": summary(times["peft"]),
-        "ratio_sdk_base": med["sdk"] / med["base"],
-        "ratio_sdk_base_ci95": ratio_ci(times["sdk"], times["base"]),
-        "paired_ratio_sdk_base": paired_ratio(times["sdk"], times["base"]),
-        "ratio_peft_base": med["peft"] / med["base"],
+        "ratio_sdk_base": med["sdk"] / med["pooled"],
+        "ratio_sdk_base_ci95": ratio_ci(times["sdk"], pooled),
+        "paired_ratio_sdk_base": paired_ratio(times["sdk"], pooled),
+        "ratio_peft_base": med["peft"] / med["pooled"],
         "ratio_sdk_peft": med["sdk"] / med["peft"],
-        "base_copy": summary(times["base_copy"]),
+        "base_copy1": summary(times["base"]),
+        "base_copy2": summary(times["base_copy"]),
         "ratio_control": med["base_copy"] / med["base"],
         "ratio_control_ci95": ratio_ci(times["base_copy"], times["base"]),
         "times_s": times,
@@ -446,9 +459,9 @@ def table(results: dict) -> str:
         )
         row("   (peft merged / base, info)", ratio=f"peft/base {m['ratio_peft_base']:.3f}")
         row(
-            "   (A/A control: 2nd plain copy / base)",
-            base_v=med(m, "base_copy"),
-            ratio=f"copy/base {m['ratio_control']:.3f}",
+            "   (A/A control: plain copy 2 / copy 1)",
+            base_v=med(m, "base_copy2"),
+            ratio=f"A/A {m['ratio_control']:.3f}",
         )
     if "mixed" in results:
         x = results["mixed"]
@@ -476,14 +489,14 @@ def goals_table(results: dict) -> tuple[str, dict]:
         f"| {'goal':<42} | {'value':>7} | {'95% interval':>15} | result        |",
         f"|{'-' * 44}|{'-' * 9}|{'-' * 17}|---------------|",
     ]
-    verdict = {}
+    verdict: dict = {}
     for key, (desc, metric, op, thr) in GOALS.items():
         if key not in results:
             continue
         v = lookup(results, metric)
         lo, hi = lookup(results, metric + "_ci95")
         ok = v <= thr if op == "<=" else v >= thr
-        sure = not (lo <= thr <= hi)
+        sure = not math.isnan(lo) and not (lo <= thr <= hi)
         verdict[key] = {
             "goal": desc,
             "value": v,
@@ -493,9 +506,37 @@ def goals_table(results: dict) -> tuple[str, dict]:
             "pass": ok,
             "outside_noise": sure,
         }
-        res = ("PASS" if ok else "MISS") + ("" if sure else " (noise)")
-        lines.append(f"| {desc:<42} | {v:7.3f} | {f'{lo:.3f} - {hi:.3f}':>15} | {res:<13} |")
+        if math.isnan(lo):
+            res, interval = ("PASS" if ok else "MISS") + " (few)", "n/a"
+        else:
+            res, interval = ("PASS" if ok else "MISS") + ("" if sure else " (noise)"), f"{lo:.3f} - {hi:.3f}"
+        lines.append(f"| {desc:<42} | {v:7.3f} | {interval:>15} | {res:<13} |")
     return "\n".join(lines), verdict
+
+
+def _git_describe() -> str | None:
+    """Commit of the checkout, with '+dirty-sdk' when sdk/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "sdk"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty-sdk" if dirty else "")
+
+
+def _jsonable(obj: object) -> object:
+    """``results`` with NaN turned into null (strict JSON) and tuples into lists."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -504,6 +545,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads (default: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--retries",
+        type=float,
+        default=None,
+        help="extra rounds allowed per section, as a multiple of its repetitions, to replace rounds "
+        "disturbed by other processes (default 1, --quick 0)",
+    )
     ap.add_argument(
         "--only",
         nargs="*",
@@ -515,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     mode = "quick" if args.quick else "full"
     global RETRY_FACTOR
-    RETRY_FACTOR = 0 if args.quick else 1
+    RETRY_FACTOR = args.retries if args.retries is not None else (0 if args.quick else 1)
     plan = SETTINGS[mode]
     sections = args.only or [k for k, (w, n) in plan.items() if n > 0]
 
@@ -540,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": str(next(base.parameters()).dtype),
         "base_params": sum(q.numel() for q in base.parameters()),
         "loadavg_start": os.getloadavg(),
+        "sdk_commit": _git_describe(),
     }
     log(
         f"[bench] {mode} run, torch {env['torch']}, {env['threads']} threads, "
@@ -571,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"sdk vs peft {env['peft']} | torch {env['torch']} | transformers {env['transformers']} | "
-        f"{env['threads']} threads on {env['cpu_count']} CPUs | {mode} run"
+        f"{env['threads']} threads on {env['cpu_count']} CPUs | sdk at {env['sdk_commit']} | {mode} run"
     )
     print("Llama 1024/2816, 4 layers, 16 heads, vocab 8000, fp32; LoRA r=16 alpha=32 on q,k,v,o_proj")
     print()
@@ -579,6 +628,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     text, verdict = goals_table(results)
     print(text)
+    print(
+        "PASS/MISS compare the median ratio with the goal; '(noise)': the 95% bootstrap interval "
+        "includes the goal; '(few)': too few repetitions for an interval (e.g. --quick)."
+    )
     results["goals"] = verdict
     checks = []
     if "forward" in results:
@@ -600,8 +653,8 @@ def main(argv: list[str] | None = None) -> int:
         f"at end (1 min) {env['loadavg_end'][0]:.2f}"
     )
     print(
-        f"timed rounds: {STATS['rounds']}; re-run because another process used the CPU: "
-        f"{STATS['dropped_rounds']}; kept although noisy (retry budget spent): {STATS['kept_noisy_rounds']}"
+        f"timed rounds: {STATS['rounds']}, of which {STATS['noisy_rounds']} noisy (another process used the CPU; "
+        f"left out where enough clean rounds remained); noisy rounds used anyway: {STATS['kept_noisy_rounds']}"
     )
     if STATS["kept_noisy_rounds"]:
         print(
@@ -609,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
             "(the interleaved ratios are less affected)"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n")
         log(f"[bench] wrote {args.json}")
     return 0
 
