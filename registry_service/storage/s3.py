@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
+from itertools import islice
 from typing import Any
 
 import boto3
@@ -47,6 +51,10 @@ from .base import (
     open_source,
     resolve_range,
 )
+
+#: Range size and read-ahead depth when hashing large staged objects.
+_HASH_RANGE = 4 * 1024 * 1024
+_HASH_AHEAD = 8
 
 #: boto3 clients are classes generated at run time (no stubs are installed), hence ``Any``.
 S3Client = Any
@@ -418,14 +426,41 @@ class S3BlobStore:
         return await asyncio.to_thread(self._staging_sha256_and_size, staging_key)
 
     def _staging_sha256_and_size(self, staging_key: str) -> tuple[str, int]:
+        key = check_staging_key(staging_key)
+        size = self._head_size(key)
+        if size is not None and size > 2 * _HASH_RANGE:
+            return self._parallel_sha256(key, size)
         try:
-            response = self._client.get_object(Bucket=self.bucket, Key=check_staging_key(staging_key))
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if _code(exc) in _NOT_FOUND:
                 raise BlobNotFoundError(f"nothing staged under {staging_key}") from exc
             raise StorageError(f"GET {staging_key}: {_message(exc)}") from exc
         with closing(response["Body"]) as body:
             return hash_stream(body)
+
+    def _parallel_sha256(self, key: str, size: int) -> tuple[str, int]:
+        """sha256 of a large object: ranged GETs run ahead in threads, hashed in order.
+
+        At most ``_HASH_AHEAD`` ranges are in memory at once."""
+        digest = hashlib.sha256()
+        offsets = iter(range(0, size, _HASH_RANGE))
+        missing = f"nothing staged under {key}"
+        seen = 0
+        with ThreadPoolExecutor(max_workers=_HASH_AHEAD) as pool:
+            pending: deque[Future[bytes]] = deque(
+                pool.submit(self._read_key, key, off, _HASH_RANGE, missing) for off in islice(offsets, _HASH_AHEAD)
+            )
+            while pending:
+                data = pending.popleft().result()
+                digest.update(data)
+                seen += len(data)
+                nxt = next(offsets, None)
+                if nxt is not None:
+                    pending.append(pool.submit(self._read_key, key, nxt, _HASH_RANGE, missing))
+        if seen != size:
+            raise StorageError(f"{key}: read {seen} bytes of {size}")
+        return digest.hexdigest(), size
 
     async def read_staging_range(self, staging_key: str, start: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``start`` of the staged object (to validate it before promotion)."""

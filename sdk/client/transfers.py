@@ -25,7 +25,7 @@ from ..errors import AdapterError
 from .http import Http, RegistryUnavailable, raise_for_problem
 
 CHUNK = 1 << 20
-PART_BYTES = 16 << 20
+PART_BYTES = 8 << 20
 WORKERS = 8
 
 
@@ -95,9 +95,15 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
         with progress_bar(size, label, show_progress(quiet)) as bar:
             bar.update(sum(ranges[i][1] - ranges[i][0] + 1 for i in done if i < len(ranges)))
 
+            # the first request learns whether the API redirects to storage; the others start as
+            # soon as its answer's headers are in, instead of after its whole range
+            learned = threading.Event()
+
             def fetch(index: int) -> None:
                 start, end = ranges[index]
                 headers = {"Range": f"bytes={start}-{end}"}
+                if index != todo[0]:
+                    learned.wait()
 
                 def send() -> httpx.Response:
                     url = where.get("url")
@@ -107,11 +113,17 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                 for attempt in range(http.retries + 2):
                     written = 0
                     hashers[0] = hashlib.sha256()
-                    response = http.call(send)
+                    try:
+                        response = http.call(send)
+                    except BaseException:
+                        learned.set()  # let the others run (and fail) on their own
+                        raise
                     try:
                         if response.status_code in (301, 302, 303, 307, 308):  # S3: follow without our token
                             where["url"] = response.headers["location"]
+                            learned.set()
                             continue
+                        learned.set()
                         raise_for_problem(response)
                         if response.status_code != 206 and not (start == 0 and end == size - 1):
                             raise AdapterError(f"the server ignored the Range request for {label}")
@@ -133,17 +145,29 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                     finally:
                         response.close()
 
-            if todo:
-                fetch(todo[0])  # learns the storage URL for the others
-            if len(todo) > 2 and workers > 1:
-                with ThreadPoolExecutor(max_workers=min(workers, len(todo) - 1)) as pool:
-                    list(pool.map(fetch, todo[1:]))
+            if len(todo) > 1 and workers > 1:
+                # hash in file order while later ranges are still downloading
+                digest = hashlib.sha256()
+                rfd = os.open(part, os.O_RDONLY)
+                try:
+                    with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                        futures = {i: pool.submit(fetch, i) for i in todo}
+                        for i, (start, end) in enumerate(ranges):
+                            if i in futures:
+                                futures[i].result()
+                            for off in range(start, end + 1, CHUNK):
+                                digest.update(os.pread(rfd, min(CHUNK, end + 1 - off), off))
+                finally:
+                    os.close(rfd)
+                hashers[0] = digest
+                streamed = True
             else:
-                for i in todo[1:]:
+                for i in todo:
                     fetch(i)
+                streamed = single and bool(todo)
     finally:
         os.close(fd)
-    got = hashers[0].hexdigest() if single and todo else sha256_file(part)
+    got = hashers[0].hexdigest() if streamed else sha256_file(part)
     if got != sha256:
         part.unlink(missing_ok=True)
         state_file.unlink(missing_ok=True)
