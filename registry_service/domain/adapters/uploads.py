@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +26,10 @@ from ...db.models import UploadSession
 from ...errors import BadRequest, NotFound, reject
 from ...names import check_part
 from ...settings import Settings
-from ...storage import MIN_PART_SIZE, BlobStore
+from ...storage import BlobStore
 from ...storage.base import check_sha256
 from ..auth.tokens import Principal
+from ..upload_sessions import part_size_for, receive_part, session_body
 from . import service
 from .controller import ROOT, base_url, push_options, read_small
 from .publish import Payload, publish
@@ -96,8 +96,7 @@ class UploadController(Controller):
             raise BadRequest(str(exc)) from exc
         if data.size < 8:
             raise reject(f"{data.size} bytes cannot be a safetensors file", found=str(data.size))
-        part = max(settings.upload_part_bytes, MIN_PART_SIZE, math.ceil(data.size / 10_000))
-        count = max(1, math.ceil(data.size / part))
+        part = part_size_for(data.size, settings)
         mp = await store.start_multipart(f"{ns}-{name}")
         row = UploadSession(namespace=ns, name=name, filename=data.filename, size=data.size, sha256=sha,
                             staging_key=mp.staging_key, storage_upload_id=mp.upload_id, part_size=part,
@@ -105,14 +104,9 @@ class UploadController(Controller):
         db.add(row)
         await db.flush()
         root = f"{base_url(request, settings)}{ROOT}/{ns}/{name}/uploads/{row.id}"
-        parts = []
-        for n in range(1, count + 1):
-            url = await store.presign_part(mp.staging_key, mp.upload_id, n, expires=settings.presign_expires_s)
-            parts.append({"part_number": n, "url": url or f"{root}/parts/{n}", "method": "PUT",
-                          "size": min(part, data.size - (n - 1) * part)})
+        body = await session_body(store, mp, str(row.id), data.size, part, root, settings)
         await db.commit()
-        return {"id": str(row.id), "part_size": part, "parts": parts, "finalize_url": f"{root}/finalize",
-                "direct": parts[0]["url"] != f"{root}/parts/1"}
+        return body
 
     @put("/{upload_id:str}/parts/{part_number:int}")
     async def upload_part(self, ns: str, name: str, upload_id: str, part_number: int, request: Request,
@@ -120,14 +114,7 @@ class UploadController(Controller):
         """Receive one part through the API (the local backend, which has no presigned URLs)."""
         principal.require_write(ns)
         row = await self._session(db, ns, name, upload_id)
-        body = await request.body()
-        if len(body) > row.part_size:
-            raise reject(f"part {part_number} is {len(body)} bytes; parts are at most {row.part_size}",
-                         expected=str(row.part_size), found=str(len(body)))
-        staging_key, storage_upload_id = row.staging_key, row.storage_upload_id
-        await db.rollback()  # the session row lock is not needed while the part is written
-        etag = await store.write_part(staging_key, part_number, body, upload_id=storage_upload_id)
-        return Response({"part_number": part_number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+        return await receive_part(row, part_number, request, db, store)
 
     @delete("/{upload_id:str}", status_code=200)
     async def abort(self, ns: str, name: str, upload_id: str, db: AsyncSession, principal: Principal,

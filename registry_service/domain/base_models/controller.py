@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ...db.models import BaseModel, BaseModelFile, BaseModelUpload
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...settings import Settings
-from ...storage import MIN_PART_SIZE, BlobStore
+from ...storage import BlobStore
 from ...storage.base import check_sha256
 from ..adapters.controller import base_url, upload_payload
 from ..adapters.downloads import serve_file
 from ..adapters.service import describe_adapter, search
 from ..auth.tokens import Principal
+from ..upload_sessions import part_size_for, receive_part, session_body
 from . import service, weights
 
 ROOT = "/api/v1/base-models"
@@ -173,8 +173,7 @@ class BaseModelController(Controller):
         old = next((f for f in stored if f.filename == filename), None)
         if old is not None and (old.sha256 != sha or old.size != data.size):
             raise weights.not_replaced(old)
-        part = max(settings.upload_part_bytes, MIN_PART_SIZE, math.ceil(data.size / 10_000))
-        count = max(1, math.ceil(data.size / part))
+        part = part_size_for(data.size, settings)
         mp = await store.start_multipart(f"base-{ns}-{name}")
         upload = BaseModelUpload(base_model_id=row.id, filename=filename, size=data.size, sha256=sha,
                                  staging_key=mp.staging_key, storage_upload_id=mp.upload_id, part_size=part,
@@ -182,14 +181,9 @@ class BaseModelController(Controller):
         db.add(upload)
         await db.flush()
         root = f"{base_url(request, settings)}{ROOT}/{ns}/{name}/uploads/{upload.id}"
-        parts = []
-        for n in range(1, count + 1):
-            url = await store.presign_part(mp.staging_key, mp.upload_id, n, expires=settings.presign_expires_s)
-            parts.append({"part_number": n, "url": url or f"{root}/parts/{n}", "method": "PUT",
-                          "size": min(part, data.size - (n - 1) * part)})
+        body = await session_body(store, mp, str(upload.id), data.size, part, root, settings)
         await db.commit()
-        return {"id": str(upload.id), "part_size": part, "parts": parts, "finalize_url": f"{root}/finalize",
-                "direct": parts[0]["url"] != f"{root}/parts/1"}
+        return body
 
     @put("/{ns:str}/{name:str}/uploads/{upload_id:str}/parts/{part_number:int}")
     async def upload_part(self, ns: str, name: str, upload_id: str, part_number: int, request: Request,
@@ -197,14 +191,7 @@ class BaseModelController(Controller):
         """Receive one part through the API (the local backend, which has no presigned URLs)."""
         principal.require_write(ns)
         upload = await _open_upload(db, ns, name, upload_id)
-        body = await request.body()
-        if len(body) > upload.part_size:
-            raise reject(f"part {part_number} is {len(body)} bytes; parts are at most {upload.part_size}",
-                         expected=str(upload.part_size), found=str(len(body)))
-        staging_key, storage_upload_id = upload.staging_key, upload.storage_upload_id
-        await db.rollback()  # the session row lock is not needed while the part is written
-        etag = await store.write_part(staging_key, part_number, body, upload_id=storage_upload_id)
-        return Response({"part_number": part_number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+        return await receive_part(upload, part_number, request, db, store)
 
     @delete("/{ns:str}/{name:str}/uploads/{upload_id:str}", status_code=HTTP_200_OK)
     async def abort_upload(self, ns: str, name: str, upload_id: str, db: AsyncSession, principal: Principal,

@@ -1,0 +1,52 @@
+"""Upload-session mechanics shared by adapter and base-model uploads: part sizing, the URL per
+part (presigned on S3, through the API on the local backend), and receiving a part."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+from litestar import Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..errors import reject
+from ..settings import Settings
+from ..storage import MIN_PART_SIZE, BlobStore, MultipartUpload
+
+
+class SessionRow(Protocol):
+    """What the upload-session tables have in common."""
+
+    staging_key: str
+    storage_upload_id: str | None
+    part_size: int
+
+
+def part_size_for(size: int, settings: Settings) -> int:
+    """Part size for a file of ``size`` bytes (S3 allows at most 10,000 parts of at least 5 MiB)."""
+    return max(settings.upload_part_bytes, MIN_PART_SIZE, math.ceil(size / 10_000))
+
+
+async def session_body(store: BlobStore, mp: MultipartUpload, upload_id: str, size: int, part: int, root: str,
+                       settings: Settings) -> dict[str, Any]:
+    """The answer to opening a session: one PUT URL per part, and where to finalize."""
+    parts = []
+    for n in range(1, max(1, math.ceil(size / part)) + 1):
+        url = await store.presign_part(mp.staging_key, mp.upload_id, n, expires=settings.presign_expires_s)
+        parts.append({"part_number": n, "url": url or f"{root}/parts/{n}", "method": "PUT",
+                      "size": min(part, size - (n - 1) * part)})
+    return {"id": upload_id, "part_size": part, "parts": parts, "finalize_url": f"{root}/finalize",
+            "direct": parts[0]["url"] != f"{root}/parts/1"}
+
+
+async def receive_part(row: SessionRow, part_number: int, request: Request, db: AsyncSession,
+                       store: BlobStore) -> Response[dict]:
+    """Store one part sent through the API (the local backend has no presigned URLs)."""
+    body = await request.body()
+    if len(body) > row.part_size:
+        raise reject(f"part {part_number} is {len(body)} bytes; parts are at most {row.part_size}",
+                     expected=str(row.part_size), found=str(len(body)))
+    staging_key, storage_upload_id = row.staging_key, row.storage_upload_id
+    await db.rollback()  # the session row lock is not needed while the part is written
+    etag = await store.write_part(staging_key, part_number, body, upload_id=storage_upload_id)
+    return Response({"part_number": part_number, "etag": etag}, headers={"ETag": f'"{etag}"'})
