@@ -3,6 +3,7 @@ part (presigned on S3, through the API on the local backend), and receiving a pa
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any, Protocol
 
@@ -12,14 +13,31 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..errors import reject
 from ..settings import Settings
 from ..storage import MIN_PART_SIZE, BlobStore, MultipartUpload
+from .adapters.publish import Payload
 
 
 class SessionRow(Protocol):
     """What the upload-session tables have in common."""
 
+    filename: str
+    size: int
+    sha256: str
     staging_key: str
     storage_upload_id: str | None
     part_size: int
+
+
+def staged_payload(store: BlobStore, row: SessionRow, loop: asyncio.AbstractEventLoop) -> Payload:
+    """A payload over a staged object: ranged reads from a worker thread, stored by promotion."""
+
+    def read_at(offset: int, length: int) -> bytes:
+        coro = store.read_staging_range(row.staging_key, offset, length)
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    async def promote(blobs: BlobStore) -> Any:
+        return await blobs.promote_staging(row.staging_key, row.sha256)
+
+    return Payload(row.filename, row.sha256, row.size, read_at, promote)
 
 
 def part_size_for(size: int, settings: Settings) -> int:

@@ -15,7 +15,6 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from litestar import Controller, Request, Response, delete, post, put
 from litestar.status_codes import HTTP_201_CREATED
@@ -29,10 +28,10 @@ from ...settings import Settings
 from ...storage import BlobStore
 from ...storage.base import check_sha256
 from ..auth.tokens import Principal
-from ..upload_sessions import part_size_for, receive_part, session_body
+from ..upload_sessions import part_size_for, receive_part, session_body, staged_payload
 from . import service
 from .controller import ROOT, base_url, push_options, read_small
-from .publish import Payload, publish
+from .publish import publish
 from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 
 
@@ -43,19 +42,6 @@ class NewUpload:
     size: int
     sha256: str
     filename: str = WEIGHTS_FILE
-
-
-def staged_payload(store: BlobStore, session: UploadSession, loop: asyncio.AbstractEventLoop) -> Payload:
-    """A payload over a staged object: ranged reads from a worker thread, stored by promotion."""
-
-    def read_at(offset: int, length: int) -> bytes:
-        coro = store.read_staging_range(session.staging_key, offset, length)
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
-
-    async def promote(blobs: BlobStore) -> Any:
-        return await blobs.promote_staging(session.staging_key, session.sha256)
-
-    return Payload(session.filename, session.sha256, session.size, read_at, promote)
 
 
 class UploadController(Controller):

@@ -22,7 +22,7 @@ from ..adapters.controller import base_url, upload_payload
 from ..adapters.downloads import serve_file
 from ..adapters.service import describe_adapter, search
 from ..auth.tokens import Principal
-from ..upload_sessions import part_size_for, receive_part, session_body
+from ..upload_sessions import part_size_for, receive_part, session_body, staged_payload
 from . import service, weights
 
 ROOT = "/api/v1/base-models"
@@ -226,7 +226,7 @@ class BaseModelController(Controller):
             if size != upload.size or sha != upload.sha256:
                 raise reject("the uploaded bytes are not the declared file", expected=f"{upload.size} bytes, "
                              f"sha256 {upload.sha256}", found=f"{size} bytes, sha256 {sha}")
-            payload = weights.staged_payload(store, upload, asyncio.get_running_loop())
+            payload = staged_payload(store, upload, asyncio.get_running_loop())
             checked = await asyncio.to_thread(weights.check_files, [payload], row.signature,
                                               max_header_bytes=settings.max_header_bytes)
             files, added = await weights.save_files(request.app.state.sessionmaker, store, principal, row, checked,

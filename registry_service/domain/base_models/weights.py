@@ -11,7 +11,6 @@ leaves no row and no blob.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from sdk.errors import ValidationFailed
 from sdk.problems import Problem
 from sdk.safetensors_header import ReadAt, bytes_reader, non_float_problems, read_header
 
-from ...db.models import BaseModel, BaseModelFile, BaseModelUpload, Event
+from ...db.models import BaseModel, BaseModelFile, Event
 from ...errors import Conflict, reject
 from ...storage import BlobStore, blob_key
 from ..adapters.publish import Payload
@@ -239,19 +238,6 @@ async def _check_against_stored(store: BlobStore, existing: Mapping[str, BaseMod
         raise ValidationFailed(problems)
 
 
-def staged_payload(store: BlobStore, upload: BaseModelUpload, loop: asyncio.AbstractEventLoop) -> Payload:
-    """A payload over a staged multipart upload: ranged reads from a worker thread, stored by promotion."""
-
-    def read_at(offset: int, length: int) -> bytes:
-        coro = store.read_staging_range(upload.staging_key, offset, length)
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
-
-    async def promote(blobs: BlobStore) -> Any:
-        return await blobs.promote_staging(upload.staging_key, upload.sha256)
-
-    return Payload(upload.filename, upload.sha256, upload.size, read_at, promote)
-
-
 __all__ = [
     "CheckedFile",
     "check_files",
@@ -263,6 +249,5 @@ __all__ = [
     "files_of",
     "not_replaced",
     "save_files",
-    "staged_payload",
     "stored_tensor_names",
 ]
