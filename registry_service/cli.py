@@ -17,6 +17,19 @@ def _settings(data_dir: Path | None) -> Settings:
     return Settings.from_env(data_dir=data_dir)
 
 
+def _migrated_database(settings: Settings) -> tuple[str, object]:
+    """The database URL (starting the embedded PostgreSQL if none is configured), migrated.
+
+    Returns the embedded server's handle too: keep it referenced while the database is used."""
+    from .db.session import apply_migrations, start_embedded_postgres
+
+    url, server = settings.database_url, None
+    if url is None:
+        url, server = start_embedded_postgres(settings.data_dir)
+    apply_migrations(url)
+    return url, server
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -42,13 +55,7 @@ def migrate(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory of the embedded default.")] = None,
 ) -> None:
     """Apply database migrations (the service also applies them when it starts)."""
-    from .db.session import apply_migrations, start_embedded_postgres
-
-    settings = _settings(data_dir)
-    url = settings.database_url
-    if url is None:
-        url, _server = start_embedded_postgres(settings.data_dir)
-    apply_migrations(url)
+    _migrated_database(_settings(data_dir))
     typer.echo("database is at the newest schema revision")
 
 
@@ -70,14 +77,10 @@ def token(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory of the embedded default.")] = None,
 ) -> None:
     """Create an API token directly in the database and print it (shown once)."""
-    from .db.session import apply_migrations, make_engine, make_sessionmaker, start_embedded_postgres
+    from .db.session import make_engine, make_sessionmaker
     from .domain.auth.tokens import create_token
 
-    settings = _settings(data_dir)
-    url = settings.database_url
-    if url is None:
-        url, _server = start_embedded_postgres(settings.data_dir)
-    apply_migrations(url)
+    url, _server = _migrated_database(_settings(data_dir))
 
     async def run() -> str:
         engine = make_engine(url)
