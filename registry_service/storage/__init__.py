@@ -21,6 +21,7 @@ from .base import (
     UploadError,
     blob_key,
     content_disposition,
+    is_direct_key,
     sha256_from_key,
 )
 from .local import LocalBlobStore
@@ -42,5 +43,6 @@ __all__ = [
     "UploadError",
     "blob_key",
     "content_disposition",
+    "is_direct_key",
     "sha256_from_key",
 ]

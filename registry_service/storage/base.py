@@ -112,6 +112,19 @@ def check_staging_key(staging_key: str) -> str:
     return staging_key
 
 
+def is_direct_key(key: str) -> bool:
+    """Whether an upload's key is a blob's content key (a direct upload) rather than a staging key."""
+    return key.startswith(BLOB_PREFIX)
+
+
+def check_upload_key(key: str) -> str:
+    """Return ``key`` if a multipart upload may target it: a staging key, or a blob key (direct upload)."""
+    if is_direct_key(key):
+        sha256_from_key(key)
+        return key
+    return check_staging_key(key)
+
+
 def new_staging_key(upload_id_hint: str) -> str:
     """A fresh staging key: ``staging/<sanitized hint>-<32 random hex>`` (at most 105 characters)."""
     hint = re.sub(r"[^A-Za-z0-9._-]+", "-", upload_id_hint).strip(".-")[:64] or "upload"
@@ -262,8 +275,15 @@ class BlobStore(Protocol):
         """A time-limited URL that downloads the blob as ``filename``; ``None`` when the backend has none."""
         ...
 
-    async def start_multipart(self, upload_id_hint: str) -> MultipartUpload:
-        """Open a multipart upload into a fresh staging key; ``upload_id_hint`` only decorates the key."""
+    async def start_multipart(self, upload_id_hint: str, sha256: str | None = None) -> MultipartUpload:
+        """Open a multipart upload into a fresh staging key; ``upload_id_hint`` only decorates the key.
+
+        Given the final file's ``sha256``, a backend whose promotion would copy every byte (S3) opens
+        the upload straight on the blob's content key when that blob does not exist yet
+        (:func:`is_direct_key` is then true for ``staging_key``): completing it stores the blob, and
+        the caller must verify it and delete it if it is wrong, under the blob's lock. The staging
+        methods below accept such keys; ``promote_staging``/``delete_staging`` never get them.
+        """
         ...
 
     async def presign_part(self, staging_key: str, upload_id: str, part_number: int, expires: int = 3600) -> str | None:

@@ -216,8 +216,8 @@ class LocalBlobStore:
 
     # -- multipart uploads -----------------------------------------------------------------------
 
-    async def start_multipart(self, upload_id_hint: str) -> MultipartUpload:
-        """Create ``multipart/<name>/`` holding a fresh upload id."""
+    async def start_multipart(self, upload_id_hint: str, sha256: str | None = None) -> MultipartUpload:
+        """Create ``multipart/<name>/`` holding a fresh upload id (always staged: promotion is a rename)."""
         return await asyncio.to_thread(self._start_multipart, upload_id_hint)
 
     def _start_multipart(self, upload_id_hint: str) -> MultipartUpload:

@@ -44,6 +44,7 @@ from .base import (
     check_read,
     check_sha256,
     check_staging_key,
+    check_upload_key,
     content_disposition,
     hash_stream,
     new_staging_key,
@@ -329,12 +330,15 @@ class S3BlobStore:
 
     # -- multipart uploads ---------------------------------------------------------------------
 
-    async def start_multipart(self, upload_id_hint: str) -> MultipartUpload:
-        """CreateMultipartUpload on a fresh staging key."""
-        return await asyncio.to_thread(self._start_multipart, upload_id_hint)
+    async def start_multipart(self, upload_id_hint: str, sha256: str | None = None) -> MultipartUpload:
+        """CreateMultipartUpload on a fresh staging key, or on the blob's content key when ``sha256`` is
+        given and that blob does not exist yet (no server-side copy at promotion: see the protocol)."""
+        return await asyncio.to_thread(self._start_multipart, upload_id_hint, sha256)
 
-    def _start_multipart(self, upload_id_hint: str) -> MultipartUpload:
+    def _start_multipart(self, upload_id_hint: str, sha256: str | None = None) -> MultipartUpload:
         staging_key = new_staging_key(upload_id_hint)
+        if sha256 is not None and self._head_size(blob_key(sha256)) is None:
+            staging_key = blob_key(sha256)
         response = self._client.create_multipart_upload(
             Bucket=self.bucket, Key=staging_key, ContentType="application/octet-stream"
         )
@@ -346,7 +350,7 @@ class S3BlobStore:
             "upload_part",
             Params={
                 "Bucket": self.bucket,
-                "Key": check_staging_key(staging_key),
+                "Key": check_upload_key(staging_key),
                 "UploadId": upload_id,
                 "PartNumber": check_part_number(part_number),
             },
@@ -366,7 +370,7 @@ class S3BlobStore:
         try:
             response = self._client.upload_part(
                 Bucket=self.bucket,
-                Key=check_staging_key(staging_key),
+                Key=check_upload_key(staging_key),
                 UploadId=upload_id,
                 PartNumber=check_part_number(part_number),
                 Body=body,
@@ -384,7 +388,7 @@ class S3BlobStore:
         try:
             self._client.complete_multipart_upload(
                 Bucket=self.bucket,
-                Key=check_staging_key(staging_key),
+                Key=check_upload_key(staging_key),
                 UploadId=upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{etag}"'} for n, etag in ordered]},
             )
@@ -400,7 +404,7 @@ class S3BlobStore:
     def _abort_multipart(self, staging_key: str, upload_id: str) -> None:
         try:
             self._client.abort_multipart_upload(
-                Bucket=self.bucket, Key=check_staging_key(staging_key), UploadId=upload_id
+                Bucket=self.bucket, Key=check_upload_key(staging_key), UploadId=upload_id
             )
         except ClientError as exc:
             if _code(exc) not in _NOT_FOUND | {"NoSuchUpload"}:
@@ -426,7 +430,7 @@ class S3BlobStore:
         return await asyncio.to_thread(self._staging_sha256_and_size, staging_key)
 
     def _staging_sha256_and_size(self, staging_key: str) -> tuple[str, int]:
-        key = check_staging_key(staging_key)
+        key = check_upload_key(staging_key)
         size = self._head_size(key)
         if size is not None and size > 2 * _HASH_RANGE:
             return self._parallel_sha256(key, size)
@@ -464,7 +468,7 @@ class S3BlobStore:
 
     async def read_staging_range(self, staging_key: str, start: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``start`` of the staged object (to validate it before promotion)."""
-        key = check_staging_key(staging_key)
+        key = check_upload_key(staging_key)
         return await asyncio.to_thread(self._read_key, key, start, length, f"nothing staged under {staging_key}")
 
     async def promote_staging(self, staging_key: str, sha256: str) -> BlobInfo:

@@ -26,7 +26,7 @@ from ..signature import Signature, signature_from_config, signature_from_model
 from ..validation import check_weights, parse_config
 from .cache import Cache, CachedVersion, registry_key
 from .config import ClientConfig
-from .http import Http
+from .http import Http, RegistryError
 from .transfers import download, upload_parts
 
 DIRECT_UPLOAD_LIMIT = 64 << 20
@@ -278,9 +278,20 @@ class Client:
                       form: dict[str, str]) -> dict[str, Any]:
         from .transfers import sha256_file
 
+        sha = sha256_file(weights)
+        try:
+            return self._upload_session(ns, name, config_raw, weights, sha, readme, form)
+        except RegistryError as exc:
+            if exc.kind != "upload-superseded":
+                raise
+            # A concurrent push stored the same bytes first; this time they go to a checked staging copy.
+            return self._upload_session(ns, name, config_raw, weights, sha, readme, form)
+
+    def _upload_session(self, ns: str, name: str, config_raw: bytes, weights: Path, sha: str, readme: Path,
+                        form: dict[str, str]) -> dict[str, Any]:
         size = weights.stat().st_size
         session = self.http.json("POST", f"/api/v1/adapters/{ns}/{name}/uploads",
-                                 json={"size": size, "sha256": sha256_file(weights)})
+                                 json={"size": size, "sha256": sha})
         try:
             parts = upload_parts(self.http, session, weights, quiet=self.quiet)
         except BaseException:

@@ -16,11 +16,13 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class RegistryError(AdapterError):
-    """The registry answered with an error; ``status`` and ``detail`` say what."""
+    """The registry answered with an error; ``status``, ``detail`` and ``kind`` (the last part of the
+    problem type, e.g. ``"upload-superseded"``) say what."""
 
-    def __init__(self, status: int, detail: str, hint: str = "") -> None:
+    def __init__(self, status: int, detail: str, hint: str = "", kind: str = "") -> None:
         self.status = status
         self.detail = detail
+        self.kind = kind
         super().__init__(f"registry answered {status}: {detail}{hint}")
 
 
@@ -54,7 +56,8 @@ def raise_for_problem(response: httpx.Response) -> None:
     hint = ""
     if response.status_code == 401:
         hint = " (set ADAPTER_REGISTRY_TOKEN or run `adapters login`)"
-    raise cls(response.status_code, detail, hint)
+    kind = str(body.get("type") or "").rsplit("/", 1)[-1]
+    raise cls(response.status_code, detail, hint, kind)
 
 
 class Http:

@@ -777,3 +777,35 @@ def test_corrupted_blob_in_the_bucket_is_detected_and_not_cached(ranges: str, se
         s3.put_object(Bucket=server.bucket, Key=key, Body=original)  # repaired storage: the pull works
         got = c.pull(f"{name}@1")
     assert sha256_of(got / WEIGHTS) == sha and cache.has_blob(sha, size)
+
+
+def test_a_push_superseded_by_a_concurrent_push_of_the_same_bytes_starts_over(server: Server, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """On S3 new bytes go straight to their content key; if another push stores the same bytes while
+    this upload is open, finalize answers 409 and the client pushes once more (via a checked staging copy)."""
+    ns = uniq("race")
+    base = register_wide_base(server, tmp_path)
+    folder = wide_adapter(tmp_path / "a", r=160, targets=tuple(_WIDE_SHAPES), seed=6)
+    monkeypatch.setattr(client_api, "DIRECT_UPLOAD_LIMIT", 1 * MiB)
+    token = server.token(ns, "write")
+    rival: list[int] = []
+
+    def rival_push_first(tap: Tap, req: httpx.Request, n: int) -> httpx.Response | None:
+        if req.method == "POST" and req.url.path.endswith("/finalize") and not rival:
+            with Client(server.url, token, cache_dir=tmp_path / "rival-cache", quiet=True) as other:
+                rival.append(other.push(folder, f"{ns}/rival", base_model=base).version)
+        return None
+
+    tap = Tap(rival_push_first)
+    with Client(server.url, token, cache_dir=tmp_path / "cache", transport=tap, quiet=True) as c:
+        pushed = c.push(folder, f"{ns}/mine", base_model=base)
+        seen = tap.reset()
+        mine, theirs = server_files(c, f"{ns}/mine", 1), server_files(c, f"{ns}/rival", 1)
+    assert rival == [1] and pushed.version == 1
+    finals = [s.status for s in seen if s.method == "POST" and s.url.path.endswith("/finalize")]
+    assert finals == [409, 201]
+    sessions = [s for s in seen if s.method == "POST" and s.url.path.endswith("/uploads")]
+    assert len(sessions) == 2
+    assert mine[WEIGHTS]["sha256"] == theirs[WEIGHTS]["sha256"] == sha256_of(folder / WEIGHTS)
+    with Client(server.url, cache_dir=tmp_path / "pull", quiet=True) as anon:
+        assert files_of(anon.pull(f"{ns}/mine@1")) == files_of(folder)

@@ -51,7 +51,20 @@ def db_url(pg_server: Any) -> Iterator[str]:
 @pytest_asyncio.fixture(params=["local", "s3"])
 async def registry(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> AsyncIterator[Registry]:
     """The registry on the local backend and on S3 (SeaweedFS)."""
-    if request.param == "s3":
+    async for reg in _registry(request, request.param, db_url, tmp_path):
+        yield reg
+
+
+@pytest_asyncio.fixture
+async def s3_registry(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> AsyncIterator[Registry]:
+    """The registry on S3 only (for behaviour only that backend has, e.g. direct uploads)."""
+    async for reg in _registry(request, "s3", db_url, tmp_path):
+        yield reg
+
+
+async def _registry(request: pytest.FixtureRequest, kind: str, db_url: str, tmp_path: Path
+                    ) -> AsyncIterator[Registry]:
+    if kind == "s3":
         s3 = request.getfixturevalue("s3_server")
         bucket = f"reg-{uuid.uuid4().hex[:10]}"
         settings = Settings(data_dir=tmp_path, database_url=db_url, s3_bucket=bucket, s3_endpoint=s3.endpoint_url,
@@ -66,5 +79,3 @@ async def registry(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) 
     async with AsyncTestClient(app=app) as client:
         admin = (tmp_path / "admin-token").read_text().strip()
         yield Registry(client, store, admin, settings, db_url)
-
-

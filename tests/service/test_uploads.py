@@ -135,5 +135,86 @@ async def test_abort_drops_the_parts(registry: Registry, tmp_path: Path) -> None
     r = await registry.client.delete(f"/api/v1/adapters/alice/wide/uploads/{session['id']}",
                                      headers=registry.auth(writer))
     assert r.status_code == 200
-    assert await registry.store.list_multipart_uploads() == []
+    assert await registry.store.list_multipart_uploads("") == []
     assert await registry.store.list_keys("staging/") == []
+    assert await registry.store.list_keys("blobs/") == []
+
+
+async def open_session(reg: Registry, token: str, data: bytes) -> dict:
+    r = await reg.client.post("/api/v1/adapters/alice/wide/uploads",
+                              json={"size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+                              headers=reg.auth(token))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def finalize(reg: Registry, token: str, session: dict, parts: list[list], config: bytes) -> httpx.Response:
+    return await reg.client.post(session["finalize_url"], headers=reg.auth(token),
+                                 files={"adapter_config.json": ("adapter_config.json", io.BytesIO(config))},
+                                 data={"parts": json.dumps(parts), "base_model": "meta/wide-llama"})
+
+
+def upload_key(reg: Registry, session: dict) -> str:
+    """The storage key the session's parts go to, read from the session row's presigned URL."""
+    url = session["parts"][0]["url"]
+    return httpx.URL(url).path.split("/", 2)[2] if session["direct"] else ""
+
+
+async def test_s3_parts_go_straight_to_the_content_key_unless_the_blob_exists(s3_registry: Registry,
+                                                                              tmp_path: Path) -> None:
+    """No server-side copy for new bytes; bytes already stored are uploaded to staging and checked there."""
+    reg = s3_registry
+    writer = await setup(reg)
+    config, data = big_adapter(tmp_path, r=64)
+    sha = hashlib.sha256(data).hexdigest()
+    key = f"blobs/sha256/{sha[:2]}/{sha[2:]}"
+    first = await open_session(reg, writer, data)
+    assert upload_key(reg, first) == key
+    r = await finalize(reg, writer, first, await put_parts(reg, first, data, writer), config)
+    assert r.status_code == 201, r.text
+    assert await reg.store.list_multipart_uploads("") == [] and await reg.store.list_keys("staging/") == []
+    again = await open_session(reg, writer, data)
+    assert upload_key(reg, again).startswith("staging/")
+    r = await finalize(reg, writer, again, await put_parts(reg, again, data, writer), config)
+    assert r.status_code == 201, r.text
+    assert r.json()["version"] == 2
+    assert await reg.store.read_range(sha, 0, len(data)) == data
+    assert await reg.store.list_multipart_uploads("") == [] and await reg.store.list_keys("staging/") == []
+
+
+async def test_s3_a_concurrent_push_of_the_same_bytes_supersedes_a_direct_upload(s3_registry: Registry,
+                                                                                tmp_path: Path) -> None:
+    """Two direct uploads of one file: the first to finalize stores it, the second gets 409 and leaves
+    the stored blob untouched (completing it would overwrite verified bytes with unverified ones)."""
+    reg = s3_registry
+    writer = await setup(reg)
+    config, data = big_adapter(tmp_path, r=64)
+    sha = hashlib.sha256(data).hexdigest()
+    one, two = await open_session(reg, writer, data), await open_session(reg, writer, data)
+    assert upload_key(reg, one) == upload_key(reg, two) != ""
+    parts_two = await put_parts(reg, two, data, writer)
+    parts_one = await put_parts(reg, one, data, writer)
+    r = await finalize(reg, writer, one, parts_one, config)
+    assert r.status_code == 201, r.text
+    before = await snapshot(reg)
+    r = await finalize(reg, writer, two, parts_two, config)
+    assert r.status_code == 409, r.text
+    assert r.json()["type"].endswith("/upload-superseded") and "push again" in r.json()["detail"]
+    assert await snapshot(reg) == before
+    assert await reg.store.read_range(sha, 0, len(data)) == data
+    assert await reg.store.list_multipart_uploads("") == []
+
+
+async def test_s3_a_direct_upload_that_fails_validation_leaves_no_blob(s3_registry: Registry, tmp_path: Path) -> None:
+    reg = s3_registry
+    writer = await setup(reg)
+    _, data = big_adapter(tmp_path, r=64)
+    wrong_config = sdk.LoraConfig(r=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]).to_json().encode()
+    before = await snapshot(reg)
+    session = await open_session(reg, writer, data)
+    assert session["direct"] and upload_key(reg, session).startswith("blobs/")
+    r = await finalize(reg, writer, session, await put_parts(reg, session, data, writer), wrong_config)
+    assert r.status_code == 422, r.text
+    counts, keys = await snapshot(reg)
+    assert keys == before[1] and counts["adapter_version"] == before[0]["adapter_version"] == 0
+    assert await reg.store.list_multipart_uploads("") == []

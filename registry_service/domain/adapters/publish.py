@@ -80,8 +80,13 @@ async def publish(
     options: PushOptions,
     max_header_bytes: int,
     parents: list[dict[str, Any]] | None = None,
+    db: AsyncSession | None = None,
 ) -> tuple[Adapter, AdapterVersion, list[str]]:
-    """Validate and publish a new version of ``ns/name``; returns (adapter, version, notes)."""
+    """Validate and publish a new version of ``ns/name``; returns (adapter, version, notes).
+
+    ``db``: a session inside an open transaction (e.g. one already holding a blob's lock) to write
+    in; the caller commits it. Without it, publishing runs in its own transaction.
+    """
     check_part(ns, "namespace")
     check_part(name, "adapter name")
     principal.require_write(ns)
@@ -94,8 +99,8 @@ async def publish(
         if options.alias == "latest":
             raise reject("'latest' is kept by the registry; choose another alias")
     config, _, notes = parse_config(config_raw)
-    async with sessionmaker() as db:
-        base = await _base_model_for(db, ns, name, config, options)
+    async with sessionmaker() as lookup:
+        base = await _base_model_for(lookup, ns, name, config, options)
         signature = Signature.from_dict(base.signature)
     checked = await asyncio.to_thread(
         check_weights, weights.read_at, weights.size, config, signature,
@@ -105,25 +110,43 @@ async def publish(
     if readme is not None:
         files.append(bytes_payload(README_FILE, readme))
     created: list[str] = []
-    async with sessionmaker() as db:
+
+    async def store_and_insert(db: AsyncSession) -> tuple[Adapter, AdapterVersion]:
         try:
-            async with db.begin():
-                for sha in sorted({f.sha256 for f in files}):
-                    await db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"), {"k": sha})
-                    if not await store.exists(sha):
-                        payload = next(f for f in files if f.sha256 == sha)
-                        info = await payload.store(store)
-                        if info.sha256 != sha:
-                            raise reject(f"{payload.filename} changed while it was being stored", tensor=None,
-                                         expected=sha, found=info.sha256)
-                        created.append(sha)
-                adapter, version = await _insert_version(db, principal, ns, name, base, config, files, options,
-                                                         checked.summary, parents or [])
+            for sha in sorted({f.sha256 for f in files}):
+                await lock_blob(db, sha)
+                if not await store.exists(sha):
+                    payload = next(f for f in files if f.sha256 == sha)
+                    info = await payload.store(store)
+                    if info.sha256 != sha:
+                        raise reject(f"{payload.filename} changed while it was being stored", tensor=None,
+                                     expected=sha, found=info.sha256)
+                    created.append(sha)
+            return await _insert_version(db, principal, ns, name, base, config, files, options,
+                                         checked.summary, parents or [])
         except BaseException:
             for sha in created:  # the advisory locks are released only after this
                 await store.delete(sha)
             raise
+
+    if db is not None:
+        adapter, version = await store_and_insert(db)
+        return adapter, version, notes
+    async with sessionmaker() as own:
+        try:
+            async with own.begin():
+                adapter, version = await store_and_insert(own)
+        except BaseException:
+            for sha in created:  # a failed commit: the blobs are not referenced
+                await store.delete(sha)
+            raise
     return adapter, version, notes
+
+
+async def lock_blob(db: AsyncSession, sha256: str) -> None:
+    """Take the blob's advisory lock until ``db``'s transaction ends (stores and deletes of a blob
+    happen under it, so no push starts referencing a blob that is about to go)."""
+    await db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"), {"k": sha256})
 
 
 async def _base_model_for(db: AsyncSession, ns: str, name: str, config: AdapterConfig,

@@ -7,6 +7,12 @@
 3. ``POST …/uploads/{id}/finalize`` (multipart form: ``adapter_config.json``, optional
    ``README.md``, ``parts`` as JSON ``[[n, etag], …]`` and the usual push fields) joins the parts,
    checks size and sha256 against what was declared, validates, and publishes the version.
+
+On S3, when the declared blob is not stored yet, the parts go straight to its content key, so
+finalizing needs no server-side copy; the completed object is hashed and validated under the
+blob's lock and deleted again if anything fails. (A blob that exists already is uploaded to a
+staging key and checked there: a client never gets a version that points at stored bytes it
+has not proven it holds.)
 """
 
 from __future__ import annotations
@@ -15,23 +21,24 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from litestar import Controller, Request, Response, delete, post, put
 from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ...db.models import UploadSession
-from ...errors import BadRequest, NotFound, reject
+from ...db.models import Adapter, AdapterVersion, UploadSession
+from ...errors import BadRequest, NotFound, UploadSuperseded, reject
 from ...names import check_part
 from ...settings import Settings
-from ...storage import BlobStore
+from ...storage import BlobStore, is_direct_key
 from ...storage.base import check_sha256
 from ..auth.tokens import Principal
 from ..upload_sessions import part_size_for, receive_part, session_body, staged_payload
 from . import service
 from .controller import ROOT, base_url, push_options, read_small
-from .publish import publish
+from .publish import Payload, lock_blob, publish
 from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 
 
@@ -83,7 +90,7 @@ class UploadController(Controller):
         if data.size < 8:
             raise reject(f"{data.size} bytes cannot be a safetensors file", found=str(data.size))
         part = part_size_for(data.size, settings)
-        mp = await store.start_multipart(f"{ns}-{name}")
+        mp = await store.start_multipart(f"{ns}-{name}", sha)
         row = UploadSession(namespace=ns, name=name, filename=data.filename, size=data.size, sha256=sha,
                             staging_key=mp.staging_key, storage_upload_id=mp.upload_id, part_size=part,
                             created_by=principal.name)
@@ -109,7 +116,8 @@ class UploadController(Controller):
         principal.require_write(ns)
         row = await self._session(db, ns, name, upload_id)
         await store.abort_multipart(row.staging_key, row.storage_upload_id or "")
-        await store.delete_staging(row.staging_key)
+        if not is_direct_key(row.staging_key):
+            await store.delete_staging(row.staging_key)
         row.state = "aborted"
         await db.commit()
         return {"id": upload_id, "state": "aborted"}
@@ -137,21 +145,24 @@ class UploadController(Controller):
         row.state = "finalizing"
         await db.commit()
         state = "failed"
+        sessionmaker = request.app.state.sessionmaker
+        publish_args = {"config_raw": config_raw, "readme": readme, "options": push_options(form),
+                         "max_header_bytes": settings.max_header_bytes}
         try:
-            await store.complete_multipart(row.staging_key, row.storage_upload_id or "", parts)
-            sha, size = await store.staging_sha256_and_size(row.staging_key)
-            if size != row.size or sha != row.sha256:
-                raise reject("the uploaded bytes are not the declared file", tensor=None,
-                             expected=f"{row.size} bytes, sha256 {row.sha256}", found=f"{size} bytes, sha256 {sha}")
-            payload = staged_payload(store, row, asyncio.get_running_loop())
-            adapter, version, notes = await publish(
-                request.app.state.sessionmaker, store, principal, ns, name, config_raw=config_raw, weights=payload,
-                readme=readme, options=push_options(form), max_header_bytes=settings.max_header_bytes,
-            )
+            if is_direct_key(row.staging_key):
+                adapter, version, notes = await _finalize_direct(sessionmaker, store, principal, ns, name, row, parts,
+                                                                 publish_args)
+            else:
+                await store.complete_multipart(row.staging_key, row.storage_upload_id or "", parts)
+                await _check_uploaded(store, row)
+                payload = staged_payload(store, row, asyncio.get_running_loop())
+                adapter, version, notes = await publish(sessionmaker, store, principal, ns, name, weights=payload,
+                                                        **publish_args)
             state = "done"
         finally:
             await store.abort_multipart(row.staging_key, row.storage_upload_id or "")
-            await store.delete_staging(row.staging_key)
+            if not is_direct_key(row.staging_key):
+                await store.delete_staging(row.staging_key)
             async with request.app.state.sessionmaker() as db2, db2.begin():
                 done = await db2.get(UploadSession, row.id)
                 if done is not None:
@@ -159,3 +170,46 @@ class UploadController(Controller):
         body = service.describe_version(adapter, version, base_url(request, settings))
         body["notes"] = notes
         return Response(body, status_code=HTTP_201_CREATED)
+
+
+async def _check_uploaded(store: BlobStore, row: UploadSession) -> None:
+    """The completed upload must be exactly the declared file (size and sha256)."""
+    sha, size = await store.staging_sha256_and_size(row.staging_key)
+    if size != row.size or sha != row.sha256:
+        raise reject("the uploaded bytes are not the declared file", tensor=None,
+                     expected=f"{row.size} bytes, sha256 {row.sha256}", found=f"{size} bytes, sha256 {sha}")
+
+
+async def _finalize_direct(sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, principal: Principal,
+                           ns: str, name: str, row: UploadSession, parts: list[tuple[int, str]],
+                           publish_args: dict[str, Any]) -> tuple[Adapter, AdapterVersion, list[str]]:
+    """Finalize an upload whose parts went straight to the blob's content key (no copy).
+
+    Everything happens under the blob's lock: completing the upload creates the blob, so it must
+    not exist yet (else a concurrent push stored the same bytes meanwhile: :class:`UploadSuperseded`,
+    the client starts over), and it is deleted again if it is not the declared file or the push fails.
+    """
+    async with sessionmaker() as db:
+        async with db.begin():
+            await lock_blob(db, row.sha256)
+            if await store.exists(row.sha256):
+                raise UploadSuperseded(f"another push stored {row.filename} (sha256 {row.sha256}) while this "
+                                       "upload was open; push again (it will be verified against the stored copy)")
+            await store.complete_multipart(row.staging_key, row.storage_upload_id or "", parts)
+            try:
+                await _check_uploaded(store, row)
+                loop = asyncio.get_running_loop()
+
+                def read_at(offset: int, length: int) -> bytes:
+                    return asyncio.run_coroutine_threadsafe(store.read_range(row.sha256, offset, length), loop).result()
+
+                async def stored(blobs: BlobStore) -> Any:  # never called: the blob exists already
+                    raise AssertionError("a direct upload is stored by completing it")
+
+                payload = Payload(row.filename, row.sha256, row.size, read_at, stored)
+                result = await publish(sessionmaker, store, principal, ns, name, weights=payload, db=db,
+                                       **publish_args)
+            except BaseException:
+                await store.delete(row.sha256)  # still under the lock: nothing references it
+                raise
+    return result
