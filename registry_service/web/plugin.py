@@ -1,0 +1,60 @@
+"""``WebUIPlugin``: mounts the UI on the app: page routes, static files, the Jinja template
+engine (autoescaping on), and browser-aware error pages. List it after the problem-details
+plugin, whose handlers it wraps."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from litestar import Router
+from litestar.config.app import AppConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import CacheControlHeader
+from litestar.di import Provide
+from litestar.plugins import InitPlugin
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from .errors import page_crash, wrap_handlers
+from .pages import JobPages, PageController, SignInPages
+from .session import provide_viewer
+from .views import human_count, human_size
+
+HERE = Path(__file__).parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+
+
+def template_environment() -> Environment:
+    """Jinja with autoescaping for every template (HTML and the inline SVG alike)."""
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["size"] = human_size
+    env.filters["count"] = human_count
+    env.filters["short"] = lambda commit: (commit or "")[:10]
+    env.filters["date"] = lambda t: t.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if t else "–"
+    return env
+
+
+def web_router() -> Router:
+    """The pages, with the signed-in viewer (from the cookie) as a dependency."""
+    return Router(path="/", route_handlers=[PageController, JobPages, SignInPages],
+                  dependencies={"viewer": Provide(provide_viewer)}, exception_handlers={Exception: page_crash},
+                  include_in_schema=False)
+
+
+class WebUIPlugin(InitPlugin):
+    """The web UI."""
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        app_config.route_handlers.extend([
+            web_router(),
+            create_static_files_router(path="/static", directories=[STATIC], name="static",
+                                       cache_control=CacheControlHeader(max_age=3600, public=True)),
+        ])
+        app_config.template_config = TemplateConfig(
+            engine=JinjaTemplateEngine.from_environment(template_environment()))
+        app_config.exception_handlers = wrap_handlers(app_config.exception_handlers)
+        return app_config
