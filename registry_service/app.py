@@ -24,9 +24,12 @@ from .domain.adapters.controller import AdapterController
 from .domain.auth.controller import TokenController
 from .domain.auth.tokens import create_token
 from .domain.base_models.controller import BaseModelController
+from .domain.hub.commits import HubCommitController
+from .domain.hub.controller import HubController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
 from .settings import Settings
 from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, LocalBlobStore, S3BlobStore, UploadError
+from .web import WebUIPlugin
 
 log = logging.getLogger("adapter_registry")
 
@@ -102,7 +105,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         UploadError: lambda exc: BadRequest(str(exc)),
     }
     return Litestar(
-        route_handlers=[health, BaseModelController, AdapterController, TokenController, *_extra_routes()],
+        route_handlers=[health, BaseModelController, AdapterController, TokenController, *_extra_routes(),
+                        HubController, HubCommitController],
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal),
@@ -111,7 +115,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         },
         lifespan=[lifespan],
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True,
-                                                           exception_to_problem_detail_map=problem_map))],
+                                                           exception_to_problem_detail_map=problem_map)),
+                 WebUIPlugin()],  # after problem details: it makes their errors HTML pages for browsers
         openapi_config=OpenAPIConfig(title="Adapter registry", version="1", path="/schema"),
         request_max_body_size=settings.max_direct_upload_bytes + 4 * 2**20,
         debug=settings.debug,
@@ -120,8 +125,9 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
 
 def _extra_routes() -> list:
     from .domain.adapters.uploads import UploadController
+    from .domain.merge_jobs.controller import LineageController, MergeJobController
 
-    return [UploadController]
+    return [UploadController, MergeJobController, LineageController]
 
 
 __all__ = ["ServiceError", "create_app", "make_store"]

@@ -61,12 +61,30 @@ def migrate(
 
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Jobs run at once.")] = 1,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs run at once (default 1).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory of the embedded default.")] = None,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:
-    """Run merge-job workers. Server-side merge jobs are not part of this release yet."""
-    typer.echo("adapter-registry worker: server-side merge jobs are not available in this release; nothing to run.",
-               err=True)
-    raise typer.Exit(code=2)
+    """Run merge jobs from the queue until stopped (SIGINT/SIGTERM let running jobs finish).
+
+    Uses the same database and blob storage as ``serve`` (on the embedded default: the PostgreSQL
+    and blob folder under the data directory). Start as many as you like, on any machines.
+    Tuning: ADAPTER_REGISTRY_WORKER_* (see registry_service/jobs/config.py)."""
+    import logging
+
+    from .jobs.config import WorkerSettings
+    from .jobs.worker import run_worker
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(data_dir)
+    try:
+        worker_settings = WorkerSettings.from_env(concurrency=concurrency)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    url, _server = _migrated_database(settings)
+    where = "embedded PostgreSQL" if settings.embedded_database else "PostgreSQL at DATABASE_URL"
+    typer.echo(f"adapter-registry worker {worker_settings.name}: {where}, concurrency {worker_settings.concurrency}")
+    asyncio.run(run_worker(url, settings, worker_settings))
 
 
 @app.command()

@@ -11,10 +11,19 @@ _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
+#: First path segments the service's own routes use; a namespace of that name could not be reached
+#: through the Hub-compatible ``/{namespace}/{name}/resolve/...`` routes or the web pages.
+RESERVED_NAMESPACES = frozenset({"api", "adapters", "base-models", "jobs", "merge-jobs", "sign-in", "sign-out",
+                                 "static", "schema", "health", "docs"})
+
+
 def check_part(value: str, what: str) -> str:
     """A namespace or name: letters, digits, '_', '.', '-', starting with a letter or digit."""
     if not _PART.match(value) or ".." in value:
         raise BadRequest(f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (max 96), no '..'")
+    if what == "namespace" and value.lower() in RESERVED_NAMESPACES:
+        raise BadRequest(f"namespace {value!r} is reserved (the registry's own pages and API use that path); "
+                         "pick another namespace")
     return value
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .combine import combine_lora_adapter_dirs, combine_lora_adapters
 from .config import AdapterConfig
 from .errors import (
     AdapterError,
@@ -27,9 +28,18 @@ from .errors import (
     TargetModulesNotFoundError,
     UnsupportedLayerError,
 )
+from .kbit import prepare_model_for_kbit_training
+from .merge_into_base import merge_adapter_into_base
 from .methods import config_from_dict, get_method, register_method, registered_methods
 from .model import AdapterModel, get_peft_model
+from .quantization import QuantizedMergeWarning
+from .training import Trainer, TrainingConfig, TrainResult, collate_batch, train
+from .tuners.adalora import AdaLoraConfig
+from .tuners.ia3 import IA3Config
+from .tuners.loha import LoHaConfig
+from .tuners.lokr import LoKrConfig
 from .tuners.lora import LoraConfig
+from .tuners.prompt import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -76,6 +86,7 @@ def register_base_model(model_or_config: nn.Module | dict[str, Any] | str | Path
 
 
 __all__ = [
+    "AdaLoraConfig",
     "AdapterConfig",
     "AdapterError",
     "AdapterModel",
@@ -83,21 +94,37 @@ __all__ = [
     "AdapterStateError",
     "ConfigError",
     "FormatError",
+    "IA3Config",
+    "LoHaConfig",
+    "LoKrConfig",
     "LoraConfig",
     "MergeError",
     "MixedBatchError",
     "PickleRefusedError",
+    "PrefixTuningConfig",
+    "PromptEncoderConfig",
+    "PromptTuningConfig",
+    "QuantizedMergeWarning",
     "TargetModulesNotFoundError",
     "TargetingError",
+    "TrainResult",
+    "Trainer",
+    "TrainingConfig",
     "UnsupportedLayerError",
+    "collate_batch",
+    "combine_lora_adapter_dirs",
+    "combine_lora_adapters",
     "config_from_dict",
     "default_client",
     "get_method",
     "get_peft_model",
     "load",
+    "merge_adapter_into_base",
+    "prepare_model_for_kbit_training",
     "pull",
     "push",
     "register_base_model",
     "register_method",
     "registered_methods",
+    "train",
 ]

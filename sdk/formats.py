@@ -28,15 +28,22 @@ PREFIX = "base_model.model."
 
 def adapter_state_dict(model: nn.Module, adapter_name: str, config: AdapterConfig, tuner: Tuner) -> dict[str, Tensor]:
     """The adapter's tensors under their on-disk keys (live tensors, not copies)."""
+    prefix = disk_prefix(tuner)
     out: dict[str, Tensor] = {}
     for path, module in iter_adapter_modules(model):
         if adapter_name not in module.adapter_names():
             continue
         for suffix, tensor in module.adapter_tensors(adapter_name).items():
-            out[f"{PREFIX}{path}.{suffix}"] = tensor
+            out[suffix if module.top_level_keys else f"{prefix}{path}.{suffix}"] = tensor
     for key, tensor in tuner.extra_state(model, config, adapter_name).items():
-        out[PREFIX + key] = tensor
+        out[prefix + key] = tensor
     return out
+
+
+def disk_prefix(tuner: Tuner) -> str:
+    """What a method's on-disk keys start with: ``base_model.model.``, or the tuner's ``disk_prefix``
+    (PEFT saves the prompt methods' ``modules_to_save`` under ``base_model.``)."""
+    return getattr(tuner, "disk_prefix", PREFIX)
 
 
 def save_adapter(directory: str | Path, config: AdapterConfig, tensors: Mapping[str, Tensor]) -> Path:
@@ -120,8 +127,12 @@ def load_adapter_state(
     Every expected tensor must be present with its exact shape, and every file tensor must
     land somewhere; otherwise :class:`FormatError` lists the problems and nothing is copied.
     """
-    expected = {k.removeprefix(PREFIX): t for k, t in adapter_state_dict(model, adapter_name, config, tuner).items()}
-    given = _normalise_keys(model, {k.removeprefix(PREFIX): t for k, t in tensors.items()})
+    for _, module in iter_adapter_modules(model):
+        if adapter_name in module.adapter_names():
+            module.prepare_load(adapter_name)
+    prefix = disk_prefix(tuner)
+    expected = {k.removeprefix(prefix): t for k, t in adapter_state_dict(model, adapter_name, config, tuner).items()}
+    given = _normalise_keys(model, {k.removeprefix(prefix): t for k, t in tensors.items()})
     params = dict(model.named_parameters(remove_duplicate=False))  # tied weights under every name
     problems: list[str] = []
     base_overrides: dict[str, Tensor] = {}

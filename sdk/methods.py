@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 
 class Tuner(Protocol):
-    """What a method provides to inject, persist and describe its adapters."""
+    """What a method provides to inject, persist and describe its adapters.
+
+    A tuner may also implement the optional :class:`TrainingHooks` and :class:`CompositionHooks`;
+    ``AdapterModel`` looks them up with ``getattr`` and skips tuners that lack them.
+    """
 
     def inject(self, model: nn.Module, config: AdapterConfig, adapter_name: str) -> list[str]:
         """Add adapter ``adapter_name`` to ``model`` in place; return the adapted module paths."""
@@ -45,6 +49,50 @@ class Tuner(Protocol):
     def expected_shapes(self, config: AdapterConfig, signature: Signature) -> dict[str, ExpectedTensor]:
         """On-disk tensors (keys without ``base_model.model.``) an adapter must have on ``signature``."""
         ...
+
+
+class TrainingHooks(Protocol):
+    """Optional per-method training hooks, called by ``AdapterModel`` for each active adapter."""
+
+    def on_step_end(self, model: nn.Module, config: AdapterConfig, adapter_name: str, global_step: int) -> None:
+        """Work after ``optimizer.step()`` and before ``zero_grad()`` (gradients are still there),
+        e.g. AdaLoRA's rank allocation. Run through :meth:`sdk.AdapterModel.on_step_end`."""
+        ...
+
+    def extra_loss(self, model: nn.Module, config: AdapterConfig, adapter_name: str) -> Tensor | None:
+        """A term added to ``output.loss`` of a training-mode forward (e.g. a regulariser), or None."""
+        ...
+
+
+class CompositionHooks(Protocol):
+    """Optional: what a method allows next to other methods and in merges (looked up with ``getattr``)."""
+
+    def conflict(self, other_peft_type: str) -> str | None:
+        """Why an adapter of ``other_peft_type`` cannot share a model with this method's adapters (None: it can).
+
+        ``AdapterModel.add_adapter`` asks the tuners on both sides."""
+        ...
+
+    def merge_refusal(self, config: AdapterConfig) -> str | None:
+        """Why this adapter cannot be merged into the base weights (None: it can)."""
+        ...
+
+
+def composition_problem(new_type: str, existing_types: set[str]) -> str | None:
+    """Why an adapter of ``new_type`` cannot join adapters of ``existing_types`` (None: it can)."""
+    for other in sorted(existing_types):
+        for mine, theirs in ((new_type, other), (other, new_type)):
+            hook = getattr(get_method(mine).tuner, "conflict", None)
+            reason = hook(theirs) if hook is not None else None
+            if reason:
+                return reason
+    return None
+
+
+def merge_refusal(config: AdapterConfig) -> str | None:
+    """Why the adapter with ``config`` cannot be merged (None: it can)."""
+    hook = getattr(get_method(config.peft_type).tuner, "merge_refusal", None)
+    return hook(config) if hook is not None else None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from torch import nn
 from .config import AdapterConfig
 from .errors import AdapterNameError, AdapterStateError, MergeError, MixedBatchError
 from .formats import adapter_state_dict, load_adapter_state, read_adapter_weights, read_config, save_adapter
-from .methods import config_from_dict, get_method
+from .methods import composition_problem, config_from_dict, get_method, merge_refusal
+from .quantization import keep_trainable_layout_everywhere
 from .tuners.base import (
     BASE_ADAPTER,
     ROUTING,
@@ -95,6 +96,9 @@ class AdapterModel(nn.Module):
         if self._merged_names():
             raise AdapterStateError("cannot add an adapter while adapters are merged; call unmerge_adapter() first")
         tuner = get_method(config.peft_type).tuner
+        clash = composition_problem(config.peft_type, {c.peft_type for c in self.peft_config.values()})
+        if clash:
+            raise AdapterStateError(f"cannot add adapter {adapter_name!r}: {clash}")
         if not config.base_model_name_or_path:
             config.base_model_name_or_path = _name_or_path(self.base_model)
         tuner.inject(self.base_model, config, adapter_name)
@@ -147,6 +151,7 @@ class AdapterModel(nn.Module):
                         p.requires_grad_(train)
             if train:
                 get_method(config.peft_type).tuner.mark_trainable(self.base_model, config, name)
+                keep_trainable_layout_everywhere(self.base_model)  # 4-bit layers must keep backpropagating
 
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
@@ -180,15 +185,51 @@ class AdapterModel(nn.Module):
         return Routing(tuple(names))
 
     def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
-        """Call the wrapped model; ``adapter_names`` picks an adapter per sample."""
+        """Call the wrapped model; ``adapter_names`` picks an adapter per sample.
+
+        In training mode, methods' extra loss terms (e.g. AdaLoRA's orthogonal regulariser) are
+        added to ``output.loss`` when the output has one.
+        """
         if adapter_names is None:
-            return self.base_model(*args, **kwargs)
+            return self._add_extra_loss(self.base_model(*args, **kwargs))
         routing = self._routing(adapter_names, _batch_size(args, kwargs))
         token = ROUTING.set(routing)
         try:
             return self.base_model(*args, **kwargs)
         finally:
             ROUTING.reset(token)
+
+    def _add_extra_loss(self, output: Any) -> Any:
+        loss = getattr(output, "loss", None)
+        if not self.training or not isinstance(loss, torch.Tensor):
+            return output
+        total = loss
+        for name in self._active:
+            config = self.peft_config[name]
+            hook = getattr(get_method(config.peft_type).tuner, "extra_loss", None)
+            extra = hook(self.base_model, config, name) if hook is not None else None
+            if extra is not None:
+                total = total + extra
+        if total is not loss:
+            output.loss = total
+        return output
+
+    # --- training hooks ------------------------------------------------------------------------
+    def on_step_end(self, global_step: int) -> None:
+        """Run the active adapters' per-step work (AdaLoRA's rank allocation; a no-op for LoRA).
+
+        Call it in your own loop after ``optimizer.step()`` and before ``optimizer.zero_grad()``:
+        the hooks read the gradients. ``global_step`` counts optimizer steps from 0.
+        """
+        for name in self._active:
+            config = self.peft_config[name]
+            hook = getattr(get_method(config.peft_type).tuner, "on_step_end", None)
+            if hook is not None:
+                hook(self.base_model, config, name, global_step)
+
+    def update_and_allocate(self, global_step: int) -> None:
+        """PEFT's name for :meth:`on_step_end`."""
+        self.on_step_end(global_step)
 
     def generate(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         """The wrapped model's ``generate``; ``adapter_names`` picks an adapter per prompt."""
@@ -221,6 +262,10 @@ class AdapterModel(nn.Module):
         """
         names = list(adapter_names) if adapter_names is not None else list(self._active)
         self._check_names(names)
+        for name in names:
+            refusal = merge_refusal(self.peft_config[name])
+            if refusal:
+                raise MergeError(f"cannot merge adapter {name!r}: {refusal}")
         done: list[tuple[AdapterLayer, list[str]]] = []
         try:
             for _, m in self._modules_with_adapters():
@@ -255,6 +300,45 @@ class AdapterModel(nn.Module):
     def unload(self) -> nn.Module:
         """Remove every adapter without merging and return the original base model."""
         return self._unwrap_all(False)
+
+    def add_weighted_adapter(
+        self,
+        adapters: Sequence[str],
+        weights: Sequence[float],
+        adapter_name: str,
+        combination_type: str = "svd",
+        svd_rank: int | None = None,
+        svd_clamp: float | None = None,
+        svd_full_matrices: bool = True,
+        svd_driver: str | None = None,
+        density: float | None = None,
+        majority_sign_method: str = "total",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """Add ``adapter_name``, a combination of existing LoRA ``adapters`` (PEFT's signature and results).
+
+        The math lives in :func:`sdk.combine.combine_lora_adapters`; see it for the combination
+        types. The new adapter is added but not activated. Unlike PEFT, an existing name is an error.
+        """
+        from .combine import combine_lora_adapters
+
+        names = list(adapters)
+        self._check_names(names)
+        if adapter_name in self.peft_config:
+            raise AdapterNameError(f"adapter {adapter_name!r} already exists; pick another name or delete it first")
+        configs = [self.peft_config[n] for n in names]
+        states = [
+            {k: t.detach() for k, t in adapter_state_dict(self.base_model, n, c, get_method(c.peft_type).tuner).items()}
+            for n, c in zip(names, configs, strict=True)
+        ]
+        order = [path for path, _ in self.base_model.named_modules()]
+        tensors, config = combine_lora_adapters(
+            states, configs, weights, combination_type,  # type: ignore[arg-type]
+            svd_rank=svd_rank, svd_clamp=svd_clamp, svd_full_matrices=svd_full_matrices, svd_driver=svd_driver,
+            density=density, majority_sign_method=majority_sign_method,  # type: ignore[arg-type]
+            generator=generator, module_order=order,
+        )
+        self._load(adapter_name, config, tensors)
 
     # --- parameters ----------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from torch import nn
 from .config import AdapterConfig
 from .errors import AdapterError, ConfigError
 from .problems import Problem
+from .quantization import logical_param_shapes, quantization_label
 from .targeting import ModelView, module_kind
 
 SIGNATURE_FORMAT = 1
@@ -64,6 +65,10 @@ class Signature:
     model_type: str | None = None
     architecture: str | None = None
     output_heads: tuple[str, ...] = ()
+    #: transformer sizes from the model's config (see :func:`transformer_dims`); prompt methods are
+    #: checked against them. Not fingerprinted: they add no parameter shape, and leaving them out
+    #: keeps the fingerprints of signatures registered before they existed unchanged.
+    dims: dict[str, int] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -88,6 +93,7 @@ class Signature:
             "architecture": self.architecture,
             "output_heads": list(self.output_heads),
             "modules": [{**m.canonical(), "dtype": m.dtype} for m in self.modules],
+            "dims": dict(self.dims),
             "fingerprint": self.fingerprint,
         }
 
@@ -119,6 +125,7 @@ class Signature:
             data.get("model_type"),
             data.get("architecture"),
             tuple(data.get("output_heads") or ()),
+            _parse_dims(data.get("dims")),
         )
         claimed = data.get("fingerprint")
         if claimed is not None and claimed != sig.fingerprint:
@@ -128,6 +135,47 @@ class Signature:
 
 def _opt_int(v: Any) -> int | None:
     return None if v is None else int(v)
+
+
+def _parse_dims(raw: Any) -> dict[str, int]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"signature 'dims' must be an object of integers, got {raw!r}")
+    try:
+        return {str(k): int(v) for k, v in raw.items()}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"signature 'dims' must be an object of integers: {exc}") from exc
+
+
+def transformer_dims(config: Any) -> dict[str, int]:
+    """Sizes of a transformer read from its (transformers) config: ``hidden_size``, ``num_layers``,
+    ``num_attention_heads``, ``num_key_value_heads`` and ``head_dim``; those it lacks are left out.
+
+    Methods acting on attention (prefix tuning's key/value states) and on the input embeddings
+    (prompt tuning) need them; a multimodal config gives its text model's sizes.
+    """
+    if config is None:
+        return {}
+    text = config.get_text_config() if callable(getattr(config, "get_text_config", None)) else config
+
+    def first(*names: str) -> int | None:
+        for name in names:
+            value = text.get(name) if isinstance(text, Mapping) else getattr(text, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
+    hidden = first("hidden_size", "n_embd", "d_model")
+    heads = first("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads")
+    dims = {
+        "hidden_size": hidden,
+        "num_layers": first("num_hidden_layers", "num_layers", "n_layer"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": first("num_key_value_heads") or heads,
+        "head_dim": first("head_dim") or (hidden // heads if hidden and heads else None),
+    }
+    return {k: v for k, v in dims.items() if v is not None}
 
 
 def signature_from_model(model: nn.Module) -> Signature:
@@ -143,13 +191,19 @@ def signature_from_model(model: nn.Module) -> Signature:
         entries.append(_entry(path, base, params))
     arch = type(model).__name__
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    return Signature(tuple(entries), model_type, arch, tuple(sorted(view.output_heads)))
+    dims = transformer_dims(getattr(model, "config", None))
+    return Signature(tuple(entries), model_type, arch, tuple(sorted(view.output_heads)), dims)
+
+
+def module_entry(path: str, module: nn.Module) -> ModuleEntry:
+    """The signature entry of one live module (what tuners check layer shapes against)."""
+    return _entry(path, module, dict(module.named_parameters(recurse=False)))
 
 
 def _entry(path: str, module: nn.Module, params: dict[str, nn.Parameter]) -> ModuleEntry:
     kind = module_kind(module)
     first = next(iter(params.values()))
-    shapes = {k: tuple(p.shape) for k, p in params.items()}
+    shapes = logical_param_shapes(module, params)  # a 4-bit weight counts as out×in, not its packed bytes
     in_f = out_f = None
     kernel = None
     if kind == "Linear":
@@ -160,7 +214,8 @@ def _entry(path: str, module: nn.Module, params: dict[str, nn.Parameter]) -> Mod
         in_f, out_f = module.num_embeddings, module.embedding_dim
     elif kind == "Conv2d":
         in_f, out_f, kernel = module.in_channels, module.out_channels, tuple(module.kernel_size)
-    return ModuleEntry(path, kind, in_f, out_f, kernel, shapes, str(first.dtype).removeprefix("torch."))
+    dtype = quantization_label(module) or str(first.dtype).removeprefix("torch.")
+    return ModuleEntry(path, kind, in_f, out_f, kernel, shapes, dtype)
 
 
 def signature_from_config(config: Mapping[str, Any]) -> Signature:
@@ -195,6 +250,8 @@ class ExpectedTensor:
     shape: tuple[int, ...]
     dims: tuple[str, ...]
     optional: bool = False
+    #: saved under this key alone, with no ``base_model.…`` prefix (PEFT's ``prompt_embeddings``)
+    top_level: bool = False
 
 
 def check_adapter(
@@ -203,17 +260,21 @@ def check_adapter(
     """Every way the tensors ``found`` (on-disk key -> shape) fail to fit ``signature`` under ``config``."""
     from .methods import get_method
 
+    tuner = get_method(config.peft_type).tuner
+    prefix = getattr(tuner, "disk_prefix", PREFIX)  # PEFT's prompt methods save under "base_model."
     try:
-        expected: dict[str, ExpectedTensor] = get_method(config.peft_type).tuner.expected_shapes(config, signature)
+        expected: dict[str, ExpectedTensor] = tuner.expected_shapes(config, signature)
     except AdapterError as exc:
         return [Problem(None, None, None, str(exc))]
     by_path = signature.by_path()
     problems: list[Problem] = []
     seen: set[str] = set()
     for disk_key, shape in found.items():
-        key = disk_key.removeprefix(PREFIX)
+        key = disk_key.removeprefix(prefix)
         shape = tuple(shape)
         want = expected.get(key)
+        if want is not None and want.top_level and key != disk_key:
+            want = None
         if want is None:
             problems.append(Problem(disk_key, None, str(list(shape)), _unexpected(key, by_path)))
             continue
@@ -222,7 +283,7 @@ def check_adapter(
             problems.append(Problem(disk_key, str(list(want.shape)), str(list(shape)), _mismatch(key, want, shape)))
     for key in sorted(k for k in set(expected) - seen if not expected[k].optional):
         problems.append(
-            Problem(PREFIX + key, str(list(expected[key].shape)), None,
+            Problem(key if expected[key].top_level else prefix + key, str(list(expected[key].shape)), None,
                     f"{key} is missing: the config targets this module but the file has no such tensor")
         )
     return problems

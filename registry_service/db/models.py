@@ -1,5 +1,5 @@
 """SQLAlchemy models: namespaces, tokens, base models (and their weight files), adapters, versions,
-files, aliases, events.
+files, aliases, merge jobs, events.
 
 Versions are immutable once published; ``adapter.next_version`` is the counter that concurrent
 pushes increment under a row lock, so version numbers only grow and never repeat.
@@ -192,6 +192,44 @@ class UploadSession(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class MergeJob(Base):
+    """A server-side merge: pinned inputs, the recipe, where it stands, and what it produced.
+
+    Run by ``adapter-registry worker`` through procrastinate (``queue_job_id``); the result is
+    recorded in the same transaction that publishes it, so a retried job never publishes twice.
+    """
+
+    __tablename__ = "merge_job"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    #: Namespace of the output: who may see and cancel the job.
+    namespace: Mapped[str] = mapped_column(String(96), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    #: ``{"kind": "adapter"|"model", "name": "ns/name", "alias", "description", "private"}``
+    output: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    #: One entry per input, pinned at submission: ``{"adapter", "version", "commit", "weight"}``.
+    inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id"), index=True)
+    combination_type: Mapped[str] = mapped_column(String(32))
+    #: density, majority_sign_method, svd_rank, svd_clamp, seed.
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    progress: Mapped[float] = mapped_column(default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    queue_job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    result_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_version.id", ondelete="SET NULL"), nullable=True)
+    result_base_model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("base_model.id", ondelete="SET NULL"), nullable=True)
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_token.id", ondelete="SET NULL"), nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class Event(Base):
     """Append-only audit log: pushes, alias moves, deletions, jobs."""
 
@@ -206,5 +244,5 @@ class Event(Base):
 
 __all__ = [
     "Adapter", "AdapterVersion", "Alias", "ApiToken", "Base", "BaseModel", "BaseModelFile", "BaseModelUpload", "Event",
-    "File", "Namespace", "UploadSession", "_now",
+    "File", "MergeJob", "Namespace", "UploadSession", "_now",
 ]

@@ -1,3 +1,3 @@
 """Adapter methods, one subpackage or module per method family; importing registers them."""
 
-from . import lora  # noqa: F401
+from . import adalora, ia3, loha, lokr, lora, prompt  # noqa: F401

@@ -11,6 +11,7 @@ import copy
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,10 @@ BASE_ADAPTER = "__base__"
 
 class AdapterModule(nn.Module):
     """A module that holds per-adapter state around a wrapped ``base_layer``."""
+
+    #: Save this module's tensors under their own names (``prompt_embeddings``) rather than under
+    #: ``base_model.model.<path>.`` (PEFT's prompt methods save one top-level tensor).
+    top_level_keys: ClassVar[bool] = False
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
@@ -50,6 +55,10 @@ class AdapterModule(nn.Module):
         """The trainable parameters of one adapter."""
         return [t for t in self.adapter_tensors(name).values() if isinstance(t, nn.Parameter)]
 
+    def prepare_load(self, name: str) -> None:
+        """Called before saved tensors are copied into adapter ``name``: a module whose saved form
+        differs from its training form (a prompt encoder saved as its output) switches to the saved form."""
+
     def unwrap(self, merge: bool) -> nn.Module:
         """The plain module to put back in the model on unload (merged first if asked)."""
         raise NotImplementedError
@@ -74,6 +83,14 @@ class AdapterLayer(AdapterModule):
         """ΔW of one adapter in the layout of ``base_layer.weight``."""
         raise NotImplementedError
 
+    def merge_delta(self, name: str) -> Tensor:
+        """What merging adapter ``name`` adds to the base weight now (its ΔW unless a method needs more)."""
+        return self.delta_weight(name)
+
+    def unmerge_delta(self, name: str) -> Tensor:
+        """What unmerging the merged adapter ``name`` subtracts again (what :meth:`merge_delta` added)."""
+        return self.delta_weight(name)
+
     def merge(self, names: Sequence[str], safe: bool = False) -> list[str]:
         """Add the ΔW of each named adapter (present and not merged yet) into the base weight."""
         from ..merging import add_delta
@@ -84,7 +101,7 @@ class AdapterLayer(AdapterModule):
             if name not in self.adapter_names() or name in self.merged:
                 continue
             with torch.no_grad():
-                add_delta(weight, self.delta_weight(name), safe=safe, where=f"adapter {name!r}")
+                add_delta(weight, self.merge_delta(name), safe=safe, where=f"adapter {name!r}")
             self.merged.append(name)
             done.append(name)
         self._refresh()
@@ -99,7 +116,7 @@ class AdapterLayer(AdapterModule):
             if names is not None and name not in names:
                 continue
             with torch.no_grad():
-                add_delta(weight, self.delta_weight(name), sign=-1.0)
+                add_delta(weight, self.unmerge_delta(name), sign=-1.0)
             self.merged.remove(name)
         self._refresh()
 

@@ -48,7 +48,7 @@ def test_known_harmless_keys_do_not_warn() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("use_dora", True), ("lora_bias", True), ("layer_replication", [[0, 2]]), ("use_qalora", True),
+    [("lora_bias", True), ("layer_replication", [[0, 2]]), ("use_qalora", True),
      ("target_parameters", ["experts.w1"]), ("trainable_token_indices", [1, 2])],
 )
 def test_math_changing_features_are_refused(key: str, value: object) -> None:

@@ -12,11 +12,14 @@ on S3, each against a fresh registry from the ``registry`` fixture.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +30,7 @@ from registry_testkit import TEMPLATE_DB, Registry, _db_url, register_base, save
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+import sdk
 from registry_service.app import create_app
 from registry_service.settings import Settings
 from registry_service.storage import LocalBlobStore, blob_key
@@ -300,6 +304,44 @@ def all_b_zero(v: Valid, **form: str) -> list[Part]:
     return upload(v.config, with_tensors(t), **form)
 
 
+# other methods: one valid adapter each (random weights, the same tiny Llama), then one tensor broken
+METHOD_CONFIGS: dict[str, Callable[[], Any]] = {
+    "IA3": lambda: sdk.IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"],
+                                 init_ia3_weights=False),
+    "LOHA": lambda: sdk.LoHaConfig(r=4, target_modules=["q_proj", "v_proj"], init_weights=False),
+    "LOKR": lambda: sdk.LoKrConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_weights=False),
+    "DORA": lambda: sdk.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True, init_lora_weights=False),
+    "PROMPT_TUNING": lambda: sdk.PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
+    "PREFIX_TUNING": lambda: sdk.PrefixTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
+}
+
+
+@functools.cache
+def method_adapter(method: str) -> Valid:
+    """A valid adapter of ``method`` (a ``METHOD_CONFIGS`` key) for the registered base model, as bytes."""
+    torch.manual_seed(1)
+    model = sdk.get_peft_model(tiny_llama(), METHOD_CONFIGS[method]())
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return Valid((Path(tmp) / CONFIG).read_bytes(), (Path(tmp) / WEIGHTS).read_bytes())
+
+
+def method_tensor(method: str, name: str, shape: tuple[int, ...]) -> Callable[[Valid], list[Part]]:
+    def build(_: Valid) -> list[Part]:
+        adapter = method_adapter(method)
+        t = adapter.tensors()
+        assert name in t, f"{name} is not in the {method} adapter"
+        t[name] = torch.randn(shape)
+        return upload(adapter.config, with_tensors(t))
+
+    return build
+
+
+def method_config(method: str, **changes: Any) -> Callable[[Valid], list[Part]]:
+    """The ``method`` adapter with some config keys changed (its weights as saved)."""
+    return lambda _: upload(method_adapter(method).cfg(**changes), method_adapter(method).weights)
+
+
 def config(raw: Callable[[Valid], bytes], **form: str | None) -> Callable[[Valid], list[Part]]:
     return lambda v: upload(raw(v), v.weights, **form)
 
@@ -368,6 +410,33 @@ CASES: list[Case] = [
          422, "model.layers.0.self_attn.k_proj exists in the base model, but the adapter config does not target",
          tensor=K0A),
     Case("missing-lora-B", drop_tensor(V1B), 422, "v_proj.lora_B.weight is missing", tensor=V1B),
+    # other methods' tensors against the config and the signature
+    Case("ia3-feedforward-vector-as-output-vector", method_tensor("IA3", P + "0.mlp.down_proj.ia3_l", (64, 1)), 422,
+         "in_features is 1, expected 64", tensor=P + "0.mlp.down_proj.ia3_l",
+         problem_fields={"expected": "[1, 64]", "found": "[64, 1]"}),
+    Case("ia3-wrong-out-features", method_tensor("IA3", P + "1.self_attn.v_proj.ia3_l", (32, 1)), 422,
+         "out_features is 32, expected 16", tensor=P + "1.self_attn.v_proj.ia3_l"),
+    Case("loha-wrong-rank", method_tensor("LOHA", P + "0.self_attn.q_proj.hada_w1_a", (32, 8)), 422,
+         "r is 8, expected 4", tensor=P + "0.self_attn.q_proj.hada_w1_a",
+         problem_fields={"expected": "[32, 4]", "found": "[32, 8]"}),
+    Case("loha-wrong-in-features", method_tensor("LOHA", P + "1.self_attn.v_proj.hada_w2_b", (4, 16)), 422,
+         "in_features is 16, expected 32", tensor=P + "1.self_attn.v_proj.hada_w2_b"),
+    Case("lokr-wrong-kronecker-factor", method_tensor("LOKR", P + "0.mlp.down_proj.lokr_w2", (8, 4)), 422,
+         "d is 4, expected 8", tensor=P + "0.mlp.down_proj.lokr_w2",
+         problem_fields={"expected": "[8, 8]", "found": "[8, 4]"}),
+    Case("dora-magnitude-wrong-length",
+         method_tensor("DORA", P + "0.self_attn.v_proj.lora_magnitude_vector", (32,)), 422,
+         "out_features is 32, expected 16", tensor=P + "0.self_attn.v_proj.lora_magnitude_vector"),
+    # prompt methods: the table's shape, and token_dim / num_layers / heads against the base model's config
+    Case("prompt-embeddings-wrong-rows", method_tensor("PROMPT_TUNING", "prompt_embeddings", (5, 32)), 422,
+         "num_virtual_tokens·num_transformer_submodules is 5, expected 4", tensor="prompt_embeddings",
+         problem_fields={"expected": "[4, 32]", "found": "[5, 32]"}),
+    Case("prompt-token_dim-not-hidden-size", method_config("PROMPT_TUNING", token_dim=64), 422,
+         "token_dim=64 but the base model's width of the virtual tokens is 32 (its hidden size)"),
+    Case("prefix-num_layers-mismatch", method_config("PREFIX_TUNING", num_layers=3), 422,
+         "num_layers=3 but the base model's number of transformer layers is 2"),
+    Case("prefix-heads-not-key-value-heads", method_config("PREFIX_TUNING", num_attention_heads=4), 422,
+         "num_attention_heads=4 but the base model's number of attention heads is 2 (its key/value heads)"),
     Case("all-lora-B-zero-not-untrained", all_b_zero, 422, "is all zeros",
          problem_fields={"found": "untrained weights"}),
     # pickles and file names
@@ -396,7 +465,8 @@ CASES: list[Case] = [
     Case("config-without-peft_type", config(lambda v: v.cfg(peft_type=DROP)), 422, "has no 'peft_type'"),
     Case("config-unknown-peft_type", config(lambda v: v.cfg(peft_type="SPLINE")), 422,
          "unknown adapter method peft_type='SPLINE'"),
-    Case("config-use_dora", config(lambda v: v.cfg(use_dora=True)), 422, "use_dora=True"),
+    Case("config-use_dora-without-magnitudes", config(lambda v: v.cfg(use_dora=True)), 422,
+         "q_proj.lora_magnitude_vector is missing", tensor=P + "0.self_attn.q_proj.lora_magnitude_vector"),
     Case("config-r-zero", config(lambda v: v.cfg(r=0)), 422, "`r` must be a positive integer, got 0"),
     Case("config-oversized", config(oversized_config), 413, "adapter_config.json is larger than 1048576 bytes"),
     Case("config-lora_dropout-not-a-number", config(lambda v: v.cfg(lora_dropout="high")), 422, "lora_dropout"),
@@ -436,7 +506,7 @@ CASES: list[Case] = [
 ]
 
 S3_CASES = ("truncated-file", "wrong-rank", "all-lora-B-zero-not-untrained", "pickle-field-adapter_model.bin",
-            "second-push-different-base-model", "config-use_dora", "nul-in-tag")
+            "second-push-different-base-model", "config-use_dora-without-magnitudes", "nul-in-tag")
 
 BY_ID = {c.id: c for c in CASES}
 assert len(BY_ID) == len(CASES), "case ids must be unique"
@@ -565,3 +635,16 @@ async def test_the_valid_adapter_is_accepted(local_registry: Registry, valid: Va
                           private="false"), writer)
     assert r.status_code == 201, r.text
     assert r.json()["summary"]["r"] == 4
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("method", ["PROMPT_TUNING", "PREFIX_TUNING"])
+async def test_prompt_adapters_are_accepted(local_registry: Registry, method: str) -> None:
+    """A prompt adapter (top-level ``prompt_embeddings``) that fits the base model is published."""
+    registry = local_registry
+    writer = await registry.token("alice", "write")
+    adapter = method_adapter(method)
+    r = await post(registry, f"/api/v1/adapters/alice/{method.lower()}/versions",
+                   upload(adapter.config, adapter.weights), writer)
+    assert r.status_code == 201, r.text
+    assert r.json()["summary"]["method"] == method

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import io
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,11 +81,14 @@ async def publish(
     max_header_bytes: int,
     parents: list[dict[str, Any]] | None = None,
     db: AsyncSession | None = None,
+    extra_files: Sequence[Payload] = (),
 ) -> tuple[Adapter, AdapterVersion, list[str]]:
     """Validate and publish a new version of ``ns/name``; returns (adapter, version, notes).
 
     ``db``: a session inside an open transaction (e.g. one already holding a blob's lock) to write
     in; the caller commits it. Without it, publishing runs in its own transaction.
+    ``extra_files``: more files of the version written by the registry itself (a merge job's
+    ``merge_recipe.json``); their names must not clash with the adapter's own files.
     """
     check_part(ns, "namespace")
     check_part(name, "adapter name")
@@ -109,6 +112,10 @@ async def publish(
     files = [bytes_payload(CONFIG_FILE, config_raw), weights]
     if readme is not None:
         files.append(bytes_payload(README_FILE, readme))
+    for extra in extra_files:
+        if any(f.filename == extra.filename for f in files):
+            raise BadRequest(f"{extra.filename} is already a file of this version")
+        files.append(extra)
     created: list[str] = []
 
     async def store_and_insert(db: AsyncSession) -> tuple[Adapter, AdapterVersion]:
@@ -122,8 +129,9 @@ async def publish(
                         raise reject(f"{payload.filename} changed while it was being stored", tensor=None,
                                      expected=sha, found=info.sha256)
                     created.append(sha)
+            summary = checked.summary | {"base_fingerprint": base.fingerprint}  # what it was validated against
             return await _insert_version(db, principal, ns, name, base, config, files, options,
-                                         checked.summary, parents or [])
+                                         summary, parents or [])
         except BaseException:
             for sha in created:  # the advisory locks are released only after this
                 await store.delete(sha)

@@ -23,7 +23,6 @@ def _not_none(value: Any) -> bool:
 
 #: Known PEFT fields whose non-default values change the math in ways we do not implement.
 _UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
-    "use_dora": _truthy,
     "lora_bias": _truthy,
     "use_qalora": _truthy,
     "use_bdlora": _not_none,
@@ -67,6 +66,7 @@ class LoraConfig(AdapterConfig):
     fan_in_fan_out: bool = False
     use_rslora: bool = False
     init_lora_weights: bool | str = True
+    use_dora: bool = False
 
     def validate(self) -> None:
         if isinstance(self.target_modules, (set, frozenset, tuple)):
@@ -108,6 +108,8 @@ class LoraConfig(AdapterConfig):
             raise ConfigError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout!r}")
         if self.bias not in ("none", "all", "lora_only"):
             raise ConfigError(f"`bias` must be 'none', 'all' or 'lora_only', got {self.bias!r}")
+        if not isinstance(self.use_dora, bool):
+            raise ConfigError(f"`use_dora` must be true or false, got {self.use_dora!r}")
         if self.init_lora_weights not in INIT_CHOICES:
             raise ConfigError(
                 f"init_lora_weights={self.init_lora_weights!r} is not supported; use True (Kaiming A, zero B), "

@@ -8,6 +8,7 @@ grouped batched matmuls instead of a Python loop over adapters.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from ...merging import LayerKind, lora_delta
 from ..base import ROUTING, AdapterLayer, Routing
+from .dora import dora_extra, merged_delta
 
 
 class LoraLayer(AdapterLayer):
@@ -24,11 +26,15 @@ class LoraLayer(AdapterLayer):
     kind: ClassVar[LayerKind]
     #: On-disk suffixes of the A and B factors.
     disk_names: ClassVar[tuple[str, str]] = ("lora_A.weight", "lora_B.weight")
+    #: Whether DoRA (``use_dora``) works on this layer kind.
+    supports_dora: ClassVar[bool] = False
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
         self.lora_A = nn.ParameterDict()
         self.lora_B = nn.ParameterDict()
+        self.lora_magnitude_vector = nn.ParameterDict()  # DoRA adapters only
+        self._dora_merged: dict[str, Tensor] = {}  # what merging each DoRA adapter added
         self.r: dict[str, int] = {}
         self.scaling: dict[str, float] = {}
         self.dropout_p: dict[str, float] = {}
@@ -95,17 +101,44 @@ class LoraLayer(AdapterLayer):
 
     def adapter_tensors(self, name: str) -> dict[str, Tensor]:
         a_key, b_key = self.disk_names
-        return {a_key: self.lora_A[name], b_key: self.lora_B[name]}
+        out: dict[str, Tensor] = {a_key: self.lora_A[name], b_key: self.lora_B[name]}
+        if name in self.lora_magnitude_vector:
+            out["lora_magnitude_vector"] = self.lora_magnitude_vector[name]
+        return out
 
     def _delete(self, name: str) -> None:
         for store in (self.lora_A, self.lora_B):
             del store[name]
+        if name in self.lora_magnitude_vector:
+            del self.lora_magnitude_vector[name]
         for meta in (self.r, self.scaling, self.dropout_p):
             meta.pop(name, None)
         self._stack = None
 
     def delta_weight(self, name: str) -> Tensor:
         return lora_delta(self.lora_A[name], self.lora_B[name], self.scaling[name], self.kind)
+
+    def merge_delta(self, name: str) -> Tensor:
+        if name not in self.lora_magnitude_vector:
+            return self.delta_weight(name)
+        weight = self.base_layer.weight.detach()
+        for merged in self.merged:  # DoRA rescales the base weight alone, not other merged adapters
+            weight = weight - self.unmerge_delta(merged).to(weight.dtype)
+        delta = merged_delta(self, name, weight)
+        self._dora_merged[name] = delta
+        return delta
+
+    def unmerge_delta(self, name: str) -> Tensor:
+        if name in self._dora_merged:
+            return self._dora_merged[name]
+        return self.delta_weight(name)
+
+    def unmerge(self, names: Sequence[str] | None = None) -> None:
+        kept = [n for n in self.merged if names is not None and n not in names]
+        super().unmerge(names)
+        for name in list(self._dora_merged):
+            if name not in kept:
+                del self._dora_merged[name]
 
     def _dropout(self, x: Tensor, name: str) -> Tensor:
         p = self.dropout_p[name]
@@ -116,6 +149,7 @@ class LoraLinear(LoraLayer):
     """LoRA around ``nn.Linear`` (and, with ``kind="conv1d"``, transformers' ``Conv1D``)."""
 
     kind: ClassVar[LayerKind] = "linear"
+    supports_dora: ClassVar[bool] = True
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
@@ -128,7 +162,11 @@ class LoraLinear(LoraLayer):
             return self._mixed(x, result, routing)
         if self.disabled:
             return result
+        base_out = result
         for name in self._live:
+            if name in self.lora_magnitude_vector:
+                result = result + dora_extra(self, x, name, base_out).to(result.dtype)
+                continue
             a, b = self.lora_A[name], self.lora_B[name]
             h = F.linear(self._dropout(x, name).to(a.dtype), a)
             flat = h.reshape(-1, h.shape[-1])
@@ -146,6 +184,7 @@ class LoraLinear(LoraLayer):
         cached = self._stack
         if cached is not None and cached[0] == names and cached[2] == tuple(p._version for p in cached[1]):
             return cached[3], cached[4]
+        names = tuple(n if n not in self.lora_magnitude_vector else "" for n in names)  # DoRA: not stacked
         params = [p for n in names if n in self.lora_A for p in (self.lora_A[n], self.lora_B[n])]
         rmax = max((self.r[n] for n in names if n in self.r), default=1)
         ref = params[0] if params else self.base_layer.weight
@@ -172,7 +211,12 @@ class LoraLinear(LoraLayer):
         y = torch.bmm(torch.bmm(xs, a_st), b_st).reshape(u * g, *result.shape[1:])
         if keep is not None:  # drop the padding rows
             y = y.index_select(0, keep)
-        return result.index_add(0, target, y.to(result.dtype))
+        out = result.index_add(0, target, y.to(result.dtype))
+        for name, idx in routing.indices(x.device).items():
+            if name in self.lora_magnitude_vector:
+                extra = dora_extra(self, x.index_select(0, idx), name, result.index_select(0, idx))
+                out = out.index_add(0, idx, extra.to(out.dtype))
+        return out
 
 
 class LoraConv1D(LoraLinear):

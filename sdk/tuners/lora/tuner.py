@@ -8,16 +8,18 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from ...errors import TargetingError, TargetModulesNotFoundError, UnsupportedLayerError
+from ...quantization import quantized_kind
 from ...targeting import SEQ_CLS_HEADS, ModelView, is_target, not_found_message, resolve_target_modules
 from ..base import AdapterModule, iter_adapter_modules, replace_module
 from ..modules_to_save import add_modules_to_save
 from .config import LoraConfig
+from .dora import add_magnitude
 from .layers import LAYER_BY_KIND, LoraConv1D, LoraLayer
 
 if TYPE_CHECKING:
     from ...signature import ExpectedTensor, Signature
 
-SUPPORTED = "nn.Linear, transformers' Conv1D, nn.Embedding, nn.Conv2d"
+SUPPORTED = "nn.Linear, transformers' Conv1D, nn.Embedding, nn.Conv2d, bitsandbytes Linear4bit/Linear8bitLt"
 
 
 def _unsupported(kind: str) -> str:
@@ -26,6 +28,10 @@ def _unsupported(kind: str) -> str:
 
 def _layer_factory(module: nn.Module, kind: str) -> type[LoraLayer] | str:
     """The LoRA layer class for ``module``, or the reason it cannot be adapted."""
+    if quantized_kind(module) is not None:  # bitsandbytes Linear4bit / Linear8bitLt (QLoRA)
+        from .bnb import LoraBnbLinear
+
+        return LoraBnbLinear
     cls = LAYER_BY_KIND.get(kind)
     if cls is None:
         return _unsupported(kind)
@@ -101,6 +107,11 @@ class LoraTuner:
                     "lower `r` (or set rank_pattern for it)"
                 )
                 continue
+            if config.use_dora and not (factory or type(module)).supports_dora:
+                problems.append(f"{path}: DoRA (use_dora=True) is not supported on "
+                                f"{type(getattr(module, 'base_layer', module)).__name__} layers "
+                                "(supported: nn.Linear, Conv1D)")
+                continue
             plan.append((path, module, factory, r))
         if problems:
             cls = UnsupportedLayerError if all("not supported" in p for p in problems) else TargetingError
@@ -110,6 +121,8 @@ class LoraTuner:
         for path, module, factory, r in plan:
             layer = module if factory is None else factory(module)
             layer.add(adapter_name, r, config.scaling_for(path, r), config.lora_dropout, config.init_lora_weights)
+            if config.use_dora:
+                add_magnitude(layer, adapter_name)
             if factory is not None:
                 replace_module(model, path, layer)
         mts = self.modules_to_save(view, config)
@@ -147,6 +160,11 @@ class LoraTuner:
             b_dims = ("out_features" if entry.kind != "Embedding" else "embedding_dim", "r", "1", "1")[: len(b_shape)]
             out[f"{path}.{a_key}"] = ExpectedTensor(a_shape, a_dims)
             out[f"{path}.{b_key}"] = ExpectedTensor(b_shape, b_dims)
+            if config.use_dora:
+                if not cls.supports_dora:
+                    problems.append(f"{path}: DoRA (use_dora=True) is not supported on {entry.kind} layers")
+                    continue
+                out[f"{path}.lora_magnitude_vector"] = ExpectedTensor((entry.out_features,), ("out_features",))
             if entry.kind == "Embedding" and "weight" in entry.params:  # PEFT may save the full embedding
                 out[f"{path}.base_layer.weight"] = ExpectedTensor(
                     entry.params["weight"], ("num_embeddings", "embedding_dim"), optional=True

@@ -1,0 +1,1 @@
+"""Hugging Face Hub-compatible API: resolve, model info by revision, tree listing, HF-style errors."""

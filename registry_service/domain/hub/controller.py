@@ -1,0 +1,109 @@
+"""Hugging Face Hub-compatible read routes, so unmodified ``huggingface_hub``, ``peft`` and
+``transformers`` load adapters from the registry with ``HF_ENDPOINT`` pointing at it.
+
+``/{ns}/{name}/resolve/{revision}/{path}`` (HEAD/GET), ``/api/models/{ns}/{name}``,
+``/api/models/{ns}/{name}/revision/{revision}`` and ``/api/models/{ns}/{name}/tree/{revision}[/{path}]``.
+Authentication is the registry's own ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from litestar import Controller, Request, Response, get, route
+from litestar.exceptions import HTTPException
+from litestar.plugins.problem_details import ProblemDetailsException
+from litestar.response import Redirect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ...settings import Settings
+from ...storage import BlobStore
+from ..adapters.downloads import serve_file
+from ..auth.tokens import Principal
+from . import service
+from .errors import EntryNotFound, HubError, hub_error_response
+
+
+def raw_tail(request: Request, marker: str) -> str:
+    """The undecoded part of the request path after ``marker`` (e.g. ``/resolve/``)."""
+    raw = request.scope.get("raw_path") or request.scope["path"].encode()
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+    return path.split(marker, 1)[1] if marker in path else ""
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+class HubController(Controller):
+    """The Hub's read API over adapters (repos) and their versions (revisions)."""
+
+    path = "/"
+    tags = ["hub-compatible"]
+    # ProblemDetailsException is named too: the app maps it (for the rest of the API) and it sits before
+    # HTTPException in the MRO of the service's errors, so HTTPException alone would not win.
+    exception_handlers = {HubError: hub_error_response, ProblemDetailsException: hub_error_response,
+                          HTTPException: hub_error_response}
+
+    @route("/{ns:str}/{name:str}/resolve/{rest:path}", http_method=["GET", "HEAD"])
+    async def resolve(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
+                      store: BlobStore, settings: Settings) -> Response:
+        """A file of a revision: its bytes (Range supported), or on S3 a 302 to a presigned URL.
+
+        Either answer carries ``X-Repo-Commit``, the sha256 ``ETag`` and ``X-Linked-Size``: the client
+        reads the metadata from the 302 itself, since it does not follow redirects to another origin.
+        """
+        revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/resolve/"))
+        adapter = await service.find_repo(db, principal, ns, name)
+        version = await service.find_revision(db, adapter, revision)
+        f = service.find_file(adapter, version, path)
+        commit = version.commit
+        db.expunge_all()
+        await db.rollback()  # give the connection back before a long download
+        meta = service.file_headers(f, commit)
+        if settings.redirect_downloads and settings.uses_s3:
+            url = await store.presigned_get_url(f.sha256, f.filename, expires=settings.presign_expires_s)
+            # Only a redirect to ANOTHER origin: a same-origin one would be followed by the client's HEAD,
+            # and storage does not answer with the metadata headers.
+            if url and _origin(url) != _origin(str(request.base_url)):
+                return Redirect(url, status_code=302, headers=meta)
+        response = await serve_file(store, f, request.headers.get("range"), redirect=False,
+                                    head=request.method == "HEAD")
+        for key, value in meta.items():
+            response.set_header(key, value)
+        return response
+
+    @get("/api/models/{ns:str}/{name:str}")
+    async def info(self, ns: str, name: str, db: AsyncSession, principal: Principal,
+                   blobs: bool = False) -> dict:
+        """``model_info`` at the default branch (the latest version)."""
+        return await self._info(db, principal, ns, name, service.DEFAULT_BRANCH, blobs)
+
+    @get("/api/models/{ns:str}/{name:str}/revision/{rest:path}")
+    async def info_at(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
+                      blobs: bool = False) -> dict:
+        """``model_info``/``repo_info`` at a revision; its ``sha`` is the version's commit."""
+        revision = unquote(raw_tail(request, f"/{ns}/{name}/revision/").strip("/"))
+        return await self._info(db, principal, ns, name, revision, blobs)
+
+    @get("/api/models/{ns:str}/{name:str}/tree/{rest:path}")
+    async def tree(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal) -> list[dict]:
+        """The files of a revision (a version's files sit at the root: there are no folders)."""
+        revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/tree/"))
+        adapter = await service.find_repo(db, principal, ns, name)
+        version = await service.find_revision(db, adapter, revision)
+        path = path.strip("/")
+        if path:
+            raise EntryNotFound(f"{ns}/{name}@{version.commit} has no folder {path!r}: its files are at the root",
+                                commit=version.commit)
+        return [service.tree_entry(f) for f in version.files]
+
+    async def _info(self, db: AsyncSession, principal: Principal, ns: str, name: str, revision: str,
+                    blobs: bool) -> dict:
+        adapter = await service.find_repo(db, principal, ns, name)
+        version = await service.find_revision(db, adapter, revision)
+        return service.model_info(adapter, version, blobs=blobs)
+
+
+__all__ = ["HubController"]

@@ -1,0 +1,1 @@
+"""Server-side merges: the merge-jobs API (controller, service) and what a worker runs (execute)."""

@@ -1,0 +1,103 @@
+"""HTTP routes: ``/api/v1/merge-jobs`` (queue, read, list, cancel) and the lineage of a version."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_202_ACCEPTED
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ...db.models import AdapterVersion
+from ...settings import Settings
+from ..adapters.controller import base_url
+from ..adapters.service import get_adapter, resolve_version
+from ..auth.tokens import Principal
+from . import service
+from .schemas import MergeJobRequest
+
+ROOT = "/api/v1/merge-jobs"
+
+
+class MergeJobController(Controller):
+    """``/api/v1/merge-jobs``"""
+
+    path = ROOT
+    tags = ["merge jobs"]
+
+    @post("/", status_code=HTTP_202_ACCEPTED)
+    async def create(self, data: MergeJobRequest, db: AsyncSession, principal: Principal, request: Request,
+                     settings: Settings) -> Response[dict]:
+        """Queue a merge: every check runs first (422 lists every problem); a worker runs it."""
+        job = await service.submit(db, principal, data)
+        await db.commit()
+        body = await service.describe(db, job, base_url(request, settings))
+        return Response(body, status_code=HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+    @get("/")
+    async def list_jobs(self, db: AsyncSession, principal: Principal, request: Request, settings: Settings,
+                        job_state: Annotated[str | None, Parameter(query="state")] = None,
+                        namespace: str | None = None, page: int = 1,
+                        page_size: int = 50) -> dict:
+        """Jobs the caller may see, newest first; filter by ``state`` and output ``namespace``."""
+        size = min(max(page_size, 1), 200)
+        rows, total = await service.list_jobs(db, principal, state=job_state, namespace=namespace, limit=size,
+                                              offset=(max(page, 1) - 1) * size)
+        root = base_url(request, settings)
+        return {"items": [await service.describe(db, j, root) for j in rows], "total": total, "page": page}
+
+    @get("/{job_id:str}")
+    async def get_job(self, job_id: str, db: AsyncSession, principal: Principal, request: Request,
+                      settings: Settings) -> dict:
+        """One job: state, progress (0..1), error, result."""
+        job = await service.get_job(db, principal, job_id)
+        return await service.describe(db, job, base_url(request, settings))
+
+    @post("/{job_id:str}/cancel", status_code=200)
+    async def cancel(self, job_id: str, db: AsyncSession, principal: Principal, request: Request,
+                     settings: Settings) -> dict:
+        """Cancel: a queued job at once, a running one at its next step (state stays 'running' until then)."""
+        job = await service.cancel(db, principal, job_id)
+        await db.commit()
+        return await service.describe(db, job, base_url(request, settings))
+
+
+class LineageController(Controller):
+    """``GET /api/v1/adapters/{ns}/{name}/versions/{ref}/lineage``"""
+
+    path = "/api/v1/adapters"
+    tags = ["adapters"]
+
+    @get("/{ns:str}/{name:str}/versions/{ref:str}/lineage")
+    async def lineage(self, ns: str, name: str, ref: str, db: AsyncSession, principal: Principal) -> dict[str, Any]:
+        """The version and its ancestors as a graph: ``nodes`` (one per version) and ``edges`` (parent -> child,
+        with the input's weight and parameters). Versions the caller cannot read appear without a name."""
+        from ...web.lineage import lineage_of
+
+        adapter = await get_adapter(db, principal, ns, name)
+        version = await resolve_version(db, adapter, ref)
+        graph = await lineage_of(db, principal, adapter, version)
+        nodes = []
+        for key, node in graph.nodes.items():
+            item: dict[str, Any] = {"id": key, "label": node.label, "current": node.current, "note": node.note or None}
+            if node.href:  # a readable version: say which, and where its API lives
+                full, _, number = node.label.rpartition("@")
+                item.update(adapter=full, version=int(number), commit=key,
+                            url=f"/api/v1/adapters/{full}/versions/{number}", page=node.href)
+            nodes.append(item)
+        if version.commit in graph.nodes:
+            nodes[0].update(adapter=f"{ns}/{name}", version=version.version, commit=version.commit,
+                            url=f"/api/v1/adapters/{ns}/{name}/versions/{version.version}")
+        entries: dict[str, list[dict[str, Any]]] = {version.commit: list(version.parents or [])}
+        for child in {e.child for e in graph.edges} - set(entries):
+            row = (await db.execute(select(AdapterVersion.parents).where(AdapterVersion.commit == child))).first()
+            entries[child] = list(row[0] or []) if row else []
+        edges = []
+        for e in graph.edges:
+            entry = next((p for p in entries.get(e.child, []) if isinstance(p, dict) and p.get("commit") == e.parent),
+                         {})
+            extra = {k: entry[k] for k in ("weight", "combination_type", "density", "job") if k in entry}
+            edges.append({"parent": e.parent, "child": e.child, "label": e.label, **extra})
+        return {"root": version.commit, "nodes": nodes, "edges": edges, "parents": version.parents or []}

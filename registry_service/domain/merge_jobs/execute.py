@@ -1,0 +1,408 @@
+"""Running a merge job on a worker: fetch the pinned inputs, combine them with :mod:`sdk.combine`
+(and merge into the base weights with :mod:`sdk.merge_into_base` for a full model), then publish.
+
+Exactly once: the result is published in one transaction that also locks the job row, checks that
+the job has no result yet, and records the result on it. A worker killed before that commit
+published nothing (blobs it stored are unreferenced content-addressed copies); a worker killed
+after it leaves a job whose retry finds the result and only marks the job succeeded.
+
+Heavy work runs in threads so the worker's event loop keeps its heartbeat. The threads report
+progress and check for cancellation through a :class:`Control` at every step (every tensor of a
+full-model merge); a watcher task writes progress to the job row and reads its cancel flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sdk.errors import AdapterError, ValidationFailed
+
+from ...db.models import AdapterVersion, ApiToken, BaseModel, BaseModelFile, Event, MergeJob
+from ...errors import ServiceError
+from ...jobs.config import WorkerSettings
+from ...settings import Settings
+from ...storage import BlobStore, blob_key
+from ..adapters.publish import Payload, PushOptions, bytes_payload, lock_blob, publish
+from ..auth.tokens import Principal
+from ..base_models.weights import files_of
+from .service import FINAL
+
+log = logging.getLogger("adapter_registry.jobs")
+RECIPE_FILE = "merge_recipe.json"
+_KINDS = {"Linear": "linear", "Conv1D": "conv1d", "Embedding": "embedding", "Conv2d": "conv2d"}
+
+
+class JobCancelled(Exception):
+    """The job's cancel flag was seen at a step."""
+
+
+class JobFailed(Exception):
+    """The job cannot succeed (bad inputs, revoked token…): fail it with this message, no retry."""
+
+
+#: Errors that a retry cannot fix: the job fails with their message.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (JobFailed, AdapterError, ValidationFailed, ServiceError)
+
+
+@dataclass
+class Runtime:
+    """What a worker process shares between jobs."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    store: BlobStore
+    settings: Settings
+    worker: WorkerSettings
+
+
+class Control:
+    """Progress and cancellation between the job's threads and its watcher (thread-safe)."""
+
+    def __init__(self, step_delay_s: float = 0.0) -> None:
+        self.progress = 0.0
+        self.cancelled = threading.Event()
+        self.step_delay_s = step_delay_s
+
+    def step(self, progress: float) -> None:
+        """Record progress (0..1) and stop with :class:`JobCancelled` when cancellation was asked for."""
+        self.progress = max(self.progress, min(1.0, progress))
+        if self.step_delay_s:
+            time.sleep(self.step_delay_s)
+        if self.cancelled.is_set():
+            raise JobCancelled()
+
+    def span(self, start: float, stop: float) -> Callable[[float], None]:
+        """A step function mapping 0..1 of one phase onto ``start..stop`` of the job."""
+        return lambda f: self.step(start + (stop - start) * f)
+
+
+async def _watch(rt: Runtime, job_id: uuid.UUID, control: Control, should_abort: Callable[[], bool]) -> None:
+    """Write progress to the job row and read its cancel flag until cancelled (by the runner)."""
+    written = -1.0
+    while True:
+        await asyncio.sleep(rt.worker.progress_interval_s)
+        try:
+            async with rt.sessionmaker() as db, db.begin():
+                params = {"id": job_id, "p": control.progress}
+                if control.progress != written:
+                    row = await db.execute(text("UPDATE merge_job SET progress = :p, updated_at = now() "
+                                                "WHERE id = :id RETURNING cancel_requested"), params)
+                else:
+                    row = await db.execute(text("SELECT cancel_requested FROM merge_job WHERE id = :id"), params)
+                flag = row.scalar_one_or_none()
+            written = control.progress
+            if flag or should_abort():
+                control.cancelled.set()
+        except Exception:  # a lost connection must not kill the job; the next round tries again
+            log.warning("could not report progress of merge job %s", job_id, exc_info=True)
+
+
+async def _finish(rt: Runtime, job_id: uuid.UUID, state: str, error: str | None = None) -> None:
+    async with rt.sessionmaker() as db, db.begin():
+        job = await db.get(MergeJob, job_id, with_for_update=True)
+        if job is None or job.state in FINAL:
+            return
+        now = dt.datetime.now(dt.UTC)
+        job.state, job.error, job.updated_at = state, error, now
+        if state in FINAL:
+            job.finished_at = now
+        db.add(Event(actor=job.created_by, kind="merge-job", subject=job.output.get("name", ""),
+                     data={"job": str(job.id), "state": state, **({"error": error} if error else {})}))
+
+
+async def _claim(rt: Runtime, job_id: uuid.UUID, attempt: int) -> MergeJob | None:
+    """Mark the job running (None when there is nothing to run: gone, finished, cancelled, or done)."""
+    async with rt.sessionmaker() as db, db.begin():
+        job = await db.get(MergeJob, job_id, with_for_update=True)
+        if job is None:
+            log.warning("merge job %s does not exist; nothing to run", job_id)
+            return None
+        if job.state in FINAL:
+            return None
+        now = dt.datetime.now(dt.UTC)
+        if job.result_version_id is not None or job.result_base_model_id is not None:
+            job.state, job.progress, job.finished_at, job.updated_at = "succeeded", 1.0, now, now
+            return None
+        if job.cancel_requested:
+            job.state, job.finished_at, job.updated_at = "cancelled", now, now
+            return None
+        job.state, job.attempts, job.worker = "running", attempt, rt.worker.name
+        job.started_at = job.started_at or now
+        job.updated_at = now
+        return job
+
+
+async def run_job(rt: Runtime, job_id: uuid.UUID, *, attempt: int, last_attempt: bool,
+                  should_abort: Callable[[], bool] = lambda: False) -> None:
+    """Run merge job ``job_id`` (``attempt`` counts from 1). Unexpected errors are raised for the queue to
+    retry, unless this is the ``last_attempt``; the job row says what happened in every case."""
+    job = await _claim(rt, job_id, attempt)
+    if job is None:
+        return
+    control = Control(rt.worker.step_delay_s)
+    watcher = asyncio.create_task(_watch(rt, job_id, control, should_abort))
+    scratch = Path(tempfile.mkdtemp(prefix=f"merge-{job_id}-", dir=rt.worker.scratch_dir))
+    try:
+        await _execute(rt, job, control, scratch)
+    except JobCancelled:
+        await _finish(rt, job_id, "cancelled")
+    except PERMANENT_ERRORS as exc:
+        await _finish(rt, job_id, "failed", _message(exc))
+    except asyncio.CancelledError:
+        control.cancelled.set()  # the worker is shutting down: stop the threads; the queue retries the job
+        raise
+    except Exception as exc:
+        log.exception("merge job %s: attempt %d failed", job_id, attempt)
+        if last_attempt:
+            await _finish(rt, job_id, "failed", f"attempt {attempt} failed: {_message(exc)}")
+            return
+        await _finish(rt, job_id, "queued", f"attempt {attempt} failed, retrying: {_message(exc)}")
+        raise
+    finally:
+        control.cancelled.set()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError):
+        return str(exc.detail)
+    return str(exc) or type(exc).__name__
+
+
+async def _principal(db: AsyncSession, job: MergeJob) -> Principal:
+    """The submitter, as it is now: a revoked or expired token stops the job."""
+    row = await db.get(ApiToken, job.token_id) if job.token_id is not None else None
+    if row is None or row.revoked or (row.expires_at is not None and row.expires_at <= dt.datetime.now(dt.UTC)):
+        raise JobFailed("the token that submitted this job was revoked or has expired")
+    return Principal(row.id, row.namespace, frozenset(row.scopes), row.name or f"token#{row.id}")
+
+
+async def _download(store: BlobStore, sha256: str, path: Path) -> Path:
+    """A blob into a local file, streamed."""
+    chunks = await store.open_range(sha256)
+    with open(path, "wb") as fh:
+        async for chunk in chunks:
+            await asyncio.to_thread(fh.write, chunk)
+    return path
+
+
+async def _load_inputs(rt: Runtime, job: MergeJob, control: Control, scratch: Path, stop: float
+                       ) -> tuple[list[dict[str, torch.Tensor]], list[Any]]:
+    from safetensors.torch import load_file
+
+    from sdk.methods import config_from_dict
+
+    tensors, configs = [], []
+    async with rt.sessionmaker() as db:
+        for i, entry in enumerate(job.inputs):
+            version = (await db.execute(select(AdapterVersion).where(AdapterVersion.commit == entry["commit"]))
+                       ).scalar_one_or_none()
+            if version is None:
+                raise JobFailed(f"input {entry['adapter']}@{entry['version']} was deleted after the job was queued")
+            f = next((f for f in version.files if f.filename == "adapter_model.safetensors"), None)
+            if f is None:
+                raise JobFailed(f"input {entry['adapter']}@{entry['version']} has no adapter_model.safetensors")
+            path = await _download(rt.store, f.sha256, scratch / f"input-{i}.safetensors")
+            tensors.append(await asyncio.to_thread(load_file, str(path)))
+            configs.append(config_from_dict(version.config))
+            await asyncio.to_thread(control.step, stop * (i + 1) / len(job.inputs))
+    return tensors, configs
+
+
+def _combine(job: MergeJob, signature: dict[str, Any], tensors: list[dict[str, torch.Tensor]],
+             configs: list[Any]) -> tuple[dict[str, torch.Tensor], Any]:
+    from sdk.combine import combine_lora_adapters
+
+    p = job.parameters
+    generator = torch.Generator().manual_seed(int(p["seed"]))
+    return combine_lora_adapters(
+        tensors, configs, [float(e["weight"]) for e in job.inputs], job.combination_type,  # type: ignore[arg-type]
+        svd_rank=p.get("svd_rank"), svd_clamp=p.get("svd_clamp"), density=p.get("density"),
+        majority_sign_method=p.get("majority_sign_method") or "total", generator=generator,
+        module_order=[m["path"] for m in signature.get("modules", [])],
+    )
+
+
+def recipe(job: MergeJob, base: BaseModel) -> dict[str, Any]:
+    """What ``merge_recipe.json`` holds: enough to redo the merge."""
+    return {
+        "job": str(job.id), "base_model": f"{base.namespace}/{base.name}", "base_fingerprint": base.fingerprint,
+        "combination_type": job.combination_type, "parameters": job.parameters, "inputs": job.inputs,
+        "library": "sdk.combine.combine_lora_adapters",
+    }
+
+
+def _file_payload(path: Path, filename: str) -> Payload:
+    """A local file as a publish payload (hashed once; read by range; stored from the path)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+
+    def read_at(offset: int, length: int) -> bytes:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+
+    async def put(store: BlobStore) -> Any:
+        return await store.put_file(path)
+
+    return Payload(filename, h.hexdigest(), path.stat().st_size, read_at, put)
+
+
+async def _execute(rt: Runtime, job: MergeJob, control: Control, scratch: Path) -> None:
+    async with rt.sessionmaker() as db:
+        base = await db.get_one(BaseModel, job.base_model_id)
+        await _principal(db, job)
+    model_output = job.output["kind"] == "model"
+    tensors, configs = await _load_inputs(rt, job, control, scratch, 0.1 if model_output else 0.4)
+    if model_output and len(tensors) == 1:
+        state, config, weight = tensors[0], configs[0], float(job.inputs[0]["weight"])
+    else:
+        state, config = await asyncio.to_thread(_combine, job, base.signature, tensors, configs)
+        weight = 1.0
+    await asyncio.to_thread(control.step, 0.15 if model_output else 0.7)
+    if model_output:
+        await _merge_model(rt, job, base, state, config, weight, control, scratch)
+    else:
+        await _publish_adapter(rt, job, base, state, config, control, scratch)
+
+
+async def _publish_adapter(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[str, torch.Tensor], config: Any,
+                           control: Control, scratch: Path) -> None:
+    from sdk.formats import save_adapter
+
+    out = scratch / "out"
+    config.base_model_name_or_path = f"{base.namespace}/{base.name}"
+    await asyncio.to_thread(save_adapter, out, config, state)
+    inputs = ", ".join(f"{e['adapter']}@{e['version']} (weight {e['weight']})" for e in job.inputs)
+    readme = (f"# Merged LoRA adapter\n\nMade by merge job `{job.id}`: `{job.combination_type}` of {inputs}, on "
+              f"base model `{base.namespace}/{base.name}`. The recipe is in `{RECIPE_FILE}`.\n").encode()
+    weights = await asyncio.to_thread(_file_payload, out / "adapter_model.safetensors", "adapter_model.safetensors")
+    extra = bytes_payload(RECIPE_FILE, (json.dumps(recipe(job, base), indent=2, sort_keys=True) + "\n").encode())
+    parents = [{**e, "job": str(job.id), "combination_type": job.combination_type,
+                **({"density": job.parameters["density"]} if job.parameters.get("density") is not None else {})}
+               for e in job.inputs]
+    await asyncio.to_thread(control.step, 0.8)
+    ns, name = job.output["name"].split("/", 1)
+    options = PushOptions(base_model=f"{base.namespace}/{base.name}", description=job.output.get("description"),
+                          tags=list(job.output.get("tags") or []), private=bool(job.output.get("private")),
+                          alias=job.output.get("alias"))
+    async with rt.sessionmaker() as db, db.begin():
+        locked = await _lock_unfinished(db, job.id)
+        if locked is None:
+            return
+        principal = await _principal(db, locked)
+        _adapter, version, _ = await publish(
+            rt.sessionmaker, rt.store, principal, ns, name, config_raw=(out / "adapter_config.json").read_bytes(),
+            weights=weights, readme=readme, options=options, max_header_bytes=rt.settings.max_header_bytes,
+            parents=parents, db=db, extra_files=[extra],
+        )
+        _succeed(db, locked, result_version_id=version.id)
+
+
+async def _lock_unfinished(db: AsyncSession, job_id: uuid.UUID) -> MergeJob | None:
+    """The job row, locked, if it still wants a result (the exactly-once check); else marks it and returns None."""
+    job = await db.get(MergeJob, job_id, with_for_update=True, populate_existing=True)
+    if job is None or job.state in FINAL:
+        return None
+    now = dt.datetime.now(dt.UTC)
+    if job.result_version_id is not None or job.result_base_model_id is not None:
+        job.state, job.progress, job.finished_at, job.updated_at = "succeeded", 1.0, now, now
+        return None
+    if job.cancel_requested:
+        raise JobCancelled()
+    return job
+
+
+def _succeed(db: AsyncSession, job: MergeJob, **result: int) -> None:
+    now = dt.datetime.now(dt.UTC)
+    for key, value in result.items():
+        setattr(job, key, value)
+    job.state, job.progress, job.error, job.finished_at, job.updated_at = "succeeded", 1.0, None, now, now
+    db.add(Event(actor=job.created_by, kind="merge-job", subject=job.output.get("name", ""),
+                 data={"job": str(job.id), "state": "succeeded", **result}))
+
+
+async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[str, torch.Tensor], config: Any,
+                       weight: float, control: Control, scratch: Path) -> None:
+    from sdk.merge_into_base import MergeProgress, merge_adapter_into_base
+
+    async with rt.sessionmaker() as db:
+        files: list[BaseModelFile] = (await files_of(db, [base.id]))[base.id]
+    if not files:
+        raise JobFailed(f"base model {base.namespace}/{base.name} has no weights any more")
+    base_dir = scratch / "base"
+    base_dir.mkdir()
+    total = sum(f.size for f in files) or 1
+    done = 0
+    for f in files:
+        await _download(rt.store, f.sha256, base_dir / f.filename)
+        done += f.size
+        await asyncio.to_thread(control.step, 0.15 + 0.15 * done / total)
+    kinds = {m["path"]: _KINDS[m["kind"]] for m in base.signature.get("modules", []) if m.get("kind") in _KINDS}
+    merging = control.span(0.3, 0.85)
+
+    def on_progress(p: MergeProgress) -> None:
+        merging(p.fraction)
+
+    out = scratch / "merged"
+    await asyncio.to_thread(merge_adapter_into_base, [base_dir / f.filename for f in files], (state, config), out,
+                            kinds=kinds, weight=weight, progress=on_progress, copy_other_files=False)
+    payloads = [await asyncio.to_thread(_file_payload, out / f.filename, f.filename) for f in files]
+    await asyncio.to_thread(control.step, 0.9)
+    ns, name = job.output["name"].split("/", 1)
+    created: list[str] = []
+    try:
+        async with rt.sessionmaker() as db, db.begin():
+            locked = await _lock_unfinished(db, job.id)
+            if locked is None:
+                return
+            principal = await _principal(db, locked)
+            principal.require_write(ns)
+            if await db.scalar(select(BaseModel.id).where(BaseModel.namespace == ns, BaseModel.name == name)):
+                raise JobFailed(f"base model {ns}/{name} was registered while the job ran; choose another name")
+            for p in payloads:
+                await lock_blob(db, p.sha256)
+                if not await rt.store.exists(p.sha256):
+                    info = await p.store(rt.store)
+                    created.append(info.sha256)
+            merged = BaseModel(namespace=ns, name=name, revision=f"merge-job-{job.id}", architecture=base.architecture,
+                               model_type=base.model_type, config=base.config, signature=base.signature,
+                               fingerprint=base.fingerprint, created_by=principal.name)
+            db.add(merged)
+            await db.flush()
+            for p in payloads:
+                db.add(BaseModelFile(base_model_id=merged.id, filename=p.filename, size=p.size, sha256=p.sha256,
+                                     storage_key=blob_key(p.sha256), created_by=principal.name))
+            db.add(Event(actor=principal.name, kind="merged-model", subject=f"{ns}/{name}",
+                         data={"job": str(job.id), "recipe": recipe(job, base),
+                               "files": {p.filename: p.sha256 for p in payloads}}))
+            _succeed(db, locked, result_base_model_id=merged.id)
+    except BaseException:
+        for sha in created:  # not committed: nothing references these blobs
+            await rt.store.delete(sha)
+        raise
+
+
+__all__ = ["RECIPE_FILE", "Control", "JobCancelled", "JobFailed", "Runtime", "recipe", "run_job"]

@@ -1,0 +1,356 @@
+"""Merge jobs in the API: checking a request before anything is queued, queueing, reading, cancelling.
+
+Everything that can be known before a worker runs is checked here, and every problem is reported
+at once (422): inputs that do not exist or cannot be read, methods that cannot be combined
+(only LoRA), inputs for different base models (by signature fingerprint), parameters the
+combination type needs, an output that cannot be written, and a full-model merge for a base model
+without registered weights. Inputs are pinned to their commits when the job is queued, so a
+moving alias does not change what a queued job merges.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sdk.combine import COMBINATION_TYPES, DENSITY_TYPES, FACTOR_TYPES
+from sdk.problems import Problem
+
+from ...db.models import Adapter, AdapterVersion, BaseModel, Event, MergeJob
+from ...errors import BadRequest, Conflict, NotFound, ServiceError, UploadRejected
+from ...jobs import queue
+from ...names import check_alias, split_name
+from ..adapters.service import get_adapter, resolve_version
+from ..auth.tokens import Principal
+from ..base_models.weights import files_of
+from .schemas import MergeInput, MergeJobRequest, MergeOutput
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL = frozenset({"succeeded", "failed", "cancelled"})
+MAX_INPUTS = 32
+COMBINABLE = "LORA"
+#: Config keys that change a LoRA adapter's math in ways a combination cannot carry over.
+_NOT_COMBINABLE_KEYS = ("use_dora", "lora_bias")
+
+
+class MergeRefused(UploadRejected):
+    """The merge request cannot run: every problem is listed in ``problems``."""
+
+    status, title, kind = 422, "Merge refused", "merge-refused"
+
+
+@dataclass
+class ResolvedInput:
+    """An input as it will be merged: the adapter, its pinned version and weight."""
+
+    adapter: Adapter
+    version: AdapterVersion
+    weight: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"adapter": f"{self.adapter.namespace}/{self.adapter.name}", "version": self.version.version,
+                "commit": self.version.commit, "weight": self.weight}
+
+
+def _problem(message: str, *, expected: str | None = None, found: str | None = None) -> Problem:
+    return Problem(None, expected, found, message)
+
+
+def _config_rank(config: dict[str, Any]) -> int:
+    ranks = [int(config.get("r") or 0), *(int(v) for v in (config.get("rank_pattern") or {}).values())]
+    return max(ranks)
+
+
+def check_parameters(req: MergeJobRequest, n_inputs: int) -> list[Problem]:
+    """The combination type and its parameters."""
+    problems: list[Problem] = []
+    ctype = req.combination_type
+    if ctype not in COMBINATION_TYPES:
+        problems.append(_problem(f"unknown combination_type {ctype!r}", expected=" | ".join(COMBINATION_TYPES),
+                                 found=str(ctype)))
+    if req.density is not None and (isinstance(req.density, bool) or not 0.0 < float(req.density) <= 1.0):
+        problems.append(_problem("density must be in (0, 1]", expected="0 < density <= 1", found=str(req.density)))
+    if ctype in DENSITY_TYPES and req.density is None and n_inputs > 1:
+        problems.append(_problem(f"combination_type {ctype!r} needs density (the fraction of values kept)",
+                                 expected="0 < density <= 1", found="none"))
+    if req.majority_sign_method not in ("total", "frequency"):
+        problems.append(_problem("majority_sign_method must be 'total' or 'frequency'", expected="total | frequency",
+                                 found=str(req.majority_sign_method)))
+    if req.svd_rank is not None and (isinstance(req.svd_rank, bool) or not isinstance(req.svd_rank, int)
+                                     or req.svd_rank <= 0):
+        problems.append(_problem("svd_rank must be a positive integer", expected="> 0", found=str(req.svd_rank)))
+    if req.svd_clamp is not None and not 0.0 <= float(req.svd_clamp) <= 1.0:
+        problems.append(_problem("svd_clamp is a quantile in [0, 1]", expected="0 <= svd_clamp <= 1",
+                                 found=str(req.svd_clamp)))
+    if req.seed is not None and (isinstance(req.seed, bool) or not isinstance(req.seed, int) or req.seed < 0):
+        problems.append(_problem("seed must be a non-negative integer", expected=">= 0", found=str(req.seed)))
+    return problems
+
+
+async def _resolve_input(db: AsyncSession, principal: Principal, i: int, item: MergeInput,
+                         problems: list[Problem]) -> ResolvedInput | None:
+    where = f"inputs[{i}] {item.ref!r}"
+    if isinstance(item.weight, bool) or not isinstance(item.weight, (int, float)) or not math.isfinite(item.weight):
+        problems.append(_problem(f"{where}: weight must be a finite number", found=str(item.weight)))
+        return None
+    name, _, ref = str(item.ref).partition("@")
+    try:
+        ns, short = split_name(name, "adapter name")
+        adapter = await get_adapter(db, principal, ns, short)
+        version = await resolve_version(db, adapter, ref or None)
+    except (BadRequest, NotFound) as exc:
+        problems.append(_problem(f"{where}: {exc.detail}", expected="ns/name[@version|alias|commit] you can read",
+                                 found=item.ref))
+        return None
+    if adapter.method != COMBINABLE:
+        problems.append(_problem(f"{where} is a {adapter.method} adapter; only LoRA adapters can be combined",
+                                 expected=COMBINABLE, found=adapter.method))
+        return None
+    config = version.config or {}
+    for key in _NOT_COMBINABLE_KEYS:
+        if config.get(key):
+            problems.append(_problem(f"{where} uses {key}; such LoRA adapters cannot be combined",
+                                     expected=f"{key}: false", found=f"{key}: {config.get(key)}"))
+            return None
+    if (config.get("bias") or "none") != "none":
+        problems.append(_problem(f"{where} trains biases (bias={config.get('bias')!r}); they cannot be weighted",
+                                 expected="bias: none", found=f"bias: {config.get('bias')}"))
+        return None
+    return ResolvedInput(adapter, version, float(item.weight))
+
+
+async def _check_output(db: AsyncSession, principal: Principal, out: MergeOutput, base: BaseModel,
+                        inputs: list[ResolvedInput], problems: list[Problem]) -> tuple[str, str]:
+    """(kind, ns/name) of the output; 401/403 when the caller cannot write there."""
+    if bool(out.adapter) == bool(out.model):
+        raise MergeRefused([_problem("say where the result goes: output.adapter ('ns/name', a new version) or "
+                                     "output.model ('ns/name', a merged full model), exactly one")])
+    kind = "adapter" if out.adapter else "model"
+    full = str(out.adapter or out.model)
+    try:
+        ns, name = split_name(full, f"output {kind} name")
+    except BadRequest as exc:
+        raise MergeRefused([_problem(str(exc.detail), expected="namespace/name", found=full)]) from exc
+    principal.require_write(ns)
+    private_inputs = [i.to_json()["adapter"] for i in inputs if i.adapter.visibility == "private"]
+    if kind == "adapter":
+        if out.alias:
+            try:
+                check_alias(out.alias)
+                if out.alias == "latest":
+                    raise BadRequest("'latest' is kept by the registry; choose another alias")
+            except BadRequest as exc:
+                problems.append(_problem(f"output.alias: {exc.detail}", found=out.alias))
+        existing = (await db.execute(select(Adapter).where(Adapter.namespace == ns, Adapter.name == name))
+                    ).unique().scalar_one_or_none()
+        if existing is not None:
+            if existing.method != COMBINABLE:
+                problems.append(_problem(f"output adapter {full} holds {existing.method} adapters, a merge makes LoRA",
+                                         expected=COMBINABLE, found=existing.method))
+            if existing.base_model.fingerprint != base.fingerprint:
+                problems.append(_problem(
+                    f"output adapter {full} is for base model {existing.base_model.namespace}/"
+                    f"{existing.base_model.name}, whose signature differs from the inputs'",
+                    expected=base.fingerprint, found=existing.base_model.fingerprint))
+        private_out = existing.visibility == "private" if existing is not None else out.private
+        if private_inputs and not private_out:
+            problems.append(_problem(f"inputs {private_inputs} are private; the output adapter must be private too "
+                                     "(output.private=true)", expected="a private output", found=full))
+    else:
+        if await db.scalar(select(BaseModel.id).where(BaseModel.namespace == ns, BaseModel.name == name)):
+            problems.append(_problem(f"base model {full} already exists; a merged model needs a new name",
+                                     found=full))
+        if not (await files_of(db, [base.id]))[base.id]:
+            problems.append(_problem(
+                f"base model {base.namespace}/{base.name} has no weights registered, so it cannot be merged into; "
+                "upload them (POST /api/v1/base-models/{ns}/{name}/files) or ask for an adapter output",
+                expected="registered *.safetensors weights", found="none"))
+        if private_inputs:
+            problems.append(_problem(f"inputs {private_inputs} are private, and a merged model is public (base "
+                                     "models have no visibility); merge into an adapter output instead",
+                                     found=", ".join(private_inputs)))
+    return kind, f"{ns}/{name}"
+
+
+async def _base_model(db: AsyncSession, req: MergeJobRequest, inputs: list[ResolvedInput],
+                      problems: list[Problem]) -> BaseModel | None:
+    prints = {i.adapter.base_model.fingerprint for i in inputs}
+    if len(prints) > 1:
+        listing = ", ".join(f"{i.to_json()['adapter']}: {i.adapter.base_model.namespace}/"
+                            f"{i.adapter.base_model.name} ({i.adapter.base_model.fingerprint[:12]})" for i in inputs)
+        problems.append(_problem(f"the inputs are adapters of different base models ({listing}); only adapters of "
+                                 "one base model (one signature fingerprint) can be combined",
+                                 expected="one fingerprint", found=", ".join(sorted(p[:12] for p in prints))))
+        return None
+    if not req.base_model:
+        return inputs[0].adapter.base_model
+    try:
+        bns, bname = split_name(req.base_model, "base model name")
+    except BadRequest as exc:
+        problems.append(_problem(f"base_model: {exc.detail}", found=req.base_model))
+        return None
+    row = (await db.execute(select(BaseModel).where(BaseModel.namespace == bns, BaseModel.name == bname))
+           ).scalar_one_or_none()
+    if row is None:
+        problems.append(_problem(f"base model {req.base_model} is not registered", found=req.base_model))
+        return None
+    if row.fingerprint not in prints:
+        problems.append(_problem(f"base model {req.base_model} has another signature than the inputs' base model",
+                                 expected=next(iter(prints)), found=row.fingerprint))
+        return None
+    return row
+
+
+def _check_ranks(ctype: str, inputs: list[ResolvedInput], problems: list[Problem]) -> None:
+    if ctype in FACTOR_TYPES and len(inputs) > 1:
+        ranks = {i.to_json()["adapter"]: _config_rank(i.version.config or {}) for i in inputs}
+        if len(set(ranks.values())) > 1:
+            problems.append(_problem(f"combination_type {ctype!r} needs adapters of one rank, got {ranks}; use 'cat' "
+                                     "or an '*svd' type for adapters of different ranks",
+                                     expected="one rank", found=str(sorted(set(ranks.values())))))
+
+
+async def submit(db: AsyncSession, principal: Principal, req: MergeJobRequest) -> MergeJob:
+    """Check ``req`` and queue it (the caller commits): 422 with every problem, or the new job."""
+    if not principal.authenticated:
+        principal.require_write("-")  # 401 with the usual message
+    problems: list[Problem] = []
+    if not req.inputs:
+        raise MergeRefused([_problem("give at least one input adapter version", expected="inputs: [{ref, weight}]")])
+    if len(req.inputs) > MAX_INPUTS:
+        raise MergeRefused([_problem(f"at most {MAX_INPUTS} inputs", found=str(len(req.inputs)))])
+    problems += check_parameters(req, len(req.inputs))
+    resolved = [await _resolve_input(db, principal, i, item, problems) for i, item in enumerate(req.inputs)]
+    inputs = [r for r in resolved if r is not None]
+    if len(inputs) < len(resolved):  # without every input, further checks would only add noise
+        raise MergeRefused(problems)
+    seen = [i.version.commit for i in inputs]
+    if len(set(seen)) != len(seen):
+        problems.append(_problem("an adapter version is given twice; give each input once with its total weight"))
+    base = await _base_model(db, req, inputs, problems)
+    if base is None:
+        raise MergeRefused(problems)
+    _check_ranks(req.combination_type, inputs, problems)
+    kind, out_name = await _check_output(db, principal, req.output, base, inputs, problems)
+    if problems:
+        raise MergeRefused(problems)
+
+    parameters: dict[str, Any] = {
+        "density": req.density, "majority_sign_method": req.majority_sign_method, "svd_rank": req.svd_rank,
+        "svd_clamp": req.svd_clamp, "seed": req.seed if req.seed is not None else secrets.randbelow(2**31),
+    }
+    output = {"kind": kind, "name": out_name, "alias": req.output.alias, "description": req.output.description,
+              "private": bool(req.output.private), "tags": sorted({t.strip() for t in req.tags if t.strip()})}
+    job = MergeJob(
+        id=uuid.uuid4(), namespace=out_name.split("/", 1)[0], state="queued", output=output,
+        inputs=[i.to_json() for i in inputs], base_model_id=base.id, combination_type=req.combination_type,
+        parameters=parameters, progress=0.0, cancel_requested=False, attempts=0, token_id=principal.token_id,
+        created_by=principal.name,
+    )
+    db.add(job)
+    await db.flush()
+    job.queue_job_id = await queue.enqueue(db, str(job.id))
+    db.add(Event(actor=principal.name, kind="merge-job", subject=out_name,
+                 data={"job": str(job.id), "state": "queued", "inputs": job.inputs}))
+    await db.flush()
+    return job
+
+
+def visible_jobs(principal: Principal) -> Any:
+    """SQL condition: jobs the caller may see (those whose output namespace it can read)."""
+    if principal.is_admin:
+        return true()
+    if principal.namespace and principal.scopes:
+        return MergeJob.namespace == principal.namespace
+    return MergeJob.id.is_(None)  # anonymous callers see no jobs
+
+
+async def get_job(db: AsyncSession, principal: Principal, job_id: str, *, lock: bool = False) -> MergeJob:
+    """The job ``job_id``; 404 when missing or not the caller's to see."""
+    try:
+        key = uuid.UUID(str(job_id))
+    except ValueError as exc:
+        raise NotFound(f"no merge job {job_id!r}") from exc
+    stmt = select(MergeJob).where(MergeJob.id == key, visible_jobs(principal))
+    if lock:
+        stmt = stmt.with_for_update()
+    row = (await db.execute(stmt)).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no merge job {job_id!r}")
+    return row
+
+
+async def list_jobs(db: AsyncSession, principal: Principal, *, state: str | None = None,
+                    namespace: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[MergeJob], int]:
+    """Jobs the caller may see, newest first, with the total count."""
+    stmt = select(MergeJob).where(visible_jobs(principal))
+    if state:
+        if state not in STATES:
+            raise BadRequest(f"state must be one of {list(STATES)}, got {state!r}")
+        stmt = stmt.where(MergeJob.state == state)
+    if namespace:
+        stmt = stmt.where(MergeJob.namespace == namespace)
+    total = (await db.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+    rows = (await db.execute(stmt.order_by(MergeJob.created_at.desc(), MergeJob.id).limit(limit).offset(offset)))
+    return list(rows.scalars()), total
+
+
+async def cancel(db: AsyncSession, principal: Principal, job_id: str) -> MergeJob:
+    """Cancel a job (the caller commits): a queued one at once, a running one at its next step."""
+    job = await get_job(db, principal, job_id, lock=True)
+    principal.require_write(job.namespace)
+    if job.state in FINAL:
+        raise Conflict(f"merge job {job.id} already {job.state}; only queued or running jobs can be cancelled")
+    now = dt.datetime.now(dt.UTC)
+    job.cancel_requested = True
+    job.updated_at = now
+    if job.state == "queued" and job.queue_job_id is not None and await queue.cancel_if_waiting(db, job.queue_job_id):
+        job.state, job.finished_at = "cancelled", now
+    db.add(Event(actor=principal.name, kind="merge-job-cancel", subject=job.output.get("name", ""),
+                 data={"job": str(job.id), "state": job.state}))
+    await db.flush()
+    return job
+
+
+async def describe(db: AsyncSession, job: MergeJob, root: str = "") -> dict[str, Any]:
+    """The JSON form of a job, with its result once there is one."""
+    base = await db.get(BaseModel, job.base_model_id)
+    result: dict[str, Any] | None = None
+    if job.result_version_id is not None:
+        row = (await db.execute(select(Adapter, AdapterVersion).join(AdapterVersion, AdapterVersion.adapter_id
+                                == Adapter.id).where(AdapterVersion.id == job.result_version_id))).unique().first()
+        if row is not None:
+            a, v = row
+            result = {"kind": "adapter", "adapter": f"{a.namespace}/{a.name}", "version": v.version,
+                      "commit": v.commit, "ref": f"{a.namespace}/{a.name}@{v.version}",
+                      "url": f"{root}/api/v1/adapters/{a.namespace}/{a.name}/versions/{v.version}"}
+    elif job.result_base_model_id is not None:
+        m = await db.get(BaseModel, job.result_base_model_id)
+        if m is not None:
+            result = {"kind": "model", "model": f"{m.namespace}/{m.name}",
+                      "url": f"{root}/api/v1/base-models/{m.namespace}/{m.name}",
+                      "files": f"{root}/api/v1/base-models/{m.namespace}/{m.name}/files"}
+
+    def iso(t: dt.datetime | None) -> str | None:
+        return t.isoformat() if t else None
+
+    return {
+        "id": str(job.id), "state": job.state, "progress": round(float(job.progress or 0.0), 4), "error": job.error,
+        "cancel_requested": job.cancel_requested, "inputs": job.inputs, "combination_type": job.combination_type,
+        "parameters": job.parameters, "output": job.output,
+        "base_model": f"{base.namespace}/{base.name}" if base else None, "result": result,
+        "attempts": job.attempts, "worker": job.worker, "created_by": job.created_by,
+        "created_at": iso(job.created_at), "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
+        "updated_at": iso(job.updated_at), "url": f"{root}/api/v1/merge-jobs/{job.id}",
+    }
+
+
+__all__ = ["FINAL", "STATES", "MergeRefused", "ServiceError", "cancel", "describe", "get_job", "list_jobs", "submit",
+           "visible_jobs"]

@@ -1,0 +1,107 @@
+"""The merge worker process: procrastinate's worker on the registry database, plus a sweeper that
+gives the jobs of dead workers (killed, lost their machine) to live ones.
+
+Any number of workers, on any number of machines, share the queue. Each sends a heartbeat; a worker
+silent for ``stall_timeout_s`` is dead, and every worker looks for such jobs every
+``stall_check_s`` (procrastinate's ``get_stalled_jobs``) and puts them back in the queue
+(``retry_job``, which only one of them can do for a given job). A job whose workers died
+``max_attempts`` times fails instead of looping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+
+import procrastinate
+from procrastinate import jobs as pjobs
+from sqlalchemy import text
+
+from ..db.session import make_engine, make_sessionmaker
+from ..settings import Settings
+from .config import WorkerSettings
+from .queue import QUEUE, TASK, psycopg_conninfo
+from .tasks import register_tasks
+
+log = logging.getLogger("adapter_registry.worker")
+
+
+def make_queue_app(url: str, worker: WorkerSettings) -> procrastinate.App:
+    """A procrastinate app on the database at ``url`` with the merge task registered."""
+    connector = procrastinate.PsycopgConnector(conninfo=psycopg_conninfo(url))
+    app = procrastinate.App(connector=connector)
+    register_tasks(app, worker)
+    return app
+
+
+async def sweep_stalled(app: procrastinate.App, sessionmaker: object, worker: WorkerSettings) -> int:
+    """Retry (or fail, past ``max_attempts``) the running jobs of workers without a recent heartbeat."""
+    stalled = await app.job_manager.get_stalled_jobs(queue=QUEUE, task_name=TASK,
+                                                     seconds_since_heartbeat=worker.stall_timeout_s)
+    handled = 0
+    for job in stalled:
+        runs = job.attempts + 1
+        job_id = job.task_kwargs.get("job_id")
+        try:
+            if runs >= worker.max_attempts:
+                await app.job_manager.finish_job(job, status=pjobs.Status.FAILED, delete_job=False)
+                state, note = "failed", f"the worker running it stopped responding {runs} times; giving up"
+            else:
+                await app.job_manager.retry_job(job)
+                state, note = "queued", f"the worker running attempt {runs} stopped responding; retrying"
+        except Exception:  # another worker got there first
+            log.debug("stalled job %s was handled elsewhere", job.id, exc_info=True)
+            continue
+        handled += 1
+        log.warning("merge job %s (queue job %s): %s", job_id, job.id, note)
+        async with sessionmaker() as db, db.begin():  # type: ignore[operator]
+            await db.execute(
+                text("UPDATE merge_job SET state = :state, error = :note, updated_at = now(), "
+                     "finished_at = CASE WHEN :state = 'failed' THEN now() ELSE finished_at END "
+                     "WHERE id = CAST(:id AS uuid) AND state NOT IN ('succeeded', 'failed', 'cancelled')"),
+                {"state": state, "note": note, "id": job_id},
+            )
+    return handled
+
+
+async def _sweeper(app: procrastinate.App, sessionmaker: object, worker: WorkerSettings) -> None:
+    while True:
+        try:
+            await sweep_stalled(app, sessionmaker, worker)
+        except Exception:
+            log.warning("looking for stalled merge jobs failed", exc_info=True)
+        await asyncio.sleep(worker.stall_check_s)
+
+
+async def run_worker(database_url: str, settings: Settings, worker: WorkerSettings) -> None:
+    """Run merge jobs until SIGINT/SIGTERM (running jobs finish first)."""
+    from ..app import make_store
+    from ..domain.merge_jobs.execute import Runtime
+
+    engine = make_engine(database_url, pool_size=max(2, worker.concurrency + 1))
+    store = make_store(settings)
+    ensure = getattr(store, "ensure_bucket", None)
+    if ensure is not None:
+        await ensure()
+    runtime = Runtime(make_sessionmaker(engine), store, settings, worker)
+    app = make_queue_app(database_url, worker)
+    worker.scratch_dir.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    log.info("merge worker %s started at %s (concurrency %d)", worker.name, started, worker.concurrency)
+    try:
+        async with app.open_async():
+            sweeper = asyncio.create_task(_sweeper(app, runtime.sessionmaker, worker))
+            try:
+                await app.run_worker_async(
+                    queues=[QUEUE], name=worker.name, concurrency=worker.concurrency,
+                    fetch_job_polling_interval=worker.poll_s, update_heartbeat_interval=worker.heartbeat_s,
+                    stalled_worker_timeout=worker.stall_timeout_s, additional_context={"runtime": runtime},
+                )
+            finally:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+    finally:
+        await engine.dispose()

@@ -1,0 +1,423 @@
+"""Combining LoRA adapters into one new LoRA adapter (PEFT's ``add_weighted_adapter``), as pure functions.
+
+Inputs are adapters as they lie on disk: a state dict with PEFT's keys
+(``base_model.model.<path>.lora_A.weight`` …) and its :class:`~sdk.tuners.lora.LoraConfig`. The
+output is a new state dict and a new config, so the SDK (:meth:`AdapterModel.add_weighted_adapter`)
+and the registry's merge jobs share one implementation and neither needs the base model.
+
+Combination types (``weights[i]`` is the weight of adapter ``i``, ``s_i`` its LoRA scale):
+
+- ``cat``: A = [w_i·s_i·A_i] stacked on the rank axis, B = [B_i] side by side; exact, rank Σ r_i.
+- ``linear``, ``ties``, ``dare_linear``, ``dare_ties``, ``magnitude_prune``: the method is applied to
+  the A factors with weights ``sign(w_i)·sqrt(|w_i·s_i|)`` and to the B factors with weights
+  ``sqrt(|w_i·s_i|)`` separately (an approximation: cross terms A_i·B_j appear); needs equal ranks.
+- ``svd`` and the ``*_svd`` forms: the method is applied to the full ΔW_i = s_i·B_i·A_i, and the
+  result is factored again by a truncated SVD of rank ``svd_rank`` (default: the largest input rank).
+
+The new adapter has ``lora_alpha == r`` (scale 1), so its tensors carry every scale. Results equal
+PEFT 0.21's on the same inputs; the random masks of the ``dare_*`` types come from ``generator``
+(the global RNG when ``None``) in the order PEFT draws them (module by module in ``module_order``;
+per module the A factors of each adapter, then the B factors; for ``*_svd`` one ΔW per adapter).
+
+Where we differ from PEFT on purpose: a trained ``modules_to_save`` copy (at most one adapter may
+have one per module, as in PEFT) is carried over into the result, where PEFT gives the new adapter
+an untrained copy of the base module; the result never uses rsLoRA (PEFT keeps the first input's
+``use_rslora``, which rescales the combined adapter by sqrt(r)); per-module ranks that differ from
+``r`` are written into ``rank_pattern``/``alpha_pattern`` so the result loads again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+from .config import AdapterConfig
+from .errors import MergeError
+from .formats import PREFIX
+from .merging import MajoritySignMethod, check_density, merge_task_tensors
+from .tuners.lora.config import LoraConfig
+
+CombinationType = Literal[
+    "svd", "linear", "cat", "ties", "ties_svd", "dare_ties", "dare_linear", "dare_ties_svd", "dare_linear_svd",
+    "magnitude_prune", "magnitude_prune_svd",
+]
+COMBINATION_TYPES: tuple[str, ...] = get_args(CombinationType)
+#: Types applied to the A and B factors separately (they need one common rank).
+FACTOR_TYPES = frozenset({"linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"})
+#: Types that take ``density``.
+DENSITY_TYPES = frozenset({
+    "ties", "ties_svd", "dare_linear", "dare_linear_svd", "dare_ties", "dare_ties_svd", "magnitude_prune",
+    "magnitude_prune_svd",
+})
+
+_FACTOR_SUFFIXES = (
+    (".lora_A.weight", "a", False), (".lora_B.weight", "b", False),
+    (".lora_embedding_A", "a", True), (".lora_embedding_B", "b", True),
+)
+
+
+@dataclass(frozen=True)
+class LoraFactors:
+    """One module's LoRA factors in one adapter: A (r×in…), B (out×r…) and the module's scale."""
+
+    a: Tensor
+    b: Tensor
+    embedding: bool
+    scaling: float
+    #: Whether the base weight is stored in×out (embeddings; Conv1D / ``fan_in_fan_out``).
+    transposed: bool = False
+
+    @property
+    def rank(self) -> int:
+        """The factors' rank ``r``."""
+        return int(self.a.shape[0])
+
+    def delta_2d(self) -> Tensor:
+        """ΔW = s·B·A in float32 as a 2-D out×in matrix (conv kernels flattened into ``in``)."""
+        return (self.b.flatten(1).float() @ self.a.flatten(1).float()) * self.scaling
+
+
+@dataclass
+class SplitAdapter:
+    """An adapter's state dict grouped by module: LoRA factors, and the other tensors it carries."""
+
+    factors: dict[str, LoraFactors]
+    other: dict[str, Tensor]
+
+
+def split_lora_state_dict(tensors: Mapping[str, Tensor], config: LoraConfig, *, where: str = "adapter") -> SplitAdapter:
+    """Group a PEFT-format LoRA state dict by module path (keys with or without ``base_model.model.``).
+
+    Tensors that are not LoRA factors (``modules_to_save`` copies) are kept under their key
+    without the prefix. A factor without its partner is an error.
+    """
+    halves: dict[str, dict[str, tuple[Tensor, bool]]] = {}
+    other: dict[str, Tensor] = {}
+    for key, tensor in tensors.items():
+        path = key.removeprefix(PREFIX)
+        for suffix, role, embedding in _FACTOR_SUFFIXES:
+            if path.endswith(suffix):
+                halves.setdefault(path[: -len(suffix)], {})[role] = (tensor, embedding)
+                break
+        else:
+            other[path] = tensor
+    factors: dict[str, LoraFactors] = {}
+    for path, pair in halves.items():
+        if set(pair) != {"a", "b"}:
+            missing = "B" if "a" in pair else "A"
+            raise MergeError(f"{where}: module {path!r} has a LoRA {'AB'.replace(missing, '')} factor but no {missing}")
+        (a, emb_a), (b, emb_b) = pair["a"], pair["b"]
+        if emb_a != emb_b:
+            raise MergeError(f"{where}: module {path!r} mixes lora_A/B and lora_embedding_A/B tensors")
+        if a.shape[0] != b.shape[1] or a.dim() != b.dim():
+            raise MergeError(
+                f"{where}: module {path!r} has A {tuple(a.shape)} and B {tuple(b.shape)}, whose ranks do not agree"
+            )
+        transposed = emb_a or (bool(config.fan_in_fan_out) and a.dim() == 2)
+        factors[path] = LoraFactors(a, b, emb_a, config.scaling_for(path, int(a.shape[0])), transposed)
+    return SplitAdapter(factors, other)
+
+
+def _check_inputs(
+    state_dicts: Sequence[Mapping[str, Tensor]], configs: Sequence[AdapterConfig], weights: Sequence[float]
+) -> list[float]:
+    if not state_dicts:
+        raise MergeError("no adapters to combine; pass at least one")
+    if len(configs) != len(state_dicts):
+        raise MergeError(f"got {len(state_dicts)} state dicts but {len(configs)} configs; give one config per adapter")
+    if len(weights) != len(state_dicts):
+        raise MergeError(f"got {len(weights)} weights for {len(state_dicts)} adapters; give one weight per adapter")
+    methods = sorted({c.peft_type for c in configs})
+    if len(methods) > 1:
+        raise MergeError(f"cannot combine adapters of different methods {methods}; all must be LORA")
+    for i, config in enumerate(configs):
+        if not isinstance(config, LoraConfig):
+            raise MergeError(
+                f"adapter {i} is a {config.peft_type or type(config).__name__} adapter; "
+                "only LoRA adapters can be combined"
+            )
+        if config.bias != "none":
+            raise MergeError(
+                f"adapter {i} trains biases (bias={config.bias!r}); trained biases replace base biases and cannot be "
+                "weighted, so such adapters cannot be combined"
+            )
+    out: list[float] = []
+    for i, w in enumerate(weights):
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(float(w)):
+            raise MergeError(f"weights[{i}] must be a finite number, got {w!r}")
+        out.append(float(w))
+    return out
+
+
+def _config_rank(config: LoraConfig) -> int:
+    # as PEFT: the largest rank the config can give a module
+    return max(config.r, *config.rank_pattern.values()) if config.rank_pattern else config.r
+
+
+def _new_rank(combination_type: str, configs: Sequence[LoraConfig], svd_rank: int | None) -> int:
+    ranks = [_config_rank(c) for c in configs]
+    if combination_type in FACTOR_TYPES:
+        if len(set(ranks)) != 1:
+            raise MergeError(
+                f"combination_type {combination_type!r} needs adapters of one rank, got ranks {ranks}; "
+                "use 'cat' or an '*svd' type for adapters of different ranks"
+            )
+        return ranks[0]
+    if combination_type == "cat":
+        return sum(ranks)
+    if svd_rank is not None:
+        if isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or svd_rank <= 0:
+            raise MergeError(f"`svd_rank` must be a positive integer, got {svd_rank!r}")
+        return svd_rank
+    return max(ranks)
+
+
+def _target_names(config: LoraConfig, split: SplitAdapter) -> list[str] | str:
+    """``target_modules`` as PEFT holds it after injection: ``None``/``"all-linear"`` become the names found."""
+    tm = config.target_modules
+    if tm is None or (isinstance(tm, str) and tm.lower() == "all-linear"):
+        return sorted({p.rsplit(".", 1)[-1] for p in split.factors})
+    return tm
+
+
+def _new_targets(
+    configs: Sequence[LoraConfig], splits: Sequence[SplitAdapter], paths: Sequence[str]
+) -> dict[str, object]:
+    """Target selection of the combined adapter: the inputs' union (as PEFT builds it), or, when the inputs
+    filter layers/modules differently, a full-match regex of exactly the combined module paths."""
+    names = [_target_names(c, s) for c, s in zip(configs, splits, strict=True)]
+    kinds = {isinstance(n, str) for n in names}
+    if len(kinds) > 1:
+        raise MergeError(
+            "the adapters' target_modules mix lists of names and regex strings; combining them is not supported "
+            f"(got {[c.target_modules for c in configs]})"
+        )
+    filters = {(repr(c.exclude_modules), repr(c.layers_to_transform), repr(c.layers_pattern)) for c in configs}
+    if len(filters) > 1:
+        return {
+            "target_modules": "|".join(re.escape(p) for p in paths),
+            "exclude_modules": None, "layers_to_transform": None, "layers_pattern": None,
+        }
+    if kinds == {True}:
+        target: object = "|".join(f"({n})" for n in names) if len(names) > 1 else names[0]
+    else:
+        target = sorted(set().union(*names))
+    return {"target_modules": target}
+
+
+def _pad_rank(t: Tensor, rank: int, dim: int) -> Tensor:
+    if t.shape[dim] == rank:
+        return t
+    shape = list(t.shape)
+    shape[dim] = rank - t.shape[dim]
+    return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+
+def _cat(present: list[tuple[float, LoraFactors]], rank: int) -> tuple[Tensor, Tensor]:
+    a = torch.cat([f.a * w * f.scaling for w, f in present], dim=0)
+    b = torch.cat([f.b for _, f in present], dim=1)
+    return _pad_rank(a, rank, 0), _pad_rank(b, rank, 1)
+
+
+def _factorwise(
+    method: str, present: list[tuple[float, LoraFactors]], path: str, density: float | None,
+    majority_sign_method: MajoritySignMethod, generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
+    ranks = {f.rank for _, f in present}
+    if len(ranks) > 1:
+        raise MergeError(
+            f"module {path!r}: combination_type {method!r} needs one rank, the adapters have {sorted(ranks)}"
+        )
+    scaled = [w * f.scaling for w, f in present]
+    w_a = torch.tensor([math.copysign(math.sqrt(abs(s)), 1.0 if s >= 0 else -1.0) for s in scaled])
+    w_b = torch.tensor([math.sqrt(abs(s)) for s in scaled])
+    dtype = present[0][1].a.dtype
+    kw = {"density": density, "majority_sign_method": majority_sign_method, "generator": generator}
+    a = merge_task_tensors(method, [f.a for _, f in present], w_a, **kw)
+    b = merge_task_tensors(method, [f.b for _, f in present], w_b, **kw)
+    return a.to(dtype), b.to(dtype)
+
+
+def _svd(
+    method: str, present: list[tuple[float, LoraFactors]], rank: int, density: float | None,
+    majority_sign_method: MajoritySignMethod, generator: torch.Generator | None,
+    clamp: float | None, full_matrices: bool, driver: str | None,
+) -> tuple[Tensor, Tensor]:
+    first = present[0][1]
+    # ΔW in the base weight's own layout while merging (random masks and top-k then fall where PEFT's do)
+    flip = any(f.transposed for _, f in present)
+    deltas = [f.delta_2d().T if flip else f.delta_2d() for _, f in present]
+    weights = torch.tensor([w for w, _ in present])
+    base = "linear" if method == "svd" else method.removesuffix("_svd")
+    delta = merge_task_tensors(base, deltas, weights, density=density, majority_sign_method=majority_sign_method,
+                               generator=generator)
+    if flip:
+        delta = delta.T
+    u, s, vh = torch.linalg.svd(delta, full_matrices=full_matrices, driver=driver)
+    k = min(rank, s.shape[0])
+    u = u[:, :k] @ torch.diag(s[:k])
+    vh = vh[:k, :]
+    if clamp is not None:
+        hi = torch.quantile(torch.cat([u.flatten(), vh.flatten()]), clamp)
+        u, vh = u.clamp(-hi, hi), vh.clamp(-hi, hi)
+    b = u.reshape(u.shape[0], k, *first.b.shape[2:])
+    a = vh.reshape(k, *first.a.shape[1:])
+    return a.to(first.a.dtype), b.to(first.a.dtype)
+
+
+def combine_lora_adapters(
+    state_dicts: Sequence[Mapping[str, Tensor]],
+    configs: Sequence[AdapterConfig],
+    weights: Sequence[float],
+    combination_type: CombinationType = "svd",
+    *,
+    svd_rank: int | None = None,
+    svd_clamp: float | None = None,
+    svd_full_matrices: bool = True,
+    svd_driver: str | None = None,
+    density: float | None = None,
+    majority_sign_method: MajoritySignMethod = "total",
+    generator: torch.Generator | None = None,
+    module_order: Sequence[str] | None = None,
+) -> tuple[dict[str, Tensor], LoraConfig]:
+    """Combine LoRA adapters into a new one; returns ``(state_dict, config)`` in PEFT's on-disk form.
+
+    ``state_dicts[i]`` (PEFT keys) and ``configs[i]`` describe adapter ``i``; ``weights[i]`` may be
+    negative. With a single adapter the type is always ``linear`` (as in PEFT). ``density`` in
+    (0, 1] is required by the pruning types; ``majority_sign_method`` is used by the ``ties``
+    types; ``svd_*`` by the SVD types (``svd_clamp`` is a quantile in [0, 1]). ``generator`` draws
+    the ``dare_*`` masks (seed it for reproducible results; ``None`` uses the global RNG).
+    ``module_order`` lists module paths in the order the masks are drawn (PEFT uses the model's
+    module order); unlisted modules follow in the order they first appear in the inputs.
+    Inputs are never modified. Raises :class:`~sdk.errors.MergeError` naming the problem.
+    """
+    ws = _check_inputs(state_dicts, configs, weights)
+    if combination_type not in COMBINATION_TYPES:
+        raise MergeError(f"unknown combination_type {combination_type!r}; choose one of {list(COMBINATION_TYPES)}")
+    if majority_sign_method not in ("total", "frequency"):
+        raise MergeError(f"majority_sign_method must be 'total' or 'frequency', got {majority_sign_method!r}")
+    if density is not None:
+        check_density(density, combination_type)
+    if svd_clamp is not None and (isinstance(svd_clamp, bool) or not isinstance(svd_clamp, (int, float))
+                                  or not 0.0 <= svd_clamp <= 1.0):
+        raise MergeError(f"`svd_clamp` must be a quantile in [0, 1], got {svd_clamp!r}")
+    lora_configs: list[LoraConfig] = list(configs)  # type: ignore[arg-type]  # checked above
+    if len(state_dicts) == 1:
+        combination_type = "linear"
+    elif combination_type in DENSITY_TYPES:
+        check_density(density, combination_type)
+    rank = _new_rank(combination_type, lora_configs, svd_rank)
+    splits = [
+        split_lora_state_dict(sd, c, where=f"adapter {i}")
+        for i, (sd, c) in enumerate(zip(state_dicts, lora_configs, strict=True))
+    ]
+    for i, s in enumerate(splits):
+        if not s.factors:
+            raise MergeError(
+                f"adapter {i} has no LoRA factors (lora_A/lora_B tensors); is it a LoRA adapter state dict?"
+            )
+
+    seen: dict[str, None] = {}
+    for p in module_order or ():
+        if any(p in s.factors for s in splits):
+            seen.setdefault(p, None)
+    for s in splits:
+        for p in s.factors:
+            seen.setdefault(p, None)
+    paths = list(seen)
+
+    out: dict[str, Tensor] = {}
+    ranks: dict[str, int] = {}
+    for path in paths:
+        present = [(w, s.factors[path]) for w, s in zip(ws, splits, strict=True) if path in s.factors]
+        first = present[0][1]
+        for _, f in present[1:]:
+            if f.embedding != first.embedding or f.a.shape[1:] != first.a.shape[1:] or f.b.shape[0] != first.b.shape[0]:
+                raise MergeError(
+                    f"module {path!r}: the adapters' factors do not fit one layer (A {tuple(first.a.shape)} vs "
+                    f"{tuple(f.a.shape)}, B {tuple(first.b.shape)} vs {tuple(f.b.shape)})"
+                )
+        if combination_type == "cat":
+            a, b = _cat(present, rank)
+        elif combination_type in FACTOR_TYPES:
+            a, b = _factorwise(combination_type, present, path, density, majority_sign_method, generator)
+        else:
+            a, b = _svd(combination_type, present, rank, density, majority_sign_method, generator,
+                        svd_clamp, svd_full_matrices, svd_driver)
+        a_key, b_key = (
+            ("lora_embedding_A", "lora_embedding_B") if first.embedding else ("lora_A.weight", "lora_B.weight")
+        )
+        out[f"{PREFIX}{path}.{a_key}"] = a.contiguous()
+        out[f"{PREFIX}{path}.{b_key}"] = b.contiguous()
+        ranks[path] = int(a.shape[0])
+
+    owner: dict[str, int] = {}
+    for i, s in enumerate(splits):
+        for key, tensor in s.other.items():
+            if key in owner:
+                raise MergeError(
+                    f"adapters {owner[key]} and {i} both train {key!r} in full (modules_to_save); such copies "
+                    "cannot be combined"
+                )
+            owner[key] = i
+            out[PREFIX + key] = tensor.detach().clone()
+
+    return out, _new_config(lora_configs, splits, paths, rank, ranks)
+
+
+def _new_config(
+    configs: Sequence[LoraConfig], splits: Sequence[SplitAdapter], paths: Sequence[str], rank: int,
+    ranks: Mapping[str, int],
+) -> LoraConfig:
+    odd = {re.escape(p): r for p, r in ranks.items() if r != rank}
+    mts: list[str] = []
+    for c in configs:
+        for name in c.modules_to_save or ():
+            if name not in mts:
+                mts.append(name)
+    first = configs[0]
+    new = first.copy(
+        r=rank, lora_alpha=rank, use_rslora=False, rank_pattern=dict(odd), alpha_pattern=dict(odd),
+        modules_to_save=mts or None, **_new_targets(configs, splits, paths),
+    )
+    new.extra = dict(first.extra)
+    return new
+
+
+def combine_lora_adapter_dirs(
+    adapter_dirs: Sequence[str | Path],
+    weights: Sequence[float],
+    out_dir: str | Path,
+    combination_type: CombinationType = "svd",
+    **options: object,
+) -> LoraConfig:
+    """:func:`combine_lora_adapters` over saved adapter folders; writes the result to ``out_dir``.
+
+    ``options`` are :func:`combine_lora_adapters`' keyword arguments. Returns the new config.
+    """
+    from .formats import read_adapter_weights, read_config, save_adapter
+    from .methods import config_from_dict
+
+    configs = [config_from_dict(read_config(d)) for d in adapter_dirs]
+    tensors = [read_adapter_weights(d) for d in adapter_dirs]
+    state, config = combine_lora_adapters(tensors, configs, weights, combination_type, **options)  # type: ignore[arg-type]
+    save_adapter(out_dir, config, state)
+    return config
+
+
+__all__ = [
+    "COMBINATION_TYPES",
+    "CombinationType",
+    "LoraFactors",
+    "SplitAdapter",
+    "combine_lora_adapter_dirs",
+    "combine_lora_adapters",
+    "split_lora_state_dict",
+]

@@ -1,0 +1,173 @@
+"""Shared :class:`~sdk.methods.Tuner` mechanics for methods that wrap single layers (IA3, LoHa, LoKr).
+
+A method says which layer kinds it supports, which tensors (and shapes) an adapter has on one
+module, and how to add an adapter to its layer; selection, injection (all or nothing),
+``modules_to_save`` and the expected on-disk shapes for a base-model signature are done here
+once, the same way for the live model and for a registered signature.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import Tensor, nn
+
+from ..errors import TargetingError, TargetModulesNotFoundError, UnsupportedLayerError
+from ..targeting import SEQ_CLS_HEADS, ModelView, is_target, matches_name_list, not_found_message
+from ..targeting import resolve_target_modules as _resolve
+from .base import AdapterModule, replace_module
+from .modules_to_save import add_modules_to_save
+
+if TYPE_CHECKING:
+    from ..signature import ExpectedTensor, ModuleEntry, Signature
+
+
+class LayerTuner:
+    """Base of layer-wrapping tuners; subclasses fill in the per-method hooks below."""
+
+    #: ``peft_type`` of the method (for messages).
+    method: ClassVar[str] = ""
+    #: The adapter layer class the method injects (one class per method, dispatching on kind).
+    layer_cls: ClassVar[type[AdapterModule]]
+    #: Targets per ``model_type`` when a config leaves ``target_modules`` unset.
+    default_targets: ClassVar[dict[str, list[str]]] = {}
+
+    # --- hooks ---------------------------------------------------------------------------
+    def unsupported(self, entry: ModuleEntry) -> str | None:
+        """Why the module cannot carry this method, or None when it can."""
+        raise NotImplementedError
+
+    def tensor_shapes(
+        self, config: Any, path: str, entry: ModuleEntry, view: ModelView
+    ) -> dict[str, ExpectedTensor]:
+        """On-disk suffix -> expected tensor of one adapted module (raise ValueError if it cannot fit)."""
+        raise NotImplementedError
+
+    def add_to_layer(self, layer: Any, adapter_name: str, config: Any, path: str, view: ModelView) -> None:
+        """Create adapter ``adapter_name`` in ``layer`` (the module at ``path``)."""
+        raise NotImplementedError
+
+    def zero_at_init(self, key: str) -> bool:
+        """Whether on-disk tensor ``key`` starts as zeros."""
+        raise NotImplementedError
+
+    # --- selection ---------------------------------------------------------------------------
+    def targets(self, view: ModelView, config: Any) -> str | list[str]:
+        """Concrete target names: the config's, or the method's default for this architecture."""
+        if config.target_modules is None:
+            if view.model_type in self.default_targets:
+                return list(self.default_targets[view.model_type])
+            raise TargetModulesNotFoundError(
+                f"target_modules is not set and {self.method} has no default for model_type={view.model_type!r}; "
+                "pass target_modules=[...] (module names such as 'v_proj'), a full-match regex, or 'all-linear'"
+            )
+        return _resolve(view, config.target_modules, task_type=config.task_type)
+
+    def modules_to_save(self, view: ModelView, config: Any) -> list[str]:
+        """``modules_to_save`` plus the classification head that the task trains in full."""
+        names = list(config.modules_to_save or [])
+        if config.task_type in ("SEQ_CLS", "TOKEN_CLS"):
+            present = {p.rsplit(".", 1)[-1] for p in view.kinds}
+            names += [h for h in SEQ_CLS_HEADS if h in present and h not in names]
+        return names
+
+    def select(self, view: ModelView, config: Any) -> list[str]:
+        """Paths of the modules ``config`` targets (errors if none)."""
+        targets = self.targets(view, config)
+        mts = self.modules_to_save(view, config)
+        layers = getattr(config, "layers_to_transform", None)
+        keys = [
+            path
+            for path in view.kinds
+            if is_target(
+                path,
+                targets,
+                exclude_modules=config.exclude_modules,
+                layers_to_transform=layers,
+                layers_pattern=getattr(config, "layers_pattern", None),
+                modules_to_save=mts,
+            )
+        ]
+        if not keys:
+            extra = f" within layers {layers}" if layers is not None else ""
+            if config.exclude_modules:
+                extra += f" after excluding {config.exclude_modules}"
+            raise TargetModulesNotFoundError(not_found_message(view, targets, extra))
+        return keys
+
+    # --- the Tuner protocol --------------------------------------------------------------------
+    def inject(self, model: nn.Module, config: Any, adapter_name: str) -> list[str]:
+        """Add adapter ``adapter_name`` to every targeted module; nothing changes if any check fails."""
+        from ..signature import module_entry
+
+        view = ModelView.of(model)
+        keys = self.select(view, config)
+        plan: list[tuple[str, nn.Module, bool]] = []
+        problems: list[str] = []
+        for path in keys:
+            module = model.get_submodule(path)
+            if isinstance(module, self.layer_cls):
+                plan.append((path, module, False))
+                continue
+            if isinstance(module, AdapterModule):
+                problems.append(f"{path}: already wrapped by {type(module).__name__}; cannot add {self.method} to it")
+                continue
+            entry = module_entry(path, module)
+            reason = self.unsupported(entry)
+            if reason is None:
+                try:
+                    self.tensor_shapes(config, path, entry, view)
+                except ValueError as exc:
+                    reason = str(exc)
+            if reason is not None:
+                problems.append(f"{path}: {reason}")
+                continue
+            plan.append((path, module, True))
+        if problems:
+            cls = UnsupportedLayerError if all("not supported" in p for p in problems) else TargetingError
+            raise cls(f"cannot add {self.method} adapter:\n  " + "\n  ".join(problems))
+        for path, module, new in plan:
+            layer = self.layer_cls(module) if new else module
+            self.add_to_layer(layer, adapter_name, config, path, view)
+            if new:
+                replace_module(model, path, layer)
+        mts = self.modules_to_save(view, config)
+        if mts:
+            add_modules_to_save(model, mts, adapter_name)
+        return keys
+
+    def expected_shapes(self, config: Any, signature: Signature) -> dict[str, ExpectedTensor]:
+        """On-disk keys (without ``base_model.model.``) and shapes of this adapter on ``signature``."""
+        from ..signature import ExpectedTensor
+
+        view = signature.view()
+        modules = signature.by_path()
+        out: dict[str, ExpectedTensor] = {}
+        problems: list[str] = []
+        for path in self.select(view, config):
+            entry = modules.get(path)
+            if entry is None:  # a parameterless container matched a regex
+                problems.append(f"{path}: layers of type {view.kinds[path]} are not supported")
+                continue
+            reason = self.unsupported(entry)
+            if reason is None:
+                try:
+                    out.update({f"{path}.{k}": v for k, v in self.tensor_shapes(config, path, entry, view).items()})
+                except ValueError as exc:
+                    reason = str(exc)
+            if reason is not None:
+                problems.append(f"{path}: {reason}")
+        if problems:
+            raise TargetingError("the adapter config does not fit the base model:\n  " + "\n  ".join(problems))
+        names = self.modules_to_save(view, config)
+        for path in (p for p in view.kinds if names and matches_name_list(p, names)):
+            for name, shape in modules[path].params.items() if path in modules else ():
+                out[f"{path}.{name}"] = ExpectedTensor(shape, tuple(f"dim{i}" for i in range(len(shape))))
+        return out
+
+    def extra_state(self, model: nn.Module, config: Any, adapter_name: str) -> dict[str, Tensor]:
+        """These methods own nothing outside their layers."""
+        return {}
+
+    def mark_trainable(self, model: nn.Module, config: Any, adapter_name: str) -> None:
+        """These methods train no base parameters."""
