@@ -9,6 +9,7 @@ untrained-adapter probe, the first bytes of the zero-initialised factors are rea
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -98,14 +99,18 @@ def _factor_name(key: str) -> str:
     return parts[-2] if parts[-1] == "weight" else parts[-1]
 
 
+#: Where the module path ends in an on-disk key of a layer method (LoRA/AdaLoRA/DoRA, IA3, LoHa, LoKr).
+_FACTOR = re.compile(r"\.(?:lora_|ia3_|hada_|lokr_)")
+
+
 def summarize(config: AdapterConfig, header: Header) -> dict[str, Any]:
-    """What a version page shows: rank, targets, parameter count, dtypes, size."""
-    modules = sorted({n.removeprefix("base_model.model.").rsplit(".lora_", 1)[0]
-                      for n in header.tensors if ".lora_" in n})
+    """What a version page shows: rank (or virtual tokens), targets, parameter count, dtypes, size."""
+    modules = sorted({_FACTOR.split(n.removeprefix("base_model.model."), 1)[0]
+                      for n in header.tensors if _FACTOR.search(n)})
     cfg: Mapping[str, Any] = config.to_dict()
-    return {
+    summary = {
         "method": config.peft_type,
-        "r": cfg.get("r"),
+        "r": cfg.get("init_r") or cfg.get("r"),  # AdaLoRA: the starting rank (rank_pattern has the kept ones)
         "lora_alpha": cfg.get("lora_alpha"),
         "rank_pattern": cfg.get("rank_pattern") or {},
         "targets": sorted({m.rsplit(".", 1)[-1] for m in modules}),
@@ -115,3 +120,6 @@ def summarize(config: AdapterConfig, header: Header) -> dict[str, Any]:
         "tensors": len(header.tensors),
         "weights_bytes": header.header_size + header.data_size,
     }
+    if cfg.get("num_virtual_tokens"):
+        summary["num_virtual_tokens"] = cfg["num_virtual_tokens"]
+    return summary
