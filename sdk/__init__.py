@@ -42,12 +42,14 @@ from .tuners.lora import LoraConfig
 from .tuners.prompt import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from torch import nn
 
     from .client import Client, PushResult
     from .client.api import WeightsArg
+    from .client.merges import MergeJob
 
 _default_client: Client | None = None
 
@@ -76,6 +78,11 @@ def pull(ref: str, version: int | str | None = None) -> Path:
 def load(model: nn.Module, ref: str, adapter_name: str = "default", **kwargs: Any) -> AdapterModel:
     """Pull ``ref`` and inject it into ``model``; see ``Client.load``."""
     return default_client().load(model, ref, adapter_name, **kwargs)
+
+
+def merge(inputs: Sequence[str | tuple[str, float]], output: str, **kwargs: Any) -> MergeJob:
+    """Ask the registry for a server-side merge of adapter versions; see ``Client.merge``."""
+    return default_client().merge(inputs, output, **kwargs)
 
 
 def register_base_model(model_or_config: nn.Module | dict[str, Any] | str | Path, name: str,
@@ -119,6 +126,7 @@ __all__ = [
     "get_method",
     "get_peft_model",
     "load",
+    "merge",
     "merge_adapter_into_base",
     "prepare_model_for_kbit_training",
     "pull",

@@ -14,12 +14,15 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import uuid
 
 import procrastinate
 from procrastinate import jobs as pjobs
-from sqlalchemy import text
+from sqlalchemy import update
 
+from ..db.models import Event, MergeJob
 from ..db.session import make_engine, make_sessionmaker
+from ..domain.merge_jobs.service import FINAL
 from ..settings import Settings
 from .config import WorkerSettings
 from .queue import QUEUE, TASK, psycopg_conninfo
@@ -56,13 +59,14 @@ async def sweep_stalled(app: procrastinate.App, sessionmaker: object, worker: Wo
             continue
         handled += 1
         log.warning("merge job %s (queue job %s): %s", job_id, job.id, note)
+        now = dt.datetime.now(dt.UTC)
+        values: dict[str, object] = {"state": state, "error": note, "updated_at": now}
+        if state == "failed":
+            values["finished_at"] = now
         async with sessionmaker() as db, db.begin():  # type: ignore[operator]
-            await db.execute(
-                text("UPDATE merge_job SET state = :state, error = :note, updated_at = now(), "
-                     "finished_at = CASE WHEN :state = 'failed' THEN now() ELSE finished_at END "
-                     "WHERE id = CAST(:id AS uuid) AND state NOT IN ('succeeded', 'failed', 'cancelled')"),
-                {"state": state, "note": note, "id": job_id},
-            )
+            await db.execute(update(MergeJob).where(MergeJob.id == uuid.UUID(str(job_id)),
+                                                    MergeJob.state.not_in(FINAL)).values(**values))
+            db.add(Event(actor=worker.name, kind="merge-job", subject=str(job_id), data={"state": state, "note": note}))
     return handled
 
 

@@ -1,9 +1,8 @@
 """Merge jobs as the pages show them.
 
 The seam for server-side merges (issue 7): :func:`list_jobs` and :func:`get_job` are the only
-places the UI reads jobs from. The registry has no merge-job table yet, so they answer "none";
-once jobs exist they should map each row to a :class:`JobView` (and apply the same visibility
-rules as the jobs API), and the pages, including their live progress, work unchanged.
+places the UI reads jobs from; they map ``merge_job`` rows to :class:`JobView` with the same
+visibility rules as the jobs API (``domain/merge_jobs/service.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..db.models import MergeJob
 from ..domain.auth.tokens import Principal
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -46,13 +46,35 @@ class JobView:
         return round(100 * (self.progress or 0.0))
 
 
+async def _view(db: AsyncSession, row: MergeJob) -> JobView:
+    """A job row as the pages show it (the same JSON form the jobs API answers with)."""
+    from ..domain.merge_jobs.service import describe
+
+    body = await describe(db, row)
+    result = body["result"] or {}
+    return JobView(
+        id=body["id"], state=body["state"], method=body["combination_type"],
+        inputs=[f"{i['adapter']}@{i['version']} ×{i['weight']}" for i in body["inputs"]],
+        output=f"{body['output']['name']} ({body['output']['kind']})", progress=body["progress"],
+        error=body["error"], result=result.get("ref"),  # ns/name@version (a merged model's name is in output)
+        created_at=row.created_at, updated_at=row.updated_at,
+    )
+
+
 async def list_jobs(db: AsyncSession, viewer: Principal, *, limit: int = 50) -> list[JobView]:
-    """The newest jobs the viewer may see. None yet: the registry has no merge jobs (issue 7)."""
-    del db, viewer, limit
-    return []
+    """The newest jobs the viewer may see (the jobs API's visibility rules)."""
+    from ..domain.merge_jobs.service import list_jobs as newest
+
+    rows, _ = await newest(db, viewer, limit=limit)
+    return [await _view(db, r) for r in rows]
 
 
 async def get_job(db: AsyncSession, viewer: Principal, job_id: str) -> JobView | None:
-    """One job, or None when missing or not visible. None yet: the registry has no merge jobs (issue 7)."""
-    del db, viewer, job_id
-    return None
+    """One job, or None when missing or not visible."""
+    from ..domain.merge_jobs.service import get_job as one
+    from ..errors import NotFound
+
+    try:
+        return await _view(db, await one(db, viewer, job_id))
+    except NotFound:
+        return None

@@ -4,6 +4,7 @@ from .api import Client, PushResult, check_folder, parse_ref
 from .cache import Cache
 from .config import ClientConfig, save_login
 from .http import RegistryAuthError, RegistryError, RegistryNotFound, RegistryUnavailable
+from .merges import MergeJob, MergeJobFailed
 from .transfers import IntegrityError
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "Client",
     "ClientConfig",
     "IntegrityError",
+    "MergeJob",
+    "MergeJobFailed",
     "PushResult",
     "RegistryAuthError",
     "RegistryError",

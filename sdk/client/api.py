@@ -27,6 +27,7 @@ from ..validation import check_weights, parse_config
 from .cache import Cache, CachedVersion, registry_key
 from .config import ClientConfig
 from .http import Http, RegistryError
+from .merges import MergeJob, follow, merge_request
 from .transfers import download, upload_parts
 
 DIRECT_UPLOAD_LIMIT = 64 << 20
@@ -302,6 +303,33 @@ class Client:
             files["README.md"] = ("README.md", readme.read_bytes(), "text/markdown")
         return self.http.json("POST", session["finalize_url"], files=files, idempotent=False,
                               data=form | {"parts": json.dumps(parts)})
+
+    # --- server-side merges ----------------------------------------------------------------
+    def merge(self, inputs: Sequence[str | tuple[str, float]], output: str, *, weights: Sequence[float] | None = None,
+              combination_type: str = "linear", into: str = "adapter", wait: bool = True,
+              timeout: float | None = None, poll: float = 0.5, **parameters: Any) -> MergeJob:
+        """Ask the registry to merge adapter versions (``"ns/name@ref"``, optionally ``(ref, weight)``).
+
+        ``into="adapter"``: a new version of adapter ``output`` combining the inputs
+        (``combination_type`` as in ``add_weighted_adapter``: linear, cat, svd, ties, dare_linear, dare_ties,
+        magnitude_prune and their ``_svd`` forms; ``density``, ``majority_sign_method``, ``svd_rank``,
+        ``svd_clamp``, ``seed``, ``alias``, ``description``, ``private`` go in ``parameters``).
+        ``into="model"``: the inputs merged into the base model's registered weights, stored as base model
+        ``output``. The job runs on the registry's workers; with ``wait`` this follows it to the end
+        (raising :class:`MergeJobFailed` unless it succeeds), else it returns the queued job.
+        """
+        body = merge_request(inputs, output=output, weights=weights, combination_type=combination_type, into=into,
+                             **parameters)
+        job = MergeJob.from_json(self.http.json("POST", "/api/v1/merge-jobs", json=body, idempotent=False))
+        return follow(self.http, job, timeout=timeout, poll=poll, quiet=self.quiet) if wait else job
+
+    def merge_job(self, job_id: str) -> MergeJob:
+        """The current state of a merge job."""
+        return MergeJob.from_json(self.http.json("GET", f"/api/v1/merge-jobs/{job_id}"))
+
+    def cancel_merge(self, job_id: str) -> MergeJob:
+        """Cancel a queued or running merge job (a running one stops at its next step)."""
+        return MergeJob.from_json(self.http.json("POST", f"/api/v1/merge-jobs/{job_id}/cancel", idempotent=False))
 
     # --- pulling and loading --------------------------------------------------------------
     def pull(self, ref: str, version: int | str | None = None) -> Path:

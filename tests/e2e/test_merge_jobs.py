@@ -30,6 +30,7 @@ from torch import nn
 import sdk
 from sdk.client import Client
 from sdk.combine import combine_lora_adapters
+from sdk.errors import ValidationFailed
 from sdk.formats import read_adapter_weights, read_config
 from sdk.methods import config_from_dict
 
@@ -359,6 +360,11 @@ def test_jobs_run_on_several_workers_and_match_local_merges(world: World, worker
     fit = world.api("GET", f"/api/v1/base-models/{ns}/llama-plus-a").json()
     assert fit["fingerprint"] == world.api("GET", f"/api/v1/base-models/{world.base}").json()["fingerprint"]
 
+    from registry_service.web.session import COOKIE  # the web UI's page of a job, for a signed-in viewer
+
+    page = httpx.get(f"{world.server.url}/jobs/{linear['id']}", cookies={COOKIE: world.token}, timeout=30)
+    assert page.status_code == 200 and "succeeded" in page.text and f"{ns}/merged@1" in page.text, page.text[-2000:]
+
     listed = world.api("GET", "/api/v1/merge-jobs", params={"state": "succeeded", "namespace": ns}).json()
     assert {j["id"] for j in listed["items"]} >= {linear["id"], dare["id"], full["id"]}
 
@@ -403,6 +409,8 @@ def test_killed_worker_job_is_retried_and_published_once(world: World, workers: 
 def test_queued_job_is_cancelled_at_once(world: World, workers: Workers) -> None:
     """With no worker running, a job waits in the queue, and cancelling it takes effect immediately."""
     workers.stop()
+    for w in workers.all.values():  # nothing went wrong on any worker along the way
+        assert "Traceback" not in w.log.read_text(errors="replace"), w.log.read_text(errors="replace")[-3000:]
     job = world.submit([(f"{world.ns}/a@1", 1.0)], {"adapter": f"{world.ns}/cancelled-queued"})
     assert job["state"] == "queued" and job["progress"] == 0.0
     r = world.api("POST", f"/api/v1/merge-jobs/{job['id']}/cancel")
@@ -413,3 +421,29 @@ def test_queued_job_is_cancelled_at_once(world: World, workers: Workers) -> None
     listed = world.api("GET", "/api/v1/merge-jobs", params={"state": "cancelled", "namespace": world.ns}).json()
     assert job["id"] in {j["id"] for j in listed["items"]}
     assert {j["state"] for j in listed["items"]} == {"cancelled"}
+
+
+def test_sdk_merge_submits_follows_and_returns_the_published_version(world: World, workers: Workers,
+                                                                      tmp_path: Path) -> None:
+    """``Client.merge`` (and ``sdk.merge``): submit, follow to the end, pull the result; refusals
+    come back as ``ValidationFailed`` with the server's problems."""
+    ns = world.ns
+    workers.ready()
+    with Client(world.server.url, world.token, cache_dir=tmp_path / "cache", quiet=True) as c:
+        job = c.merge([f"{ns}/a@1", f"{ns}/b@1"], f"{ns}/via-sdk", weights=[0.3, 0.9], alias="prod", timeout=90)
+        assert job.state == "succeeded" and job.ref == f"{ns}/via-sdk@1" and job.progress == 1.0
+        folder = c.pull(f"{ns}/via-sdk@prod")
+        got = read_adapter_weights(folder)
+        want = _local_combine(world, ["a", "b"], [0.3, 0.9], "linear")
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+        assert c.merge_job(job.id).state == "succeeded"
+
+        queued = c.merge([(f"{ns}/a@1", 1.0)], f"{ns}/via-sdk", wait=False)
+        assert queued.state in ("queued", "running", "succeeded")
+        assert c.merge_job(queued.id).id == queued.id
+
+        with pytest.raises(ValidationFailed) as refused:
+            c.merge([f"{ns}/a@1", f"{ns}/gpt@1"], f"{ns}/never")
+        assert any("fingerprint" in p.message or "base" in p.message for p in refused.value.problems)
+        with pytest.raises(sdk.AdapterError, match="2 inputs but 1 weights"):
+            c.merge([f"{ns}/a@1", f"{ns}/b@1"], f"{ns}/never", weights=[1.0])
