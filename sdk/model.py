@@ -56,6 +56,12 @@ class AdapterModel(nn.Module):
                 raise
             return getattr(self.base_model, name)
 
+    @property
+    def _hf_peft_config_loaded(self) -> bool:
+        """Adapters are attached: transformers' ``Trainer`` reads this (like on its own PEFT-integrated
+        models) and then fine-tunes a quantized base through them instead of refusing it."""
+        return bool(self.peft_config)
+
     def get_base_model(self) -> nn.Module:
         """The wrapped model (with adapter layers in it)."""
         return self.base_model

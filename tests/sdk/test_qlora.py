@@ -521,3 +521,25 @@ def test_adalora_on_quantized_layers_trains_allocates_and_merges(quant: str, sav
             pm.merge_adapter()
     for m in layers:  # exactly bitsandbytes' own rounding of W + ΔW
         assert torch.equal(dequantize_weight(m.base_layer), expected[id(m)])
+
+
+def test_transformers_trainer_fine_tunes_a_4bit_model_through_the_adapter(saved: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    """transformers.Trainer refuses 'purely quantized' models; an AdapterModel says adapters are attached."""
+    from transformers import Trainer, TrainingArguments
+
+    from sdk.integrations.transformers import AdapterTrainerCallback
+
+    model = sdk.prepare_model_for_kbit_training(load_quantized(saved["wide"], "nf4"), use_gradient_checkpointing=False)
+    pm = sdk.get_peft_model(model, sdk.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    before = {n: p.detach().clone() for n, p in pm.named_parameters() if p.requires_grad}
+    x = ids(1, 12)
+    data = [{"input_ids": x[0], "labels": x[0]} for _ in range(8)]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4, learning_rate=1e-2,
+                             report_to=[], remove_unused_columns=False, label_names=["labels"], use_cpu=True,
+                             save_strategy="no", logging_steps=1, disable_tqdm=True)
+    trainer = Trainer(model=pm, args=args, train_dataset=data, callbacks=[AdapterTrainerCallback()])
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert all(not torch.equal(before[n], p) for n, p in pm.named_parameters() if p.requires_grad)
