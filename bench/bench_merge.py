@@ -148,7 +148,8 @@ def run_combine(types: list[str], repeats: int, threads: int) -> list[dict[str, 
             }
             rows.append(row)
             verdict = "PASS" if row["time_ratio"] <= 1.0 and row["rss_ratio"] <= 1.0 else "MISS"  # type: ignore[operator]
-            print(f"{ctype:>14}: time sdk {row['sdk_s']:.3f}s peft {row['peft_s']:.3f}s ratio {row['time_ratio']:.2f} | "
+            print(f"{ctype:>14}: time sdk {row['sdk_s']:.3f}s peft {row['peft_s']:.3f}s "
+                  f"ratio {row['time_ratio']:.2f} | "
                   f"added peak RSS sdk {row['sdk_added_mb']:.0f} MB peft {row['peft_added_mb']:.0f} MB ratio "
                   f"{row['rss_ratio']:.2f} | total peak sdk {row['sdk_total_mb']:.0f} MB peft "
                   f"{row['peft_total_mb']:.0f} MB  {verdict}", flush=True)
