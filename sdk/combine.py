@@ -4,6 +4,10 @@ Inputs are adapters as they lie on disk: a state dict with PEFT's keys
 (``base_model.model.<path>.lora_A.weight`` …) and its :class:`~sdk.tuners.lora.LoraConfig`. The
 output is a new state dict and a new config, so the SDK (:meth:`AdapterModel.add_weighted_adapter`)
 and the registry's merge jobs share one implementation and neither needs the base model.
+:func:`combine_lora_adapters` is built from two steps that can be used alone:
+:func:`plan_lora_combination` checks the inputs and decides the new config (every module's rank)
+without computing tensors, and :func:`iter_combined_tensors` then yields the tensors module by
+module, so a caller can allocate the new adapter first and fill it without holding a second copy.
 
 Combination types (``weights[i]`` is the weight of adapter ``i``, ``s_i`` its LoRA scale):
 
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -227,14 +231,9 @@ def _cat(present: list[tuple[float, LoraFactors]], rank: int) -> tuple[Tensor, T
 
 
 def _factorwise(
-    method: str, present: list[tuple[float, LoraFactors]], path: str, density: float | None,
+    method: str, present: list[tuple[float, LoraFactors]], density: float | None,
     majority_sign_method: MajoritySignMethod, generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor]:
-    ranks = {f.rank for _, f in present}
-    if len(ranks) > 1:
-        raise MergeError(
-            f"module {path!r}: combination_type {method!r} needs one rank, the adapters have {sorted(ranks)}"
-        )
     scaled = [w * f.scaling for w, f in present]
     w_a = torch.tensor([math.copysign(math.sqrt(abs(s)), 1.0 if s >= 0 else -1.0) for s in scaled])
     w_b = torch.tensor([math.sqrt(abs(s)) for s in scaled])
@@ -246,7 +245,7 @@ def _factorwise(
 
 
 def _svd(
-    method: str, present: list[tuple[float, LoraFactors]], rank: int, density: float | None,
+    method: str, present: list[tuple[float, LoraFactors]], k: int, density: float | None,
     majority_sign_method: MajoritySignMethod, generator: torch.Generator | None,
     clamp: float | None, full_matrices: bool, driver: str | None,
 ) -> tuple[Tensor, Tensor]:
@@ -258,10 +257,11 @@ def _svd(
     base = "linear" if method == "svd" else method.removesuffix("_svd")
     delta = merge_task_tensors(base, deltas, weights, density=density, majority_sign_method=majority_sign_method,
                                generator=generator)
+    del deltas
     if flip:
         delta = delta.T
     u, s, vh = torch.linalg.svd(delta, full_matrices=full_matrices, driver=driver)
-    k = min(rank, s.shape[0])
+    del delta
     u = u[:, :k] @ torch.diag(s[:k])
     vh = vh[:k, :]
     if clamp is not None:
@@ -272,7 +272,56 @@ def _svd(
     return a.to(first.a.dtype), b.to(first.a.dtype)
 
 
-def combine_lora_adapters(
+@dataclass(frozen=True)
+class CombinePlan:
+    """A checked combination, decided before any tensor is computed: the new adapter's config (with
+    every module's rank) and what :func:`iter_combined_tensors` needs to compute its tensors.
+
+    Made by :func:`plan_lora_combination`; holds the inputs' tensors by reference (no copies).
+    """
+
+    config: LoraConfig
+    combination_type: str
+    #: The modules to combine in order (the order of the ``dare_*`` masks), each with its
+    #: ``(weight, factors)`` of the adapters that have it and its rank in the result.
+    modules: tuple[tuple[str, tuple[tuple[float, LoraFactors], ...], int], ...]
+    #: ``modules_to_save`` copies carried over as they are: ``(key without PREFIX, tensor)``.
+    copies: tuple[tuple[str, Tensor], ...]
+    rank: int
+    density: float | None
+    majority_sign_method: MajoritySignMethod
+    generator: torch.Generator | None
+    svd_clamp: float | None
+    svd_full_matrices: bool
+    svd_driver: str | None
+
+
+def _module_rank(
+    combination_type: str, path: str, present: Sequence[tuple[float, LoraFactors]], rank: int
+) -> int:
+    """The rank module ``path`` gets in the result (checking that its factors can be combined)."""
+    first = present[0][1]
+    for _, f in present[1:]:
+        if f.embedding != first.embedding or f.a.shape[1:] != first.a.shape[1:] or f.b.shape[0] != first.b.shape[0]:
+            raise MergeError(
+                f"module {path!r}: the adapters' factors do not fit one layer (A {tuple(first.a.shape)} vs "
+                f"{tuple(f.a.shape)}, B {tuple(first.b.shape)} vs {tuple(f.b.shape)})"
+            )
+    if combination_type == "cat":
+        return rank  # stacked ranks, zero-padded up to the sum of the configs' ranks
+    if combination_type in FACTOR_TYPES:
+        ranks = {f.rank for _, f in present}
+        if len(ranks) > 1:
+            raise MergeError(
+                f"module {path!r}: combination_type {combination_type!r} needs one rank, the adapters have "
+                f"{sorted(ranks)}"
+            )
+        return first.rank
+    # the truncated SVD of the out×in ΔW has at most min(out, in) singular values
+    return min(rank, int(first.b.shape[0]), math.prod(first.a.shape[1:]))
+
+
+def plan_lora_combination(
     state_dicts: Sequence[Mapping[str, Tensor]],
     configs: Sequence[AdapterConfig],
     weights: Sequence[float],
@@ -286,17 +335,12 @@ def combine_lora_adapters(
     majority_sign_method: MajoritySignMethod = "total",
     generator: torch.Generator | None = None,
     module_order: Sequence[str] | None = None,
-) -> tuple[dict[str, Tensor], LoraConfig]:
-    """Combine LoRA adapters into a new one; returns ``(state_dict, config)`` in PEFT's on-disk form.
+) -> CombinePlan:
+    """Check a combination and decide the new adapter's config, computing no tensors.
 
-    ``state_dicts[i]`` (PEFT keys) and ``configs[i]`` describe adapter ``i``; ``weights[i]`` may be
-    negative. With a single adapter the type is always ``linear`` (as in PEFT). ``density`` in
-    (0, 1] is required by the pruning types; ``majority_sign_method`` is used by the ``ties``
-    types; ``svd_*`` by the SVD types (``svd_clamp`` is a quantile in [0, 1]). ``generator`` draws
-    the ``dare_*`` masks (seed it for reproducible results; ``None`` uses the global RNG).
-    ``module_order`` lists module paths in the order the masks are drawn (PEFT uses the model's
-    module order); unlisted modules follow in the order they first appear in the inputs.
-    Inputs are never modified. Raises :class:`~sdk.errors.MergeError` naming the problem.
+    Takes :func:`combine_lora_adapters`' arguments. Every input problem is raised here (as
+    :class:`~sdk.errors.MergeError`), so a caller can allocate the new adapter from
+    ``plan.config`` first and then fill it from :func:`iter_combined_tensors`.
     """
     ws = _check_inputs(state_dicts, configs, weights)
     if combination_type not in COMBINATION_TYPES:
@@ -333,32 +377,13 @@ def combine_lora_adapters(
             seen.setdefault(p, None)
     paths = list(seen)
 
-    out: dict[str, Tensor] = {}
-    ranks: dict[str, int] = {}
+    modules = []
     for path in paths:
-        present = [(w, s.factors[path]) for w, s in zip(ws, splits, strict=True) if path in s.factors]
-        first = present[0][1]
-        for _, f in present[1:]:
-            if f.embedding != first.embedding or f.a.shape[1:] != first.a.shape[1:] or f.b.shape[0] != first.b.shape[0]:
-                raise MergeError(
-                    f"module {path!r}: the adapters' factors do not fit one layer (A {tuple(first.a.shape)} vs "
-                    f"{tuple(f.a.shape)}, B {tuple(first.b.shape)} vs {tuple(f.b.shape)})"
-                )
-        if combination_type == "cat":
-            a, b = _cat(present, rank)
-        elif combination_type in FACTOR_TYPES:
-            a, b = _factorwise(combination_type, present, path, density, majority_sign_method, generator)
-        else:
-            a, b = _svd(combination_type, present, rank, density, majority_sign_method, generator,
-                        svd_clamp, svd_full_matrices, svd_driver)
-        a_key, b_key = (
-            ("lora_embedding_A", "lora_embedding_B") if first.embedding else ("lora_A.weight", "lora_B.weight")
-        )
-        out[f"{PREFIX}{path}.{a_key}"] = a.contiguous()
-        out[f"{PREFIX}{path}.{b_key}"] = b.contiguous()
-        ranks[path] = int(a.shape[0])
+        present = tuple((w, s.factors[path]) for w, s in zip(ws, splits, strict=True) if path in s.factors)
+        modules.append((path, present, _module_rank(combination_type, path, present, rank)))
 
     owner: dict[str, int] = {}
+    copies: list[tuple[str, Tensor]] = []
     for i, s in enumerate(splits):
         for key, tensor in s.other.items():
             if key in owner:
@@ -367,9 +392,79 @@ def combine_lora_adapters(
                     "cannot be combined"
                 )
             owner[key] = i
-            out[PREFIX + key] = tensor.detach().clone()
+            copies.append((key, tensor))
 
-    return out, _new_config(lora_configs, splits, paths, rank, ranks)
+    config = _new_config(lora_configs, splits, paths, rank, {path: r for path, _, r in modules})
+    return CombinePlan(
+        config, combination_type, tuple(modules), tuple(copies), rank, density, majority_sign_method, generator,
+        svd_clamp, svd_full_matrices, svd_driver,
+    )
+
+
+def iter_combined_tensors(plan: CombinePlan) -> Iterator[tuple[str, Tensor]]:
+    """Compute the planned adapter's tensors one module at a time, as ``(PEFT key, tensor)`` pairs.
+
+    Each module's A then B are freshly computed (the ``dare_*`` masks are drawn in module order);
+    the ``modules_to_save`` copies come last and are the inputs' own tensors (detached, not copied),
+    so copy them before changing them. Consuming the pairs one by one keeps at most one module's
+    results alive, which is how :meth:`AdapterModel.add_weighted_adapter` fills its new adapter.
+    """
+    ct = plan.combination_type
+    for path, present, k in plan.modules:
+        pairs = list(present)
+        if ct == "cat":
+            a, b = _cat(pairs, k)
+        elif ct in FACTOR_TYPES:
+            a, b = _factorwise(ct, pairs, plan.density, plan.majority_sign_method, plan.generator)
+        else:
+            a, b = _svd(ct, pairs, k, plan.density, plan.majority_sign_method, plan.generator,
+                        plan.svd_clamp, plan.svd_full_matrices, plan.svd_driver)
+        a_key, b_key = (
+            ("lora_embedding_A", "lora_embedding_B") if present[0][1].embedding else ("lora_A.weight", "lora_B.weight")
+        )
+        yield f"{PREFIX}{path}.{a_key}", a.contiguous()
+        del a
+        yield f"{PREFIX}{path}.{b_key}", b.contiguous()
+        del b
+    for key, tensor in plan.copies:
+        yield PREFIX + key, tensor.detach()
+
+
+def combine_lora_adapters(
+    state_dicts: Sequence[Mapping[str, Tensor]],
+    configs: Sequence[AdapterConfig],
+    weights: Sequence[float],
+    combination_type: CombinationType = "svd",
+    *,
+    svd_rank: int | None = None,
+    svd_clamp: float | None = None,
+    svd_full_matrices: bool = True,
+    svd_driver: str | None = None,
+    density: float | None = None,
+    majority_sign_method: MajoritySignMethod = "total",
+    generator: torch.Generator | None = None,
+    module_order: Sequence[str] | None = None,
+) -> tuple[dict[str, Tensor], LoraConfig]:
+    """Combine LoRA adapters into a new one; returns ``(state_dict, config)`` in PEFT's on-disk form.
+
+    ``state_dicts[i]`` (PEFT keys) and ``configs[i]`` describe adapter ``i``; ``weights[i]`` may be
+    negative. With a single adapter the type is always ``linear`` (as in PEFT). ``density`` in
+    (0, 1] is required by the pruning types; ``majority_sign_method`` is used by the ``ties``
+    types; ``svd_*`` by the SVD types (``svd_clamp`` is a quantile in [0, 1]). ``generator`` draws
+    the ``dare_*`` masks (seed it for reproducible results; ``None`` uses the global RNG).
+    ``module_order`` lists module paths in the order the masks are drawn (PEFT uses the model's
+    module order); unlisted modules follow in the order they first appear in the inputs.
+    Inputs are never modified (nor shared with the result). Raises :class:`~sdk.errors.MergeError`
+    naming the problem. Built on :func:`plan_lora_combination` and :func:`iter_combined_tensors`.
+    """
+    plan = plan_lora_combination(
+        state_dicts, configs, weights, combination_type, svd_rank=svd_rank, svd_clamp=svd_clamp,
+        svd_full_matrices=svd_full_matrices, svd_driver=svd_driver, density=density,
+        majority_sign_method=majority_sign_method, generator=generator, module_order=module_order,
+    )
+    copied = {PREFIX + key for key, _ in plan.copies}
+    out = {key: tensor.clone() if key in copied else tensor for key, tensor in iter_combined_tensors(plan)}
+    return out, plan.config
 
 
 def _new_config(
@@ -415,9 +510,12 @@ def combine_lora_adapter_dirs(
 __all__ = [
     "COMBINATION_TYPES",
     "CombinationType",
+    "CombinePlan",
     "LoraFactors",
     "SplitAdapter",
     "combine_lora_adapter_dirs",
     "combine_lora_adapters",
+    "iter_combined_tensors",
+    "plan_lora_combination",
     "split_lora_state_dict",
 ]

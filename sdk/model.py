@@ -99,6 +99,9 @@ class AdapterModel(nn.Module):
                 f"invalid adapter name {adapter_name!r}: use letters, digits, '_' and '-' "
                 f"(and not {BASE_ADAPTER!r}, which means 'no adapter' in mixed batches)"
             )
+        if hasattr(nn.ParameterDict(), adapter_name):
+            raise AdapterNameError(f"invalid adapter name {adapter_name!r}: it is an attribute of torch.nn.Module, "
+                                   "which holds the adapter's weights; pick another name")
         if self._merged_names():
             raise AdapterStateError("cannot add an adapter while adapters are merged; call unmerge_adapter() first")
         tuner = get_method(config.peft_type).tuner
@@ -325,8 +328,10 @@ class AdapterModel(nn.Module):
 
         The math lives in :func:`sdk.combine.combine_lora_adapters`; see it for the combination
         types. The new adapter is added but not activated. Unlike PEFT, an existing name is an error.
+        As in PEFT, the adapter is allocated first and each module's result is copied straight into
+        it (no second full copy); on any failure it is deleted again, leaving the model unchanged.
         """
-        from .combine import combine_lora_adapters
+        from .combine import iter_combined_tensors, plan_lora_combination
 
         names = list(adapters)
         self._check_names(names)
@@ -338,13 +343,34 @@ class AdapterModel(nn.Module):
             for n, c in zip(names, configs, strict=True)
         ]
         order = [path for path, _ in self.base_model.named_modules()]
-        tensors, config = combine_lora_adapters(
+        plan = plan_lora_combination(
             states, configs, weights, combination_type,  # type: ignore[arg-type]
             svd_rank=svd_rank, svd_clamp=svd_clamp, svd_full_matrices=svd_full_matrices, svd_driver=svd_driver,
             density=density, majority_sign_method=majority_sign_method,  # type: ignore[arg-type]
             generator=generator, module_order=order,
         )
-        self._load(adapter_name, config, tensors)
+        # the new adapter's random init must not move the global RNG that the dare masks may draw from
+        cuda = sorted({p.device.index or 0 for p in self.base_model.parameters() if p.device.type == "cuda"})
+        with torch.random.fork_rng(devices=cuda):
+            self.add_adapter(adapter_name, plan.config)
+        try:
+            tuner = get_method(plan.config.peft_type).tuner
+            slots = adapter_state_dict(self.base_model, adapter_name, plan.config, tuner)
+            filled: set[str] = set()
+            with torch.no_grad():
+                for key, tensor in iter_combined_tensors(plan):
+                    slot = slots.get(key)
+                    if slot is None or slot.shape != tensor.shape:
+                        raise MergeError(f"combined tensor {key} {tuple(tensor.shape)} has no matching slot in the "
+                                         f"new adapter {adapter_name!r}")
+                    slot.copy_(tensor)
+                    filled.add(key)
+                    del tensor  # before the next module is computed
+            if len(filled) != len(slots):
+                raise MergeError(f"the combination left {sorted(set(slots) - filled)} of {adapter_name!r} unset")
+        except BaseException:
+            self.delete_adapter(adapter_name)
+            raise
 
     # --- parameters ----------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:

@@ -334,3 +334,66 @@ def test_inputs_are_not_modified(llama_case: Case) -> None:
     before = [{k: v.clone() for k, v in s.items()} for s in states]
     combine_lora_adapters(states, llama_case.configs(), WEIGHTS, "ties", density=0.5)
     assert all(torch.equal(b[k], v) for b, s in zip(before, states, strict=True) for k, v in s.items())
+
+
+def _loaded(case: Case) -> sdk.AdapterModel:
+    model = sdk.AdapterModel.from_pretrained(case.make(), case.folder / case.names[0], adapter_name=case.names[0])
+    for name in case.names[1:]:
+        model.load_adapter(case.folder / name, name)
+    return model.eval()
+
+
+def test_add_weighted_adapter_streams_the_same_tensors_as_combine(tmp_path: Path) -> None:
+    case = _case(tmp_path, tiny_llama, [
+        {"r": 2, "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["lm_head"]},
+        {"r": 2, "target_modules": ["v_proj"]},
+    ], ids)
+    model = _loaded(case)
+    tuner = sdk.get_method("LORA").tuner
+    # svd_rank 20 exceeds v_proj's min(out 16, in 32): that module's planned rank (16) must fit what is computed
+    for ct, kw in (("dare_linear", {"density": 0.5}), ("cat", {}), ("svd", {"svd_rank": 20})):
+        states = [{k: v.detach().clone() for k, v in adapter_state_dict(model.base_model, n, model.peft_config[n],
+                                                                        tuner).items()} for n in case.names]
+        model.add_weighted_adapter(case.names, [0.9, -0.6], f"w_{ct}", combination_type=ct,
+                                   generator=torch.Generator().manual_seed(7), **kw)
+        want, config = combine_lora_adapters(states, case.configs(), [0.9, -0.6], ct, module_order=case.order(),
+                                             generator=torch.Generator().manual_seed(7), **kw)
+        got = adapter_state_dict(model.base_model, f"w_{ct}", model.peft_config[f"w_{ct}"], tuner)
+        assert set(got) == set(want) and f"{PREFIX}lm_head.weight" in got
+        for key, tensor in want.items():
+            assert torch.equal(got[key].detach(), tensor), (ct, key)  # the same computation, bit for bit
+        assert model.peft_config[f"w_{ct}"].to_dict() == config.to_dict()
+    assert model.peft_config["w_svd"].rank_pattern == {r"model\.layers\.0\.self_attn\.v_proj": 16,
+                                                       r"model\.layers\.1\.self_attn\.v_proj": 16}
+
+
+def test_add_weighted_adapter_failing_midway_leaves_the_model_unchanged(
+    llama_case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sdk.combine
+
+    model = _loaded(llama_case)
+    before_modules = [(p, type(m).__name__) for p, m in model.base_model.named_modules()]
+    before_params = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        before_logits = model(ids()).logits
+    real = sdk.combine.iter_combined_tensors
+
+    def failing(plan: Any) -> Iterator[tuple[str, torch.Tensor]]:  # failure injection after two tensors
+        stream = real(plan)
+        yield next(stream)
+        yield next(stream)
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(sdk.combine, "iter_combined_tensors", failing)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        model.add_weighted_adapter(llama_case.names, WEIGHTS, "partial", combination_type="cat")
+    assert "partial" not in model.peft_config and model.adapter_names == llama_case.names
+    assert [(p, type(m).__name__) for p, m in model.base_model.named_modules()] == before_modules
+    after = model.state_dict()
+    assert set(after) == set(before_params) and all(torch.equal(after[k], v) for k, v in before_params.items())
+    with torch.no_grad():
+        assert torch.equal(model(ids()).logits, before_logits)
+    monkeypatch.undo()
+    model.add_weighted_adapter(llama_case.names, WEIGHTS, "partial", combination_type="cat")  # the name is free again
+    assert "partial" in model.adapter_names

@@ -76,6 +76,11 @@ def test_name_errors() -> None:
         m.add_adapter("x.y", sdk.LoraConfig(target_modules=["q_proj"]))
     with pytest.raises(sdk.AdapterNameError, match="__base__"):
         m.add_adapter("__base__", sdk.LoraConfig(target_modules=["q_proj"]))
+    before = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    for clash in ("half", "training", "to"):  # would collide with torch.nn.Module attributes in the layers
+        with pytest.raises(sdk.AdapterNameError, match=r"attribute of torch\.nn\.Module"):
+            m.add_adapter(clash, sdk.LoraConfig(target_modules=["q_proj"]))
+    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == before and m.adapter_names == ["a", "b"]
 
 
 def test_merge_unmerge_round_trip_and_merged_state_errors() -> None:
