@@ -9,8 +9,10 @@ failed check), 2 a usage error, 3 the registry could not be reached. Set
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -25,9 +27,11 @@ from .client import (
     Cache,
     Client,
     ClientConfig,
+    MergeJob,
     RegistryAuthError,
     RegistryUnavailable,
     check_folder,
+    parse_ref,
     save_login,
 )
 from .errors import AdapterError, ValidationFailed
@@ -55,10 +59,10 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _fail(exc: BaseException, code: int) -> NoReturn:
+def _fail(exc: BaseException, code: int, refused: str = "the adapter does not validate") -> NoReturn:
     """One ``error:`` line on stderr (then a ValidationFailed's problems, one a line), and exit."""
     if isinstance(exc, ValidationFailed) and exc.problems:
-        typer.echo(f"error: the adapter does not validate ({_plural(len(exc.problems), 'problem')}):", err=True)
+        typer.echo(f"error: {refused} ({_plural(len(exc.problems), 'problem')}):", err=True)
         for p in exc.problems:
             typer.echo(_problem_line(p), err=True)
     else:
@@ -158,9 +162,11 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, pretty
 alias_app = typer.Typer(no_args_is_help=True, help="Move or remove the aliases of an adapter.")
 base_app = typer.Typer(no_args_is_help=True, help="Register and browse base models.")
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect and prune the local cache.")
+jobs_app = typer.Typer(no_args_is_help=True, help="Follow and cancel server-side merge jobs.")
 app.add_typer(alias_app, name="alias")
 app.add_typer(base_app, name="base-models")
 app.add_typer(cache_app, name="cache")
+app.add_typer(jobs_app, name="jobs")
 
 
 @app.callback()
@@ -433,6 +439,194 @@ def base_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="name
              ("fingerprint", body["fingerprint"]),
              ("modules", f"{body['modules']} ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))})"),
              ("created", body.get("created_at"))])
+
+
+# --- server-side merges -----------------------------------------------------------------------
+
+
+class MergeInto(StrEnum):
+    """What a merge produces."""
+
+    adapter = "adapter"
+    model = "model"
+
+
+def _merge_input(text: str) -> tuple[str, float]:
+    """``namespace/name@ref[:weight]`` as (reference, weight); the weight is 1 when omitted."""
+    ref, sep, weight = text.rpartition(":")
+    if not sep:
+        ref, weight = text, "1"
+    try:
+        value = float(weight)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise AdapterError(f"merge inputs look like 'namespace/name@ref[:weight]' with a finite number as weight, "
+                           f"got {text!r}")
+    parse_ref(ref)  # the same shape check as pull
+    return ref, value
+
+
+def _job_inputs(raw: dict[str, Any]) -> str:
+    return ", ".join(f"{i.get('adapter')}@{i.get('version')}×{i.get('weight')}" for i in raw.get("inputs") or [])
+
+
+def _job_output(raw: dict[str, Any]) -> str:
+    out = raw.get("output") or {}
+    return f"{out.get('name')} ({out.get('kind')})" if out else ""
+
+
+def _job_result(job: MergeJob) -> str:
+    """The new adapter version, or the new base model, of a succeeded job."""
+    res = job.result or {}
+    if res.get("ref"):
+        return str(res["ref"])
+    return f"{res['model']} (base model)" if res.get("model") else ""
+
+
+def _follow(c: Client, job: MergeJob, timeout: float | None) -> MergeJob:
+    """Wait for a job to end (a progress bar on a terminal); Ctrl-C stops waiting, not the job."""
+    from .client.merges import follow
+
+    try:
+        return follow(c.http, job, timeout=timeout, poll=0.5, quiet=c.quiet)
+    except TimeoutError as exc:
+        raise AdapterError(f"{exc}; it keeps running (adapters jobs show {job.id})") from exc
+    except KeyboardInterrupt:
+        typer.echo(f"stopped waiting; merge job {job.id} keeps running (adapters jobs cancel {job.id} stops it)",
+                   err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def merge(
+    ctx: typer.Context,
+    inputs: Annotated[list[str], typer.Argument(metavar="REF[:WEIGHT]...", help=(
+        "Adapter versions to merge: namespace/name@version|alias|commit, each with an optional :weight (1).")
+    )],
+    output: Annotated[str, typer.Option("--output", "-o", help=(
+        "namespace/name of the result: an adapter (gets a new version), or with --into model a new base model."))],
+    into: Annotated[MergeInto, typer.Option(help=(
+        "adapter: a new adapter version; model: the base model's weights with the inputs merged in."))
+    ] = MergeInto.adapter,
+    combination_type: Annotated[str, typer.Option("--type", help=(
+        "linear, cat, svd, ties, dare_linear, dare_ties, magnitude_prune, or an *_svd form of the last four."))
+    ] = "linear",
+    density: Annotated[float | None, typer.Option(help="Fraction of values kept (ties, dare_*, magnitude_prune).")
+                       ] = None,
+    majority_sign_method: Annotated[str | None, typer.Option(help="total or frequency (ties, dare_ties).")] = None,
+    svd_rank: Annotated[int | None, typer.Option(min=1, help="Rank of the *_svd results.")] = None,
+    svd_clamp: Annotated[float | None, typer.Option(help="Quantile clamp of the *_svd results.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the dare_* random masks (else chosen and recorded).")
+                    ] = None,
+    alias: Annotated[str | None, typer.Option(help="Adapter outputs: point this alias at the new version.")] = None,
+    description: Annotated[str | None, typer.Option(help="Adapter outputs: the adapter's description.")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Adapter outputs: create the adapter private.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the queued job's id and return at once.")] = False,
+    timeout: Annotated[float | None, typer.Option(min=0, help="Stop waiting after this many seconds.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask the registry to merge adapter versions on its workers; waits for the result unless --no-wait."""
+    st = _state(ctx, as_json)
+    pairs = [_merge_input(text) for text in inputs]
+    extra: dict[str, Any] = {"alias": alias, "description": description, "private": private or None}
+    given = {k: v for k, v in extra.items() if v is not None}
+    if into is MergeInto.model and given:
+        raise AdapterError(f"--{'/--'.join(given)} only apply to adapter outputs, not to --into model")
+    with st.client() as c:
+        try:
+            job = c.merge(pairs, output, combination_type=combination_type, into=into.value, wait=False,
+                          density=density, majority_sign_method=majority_sign_method, svd_rank=svd_rank,
+                          svd_clamp=svd_clamp, seed=seed, **given)
+        except ValidationFailed as exc:
+            _fail(exc, 1, refused="the registry refused the merge")
+        if not no_wait:
+            if not st.json:
+                typer.echo(f"merge job {job.id} {job.state}", err=True)
+            job = _follow(c, job, timeout)
+    if st.json:
+        _print_json(job.raw)
+    elif no_wait:
+        typer.echo(job.id)
+        typer.echo(f"merge job {job.id} {job.state}: follow it with 'adapters jobs show {job.id} --wait'", err=True)
+    else:
+        typer.echo(f"merged into {_job_result(job)}")
+        typer.echo(f"job {job.id}")
+
+
+@jobs_app.command("ls")
+def jobs_ls(
+    ctx: typer.Context,
+    state: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed or cancelled.")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Only jobs whose output is in this namespace.")] = None,
+    page: Annotated[int, typer.Option(min=1, help="Result page (50 jobs a page, newest first).")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge jobs the token may see, newest first."""
+    st = _state(ctx, as_json)
+    params = {k: v for k, v in {"state": state, "namespace": namespace, "page": page}.items() if v is not None}
+    with st.client() as c:
+        body = c.http.json("GET", "/api/v1/merge-jobs", params=params)
+    if st.json:
+        _print_json(body)
+        return
+    items = body.get("items", [])
+    if not items:
+        typer.echo("no merge jobs found", err=True)
+        return
+    jobs = [MergeJob.from_json(j) for j in items]
+    _table(["ID", "STATE", "PROGRESS", "TYPE", "INPUTS", "OUTPUT", "RESULT", "CREATED"],
+           [[j.id, j.state, f"{round(100 * j.progress)}%", j.raw.get("combination_type"), _job_inputs(j.raw),
+             _job_output(j.raw), _job_result(j) or j.error, j.raw.get("created_at")] for j in jobs])
+    total = body.get("total", len(items))
+    if total > (page - 1) * 50 + len(items):
+        typer.echo(f"page {page}: {len(items)} of {total} jobs (--page {page + 1} for more)", err=True)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the job ends (exit 1 unless it succeeds).")
+                    ] = False,
+    timeout: Annotated[float | None, typer.Option(min=0, help="Stop waiting after this many seconds.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A merge job: state, progress, inputs, output, and its result or error."""
+    st = _state(ctx, as_json)
+    with st.client() as c:
+        job = c.merge_job(job_id)
+        if wait:
+            job = _follow(c, job, timeout)
+    if st.json:
+        _print_json(job.raw)
+        return
+    raw = job.raw
+    _fields([("id", job.id), ("state", job.state + (" (cancel requested)" if raw.get("cancel_requested") and
+                                                     not job.done else "")),
+             ("progress", f"{round(100 * job.progress)}%"), ("type", raw.get("combination_type")),
+             ("parameters", json.dumps(raw.get("parameters") or {}, sort_keys=True)),
+             ("inputs", _job_inputs(raw)), ("output", _job_output(raw)), ("base model", raw.get("base_model")),
+             ("result", _job_result(job)), ("error", job.error), ("attempts", raw.get("attempts")),
+             ("created", raw.get("created_at")), ("finished", raw.get("finished_at"))])
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel a merge job: a queued one at once, a running one at its next step."""
+    st = _state(ctx, as_json)
+    with st.client() as c:
+        job = c.cancel_merge(job_id)
+    if st.json:
+        _print_json(job.raw)
+    elif job.state == "cancelled":
+        typer.echo(f"cancelled merge job {job.id}")
+    else:
+        typer.echo(f"merge job {job.id} is {job.state}: it stops at its next step")
 
 
 # --- local checks -----------------------------------------------------------------------------

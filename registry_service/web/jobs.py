@@ -33,6 +33,8 @@ class JobView:
     error: str | None = None
     #: ``ns/name@version`` of the published result, once there is one.
     result: str | None = None
+    #: ``ns/name`` of the base model a full-model merge registered, once there is one.
+    result_model: str | None = None
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
 
@@ -56,7 +58,8 @@ async def _view(db: AsyncSession, row: MergeJob) -> JobView:
         id=body["id"], state=body["state"], method=body["combination_type"],
         inputs=[f"{i['adapter']}@{i['version']} ×{i['weight']}" for i in body["inputs"]],
         output=f"{body['output']['name']} ({body['output']['kind']})", progress=body["progress"],
-        error=body["error"], result=result.get("ref"),  # ns/name@version (a merged model's name is in output)
+        error=body["error"], result=result.get("ref"),  # ns/name@version of a merged adapter version
+        result_model=result.get("model"),  # ns/name of a merged full model (a base model)
         created_at=row.created_at, updated_at=row.updated_at,
     )
 

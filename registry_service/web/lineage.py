@@ -21,7 +21,7 @@ from ..domain.auth.tokens import Principal
 from ..names import COMMIT
 
 MAX_NODES = 40
-NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 210, 40, 70, 18, 8
+NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 210, 40, 110, 18, 8
 LABEL_CHARS = 30
 _EDGE_KEYS = ("weight", "density")  # parameters of an input worth printing on its edge
 
@@ -137,7 +137,7 @@ class PlacedNode:
 
 @dataclass(frozen=True)
 class PlacedEdge:
-    """An edge as an SVG path, with a label position."""
+    """An edge as an SVG path, with where its label starts (left end of the text baseline)."""
 
     path: str
     label: str
@@ -198,6 +198,8 @@ def layout(lineage: Lineage) -> Drawing:
         x2, y2 = b.x - 6, b.y + NODE_H // 2
         bend = max((x2 - x1) // 2, 20)
         path = f"M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}"
-        edges.append(PlacedEdge(path, e.label, (x1 + x2) // 2, (y1 + y2) // 2 - 4))
+        # the label sits just right of the parent, above its edge: there the edges of different parents
+        # are still apart (they converge on the child), so no edge crosses another's label
+        edges.append(PlacedEdge(path, e.label, x1 + 6, y1 - 5))
     width = 2 * MARGIN + (deepest + 1) * NODE_W + deepest * GAP_X
     return Drawing(width, height, list(placed.values()), edges)
