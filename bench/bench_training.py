@@ -123,7 +123,9 @@ def make_model(base_dir: Path, variant: str, lib: str) -> tuple[torch.nn.Module,
     if variant == "qlora4":
         base = mod.prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     torch.manual_seed(1234)
-    common = {"target_modules": list(TARGETS), "lora_dropout": 0.0}
+    # task_type CAUSAL_LM: peft adds AdaLoRA's orthogonal regulariser to the loss only through its task
+    # wrapper, which sdk always does in training; without it the two would not do the same work.
+    common = {"target_modules": list(TARGETS), "lora_dropout": 0.0, "task_type": "CAUSAL_LM"}
     if variant == "adalora":
         cfg = mod.AdaLoraConfig(lora_alpha=ALPHA, **ADALORA, **common)
     else:

@@ -369,6 +369,32 @@ def test_jobs_run_on_several_workers_and_match_local_merges(world: World, worker
     assert {j["id"] for j in listed["items"]} >= {linear["id"], dare["id"], full["id"]}
 
 
+def test_sdk_merge_submits_follows_and_returns_the_published_version(world: World, workers: Workers,
+                                                                      tmp_path: Path) -> None:
+    """``Client.merge`` (and ``sdk.merge``): submit, follow to the end, pull the result; refusals
+    come back as ``ValidationFailed`` with the server's problems."""
+    ns = world.ns
+    workers.ready()
+    with Client(world.server.url, world.token, cache_dir=tmp_path / "cache", quiet=True) as c:
+        job = c.merge([f"{ns}/a@1", f"{ns}/b@1"], f"{ns}/via-sdk", weights=[0.3, 0.9], alias="prod", timeout=90)
+        assert job.state == "succeeded" and job.ref == f"{ns}/via-sdk@1" and job.progress == 1.0
+        folder = c.pull(f"{ns}/via-sdk@prod")
+        got = read_adapter_weights(folder)
+        want = _local_combine(world, ["a", "b"], [0.3, 0.9], "linear")
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+        assert c.merge_job(job.id).state == "succeeded"
+
+        queued = c.merge([(f"{ns}/a@1", 1.0)], f"{ns}/via-sdk", wait=False)
+        assert queued.state in ("queued", "running", "succeeded")
+        assert c.merge_job(queued.id).id == queued.id
+
+        with pytest.raises(ValidationFailed) as refused:
+            c.merge([f"{ns}/a@1", f"{ns}/gpt@1"], f"{ns}/never")
+        assert any("fingerprint" in p.message or "base" in p.message for p in refused.value.problems)
+        with pytest.raises(sdk.AdapterError, match="2 inputs but 1 weights"):
+            c.merge([f"{ns}/a@1", f"{ns}/b@1"], f"{ns}/never", weights=[1.0])
+
+
 def test_running_job_is_cancelled_at_its_next_step(world: World, workers: Workers) -> None:
     ns = world.ns
     job = world.submit([(f"{ns}/a@1", 1.0), (f"{ns}/b@1", 1.0), (f"{ns}/c@1", 1.0)],
@@ -421,29 +447,3 @@ def test_queued_job_is_cancelled_at_once(world: World, workers: Workers) -> None
     listed = world.api("GET", "/api/v1/merge-jobs", params={"state": "cancelled", "namespace": world.ns}).json()
     assert job["id"] in {j["id"] for j in listed["items"]}
     assert {j["state"] for j in listed["items"]} == {"cancelled"}
-
-
-def test_sdk_merge_submits_follows_and_returns_the_published_version(world: World, workers: Workers,
-                                                                      tmp_path: Path) -> None:
-    """``Client.merge`` (and ``sdk.merge``): submit, follow to the end, pull the result; refusals
-    come back as ``ValidationFailed`` with the server's problems."""
-    ns = world.ns
-    workers.ready()
-    with Client(world.server.url, world.token, cache_dir=tmp_path / "cache", quiet=True) as c:
-        job = c.merge([f"{ns}/a@1", f"{ns}/b@1"], f"{ns}/via-sdk", weights=[0.3, 0.9], alias="prod", timeout=90)
-        assert job.state == "succeeded" and job.ref == f"{ns}/via-sdk@1" and job.progress == 1.0
-        folder = c.pull(f"{ns}/via-sdk@prod")
-        got = read_adapter_weights(folder)
-        want = _local_combine(world, ["a", "b"], [0.3, 0.9], "linear")
-        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
-        assert c.merge_job(job.id).state == "succeeded"
-
-        queued = c.merge([(f"{ns}/a@1", 1.0)], f"{ns}/via-sdk", wait=False)
-        assert queued.state in ("queued", "running", "succeeded")
-        assert c.merge_job(queued.id).id == queued.id
-
-        with pytest.raises(ValidationFailed) as refused:
-            c.merge([f"{ns}/a@1", f"{ns}/gpt@1"], f"{ns}/never")
-        assert any("fingerprint" in p.message or "base" in p.message for p in refused.value.problems)
-        with pytest.raises(sdk.AdapterError, match="2 inputs but 1 weights"):
-            c.merge([f"{ns}/a@1", f"{ns}/b@1"], f"{ns}/never", weights=[1.0])

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
-from test_client import saved_adapter, tiny_gpt2, tiny_llama
+from test_client import saved_adapter
 
 from registry_service.web.lineage import NODE_W, Edge, Lineage, Node, layout
 from sdk.client import Client
@@ -56,6 +56,20 @@ class Catalog:
         return f"{self.ns}/secret-sauce"
 
 
+def own_base(arch: str) -> dict:
+    """test_client's tiny model with a vocabulary no other test uses: the same adapters fit it, but its
+    fingerprint is this module's own, so counts of compatible adapters and fitting bases are exact even
+    when other tests share the registry."""
+    from transformers import GPT2Config, LlamaConfig
+
+    if arch == "llama":
+        cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+        return cfg.to_dict() | {"architectures": ["LlamaForCausalLM"]}
+    cfg = GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0)
+    return cfg.to_dict() | {"architectures": ["GPT2LMHeadModel"]}
+
+
 @pytest.fixture(scope="module")
 def catalog(local_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     """Two base models and, in a fresh namespace: a two-version chat adapter (alias ``prod`` on 1), a GPT-2
@@ -64,8 +78,8 @@ def catalog(local_server: Server, tmp_path_factory: pytest.TempPathFactory) -> C
     ns = f"web{uuid.uuid4().hex[:6]}"
     llama, gpt2 = f"{ns}-base/tiny-llama", f"{ns}-base/tiny-gpt2"
     with Client(local_server.url, local_server.admin, cache_dir=tmp / "admin", quiet=True) as admin:
-        admin.register_base_model(tiny_llama(0), llama)
-        admin.register_base_model(tiny_gpt2(0), gpt2)
+        admin.register_base_model(own_base("llama"), llama)
+        admin.register_base_model(own_base("gpt2"), gpt2)
     first, second = saved_adapter(tmp / "l1", "llama", 1), saved_adapter(tmp / "l2", "llama", 2)
     g = saved_adapter(tmp / "g1", "gpt2", 1)
     with Client(local_server.url, local_server.token(ns, "write"), cache_dir=tmp / "c", quiet=True) as c:
