@@ -1,6 +1,6 @@
 """Per-method comparison of ``sdk`` and Hugging Face ``peft`` in one run, on CPU.
 
-For each method (LoRA, DoRA, IA3, LoHa, LoKr) both libraries wrap deep copies of one seeded
+For each method (LoRA, DoRA, IA3, LoHa, LoKr, prompt tuning, prefix tuning) both libraries wrap deep copies of one seeded
 Llama-shaped model built from a config; the peft adapter is loaded from the sdk adapter's files,
 so both train exactly the same tensors. Reported per method:
 
@@ -53,8 +53,10 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "ia3": ("IA3", {"target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]}),
     "loha": ("LOHA", {"r": 8, "alpha": 16, "target_modules": ATTN}),
     "lokr": ("LOKR", {"r": 8, "alpha": 16, "target_modules": ATTN}),
+    "prompt": ("PROMPT_TUNING", {"task_type": "CAUSAL_LM", "num_virtual_tokens": 16}),
+    "prefix": ("PREFIX_TUNING", {"task_type": "CAUSAL_LM", "num_virtual_tokens": 16}),
 }
-SETTINGS = {"full": (15, 3), "quick": (2, 1)}  # (timed rounds, warm-up calls per variant)
+SETTINGS = {"full": (30, 3), "quick": (2, 1)}  # (timed rounds, warm-up calls per variant)
 
 
 def base_model(seed: int) -> torch.nn.Module:
@@ -74,7 +76,16 @@ def build(name: str, base: torch.nn.Module, folder: Path) -> tuple[Any, Any]:
             if p.requires_grad:
                 p.add_(torch.randn(p.shape, generator=g) * 0.02)
     ours.save_pretrained(folder / "sdk")
-    theirs = peft.PeftModel.from_pretrained(copy.deepcopy(base), folder / "sdk", is_trainable=True)
+    if peft_type in ("PROMPT_TUNING", "PREFIX_TUNING"):
+        # peft cannot load a prompt adapter as trainable: build one and give it the sdk's table
+        from safetensors.torch import load_file
+
+        theirs = peft.get_peft_model(copy.deepcopy(base), peft.get_peft_config({"peft_type": peft_type, **kwargs}))
+        table = load_file(str(folder / "sdk" / "adapter_model.safetensors"))["prompt_embeddings"]
+        with torch.no_grad():
+            theirs.prompt_encoder["default"].embedding.weight.copy_(table)
+    else:
+        theirs = peft.PeftModel.from_pretrained(copy.deepcopy(base), folder / "sdk", is_trainable=True)
     theirs.save_pretrained(folder / "peft")
     return ours, theirs
 
