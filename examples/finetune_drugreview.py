@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training reviews")
     ap.add_argument("--eval-limit", type=int, default=None, help="use only the first N test reviews")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=128, help="reviews are truncated to this many tokens")
     ap.add_argument("--output-dir", default="drugreview-lora", help="where checkpoint-<step>/ folders go")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         sdk.LoraConfig(
             r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.05, task_type="SEQ_CLS",
             target_modules=["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
-            modules_to_save=["classifier"],
+            modules_to_save=["classifier", "pooler"],  # the sentence model never trained its [CLS] pooler
         ),
     )
     trainable, total = model.get_nb_trainable_parameters()
