@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -78,6 +78,23 @@ class AdapterLayer(AdapterModule):
 
     def _refresh(self) -> None:
         self._live = tuple(n for n in self.active if n not in self.merged)
+
+    def add_updates(self, x: Tensor, result: Tensor, update: Callable[[Tensor, str], Tensor]) -> Tensor:
+        """``result`` plus each adapter's contribution ``update(x, name)``: per sample under a mixed-batch
+        routing (only the rows routed to an adapter see it), else every live adapter (none while disabled)."""
+        routing = ROUTING.get()
+        if routing is not None:
+            routing.check_batch(x.shape[0])
+            names = set(self.adapter_names())
+            for name, idx in routing.indices(x.device).items():
+                if name in names:
+                    result = result.index_add(0, idx, update(x.index_select(0, idx), name).to(result.dtype))
+            return result
+        if self.disabled:
+            return result
+        for name in self._live:
+            result = result + update(x, name).to(result.dtype)
+        return result
 
     def delta_weight(self, name: str) -> Tensor:
         """ΔW of one adapter in the layout of ``base_layer.weight``."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import ROUTING, AdapterLayer
+from ..base import AdapterLayer
 
 Kind = Literal["linear", "conv1d", "conv2d"]
 
@@ -116,19 +116,7 @@ class AdaLoraLayer(AdapterLayer):
         return F.linear(h, self.lora_B[name]) * self.scaling[name]
 
     def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
-        result = self.base_layer(x, *args, **kwargs)
-        routing = ROUTING.get()
-        if routing is not None:
-            routing.check_batch(x.shape[0])
-            for name, idx in routing.indices(x.device).items():
-                if name in self.lora_A:
-                    result = result.index_add(0, idx, self._update(x.index_select(0, idx), name).to(result.dtype))
-            return result
-        if self.disabled:
-            return result
-        for name in self._live:
-            result = result + self._update(x, name).to(result.dtype)
-        return result
+        return self.add_updates(x, self.base_layer(x, *args, **kwargs), self._update)
 
 
 class AdaLoraLinear(AdaLoraLayer):

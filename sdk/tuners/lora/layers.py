@@ -264,20 +264,7 @@ class LoraEmbedding(LoraLayer):
         return (after_a @ self.lora_B[name].t()) * self.scaling[name]
 
     def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
-        result = self.base_layer(x, *args, **kwargs)
-        routing = ROUTING.get()
-        if routing is not None:
-            routing.check_batch(x.shape[0])
-            for name, idx in routing.indices(x.device).items():
-                if name in self.lora_A:
-                    delta = self._embed(x.index_select(0, idx), name).to(result.dtype)
-                    result = result.index_add(0, idx, delta)
-            return result
-        if self.disabled:
-            return result
-        for name in self._live:
-            result = result + self._embed(x, name).to(result.dtype)
-        return result
+        return self.add_updates(x, self.base_layer(x, *args, **kwargs), self._embed)
 
 
 class LoraConv2d(LoraLayer):
@@ -312,19 +299,7 @@ class LoraConv2d(LoraLayer):
         return F.conv2d(h, b) * self.scaling[name]
 
     def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
-        result = self.base_layer(x, *args, **kwargs)
-        routing = ROUTING.get()
-        if routing is not None:
-            routing.check_batch(x.shape[0])
-            for name, idx in routing.indices(x.device).items():
-                if name in self.lora_A:
-                    result = result.index_add(0, idx, self._conv(x.index_select(0, idx), name).to(result.dtype))
-            return result
-        if self.disabled:
-            return result
-        for name in self._live:
-            result = result + self._conv(x, name).to(result.dtype)
-        return result
+        return self.add_updates(x, self.base_layer(x, *args, **kwargs), self._conv)
 
 
 #: LoRA layer class per module kind (as named in signatures).
