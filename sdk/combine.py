@@ -142,11 +142,14 @@ def _check_inputs(
     if len(methods) > 1:
         raise MergeError(f"cannot combine adapters of different methods {methods}; all must be LORA")
     for i, config in enumerate(configs):
-        if not isinstance(config, LoraConfig):
+        if not isinstance(config, LoraConfig) or config.peft_type != "LORA":
             raise MergeError(
                 f"adapter {i} is a {config.peft_type or type(config).__name__} adapter; "
                 "only LoRA adapters can be combined"
             )
+        if config.use_dora:
+            raise MergeError(f"adapter {i} is a DoRA adapter (use_dora=True): its magnitude vector rescales whole "
+                             "weight rows, so DoRA adapters cannot be combined as low-rank factors")
         if config.bias != "none":
             raise MergeError(
                 f"adapter {i} trains biases (bias={config.bias!r}); trained biases replace base biases and cannot be "

@@ -291,8 +291,11 @@ def merge_adapter_into_base(
                 raise MergeError(f"tensor {name!r} is in both {where[name][0].name} and {f.name}")
             where[name] = (f, info)
     tensors, config = _load_adapter(adapter_dir)
-    if not isinstance(config, LoraConfig):
+    if not isinstance(config, LoraConfig) or config.peft_type != "LORA":
         raise MergeError(f"only LoRA adapters can be merged into base files, got {config.peft_type}")
+    if config.use_dora:
+        raise MergeError("DoRA adapters (use_dora=True) cannot be merged into base files yet: the merged weight "
+                         "needs each row's norm; merge in memory with AdapterModel.merge_and_unload() instead")
     planned, replaced = _plan(tensors, config, where, kinds, weight)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -397,3 +397,24 @@ def test_add_weighted_adapter_failing_midway_leaves_the_model_unchanged(
     monkeypatch.undo()
     model.add_weighted_adapter(llama_case.names, WEIGHTS, "partial", combination_type="cat")  # the name is free again
     assert "partial" in model.adapter_names
+
+
+def test_adalora_and_dora_adapters_are_refused_clearly(tmp_path: Path) -> None:
+    """Neither has plain low-rank factors to combine or to stream into base files."""
+    from sdk.merge_into_base import merge_adapter_into_base
+
+    ada = sdk.get_peft_model(tiny_llama(), sdk.AdaLoraConfig(init_r=4, target_r=2, total_step=10,
+                                                              target_modules=["q_proj"]))
+    ada.add_adapter("other", sdk.AdaLoraConfig(init_r=4, target_r=2, total_step=10, target_modules=["q_proj"]))
+    with pytest.raises(sdk.MergeError, match="only LoRA adapters can be combined"):
+        ada.add_weighted_adapter(["default", "other"], [0.5, 0.5], "mix", combination_type="linear")
+    dora = sdk.get_peft_model(tiny_llama(), sdk.LoraConfig(r=2, target_modules=["q_proj"], use_dora=True))
+    dora.add_adapter("other", sdk.LoraConfig(r=2, target_modules=["q_proj"], use_dora=True))
+    with pytest.raises(sdk.MergeError, match="DoRA adapter"):
+        dora.add_weighted_adapter(["default", "other"], [0.5, 0.5], "mix", combination_type="linear")
+    dora.save_pretrained(tmp_path / "dora")
+    base = tmp_path / "base"
+    tiny_llama().save_pretrained(base)
+    with pytest.raises(sdk.MergeError, match="DoRA adapters"):
+        merge_adapter_into_base(base, tmp_path / "dora", tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
