@@ -26,4 +26,4 @@ def test_drugreview_example_runs_in_short_mode(tmp_path: Path) -> None:
     assert 0.0 <= numbers["before"]["accuracy"] <= 1.0 and 0.0 <= numbers["after"]["accuracy"] <= 1.0
     assert "accuracy" in proc.stdout and "before training" in proc.stdout
     saved = Path(numbers["checkpoint"])
-    assert json.loads((saved / "adapter_config.json").read_text())["modules_to_save"] == ["classifier"]
+    assert json.loads((saved / "adapter_config.json").read_text())["modules_to_save"] == ["classifier", "pooler"]
