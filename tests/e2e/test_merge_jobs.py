@@ -29,6 +29,7 @@ from torch import nn
 
 import sdk
 from sdk.client import Client
+from sdk.client.merges import follow
 from sdk.combine import combine_lora_adapters
 from sdk.errors import ValidationFailed
 from sdk.formats import read_adapter_weights, read_config
@@ -387,6 +388,8 @@ def test_sdk_merge_submits_follows_and_returns_the_published_version(world: Worl
         queued = c.merge([(f"{ns}/a@1", 1.0)], f"{ns}/via-sdk", wait=False)
         assert queued.state in ("queued", "running", "succeeded")
         assert c.merge_job(queued.id).id == queued.id
+        done = follow(c.http, queued, timeout=90, poll=0.2, quiet=True)  # no job left running for later tests
+        assert done.state == "succeeded" and done.ref == f"{ns}/via-sdk@2"
 
         with pytest.raises(ValidationFailed) as refused:
             c.merge([f"{ns}/a@1", f"{ns}/gpt@1"], f"{ns}/never")

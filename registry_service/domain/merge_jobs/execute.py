@@ -230,17 +230,26 @@ async def _load_inputs(rt: Runtime, job: MergeJob, control: Control, scratch: Pa
 
 
 def _combine(job: MergeJob, signature: dict[str, Any], tensors: list[dict[str, torch.Tensor]],
-             configs: list[Any]) -> tuple[dict[str, torch.Tensor], Any]:
-    from sdk.combine import combine_lora_adapters
+             configs: list[Any], control: Control, start: float, stop: float
+             ) -> tuple[dict[str, torch.Tensor], Any]:
+    """Combine the inputs module by module, reporting progress from ``start`` to ``stop`` (and
+    stopping at the next module when the job is cancelled)."""
+    from sdk.combine import iter_combined_tensors, plan_lora_combination
 
     p = job.parameters
     generator = torch.Generator().manual_seed(int(p["seed"]))
-    return combine_lora_adapters(
+    plan = plan_lora_combination(
         tensors, configs, [float(e["weight"]) for e in job.inputs], job.combination_type,  # type: ignore[arg-type]
         svd_rank=p.get("svd_rank"), svd_clamp=p.get("svd_clamp"), density=p.get("density"),
         majority_sign_method=p.get("majority_sign_method") or "total", generator=generator,
         module_order=[m["path"] for m in signature.get("modules", [])],
     )
+    total = 2 * len(plan.modules) + len(plan.copies)  # A and B per module, then the copies
+    state: dict[str, torch.Tensor] = {}
+    for i, (key, tensor) in enumerate(iter_combined_tensors(plan)):
+        state[key] = tensor.clone() if i >= 2 * len(plan.modules) else tensor  # copies are the inputs' own
+        control.step(start + (stop - start) * (i + 1) / max(total, 1))
+    return state, plan.config
 
 
 def recipe(job: MergeJob, base: BaseModel) -> dict[str, Any]:
@@ -279,7 +288,8 @@ async def _execute(rt: Runtime, job: MergeJob, control: Control, scratch: Path) 
     if model_output and len(tensors) == 1:
         state, config, weight = tensors[0], configs[0], float(job.inputs[0]["weight"])
     else:
-        state, config = await asyncio.to_thread(_combine, job, base.signature, tensors, configs)
+        state, config = await asyncio.to_thread(_combine, job, base.signature, tensors, configs, control,
+                                                0.1 if model_output else 0.4, 0.15 if model_output else 0.7)
         weight = 1.0
     await asyncio.to_thread(control.step, 0.15 if model_output else 0.7)
     if model_output:
