@@ -14,8 +14,8 @@ from typing import Any
 import peft
 import pytest
 import torch
-from conftest import build_model, model_inputs
 from safetensors import safe_open
+from sdk_builders import build_model, model_inputs
 from torch import nn
 
 import sdk

@@ -132,15 +132,7 @@ class AdaLoraTuner(LoraTuner):
                 out[f"{path}.base_layer.bias"] = ExpectedTensor(entry.params["bias"], ("out_features",))
         if problems:
             raise TargetingError("the AdaLoRA config does not fit the base model:\n  " + "\n  ".join(problems))
-        for path in self._modules_to_save_paths(view, config):
-            for name, shape in modules[path].params.items() if path in modules else ():
-                out[f"{path}.{name}"] = ExpectedTensor(shape, tuple(f"dim{i}" for i in range(len(shape))))
-        if config.bias == "all":
-            adapted = set(keys)
-            for entry in signature.modules:
-                if "bias" in entry.params:
-                    key = f"{entry.path}.base_layer.bias" if entry.path in adapted else f"{entry.path}.bias"
-                    out.setdefault(key, ExpectedTensor(entry.params["bias"], ("out_features",)))
+        self._expect_outside_layers(out, view, config, signature, keys, modules)
         return out
 
     def extra_state(self, model: nn.Module, config: AdaLoraConfig, adapter_name: str) -> dict[str, Tensor]:  # type: ignore[override]

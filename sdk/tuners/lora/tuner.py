@@ -17,7 +17,7 @@ from .dora import add_magnitude
 from .layers import LAYER_BY_KIND, LoraConv1D, LoraLayer
 
 if TYPE_CHECKING:
-    from ...signature import ExpectedTensor, Signature
+    from ...signature import ExpectedTensor, ModuleEntry, Signature
 
 SUPPORTED = "nn.Linear, transformers' Conv1D, nn.Embedding, nn.Conv2d, bitsandbytes Linear4bit/Linear8bitLt"
 
@@ -173,6 +173,15 @@ class LoraTuner:
                 out[f"{path}.base_layer.bias"] = ExpectedTensor(entry.params["bias"], ("out_features",))
         if problems:
             raise TargetingError("the adapter config does not fit the base model:\n  " + "\n  ".join(problems))
+        self._expect_outside_layers(out, view, config, signature, keys, modules)
+        return out
+
+    def _expect_outside_layers(self, out: dict[str, ExpectedTensor], view: ModelView, config: LoraConfig,
+                               signature: Signature, keys: list[str], modules: dict[str, ModuleEntry]) -> None:
+        """Add the tensors a LoRA-family adapter saves outside its layers: full ``modules_to_save``
+        copies, and every bias with ``bias="all"`` (``base_layer.bias`` on adapted modules)."""
+        from ...signature import ExpectedTensor
+
         for path in self._modules_to_save_paths(view, config):
             for name, shape in modules[path].params.items() if path in modules else ():
                 out[f"{path}.{name}"] = ExpectedTensor(shape, tuple(f"dim{i}" for i in range(len(shape))))
@@ -182,7 +191,6 @@ class LoraTuner:
                 if "bias" in entry.params:
                     key = f"{entry.path}.base_layer.bias" if entry.path in adapted else f"{entry.path}.bias"
                     out.setdefault(key, ExpectedTensor(entry.params["bias"], ("out_features",)))
-        return out
 
     def _modules_to_save_paths(self, view: ModelView, config: LoraConfig) -> list[str]:
         from ...targeting import matches_name_list
