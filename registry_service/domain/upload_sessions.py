@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..errors import reject
 from ..settings import Settings
-from ..storage import MIN_PART_SIZE, BlobStore, MultipartUpload
+from ..storage import MIN_PART_SIZE, BlobStore, MultipartUpload, is_direct_key
 from .adapters.publish import Payload
 
 
@@ -38,6 +38,14 @@ def staged_payload(store: BlobStore, row: SessionRow, loop: asyncio.AbstractEven
         return await blobs.promote_staging(row.staging_key, row.sha256)
 
     return Payload(row.filename, row.sha256, row.size, read_at, promote)
+
+
+async def release_storage(store: BlobStore, row: SessionRow) -> None:
+    """Drop what an ended session holds in storage: its open multipart upload (if any) and its staged
+    object. A direct upload's key is the blob itself, which finalize keeps or deletes under the blob's lock."""
+    await store.abort_multipart(row.staging_key, row.storage_upload_id or "")
+    if not is_direct_key(row.staging_key):
+        await store.delete_staging(row.staging_key)
 
 
 def part_size_for(size: int, settings: Settings) -> int:

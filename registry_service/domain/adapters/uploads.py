@@ -35,7 +35,7 @@ from ...settings import Settings
 from ...storage import BlobStore, is_direct_key
 from ...storage.base import check_sha256
 from ..auth.tokens import Principal
-from ..upload_sessions import part_size_for, receive_part, session_body, staged_payload
+from ..upload_sessions import part_size_for, receive_part, release_storage, session_body, staged_payload
 from . import service
 from .controller import ROOT, base_url, push_options, read_small
 from .publish import Payload, lock_blob, publish
@@ -115,9 +115,7 @@ class UploadController(Controller):
         """Abandon an upload; its parts are deleted."""
         principal.require_write(ns)
         row = await self._session(db, ns, name, upload_id)
-        await store.abort_multipart(row.staging_key, row.storage_upload_id or "")
-        if not is_direct_key(row.staging_key):
-            await store.delete_staging(row.staging_key)
+        await release_storage(store, row)
         row.state = "aborted"
         await db.commit()
         return {"id": upload_id, "state": "aborted"}
@@ -160,9 +158,7 @@ class UploadController(Controller):
                                                         **publish_args)
             state = "done"
         finally:
-            await store.abort_multipart(row.staging_key, row.storage_upload_id or "")
-            if not is_direct_key(row.staging_key):
-                await store.delete_staging(row.staging_key)
+            await release_storage(store, row)
             async with request.app.state.sessionmaker() as db2, db2.begin():
                 done = await db2.get(UploadSession, row.id)
                 if done is not None:

@@ -22,7 +22,7 @@ from ..adapters.controller import base_url, upload_payload
 from ..adapters.downloads import serve_file
 from ..adapters.service import describe_adapter, search
 from ..auth.tokens import Principal
-from ..upload_sessions import part_size_for, receive_part, session_body, staged_payload
+from ..upload_sessions import part_size_for, receive_part, release_storage, session_body, staged_payload
 from . import service, weights
 
 ROOT = "/api/v1/base-models"
@@ -199,8 +199,7 @@ class BaseModelController(Controller):
         """Abandon an upload; its parts are deleted."""
         principal.require_write(ns)
         upload = await _open_upload(db, ns, name, upload_id)
-        await store.abort_multipart(upload.staging_key, upload.storage_upload_id or "")
-        await store.delete_staging(upload.staging_key)
+        await release_storage(store, upload)
         upload.state = "aborted"
         await db.commit()
         return {"id": upload_id, "state": "aborted"}
@@ -233,8 +232,7 @@ class BaseModelController(Controller):
                                                     max_header_bytes=settings.max_header_bytes)
             state = "done"
         finally:
-            await store.abort_multipart(upload.staging_key, upload.storage_upload_id or "")
-            await store.delete_staging(upload.staging_key)
+            await release_storage(store, upload)
             async with request.app.state.sessionmaker() as db2, db2.begin():
                 done = await db2.get(BaseModelUpload, upload.id)
                 if done is not None:
