@@ -155,6 +155,21 @@ class AdapterLayer(AdapterModule):
         return self.base_layer
 
 
+class Conv1DFeatures:
+    """In/out features of an adapter layer around transformers' ``Conv1D`` (GPT-2), whose weight is
+    stored in×out, the transpose of ``nn.Linear``'s. Put it first among the layer's bases."""
+
+    base_layer: nn.Module
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.weight.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.weight.shape[1]
+
+
 class ModulesToSave(AdapterModule):
     """Full trainable copies of a module, one per adapter (PEFT's ``modules_to_save``).
 

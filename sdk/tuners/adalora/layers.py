@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import AdapterLayer
+from ..base import AdapterLayer, Conv1DFeatures
 
 Kind = Literal["linear", "conv1d", "conv2d"]
 
@@ -123,18 +123,10 @@ class AdaLoraLinear(AdaLoraLayer):
     """AdaLoRA around ``nn.Linear``."""
 
 
-class AdaLoraConv1D(AdaLoraLayer):
+class AdaLoraConv1D(Conv1DFeatures, AdaLoraLayer):
     """AdaLoRA around transformers' ``Conv1D`` (GPT-2), whose weight is stored in×out."""
 
     kind: ClassVar[Kind] = "conv1d"
-
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.weight.shape[0]
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.weight.shape[1]
 
     def delta_weight(self, name: str) -> Tensor:
         return self.delta_matrix(name).T

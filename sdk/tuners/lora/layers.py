@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...merging import LayerKind, lora_delta
-from ..base import ROUTING, AdapterLayer, Routing
+from ..base import ROUTING, AdapterLayer, Conv1DFeatures, Routing
 from .dora import dora_extra, merged_delta
 
 
@@ -219,18 +219,10 @@ class LoraLinear(LoraLayer):
         return out
 
 
-class LoraConv1D(LoraLinear):
+class LoraConv1D(Conv1DFeatures, LoraLinear):
     """LoRA around transformers' ``Conv1D`` (GPT-2), whose weight is stored in×out."""
 
     kind: ClassVar[LayerKind] = "conv1d"
-
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.weight.shape[0]
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.weight.shape[1]
 
 
 class LoraEmbedding(LoraLayer):
