@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import torch
 from litestar.testing import AsyncTestClient
 
@@ -115,3 +116,20 @@ async def snapshot(reg: Registry) -> tuple[dict[str, int], list[str]]:
 
 __all__ = ["TEMPLATE_DB", "Registry", "_db_url", "json", "push_files", "register_base", "saved_adapter", "snapshot",
            "tiny_gpt2", "tiny_llama"]
+
+
+async def put_parts(reg: Registry, session: dict, data: bytes, token: str) -> list[list]:
+    """PUT each part of an upload session (presigned storage URLs directly, else through the API);
+    returns ``[[part_number, etag], ...]`` for finalize."""
+    parts = []
+    async with httpx.AsyncClient() as direct:
+        for p in session["parts"]:
+            start = (p["part_number"] - 1) * session["part_size"]
+            chunk = data[start : start + session["part_size"]]
+            if session["direct"]:
+                r = await direct.put(p["url"], content=chunk)
+            else:
+                r = await reg.client.put(p["url"], content=chunk, headers=reg.auth(token))
+            assert r.status_code == 200, r.text
+            parts.append([p["part_number"], r.headers["etag"]])
+    return parts

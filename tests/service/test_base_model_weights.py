@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from registry_testkit import Registry, register_base, snapshot, tiny_llama
+from registry_testkit import Registry, put_parts, register_base, snapshot, tiny_llama
 from safetensors.torch import save, save_model
 
 from sdk.signature import signature_from_model
@@ -255,21 +255,6 @@ def wide_weights(**replace: torch.Tensor) -> bytes:
     g = torch.Generator().manual_seed(0)
     tensors = {f"{m.path}.{p}": torch.randn(shape, generator=g) for m in sig.modules for p, shape in m.params.items()}
     return weights_bytes(tensors | replace)
-
-
-async def put_parts(reg: Registry, session: dict, data: bytes, token: str) -> list[list]:
-    parts = []
-    async with httpx.AsyncClient() as direct:
-        for p in session["parts"]:
-            start = (p["part_number"] - 1) * session["part_size"]
-            chunk = data[start : start + session["part_size"]]
-            if session["direct"]:
-                r = await direct.put(p["url"], content=chunk)
-            else:
-                r = await reg.client.put(p["url"], content=chunk, headers=reg.auth(token))
-            assert r.status_code == 200, r.text
-            parts.append([p["part_number"], r.headers["etag"]])
-    return parts
 
 
 async def setup_wide(reg: Registry) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import torch
-from registry_testkit import Registry, snapshot
+from registry_testkit import Registry, put_parts, snapshot
 from safetensors.torch import save_file
 
 import sdk
@@ -37,21 +37,6 @@ def big_adapter(tmp: Path, r: int = 160) -> tuple[bytes, bytes]:
     path = tmp / "big.safetensors"
     save_file(tensors, str(path), metadata={"format": "pt"})
     return cfg.to_json().encode(), path.read_bytes()
-
-
-async def put_parts(reg: Registry, session: dict, data: bytes, token: str) -> list[list]:
-    parts = []
-    async with httpx.AsyncClient() as direct:
-        for p in session["parts"]:
-            start = (p["part_number"] - 1) * session["part_size"]
-            chunk = data[start : start + session["part_size"]]
-            if session["direct"]:
-                r = await direct.put(p["url"], content=chunk)
-            else:
-                r = await reg.client.put(p["url"], content=chunk, headers=reg.auth(token))
-            assert r.status_code == 200, r.text
-            parts.append([p["part_number"], r.headers["etag"]])
-    return parts
 
 
 async def setup(reg: Registry) -> str:
