@@ -4,8 +4,9 @@ Starts SeaweedFS (S3) and the registry (a real ``adapter-registry serve`` proces
 to that S3 server), registers a wide Llama-shaped base model by its config, writes a LoRA
 adapter of about ``--mb`` MB, then in one run times:
 
-- SDK ``push`` (local signature check, sha256, presigned parallel multipart upload straight to
-  S3, server-side finalize: size + sha256 check, header validation, publish)
+- SDK ``push`` (local signature check, presigned parallel multipart upload straight to S3 while
+  the client hashes the file, server-side finalize: size + sha256 check by reading the object
+  back, header validation meanwhile, publish; the object stays where it was uploaded)
 - SDK ``pull`` into an empty cache (ranged parallel downloads from presigned URLs, sha256 check)
 - SDK ``pull`` again, pinned by version (served from the cache)
 - boto3 ``upload_file`` / ``download_file`` (managed multipart transfers, default concurrency)

@@ -47,12 +47,6 @@ class Conflict(ServiceError):
     status, title, kind = 409, "Conflict", "conflict"
 
 
-class UploadSuperseded(ServiceError):
-    """A direct upload's blob was stored by a concurrent push first; the client pushes again."""
-
-    status, title, kind = 409, "Upload superseded", "upload-superseded"
-
-
 class TooLarge(ServiceError):
     status, title, kind = 413, "Too large", "too-large"
 

@@ -183,7 +183,7 @@ class UploadSession(Base):
     name: Mapped[str] = mapped_column(String(96))
     filename: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: declared at finalize
     staging_key: Mapped[str] = mapped_column(String(255))
     storage_upload_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     part_size: Mapped[int] = mapped_column(BigInteger)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..errors import reject
 from ..settings import Settings
-from ..storage import MIN_PART_SIZE, BlobStore, MultipartUpload, is_direct_key
+from ..storage import MIN_PART_SIZE, BlobInfo, BlobStore, MultipartUpload, is_direct_key
 from .adapters.publish import Payload
 
 
@@ -21,30 +21,39 @@ class SessionRow(Protocol):
 
     filename: str
     size: int
-    sha256: str
+    sha256: str | None
     staging_key: str
     storage_upload_id: str | None
     part_size: int
 
 
 def staged_payload(store: BlobStore, row: SessionRow, loop: asyncio.AbstractEventLoop) -> Payload:
-    """A payload over a staged object: ranged reads from a worker thread, stored by promotion."""
+    """A payload over a completed, verified upload (``row.sha256`` is its true sha256): ranged reads
+    from a worker thread; stored by promotion, or, for a direct upload, kept where it is."""
+    sha256 = row.sha256
+    if sha256 is None:
+        raise ValueError("the upload's sha256 must be known (and verified) before publishing it")
 
     def read_at(offset: int, length: int) -> bytes:
         coro = store.read_staging_range(row.staging_key, offset, length)
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
-    async def promote(blobs: BlobStore) -> Any:
-        return await blobs.promote_staging(row.staging_key, row.sha256)
+    async def promote(blobs: BlobStore) -> BlobInfo:
+        if is_direct_key(row.staging_key):
+            return BlobInfo(sha256, row.size, row.staging_key)
+        return await blobs.promote_staging(row.staging_key, sha256)
 
-    return Payload(row.filename, row.sha256, row.size, read_at, promote)
+    return Payload(row.filename, sha256, row.size, read_at, promote)
 
 
-async def release_storage(store: BlobStore, row: SessionRow) -> None:
-    """Drop what an ended session holds in storage: its open multipart upload (if any) and its staged
-    object. A direct upload's key is the blob itself, which finalize keeps or deletes under the blob's lock."""
+async def release_storage(store: BlobStore, row: SessionRow, *, keep: bool = False) -> None:
+    """Drop what an ended session holds in storage: its open multipart upload (if any) and its object
+    (staged, or a direct upload's blob unless ``keep``: a published file row records its key)."""
     await store.abort_multipart(row.staging_key, row.storage_upload_id or "")
-    if not is_direct_key(row.staging_key):
+    if is_direct_key(row.staging_key):
+        if not keep:
+            await store.delete(row.staging_key)
+    else:
         await store.delete_staging(row.staging_key)
 
 

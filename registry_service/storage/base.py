@@ -3,7 +3,10 @@
 Blobs are content-addressed: a file is stored once, under ``blobs/sha256/ab/cdef…`` (the first two
 hex digits of its sha256 as a folder, the other 62 as the name), so identical files uploaded to
 different versions share one object. Large uploads first land under a *staging* key
-(``staging/<hint>-<random>``), are hashed there, then promoted to their content key.
+(``staging/<hint>-<random>``), are hashed there, then promoted to their content key. On S3, where
+promotion would copy every byte, a large upload instead lands under an *upload blob key*
+(``blobs/uploads/<random>``) and stays there: the database records that key for the file
+(``storage_key``), so a blob is named by its sha256 and found by its recorded key.
 
 Every method of :class:`BlobStore` is async; the backends run their blocking I/O (boto3, file
 reads) in worker threads so the event loop never waits on storage.
@@ -25,6 +28,7 @@ from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
 from urllib.parse import quote
 
 BLOB_PREFIX = "blobs/sha256/"
+UPLOAD_BLOB_PREFIX = "blobs/uploads/"
 STAGING_PREFIX = "staging/"
 #: Bytes per read when hashing, copying and streaming.
 CHUNK_SIZE = 1024 * 1024
@@ -34,6 +38,7 @@ MAX_PART_NUMBER = 10_000
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _STAGING_KEY_RE = re.compile(r"staging/[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+_UPLOAD_BLOB_KEY_RE = re.compile(r"blobs/uploads/[0-9a-f]{32}")
 
 #: What :meth:`BlobStore.put_file` accepts: a path, or a binary file object read to its end.
 Source: TypeAlias = str | os.PathLike[str] | BinaryIO
@@ -112,17 +117,36 @@ def check_staging_key(staging_key: str) -> str:
     return staging_key
 
 
+def new_upload_blob_key() -> str:
+    """A fresh upload blob key, ``blobs/uploads/<32 random hex>``: where a direct upload lands and stays."""
+    return f"{UPLOAD_BLOB_PREFIX}{uuid.uuid4().hex}"
+
+
 def is_direct_key(key: str) -> bool:
-    """Whether an upload's key is a blob's content key (a direct upload) rather than a staging key."""
-    return key.startswith(BLOB_PREFIX)
+    """Whether an upload's key is an upload blob key (a direct upload) rather than a staging key."""
+    return key.startswith(UPLOAD_BLOB_PREFIX)
 
 
 def check_upload_key(key: str) -> str:
-    """Return ``key`` if a multipart upload may target it: a staging key, or a blob key (direct upload)."""
+    """Return ``key`` if a multipart upload may target it: a staging key or an upload blob key."""
     if is_direct_key(key):
-        sha256_from_key(key)
+        if not _UPLOAD_BLOB_KEY_RE.fullmatch(key):
+            raise ValueError(f"not an upload blob key: {key!r}")
         return key
     return check_staging_key(key)
+
+
+def blob_ref_key(ref: str) -> str:
+    """The storage key of a blob reference: a sha256 (its content key), a content key, or an upload
+    blob key (as recorded in ``storage_key``); ``ValueError`` for anything else."""
+    if _SHA256_RE.fullmatch(ref.lower()):
+        return blob_key(ref)
+    if ref.startswith(BLOB_PREFIX):
+        sha256_from_key(ref)
+        return ref
+    if _UPLOAD_BLOB_KEY_RE.fullmatch(ref):
+        return ref
+    raise ValueError(f"not a blob reference: {ref!r}")
 
 
 def new_staging_key(upload_id_hint: str) -> str:
@@ -236,7 +260,11 @@ class BlobStore(Protocol):
     Blobs are immutable and named by their sha256. Uploads through the API use :meth:`put_file`;
     large files use a multipart upload into a staging key (clients PUT parts to presigned URLs on
     S3; on the local backend the API process receives the part bodies and calls
-    :meth:`write_part`), then :meth:`staging_sha256_and_size` and :meth:`promote_staging`.
+    :meth:`write_part`), then :meth:`staging_sha256_and_size` and :meth:`promote_staging`, or
+    (``direct=True`` on S3) into an upload blob key where the blob stays.
+
+    The blob methods take a *ref*: a sha256 (the content key) or a blob key recorded in a file
+    row's ``storage_key`` (see :func:`blob_ref_key`).
     """
 
     async def put_file(self, source: Source) -> BlobInfo:
@@ -246,19 +274,19 @@ class BlobStore(Protocol):
         """
         ...
 
-    async def exists(self, sha256: str) -> bool:
+    async def exists(self, ref: str) -> bool:
         """Whether the blob is stored."""
         ...
 
-    async def size(self, sha256: str) -> int:
+    async def size(self, ref: str) -> int:
         """Size in bytes of a stored blob; :class:`BlobNotFoundError` if absent."""
         ...
 
-    async def delete(self, sha256: str) -> None:
+    async def delete(self, ref: str) -> None:
         """Remove the blob; nothing happens if it is absent. Callers make sure no file row uses it."""
         ...
 
-    async def open_range(self, sha256: str, start: int = 0, end_inclusive: int | None = None) -> AsyncIterator[bytes]:
+    async def open_range(self, ref: str, start: int = 0, end_inclusive: int | None = None) -> AsyncIterator[bytes]:
         """Check the blob and the range now, and return an async iterator over the range's bytes.
 
         Awaiting raises :class:`BlobNotFoundError` / :class:`InvalidRangeError` before any byte is
@@ -267,22 +295,22 @@ class BlobStore(Protocol):
         """
         ...
 
-    async def read_range(self, sha256: str, start: int, length: int) -> bytes:
+    async def read_range(self, ref: str, start: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``start`` (fewer at the end of the blob, like ``file.read``)."""
         ...
 
-    async def presigned_get_url(self, sha256: str, filename: str, expires: int = 3600) -> str | None:
+    async def presigned_get_url(self, ref: str, filename: str, expires: int = 3600) -> str | None:
         """A time-limited URL that downloads the blob as ``filename``; ``None`` when the backend has none."""
         ...
 
-    async def start_multipart(self, upload_id_hint: str, sha256: str | None = None) -> MultipartUpload:
+    async def start_multipart(self, upload_id_hint: str, *, direct: bool = False) -> MultipartUpload:
         """Open a multipart upload into a fresh staging key; ``upload_id_hint`` only decorates the key.
 
-        Given the final file's ``sha256``, a backend whose promotion would copy every byte (S3) opens
-        the upload straight on the blob's content key when that blob does not exist yet
-        (:func:`is_direct_key` is then true for ``staging_key``): completing it stores the blob, and
-        the caller must verify it and delete it if it is wrong, under the blob's lock. The staging
-        methods below accept such keys; ``promote_staging``/``delete_staging`` never get them.
+        With ``direct=True``, a backend whose promotion would copy every byte (S3) opens the upload
+        on a fresh upload blob key instead (:func:`is_direct_key` is then true for ``staging_key``):
+        the completed object is the blob, which the caller verifies, records by that key in the
+        file rows, or deletes. The staging methods below accept such keys;
+        ``promote_staging``/``delete_staging`` never get them.
         """
         ...
 
@@ -342,6 +370,7 @@ __all__ = [
     "MAX_PART_NUMBER",
     "MIN_PART_SIZE",
     "STAGING_PREFIX",
+    "UPLOAD_BLOB_PREFIX",
     "BlobInfo",
     "BlobNotFoundError",
     "BlobStore",
@@ -353,6 +382,7 @@ __all__ = [
     "StorageError",
     "UploadError",
     "blob_key",
+    "blob_ref_key",
     "check_part_number",
     "check_read",
     "check_sha256",
@@ -361,6 +391,7 @@ __all__ = [
     "ensure_dir",
     "hash_stream",
     "new_staging_key",
+    "new_upload_blob_key",
     "normalize_parts",
     "open_source",
     "resolve_range",

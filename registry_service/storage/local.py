@@ -37,6 +37,7 @@ from .base import (
     StorageError,
     UploadError,
     blob_key,
+    blob_ref_key,
     check_part_number,
     check_read,
     check_sha256,
@@ -124,8 +125,8 @@ class LocalBlobStore:
 
     # -- paths ---------------------------------------------------------------------------------
 
-    def _blob_path(self, sha256: str) -> Path:
-        return self.root / blob_key(sha256)
+    def _blob_path(self, ref: str) -> Path:
+        return self.root / blob_ref_key(ref)
 
     def _staging_path(self, staging_key: str) -> Path:
         return self.root / check_staging_key(staging_key)
@@ -154,31 +155,31 @@ class LocalBlobStore:
                     raise IntegrityError("the source changed while it was being stored")
         return info
 
-    async def exists(self, sha256: str) -> bool:
+    async def exists(self, ref: str) -> bool:
         """Whether the blob file exists."""
-        return await asyncio.to_thread(self._blob_path(sha256).is_file)
+        return await asyncio.to_thread(self._blob_path(ref).is_file)
 
-    async def size(self, sha256: str) -> int:
+    async def size(self, ref: str) -> int:
         """Size of the blob file; :class:`BlobNotFoundError` if absent."""
-        path = self._blob_path(sha256)
+        path = self._blob_path(ref)
         try:
             return (await asyncio.to_thread(path.stat)).st_size
         except FileNotFoundError:
-            raise BlobNotFoundError(f"no blob {sha256}") from None
+            raise BlobNotFoundError(f"no blob {ref}") from None
 
-    async def delete(self, sha256: str) -> None:
+    async def delete(self, ref: str) -> None:
         """Remove the blob file if present."""
-        await asyncio.to_thread(self._blob_path(sha256).unlink, missing_ok=True)
+        await asyncio.to_thread(self._blob_path(ref).unlink, missing_ok=True)
 
-    async def open_range(self, sha256: str, start: int = 0, end_inclusive: int | None = None) -> AsyncIterator[bytes]:
+    async def open_range(self, ref: str, start: int = 0, end_inclusive: int | None = None) -> AsyncIterator[bytes]:
         """Check blob and range now; return an iterator over the bytes (the file opens on first use)."""
-        size = await self.size(sha256)
+        size = await self.size(ref)
         start, stop = resolve_range(size, start, end_inclusive)
-        return _iter_file(self._blob_path(sha256), start, stop)
+        return _iter_file(self._blob_path(ref), start, stop)
 
-    async def read_range(self, sha256: str, start: int, length: int) -> bytes:
+    async def read_range(self, ref: str, start: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``start``."""
-        return await asyncio.to_thread(self._read_file, self._blob_path(sha256), start, length, f"no blob {sha256}")
+        return await asyncio.to_thread(self._read_file, self._blob_path(ref), start, length, f"no blob {ref}")
 
     @staticmethod
     def _read_file(path: Path, start: int, length: int, missing: str) -> bytes:
@@ -190,9 +191,9 @@ class LocalBlobStore:
         except FileNotFoundError:
             raise BlobNotFoundError(missing) from None
 
-    async def presigned_get_url(self, sha256: str, filename: str, expires: int = 3600) -> str | None:
+    async def presigned_get_url(self, ref: str, filename: str, expires: int = 3600) -> str | None:
         """Always ``None``: the API streams local blobs itself."""
-        check_sha256(sha256)
+        blob_ref_key(ref)
         return None
 
     async def list_keys(self, prefix: str = "blobs/") -> list[str]:
@@ -216,7 +217,7 @@ class LocalBlobStore:
 
     # -- multipart uploads -----------------------------------------------------------------------
 
-    async def start_multipart(self, upload_id_hint: str, sha256: str | None = None) -> MultipartUpload:
+    async def start_multipart(self, upload_id_hint: str, *, direct: bool = False) -> MultipartUpload:
         """Create ``multipart/<name>/`` holding a fresh upload id (always staged: promotion is a rename)."""
         return await asyncio.to_thread(self._start_multipart, upload_id_hint)
 

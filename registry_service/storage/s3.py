@@ -40,6 +40,7 @@ from .base import (
     StorageError,
     UploadError,
     blob_key,
+    blob_ref_key,
     check_part_number,
     check_read,
     check_sha256,
@@ -48,6 +49,7 @@ from .base import (
     content_disposition,
     hash_stream,
     new_staging_key,
+    new_upload_blob_key,
     normalize_parts,
     open_source,
     resolve_range,
@@ -184,10 +186,10 @@ class S3BlobStore:
                 return None
             raise StorageError(f"HEAD {key}: {_message(exc)}") from exc
 
-    def _size(self, sha256: str) -> int:
-        size = self._head_size(blob_key(sha256))
+    def _size(self, ref: str) -> int:
+        size = self._head_size(blob_ref_key(ref))
         if size is None:
-            raise BlobNotFoundError(f"no blob {sha256}")
+            raise BlobNotFoundError(f"no blob {ref}")
         return size
 
     # -- blobs ---------------------------------------------------------------------------------
@@ -225,18 +227,18 @@ class S3BlobStore:
                 raise StorageError(f"PUT {info.key}: {_message(exc)}") from exc
         return info
 
-    async def exists(self, sha256: str) -> bool:
+    async def exists(self, ref: str) -> bool:
         """Whether the blob's object exists (one HEAD)."""
-        key = blob_key(sha256)
+        key = blob_ref_key(ref)
         return await asyncio.to_thread(self._head_size, key) is not None
 
-    async def size(self, sha256: str) -> int:
+    async def size(self, ref: str) -> int:
         """Size of the blob; :class:`BlobNotFoundError` if absent."""
-        return await asyncio.to_thread(self._size, sha256)
+        return await asyncio.to_thread(self._size, ref)
 
-    async def delete(self, sha256: str) -> None:
+    async def delete(self, ref: str) -> None:
         """Delete the blob's object (S3 deletes are idempotent)."""
-        key = blob_key(sha256)
+        key = blob_ref_key(ref)
         await asyncio.to_thread(self._delete_key, key)
 
     def _delete_key(self, key: str) -> None:
@@ -246,11 +248,11 @@ class S3BlobStore:
             if _code(exc) not in _NOT_FOUND:
                 raise StorageError(f"DELETE {key}: {_message(exc)}") from exc
 
-    async def open_range(self, sha256: str, start: int = 0, end_inclusive: int | None = None) -> AsyncIterator[bytes]:
+    async def open_range(self, ref: str, start: int = 0, end_inclusive: int | None = None) -> AsyncIterator[bytes]:
         """HEAD the blob and check the range now; the ranged GET starts on first iteration."""
-        size = await self.size(sha256)
+        size = await self.size(ref)
         start, stop = resolve_range(size, start, end_inclusive)
-        return self._iter_object(blob_key(sha256), start, stop)
+        return self._iter_object(blob_ref_key(ref), start, stop)
 
     async def _iter_object(self, key: str, start: int, stop: int) -> AsyncIterator[bytes]:
         if stop <= start:
@@ -275,9 +277,9 @@ class S3BlobStore:
         finally:
             body.close()
 
-    async def read_range(self, sha256: str, start: int, length: int) -> bytes:
+    async def read_range(self, ref: str, start: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``start``: one ranged GET (plus a HEAD at or past the end)."""
-        return await asyncio.to_thread(self._read_key, blob_key(sha256), start, length, f"no blob {sha256}")
+        return await asyncio.to_thread(self._read_key, blob_ref_key(ref), start, length, f"no blob {ref}")
 
     def _read_key(self, key: str, start: int, length: int, missing: str) -> bytes:
         """Bytes ``[start, start + length)`` of object ``key``, truncated at its end (see ``check_read``)."""
@@ -303,7 +305,7 @@ class S3BlobStore:
         check_read(size, start, length)
         return b""
 
-    async def presigned_get_url(self, sha256: str, filename: str, expires: int = 3600) -> str | None:
+    async def presigned_get_url(self, ref: str, filename: str, expires: int = 3600) -> str | None:
         """A presigned GET (valid ``expires`` seconds) whose response downloads as ``filename``.
 
         Signing happens offline: the URL is returned even if the blob is absent (it then answers 404).
@@ -312,7 +314,7 @@ class S3BlobStore:
             "get_object",
             Params={
                 "Bucket": self.bucket,
-                "Key": blob_key(sha256),
+                "Key": blob_ref_key(ref),
                 "ResponseContentDisposition": content_disposition(filename),
                 "ResponseContentType": "application/octet-stream",
             },
@@ -330,15 +332,13 @@ class S3BlobStore:
 
     # -- multipart uploads ---------------------------------------------------------------------
 
-    async def start_multipart(self, upload_id_hint: str, sha256: str | None = None) -> MultipartUpload:
-        """CreateMultipartUpload on a fresh staging key, or on the blob's content key when ``sha256`` is
-        given and that blob does not exist yet (no server-side copy at promotion: see the protocol)."""
-        return await asyncio.to_thread(self._start_multipart, upload_id_hint, sha256)
+    async def start_multipart(self, upload_id_hint: str, *, direct: bool = False) -> MultipartUpload:
+        """CreateMultipartUpload on a fresh staging key, or with ``direct`` on a fresh upload blob key
+        (the blob stays where it was uploaded: no server-side copy, see the protocol)."""
+        return await asyncio.to_thread(self._start_multipart, upload_id_hint, direct)
 
-    def _start_multipart(self, upload_id_hint: str, sha256: str | None = None) -> MultipartUpload:
-        staging_key = new_staging_key(upload_id_hint)
-        if sha256 is not None and self._head_size(blob_key(sha256)) is None:
-            staging_key = blob_key(sha256)
+    def _start_multipart(self, upload_id_hint: str, direct: bool = False) -> MultipartUpload:
+        staging_key = new_upload_blob_key() if direct else new_staging_key(upload_id_hint)
         response = self._client.create_multipart_upload(
             Bucket=self.bucket, Key=staging_key, ContentType="application/octet-stream"
         )

@@ -8,6 +8,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -26,7 +27,7 @@ from ..signature import Signature, signature_from_config, signature_from_model
 from ..validation import check_weights, parse_config
 from .cache import Cache, CachedVersion, registry_key
 from .config import ClientConfig
-from .http import Http, RegistryError
+from .http import Http
 from .merges import MergeJob, follow, merge_request
 from .transfers import download, upload_parts
 
@@ -277,24 +278,17 @@ class Client:
 
     def _push_session(self, ns: str, name: str, config_raw: bytes, weights: Path, readme: Path,
                       form: dict[str, str]) -> dict[str, Any]:
+        """A large file: parts straight to storage, hashed meanwhile; finalize declares the sha256,
+        which the registry checks against the stored bytes before it publishes."""
         from .transfers import sha256_file
 
-        sha = sha256_file(weights)
-        try:
-            return self._upload_session(ns, name, config_raw, weights, sha, readme, form)
-        except RegistryError as exc:
-            if exc.kind != "upload-superseded":
-                raise
-            # A concurrent push stored the same bytes first; this time they go to a checked staging copy.
-            return self._upload_session(ns, name, config_raw, weights, sha, readme, form)
-
-    def _upload_session(self, ns: str, name: str, config_raw: bytes, weights: Path, sha: str, readme: Path,
-                        form: dict[str, str]) -> dict[str, Any]:
         size = weights.stat().st_size
-        session = self.http.json("POST", f"/api/v1/adapters/{ns}/{name}/uploads",
-                                 json={"size": size, "sha256": sha})
+        session = self.http.json("POST", f"/api/v1/adapters/{ns}/{name}/uploads", json={"size": size})
         try:
-            parts = upload_parts(self.http, session, weights, quiet=self.quiet)
+            with ThreadPoolExecutor(max_workers=1) as hasher:
+                digest = hasher.submit(sha256_file, weights)
+                parts = upload_parts(self.http, session, weights, quiet=self.quiet)
+                sha = digest.result()
         except BaseException:
             self.http.client.delete(f"/api/v1/adapters/{ns}/{name}/uploads/{session['id']}")
             raise
@@ -302,7 +296,7 @@ class Client:
         if readme.is_file():
             files["README.md"] = ("README.md", readme.read_bytes(), "text/markdown")
         return self.http.json("POST", session["finalize_url"], files=files, idempotent=False,
-                              data=form | {"parts": json.dumps(parts)})
+                              data=form | {"parts": json.dumps(parts), "sha256": sha})
 
     # --- server-side merges ----------------------------------------------------------------
     def merge(self, inputs: Sequence[str | tuple[str, float]], output: str, *, weights: Sequence[float] | None = None,

@@ -17,7 +17,7 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 class RegistryError(AdapterError):
     """The registry answered with an error; ``status``, ``detail`` and ``kind`` (the last part of the
-    problem type, e.g. ``"upload-superseded"``) say what."""
+    problem type, e.g. ``"upload-rejected"``) say what."""
 
     def __init__(self, status: int, detail: str, hint: str = "", kind: str = "") -> None:
         self.status = status

@@ -29,9 +29,12 @@ from registry_service.storage import (
     StorageError,
     UploadError,
     blob_key,
+    blob_ref_key,
     content_disposition,
+    is_direct_key,
     sha256_from_key,
 )
+from registry_service.storage.base import check_upload_key
 
 DATA = os.urandom(3 * 1024 * 1024 + 12345)  # spans several 1 MiB chunks
 DATA_SHA = hashlib.sha256(DATA).hexdigest()
@@ -117,6 +120,46 @@ def test_blob_key_layout() -> None:
             blob_key(bad)
     with pytest.raises(ValueError):
         sha256_from_key(f"staging/{sha}")
+
+
+def test_blob_refs_and_upload_keys() -> None:
+    """A blob is referred to by its sha256, its content key, or the upload blob key a file row recorded."""
+    sha = hashlib.sha256(b"x").hexdigest()
+    assert blob_ref_key(sha) == blob_ref_key(sha.upper()) == blob_ref_key(blob_key(sha)) == blob_key(sha)
+    upload = "blobs/uploads/" + "0123456789abcdef" * 2
+    assert blob_ref_key(upload) == check_upload_key(upload) == upload and is_direct_key(upload)
+    assert check_upload_key("staging/x-1") == "staging/x-1" and not is_direct_key("staging/x-1")
+    for bad in ("", "staging/x", "blobs/uploads/../../etc", "blobs/uploads/" + "g" * 32, "blobs/other/" + sha,
+                "/" + blob_key(sha)):
+        with pytest.raises(ValueError):
+            blob_ref_key(bad)
+    for bad in ("blobs/uploads/x", "blobs/uploads/" + "0" * 31, blob_key(sha), "../staging/x"):
+        with pytest.raises(ValueError):
+            check_upload_key(bad)
+
+
+async def test_direct_multipart_upload_stays_where_it_lands(blob_store: BlobStore) -> None:
+    """``direct=True``: S3 uploads into a fresh upload blob key, readable as a blob by that key;
+    the local backend (whose promotion is a rename) stages as always."""
+    parts, whole = multipart_payload()
+    upload = await blob_store.start_multipart("direct", direct=True)
+    assert is_direct_key(upload.staging_key) == isinstance(blob_store, S3BlobStore)
+    etags = [(n, await blob_store.write_part(upload.staging_key, n, data, upload_id=upload.upload_id))
+             for n, data in enumerate(parts, start=1)]
+    await blob_store.complete_multipart(upload.staging_key, upload.upload_id, etags)
+    assert await blob_store.staging_sha256_and_size(upload.staging_key) == (hashlib.sha256(whole).hexdigest(),
+                                                                            len(whole))
+    if is_direct_key(upload.staging_key):
+        key = upload.staging_key
+        assert await blob_store.exists(key) and await blob_store.size(key) == len(whole)
+        assert await blob_store.read_range(key, 10, 5) == whole[10:15]
+        assert await collect(await blob_store.open_range(key, 1, 3)) == whole[1:4]
+        assert key in (await blob_store.presigned_get_url(key, "w.safetensors") or "")
+        assert await blob_store.list_keys("blobs/uploads/") == [key]
+        await blob_store.delete(key)
+        assert not await blob_store.exists(key)
+    else:
+        await blob_store.delete_staging(upload.staging_key)
 
 
 def test_content_disposition() -> None:

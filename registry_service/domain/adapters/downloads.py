@@ -67,7 +67,7 @@ async def serve_file(
         "Cache-Control": "public, max-age=31536000, immutable",
     }
     if redirect and not head:
-        url = await store.presigned_get_url(f.sha256, f.filename, expires=expires)
+        url = await store.presigned_get_url(f.storage_key, f.filename, expires=expires)
         if url:
             return Redirect(url, status_code=302, headers={"X-Content-Sha256": f.sha256})
     rng = parse_range(range_header, f.size)
@@ -82,7 +82,7 @@ async def serve_file(
     if head:
         return Response(b"", status_code=status, headers=headers, media_type=media_type(f.filename))
     try:
-        chunks = await store.open_range(f.sha256, start, stop if f.size else None)
+        chunks = await store.open_range(f.storage_key, start, stop if f.size else None)
     except BlobNotFoundError as exc:
         raise NotFound(f"the bytes of {f.filename} are missing from storage") from exc
     except InvalidRangeError as exc:

@@ -4,6 +4,9 @@ A failed push leaves nothing behind: validation happens before anything is writt
 the transaction fails after blobs were written, the blobs this push created are deleted while
 the push still holds the per-blob advisory locks (so a concurrent push of the same bytes
 cannot start referencing a blob that is about to go).
+
+A file whose bytes are stored already (under their content key, or under the key another file
+row recorded) is not stored again: its row records the existing key.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import datetime as dt
 import hashlib
 import io
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +31,7 @@ from sdk.signature import Signature
 from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, Event, File, Namespace
 from ...errors import BadRequest, reject
 from ...names import check_alias, check_part, split_name
-from ...storage import BlobStore, blob_key
+from ...storage import BlobInfo, BlobStore, blob_key
 from ..auth.tokens import Principal
 from .validation import CONFIG_FILE, README_FILE, check_weights, parse_config
 
@@ -53,7 +56,9 @@ class Payload:
     sha256: str
     size: int
     read_at: ReadAt
-    store: Callable[[BlobStore], Any]  # coroutine function: writes the bytes under their content key
+    #: coroutine function: stores the bytes (unless they are already where they stay) and returns
+    #: their :class:`BlobInfo`, whose ``key`` the file row records
+    store: Callable[[BlobStore], Awaitable[BlobInfo]]
 
 
 def bytes_payload(filename: str, data: bytes) -> Payload:
@@ -61,7 +66,7 @@ def bytes_payload(filename: str, data: bytes) -> Payload:
     def read_at(offset: int, length: int) -> bytes:
         return data[offset : offset + length]
 
-    async def put(store: BlobStore) -> Any:
+    async def put(store: BlobStore) -> BlobInfo:
         return await store.put_file(io.BytesIO(data))
 
     return Payload(filename, hashlib.sha256(data).hexdigest(), len(data), read_at, put)
@@ -82,6 +87,7 @@ async def publish(
     parents: list[dict[str, Any]] | None = None,
     db: AsyncSession | None = None,
     extra_files: Sequence[Payload] = (),
+    verified: Awaitable[Any] | None = None,
 ) -> tuple[Adapter, AdapterVersion, list[str]]:
     """Validate and publish a new version of ``ns/name``; returns (adapter, version, notes).
 
@@ -89,6 +95,8 @@ async def publish(
     in; the caller commits it. Without it, publishing runs in its own transaction.
     ``extra_files``: more files of the version written by the registry itself (a merge job's
     ``merge_recipe.json``); their names must not clash with the adapter's own files.
+    ``verified``: a check still running on the weights (an upload's sha256), awaited after the
+    validation and before anything is written, so the two overlap.
     """
     check_part(ns, "namespace")
     check_part(name, "adapter name")
@@ -109,6 +117,8 @@ async def publish(
         check_weights, weights.read_at, weights.size, config, signature,
         allow_untrained=options.untrained, max_header_bytes=max_header_bytes,
     )
+    if verified is not None:
+        await verified
     files = [bytes_payload(CONFIG_FILE, config_raw), weights]
     if readme is not None:
         files.append(bytes_payload(README_FILE, readme))
@@ -120,21 +130,25 @@ async def publish(
 
     async def store_and_insert(db: AsyncSession) -> tuple[Adapter, AdapterVersion]:
         try:
+            keys: dict[str, str] = {}
             for sha in sorted({f.sha256 for f in files}):
                 await lock_blob(db, sha)
-                if not await store.exists(sha):
+                key = await stored_key(db, store, sha)
+                if key is None:
                     payload = next(f for f in files if f.sha256 == sha)
                     info = await payload.store(store)
                     if info.sha256 != sha:
                         raise reject(f"{payload.filename} changed while it was being stored", tensor=None,
                                      expected=sha, found=info.sha256)
-                    created.append(sha)
+                    key = info.key
+                    created.append(key)
+                keys[sha] = key
             summary = checked.summary | {"base_fingerprint": base.fingerprint}  # what it was validated against
-            return await _insert_version(db, principal, ns, name, base, config, files, options,
+            return await _insert_version(db, principal, ns, name, base, config, files, keys, options,
                                          summary, parents or [])
         except BaseException:
-            for sha in created:  # the advisory locks are released only after this
-                await store.delete(sha)
+            for key in created:  # the advisory locks are released only after this
+                await store.delete(key)
             raise
 
     if db is not None:
@@ -145,8 +159,8 @@ async def publish(
             async with own.begin():
                 adapter, version = await store_and_insert(own)
         except BaseException:
-            for sha in created:  # a failed commit: the blobs are not referenced
-                await store.delete(sha)
+            for key in created:  # a failed commit: the blobs are not referenced
+                await store.delete(key)
             raise
     return adapter, version, notes
 
@@ -155,6 +169,20 @@ async def lock_blob(db: AsyncSession, sha256: str) -> None:
     """Take the blob's advisory lock until ``db``'s transaction ends (stores and deletes of a blob
     happen under it, so no push starts referencing a blob that is about to go)."""
     await db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"), {"k": sha256})
+
+
+async def stored_key(db: AsyncSession, store: BlobStore, sha256: str) -> str | None:
+    """Where the bytes of ``sha256`` are stored already: the content key, or a key a file row
+    recorded (a direct upload's); ``None`` if nowhere. Call it under the blob's lock."""
+    if await store.exists(sha256):
+        return blob_key(sha256)
+    recorded = (await db.execute(
+        select(File.storage_key).where(File.sha256 == sha256, File.storage_key != blob_key(sha256)).distinct()
+    )).scalars().all()
+    for key in recorded:
+        if await store.exists(key):
+            return key
+    return None
 
 
 async def _base_model_for(db: AsyncSession, ns: str, name: str, config: AdapterConfig,
@@ -197,6 +225,7 @@ async def _insert_version(
     base: BaseModel,
     config: AdapterConfig,
     files: list[Payload],
+    keys: dict[str, str],
     options: PushOptions,
     summary: dict[str, Any],
     parents: list[dict[str, Any]],
@@ -233,7 +262,7 @@ async def _insert_version(
     await db.flush()
     for f in files:
         db.add(File(version_id=version.id, filename=f.filename, size=f.size, sha256=f.sha256,
-                    storage_key=blob_key(f.sha256)))
+                    storage_key=keys[f.sha256]))
     for alias in ["latest"] + ([options.alias] if options.alias else []):
         await db.execute(
             insert(Alias)

@@ -1,18 +1,20 @@
 """Large files: a multipart upload straight to storage, then a finalize call that publishes.
 
-1. ``POST …/uploads`` with ``{filename, size, sha256}`` opens a session and returns one URL per
-   part: presigned S3 URLs (the bytes never pass through the API), or, on the local backend,
-   ``PUT …/uploads/{id}/parts/{n}`` on this service.
-2. The client PUTs each part and keeps the ``ETag`` of each response.
+1. ``POST …/uploads`` with ``{filename, size}`` (and ``sha256`` if the client knows it already)
+   opens a session and returns one URL per part: presigned S3 URLs (the bytes never pass through
+   the API), or, on the local backend, ``PUT …/uploads/{id}/parts/{n}`` on this service.
+2. The client PUTs each part and keeps the ``ETag`` of each response (it may hash the file
+   meanwhile).
 3. ``POST …/uploads/{id}/finalize`` (multipart form: ``adapter_config.json``, optional
-   ``README.md``, ``parts`` as JSON ``[[n, etag], …]`` and the usual push fields) joins the parts,
-   checks size and sha256 against what was declared, validates, and publishes the version.
+   ``README.md``, ``parts`` as JSON ``[[n, etag], …]``, ``sha256`` unless declared at step 1, and
+   the usual push fields) joins the parts, checks size and sha256 against what was declared by
+   reading the stored bytes back, validates, and publishes the version.
 
-On S3, when the declared blob is not stored yet, the parts go straight to its content key, so
-finalizing needs no server-side copy; the completed object is hashed and validated under the
-blob's lock and deleted again if anything fails. (A blob that exists already is uploaded to a
-staging key and checked there: a client never gets a version that points at stored bytes it
-has not proven it holds.)
+On S3 the parts go to a fresh upload blob key (``blobs/uploads/<random>``) where the verified
+object stays: the file row records that key, so finalizing needs no server-side copy. If the
+same bytes are stored already, the version uses the stored copy and the upload is deleted; it
+is deleted too if anything fails. A client never gets a version that points at stored bytes it
+has not proven it holds.
 """
 
 from __future__ import annotations
@@ -21,33 +23,32 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from litestar import Controller, Request, Response, delete, post, put
 from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...db.models import Adapter, AdapterVersion, UploadSession
-from ...errors import BadRequest, NotFound, UploadSuperseded, reject
+from ...db.models import UploadSession
+from ...errors import BadRequest, NotFound, reject
 from ...names import check_part
 from ...settings import Settings
-from ...storage import BlobStore, is_direct_key
+from ...storage import BlobStore
 from ...storage.base import check_sha256
 from ..auth.tokens import Principal
 from ..upload_sessions import part_size_for, receive_part, release_storage, session_body, staged_payload
 from . import service
 from .controller import ROOT, base_url, push_options, read_small
-from .publish import Payload, lock_blob, publish
+from .publish import publish
 from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 
 
 @dataclass
 class NewUpload:
-    """The file to upload: its name, exact size and sha256 (hex)."""
+    """The file to upload: its name, exact size and, if known yet, its sha256 (hex; else given at finalize)."""
 
     size: int
-    sha256: str
+    sha256: str | None = None
     filename: str = WEIGHTS_FILE
 
 
@@ -83,14 +84,11 @@ class UploadController(Controller):
         if data.filename != WEIGHTS_FILE:
             raise reject(f"only {WEIGHTS_FILE} is uploaded this way; send the config with finalize",
                          found=data.filename)
-        try:
-            sha = check_sha256(data.sha256)
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from exc
+        sha = _declared_sha256(data.sha256)
         if data.size < 8:
             raise reject(f"{data.size} bytes cannot be a safetensors file", found=str(data.size))
         part = part_size_for(data.size, settings)
-        mp = await store.start_multipart(f"{ns}-{name}", sha)
+        mp = await store.start_multipart(f"{ns}-{name}", direct=True)
         row = UploadSession(namespace=ns, name=name, filename=data.filename, size=data.size, sha256=sha,
                             staging_key=mp.staging_key, storage_upload_id=mp.upload_id, part_size=part,
                             created_by=principal.name)
@@ -140,25 +138,35 @@ class UploadController(Controller):
             raise BadRequest("'parts' must be JSON [[part_number, etag], ...]") from exc
         config_raw = await read_small(form[CONFIG_FILE], 1 * 2**20, CONFIG_FILE)
         readme = await read_small(form[README_FILE], MAX_README_BYTES, README_FILE) if README_FILE in form else None
+        declared = _declared_sha256(str(form.get("sha256") or "") or None)
+        if declared and row.sha256 and declared != row.sha256:
+            raise reject("finalize declares another sha256 than the upload was opened with",
+                         expected=row.sha256, found=declared)
+        row.sha256 = declared or row.sha256
+        if not row.sha256:
+            raise reject("finalize needs the file's sha256 (form field 'sha256') when the upload was opened "
+                         "without it", expected="sha256")
         row.state = "finalizing"
         await db.commit()
         state = "failed"
-        sessionmaker = request.app.state.sessionmaker
-        publish_args = {"config_raw": config_raw, "readme": readme, "options": push_options(form),
-                         "max_header_bytes": settings.max_header_bytes}
+        kept = False
         try:
-            if is_direct_key(row.staging_key):
-                adapter, version, notes = await _finalize_direct(sessionmaker, store, principal, ns, name, row, parts,
-                                                                 publish_args)
-            else:
-                await store.complete_multipart(row.staging_key, row.storage_upload_id or "", parts)
-                await _check_uploaded(store, row)
-                payload = staged_payload(store, row, asyncio.get_running_loop())
-                adapter, version, notes = await publish(sessionmaker, store, principal, ns, name, weights=payload,
-                                                        **publish_args)
+            await store.complete_multipart(row.staging_key, row.storage_upload_id or "", parts)
+            payload = staged_payload(store, row, asyncio.get_running_loop())
+            check = asyncio.ensure_future(_check_uploaded(store, row))  # hashing overlaps the validation
+            try:
+                adapter, version, notes = await publish(
+                    request.app.state.sessionmaker, store, principal, ns, name, weights=payload,
+                    config_raw=config_raw, readme=readme, options=push_options(form),
+                    max_header_bytes=settings.max_header_bytes, verified=check)
+            finally:
+                await asyncio.wait([check])  # never delete the object under a running hash
+                if not check.cancelled():
+                    check.exception()  # raised through publish, or a validation error came first
+            kept = any(f.storage_key == row.staging_key for f in version.files)
             state = "done"
         finally:
-            await release_storage(store, row)
+            await release_storage(store, row, keep=kept)
             async with request.app.state.sessionmaker() as db2, db2.begin():
                 done = await db2.get(UploadSession, row.id)
                 if done is not None:
@@ -176,36 +184,11 @@ async def _check_uploaded(store: BlobStore, row: UploadSession) -> None:
                      expected=f"{row.size} bytes, sha256 {row.sha256}", found=f"{size} bytes, sha256 {sha}")
 
 
-async def _finalize_direct(sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, principal: Principal,
-                           ns: str, name: str, row: UploadSession, parts: list[tuple[int, str]],
-                           publish_args: dict[str, Any]) -> tuple[Adapter, AdapterVersion, list[str]]:
-    """Finalize an upload whose parts went straight to the blob's content key (no copy).
-
-    Everything happens under the blob's lock: completing the upload creates the blob, so it must
-    not exist yet (else a concurrent push stored the same bytes meanwhile: :class:`UploadSuperseded`,
-    the client starts over), and it is deleted again if it is not the declared file or the push fails.
-    """
-    async with sessionmaker() as db:
-        async with db.begin():
-            await lock_blob(db, row.sha256)
-            if await store.exists(row.sha256):
-                raise UploadSuperseded(f"another push stored {row.filename} (sha256 {row.sha256}) while this "
-                                       "upload was open; push again (it will be verified against the stored copy)")
-            await store.complete_multipart(row.staging_key, row.storage_upload_id or "", parts)
-            try:
-                await _check_uploaded(store, row)
-                loop = asyncio.get_running_loop()
-
-                def read_at(offset: int, length: int) -> bytes:
-                    return asyncio.run_coroutine_threadsafe(store.read_range(row.sha256, offset, length), loop).result()
-
-                async def stored(blobs: BlobStore) -> Any:  # never called: the blob exists already
-                    raise AssertionError("a direct upload is stored by completing it")
-
-                payload = Payload(row.filename, row.sha256, row.size, read_at, stored)
-                result = await publish(sessionmaker, store, principal, ns, name, weights=payload, db=db,
-                                       **publish_args)
-            except BaseException:
-                await store.delete(row.sha256)  # still under the lock: nothing references it
-                raise
-    return result
+def _declared_sha256(value: str | None) -> str | None:
+    """A declared sha256, lowercased; a clear 400 if it is not 64 hex digits."""
+    if value is None:
+        return None
+    try:
+        return check_sha256(value)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc

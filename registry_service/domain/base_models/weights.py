@@ -133,9 +133,9 @@ def _duplicate(tensor: str, first: str, second: str) -> Problem:
 
 async def stored_tensor_names(store: BlobStore, f: BaseModelFile, max_header_bytes: int) -> frozenset[str]:
     """The tensor names of a stored file, from two ranged reads of its header."""
-    prefix = await store.read_range(f.sha256, 0, 8)
+    prefix = await store.read_range(f.storage_key, 0, 8)
     n = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
-    head = prefix + (await store.read_range(f.sha256, 8, n) if 0 < n <= max_header_bytes else b"")
+    head = prefix + (await store.read_range(f.storage_key, 8, n) if 0 < n <= max_header_bytes else b"")
     header, _ = read_header(bytes_reader(head), f.size, max_header_bytes=max_header_bytes)
     return frozenset(header.tensors) if header is not None else frozenset()
 

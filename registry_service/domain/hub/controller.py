@@ -63,7 +63,7 @@ class HubController(Controller):
         await db.rollback()  # give the connection back before a long download
         meta = service.file_headers(f, commit)
         if settings.redirect_downloads and settings.uses_s3:
-            url = await store.presigned_get_url(f.sha256, f.filename, expires=settings.presign_expires_s)
+            url = await store.presigned_get_url(f.storage_key, f.filename, expires=settings.presign_expires_s)
             # Only a redirect to ANOTHER origin: a same-origin one would be followed by the client's HEAD,
             # and storage does not answer with the metadata headers.
             if url and _origin(url) != _origin(str(request.base_url)):

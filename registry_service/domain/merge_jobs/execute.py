@@ -197,9 +197,9 @@ async def _principal(db: AsyncSession, job: MergeJob) -> Principal:
     return Principal(row.id, row.namespace, frozenset(row.scopes), row.name or f"token#{row.id}")
 
 
-async def _download(store: BlobStore, sha256: str, path: Path) -> Path:
-    """A blob into a local file, streamed."""
-    chunks = await store.open_range(sha256)
+async def _download(store: BlobStore, ref: str, path: Path) -> Path:
+    """A blob (by sha256 or recorded storage key) into a local file, streamed."""
+    chunks = await store.open_range(ref)
     with open(path, "wb") as fh:
         async for chunk in chunks:
             await asyncio.to_thread(fh.write, chunk)
@@ -222,7 +222,7 @@ async def _load_inputs(rt: Runtime, job: MergeJob, control: Control, scratch: Pa
             f = next((f for f in version.files if f.filename == "adapter_model.safetensors"), None)
             if f is None:
                 raise JobFailed(f"input {entry['adapter']}@{entry['version']} has no adapter_model.safetensors")
-            path = await _download(rt.store, f.sha256, scratch / f"input-{i}.safetensors")
+            path = await _download(rt.store, f.storage_key, scratch / f"input-{i}.safetensors")
             tensors.append(await asyncio.to_thread(load_file, str(path)))
             configs.append(config_from_dict(version.config))
             await asyncio.to_thread(control.step, stop * (i + 1) / len(job.inputs))
@@ -367,7 +367,7 @@ async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[
     total = sum(f.size for f in files) or 1
     done = 0
     for f in files:
-        await _download(rt.store, f.sha256, base_dir / f.filename)
+        await _download(rt.store, f.storage_key, base_dir / f.filename)
         done += f.size
         await asyncio.to_thread(control.step, 0.15 + 0.15 * done / total)
     kinds = {m["path"]: _KINDS[m["kind"]] for m in base.signature.get("modules", []) if m.get("kind") in _KINDS}
