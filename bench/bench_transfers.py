@@ -105,29 +105,49 @@ def main() -> None:
         from boto3.s3.transfer import TransferConfig
 
         tcfg = TransferConfig()  # boto3's defaults: 8 MiB parts, 10 threads
-        push_t, pull_t, cached_t, put_t, get_t = [], [], [], [], []
+        push_t: list[float] = []
+        pull_t: list[float] = []
+        cached_t: list[float] = []
+        put_t: list[float] = []
+        get_t: list[float] = []
+        pushed: list[sdk.client.PushResult] = []
         for i in range(args.repeat):
-            # interleave peers so drift hits both alike
-            t0 = time.perf_counter()
-            s3.upload_file(str(weights), bucket, f"raw/{i}", Config=tcfg)
-            put_t.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            result = admin.push(folder, f"bench/big{i}", "bench/wide")
-            push_t.append(time.perf_counter() - t0)
-            dest = work / f"raw-{i}.bin"
-            t0 = time.perf_counter()
-            s3.download_file(bucket, f"raw/{i}", str(dest), Config=tcfg)
-            get_t.append(time.perf_counter() - t0)
-            dest.unlink()
-            cache = work / f"cache-{i}"
-            with Client(server.url, server.admin, cache_dir=cache, quiet=True) as c:
+            # interleave the peers and swap who goes first every round, so drift (SeaweedFS settling
+            # after the previous transfer, other load) hits both alike
+            def boto_put(i: int = i) -> None:
                 t0 = time.perf_counter()
-                c.pull(f"bench/big{i}@{result.version}")
-                pull_t.append(time.perf_counter() - t0)
+                s3.upload_file(str(weights), bucket, f"raw/{i}", Config=tcfg)
+                put_t.append(time.perf_counter() - t0)
+
+            def sdk_push(i: int = i) -> None:
                 t0 = time.perf_counter()
-                c.pull(f"bench/big{i}@{result.version}")
-                cached_t.append(time.perf_counter() - t0)
-            shutil.rmtree(cache)
+                pushed.append(admin.push(folder, f"bench/big{i}", "bench/wide"))
+                push_t.append(time.perf_counter() - t0)
+
+            def boto_get(i: int = i) -> None:
+                dest = work / f"raw-{i}.bin"
+                t0 = time.perf_counter()
+                s3.download_file(bucket, f"raw/{i}", str(dest), Config=tcfg)
+                get_t.append(time.perf_counter() - t0)
+                dest.unlink()
+
+            def sdk_pull(i: int = i) -> None:
+                cache = work / f"cache-{i}"
+                with Client(server.url, server.admin, cache_dir=cache, quiet=True) as c:
+                    t0 = time.perf_counter()
+                    c.pull(f"bench/big{i}@{pushed[-1].version}")
+                    pull_t.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    c.pull(f"bench/big{i}@{pushed[-1].version}")
+                    cached_t.append(time.perf_counter() - t0)
+                shutil.rmtree(cache)
+
+            ups, downs = [boto_put, sdk_push], [boto_get, sdk_pull]
+            if i % 2:
+                ups.reverse()
+                downs.reverse()
+            for step in ups + downs:
+                step()
         mib = size / 2**20
         rows = {
             "sdk_push_s": median(push_t), "boto3_put_s": median(put_t),
