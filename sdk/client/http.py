@@ -71,6 +71,10 @@ class Http:
         self.base_url = base_url
         self.retries = retries
         self.backoff = backoff
+        self.timeout = timeout
+        #: presigned storage ranges may be read with the standard library (see transfers.read_range_into);
+        #: not when a transport was swapped in (tests watch and break the traffic through it)
+        self.direct_storage = transport is None
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         self.client = httpx.Client(base_url=base_url, headers=headers, transport=transport, timeout=timeout,
                                    limits=limits, follow_redirects=False)

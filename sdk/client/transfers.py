@@ -8,21 +8,26 @@ resumes where it stopped; uploads read each part with ``os.pread``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import ssl
 import sys
 import threading
-from collections.abc import Iterator
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from http.client import HTTPConnection, HTTPException, HTTPSConnection
 from pathlib import Path
 
 import httpx
 from tqdm.auto import tqdm
 
 from ..errors import AdapterError
-from .http import Http, RegistryUnavailable, raise_for_problem
+from .http import RETRY_STATUS, Http, RegistryUnavailable, raise_for_problem
 
 CHUNK = 1 << 20
 #: Download range size, and parallel ranges: enough streams to fill a link, but on a small machine
@@ -108,6 +113,15 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                 headers = {"Range": f"bytes={start}-{end}"}
                 if index != todo[0]:
                     learned.wait()
+                written = 0
+
+                def sink(chunk: bytes | memoryview) -> None:
+                    nonlocal written
+                    if single:
+                        hashers[0].update(chunk)
+                    os.pwrite(fd, chunk, start + written)
+                    written += len(chunk)
+                    bar.update(len(chunk))
 
                 def send() -> httpx.Response:
                     url = where.get("url")
@@ -117,8 +131,20 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                 for attempt in range(http.retries + 2):
                     written = 0
                     hashers[0] = hashlib.sha256()
+                    url = where.get("url")
                     try:
+                        if url and http.direct_storage and not _proxied(url):
+                            read_range_into(url, start, end, size, sink, timeout=http.timeout, label=label)
+                            record(index)
+                            return
                         response = http.call(send)
+                    except (httpx.TransportError, StorageHiccup, ConnectionError, TimeoutError, HTTPException):
+                        learned.set()
+                        bar.update(-written)
+                        if attempt >= http.retries:
+                            raise RegistryUnavailable(f"download of {label} kept failing") from None
+                        http.sleep(attempt)
+                        continue
                     except BaseException:
                         learned.set()  # let the others run (and fail) on their own
                         raise
@@ -135,11 +161,7 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                         # decoder and re-chunking, which costs a third of the download time here
                         coded = response.headers.get("content-encoding", "identity") not in ("", "identity")
                         for chunk in response.iter_bytes(CHUNK) if coded else response.iter_raw():
-                            if single:
-                                hashers[0].update(chunk)
-                            os.pwrite(fd, chunk, start + written)
-                            written += len(chunk)
-                            bar.update(len(chunk))
+                            sink(chunk)
                         if written != end - start + 1:
                             raise httpx.ReadError(f"short read: {written} of {end - start + 1} bytes")
                         record(index)
@@ -182,6 +204,56 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
     os.replace(part, dest)
     state_file.unlink(missing_ok=True)
     return dest
+
+
+class StorageHiccup(Exception):
+    """A storage read that may work when tried again (a 429/5xx answer or a short body)."""
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment sends requests to ``url`` through a proxy (then httpx reads it)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return bool(urllib.request.getproxies()) and not urllib.request.proxy_bypass(host)
+
+
+def read_range_into(url: str, start: int, end: int, size: int, sink: Callable[[memoryview], None], *,
+                    timeout: float, label: str) -> None:
+    """GET bytes ``start..end`` of a presigned storage URL with the standard library and pass them to
+    ``sink`` in order. ``readinto`` one reused buffer: on a small machine this reads a 256 MiB file
+    about a quarter faster than httpx's 64 KiB pieces (measured in bench/bench_transfers.py)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        conn: HTTPConnection = HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=timeout, context=_tls())
+    else:
+        conn = HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
+                     headers={"Range": f"bytes={start}-{end}", "User-Agent": "adapter-hub-sdk"})
+        response = conn.getresponse()
+        if response.status in RETRY_STATUS:
+            raise StorageHiccup(f"storage answered {response.status}")
+        if response.status >= 400:
+            raise AdapterError(f"storage refused the download of {label}: {response.status} {response.reason} "
+                               f"{response.read(300).decode(errors='replace')}")
+        if response.status != 206 and not (start == 0 and end == size - 1):
+            raise AdapterError(f"the server ignored the Range request for {label}")
+        buffer = memoryview(bytearray(CHUNK))
+        got = 0
+        while n := response.readinto(buffer):
+            sink(buffer[:n])
+            got += n
+        if got != end - start + 1:
+            raise StorageHiccup(f"short read: {got} of {end - start + 1} bytes")
+    finally:
+        conn.close()
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def upload_parts(http: Http, session: dict, path: Path, *, quiet: bool | None = None,
