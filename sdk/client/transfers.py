@@ -221,15 +221,9 @@ def read_range_into(url: str, start: int, end: int, size: int, sink: Callable[[m
     """GET bytes ``start..end`` of a presigned storage URL with the standard library and pass them to
     ``sink`` in order. ``readinto`` one reused buffer: on a small machine this reads a 256 MiB file
     about a quarter faster than httpx's 64 KiB pieces (measured in bench/bench_transfers.py)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https":
-        conn: HTTPConnection = HTTPSConnection(
-            parts.hostname or "", parts.port, timeout=timeout, context=_tls())
-    else:
-        conn = HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    conn, target = _connect(url, timeout)
     try:
-        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
-                     headers={"Range": f"bytes={start}-{end}", "User-Agent": "adapter-hub-sdk"})
+        conn.request("GET", target, headers={"Range": f"bytes={start}-{end}", "User-Agent": "adapter-hub-sdk"})
         response = conn.getresponse()
         if response.status in RETRY_STATUS:
             raise StorageHiccup(f"storage answered {response.status}")
@@ -247,6 +241,40 @@ def read_range_into(url: str, start: int, end: int, size: int, sink: Callable[[m
             raise StorageHiccup(f"short read: {got} of {end - start + 1} bytes")
     finally:
         conn.close()
+
+
+def _connect(url: str, timeout: float) -> tuple[HTTPConnection, str]:
+    """A connection to ``url``'s host (TLS for https) and the request target (path and query)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        conn: HTTPConnection = HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout, context=_tls())
+    else:
+        conn = HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    return conn, parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _put_part(http: Http, url: str, data: bytes) -> str:
+    """PUT one part to a presigned storage URL with the standard library (one write of the whole
+    part; about a tenth faster than httpx here), retrying 429/5xx and dropped connections; its ETag."""
+    for attempt in range(http.retries + 1):
+        conn, target = _connect(url, http.timeout)
+        try:
+            conn.request("PUT", target, body=data, headers={"Content-Length": str(len(data)),
+                                                            "User-Agent": "adapter-hub-sdk"})
+            response = conn.getresponse()
+            body = response.read()
+            if response.status < 300 and response.getheader("etag"):
+                return str(response.getheader("etag"))
+            if response.status not in RETRY_STATUS:
+                raise AdapterError(f"storage refused an upload part: {response.status} {response.reason} "
+                                   f"{body[:300].decode(errors='replace')}")
+        except (ConnectionError, TimeoutError, HTTPException):
+            pass
+        finally:
+            conn.close()
+        if attempt < http.retries:
+            http.sleep(attempt)
+    raise RegistryUnavailable(f"uploading a part to storage kept failing ({url.split('?')[0]})")
 
 
 @functools.cache
@@ -277,10 +305,14 @@ def upload_parts(http: Http, session: dict, path: Path, *, quiet: bool | None = 
                         return http.plain.put(p["url"], content=data)
                     return http.client.put(p["url"], content=data)
 
-                response = http.call(send)
-                raise_for_problem(response)
+                if direct and http.direct_storage and not _proxied(p["url"]):
+                    etag = _put_part(http, p["url"], data)
+                else:
+                    response = http.call(send)
+                    raise_for_problem(response)
+                    etag = response.headers["etag"]
                 bar.update(length)
-                return [n, response.headers["etag"]]
+                return [n, etag]
 
             with ThreadPoolExecutor(max_workers=max(1, min(workers, len(session["parts"])))) as pool:
                 return list(pool.map(put, session["parts"]))

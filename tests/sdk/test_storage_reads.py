@@ -1,5 +1,6 @@
-"""Ranged downloads from presigned storage URLs, read with the standard library (the fast path of
-``sdk.client.transfers.download``): retries on 5xx and cut bodies, clear errors otherwise.
+"""Presigned storage URLs reached with the standard library (the fast paths of
+``sdk.client.transfers``): ranged downloads and part uploads retry on 5xx and cut connections,
+and give clear errors otherwise.
 
 A real HTTP server on loopback plays the registry API (which redirects) and the storage (which
 answers ``Range`` requests, and misbehaves on purpose where a test says so).
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from sdk.client.http import Http
-from sdk.client.transfers import IntegrityError, download
+from sdk.client.transfers import IntegrityError, download, upload_parts
 from sdk.errors import AdapterError
 
 DATA = os.urandom(5 * 2**20 + 123)
@@ -31,6 +32,7 @@ class Storage:
     def __init__(self) -> None:
         self.faults: list[str] = []
         self.requests: list[str] = []
+        self.puts: dict[str, bytes] = {}
         self.lock = threading.Lock()
 
     def next_fault(self) -> str | None:
@@ -45,6 +47,24 @@ def storage() -> Iterator[tuple[str, Storage]]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass
+
+        def do_PUT(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            fault = state.next_fault()
+            if fault in ("503", "403"):
+                self.send_response(int(fault))
+                self.send_header("Content-Length", "7")
+                self.end_headers()
+                self.wfile.write(b"refused")
+                return
+            if fault == "cut":
+                self.close_connection = True
+                return  # no answer at all
+            state.puts[self.path] = body
+            self.send_response(200)
+            self.send_header("ETag", f'"{hashlib.md5(body).hexdigest()}"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def do_GET(self) -> None:
             if self.path.startswith("/api/"):
@@ -119,3 +139,25 @@ def test_wrong_bytes_are_not_kept(storage: tuple[str, Storage], tmp_path: Path) 
     with pytest.raises(IntegrityError):
         fetch(url, tmp_path / "w.bin", sha256="0" * 64)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_parts_are_put_with_retries(storage: tuple[str, Storage], tmp_path: Path) -> None:
+    url, state = storage
+    src = tmp_path / "w.bin"
+    src.write_bytes(DATA)
+    part = 2 * 2**20
+    session = {"part_size": part, "direct": True,
+               "parts": [{"part_number": n, "url": f"{url}/up?partNumber={n}&X-Amz-Signature=x"} for n in (1, 2, 3)]}
+    state.faults = ["503", "cut"]
+    http = Http(url, "secret-token", backoff=0.001)
+    try:
+        etags = upload_parts(http, session, src, quiet=True, workers=2)
+        assert [n for n, _ in etags] == [1, 2, 3]
+        assert b"".join(state.puts[f"/up?partNumber={n}&X-Amz-Signature=x"] for n in (1, 2, 3)) == DATA
+        assert [e for _, e in etags] == [f'"{hashlib.md5(DATA[i:i + part]).hexdigest()}"'
+                                         for i in range(0, len(DATA), part)]
+        state.faults = ["403"]
+        with pytest.raises(AdapterError, match="storage refused an upload part: 403"):
+            upload_parts(http, session | {"parts": session["parts"][:1]}, src, quiet=True)
+    finally:
+        http.close()
