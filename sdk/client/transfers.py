@@ -128,6 +128,13 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                     client = http.plain if url else http.client
                     return client.send(client.build_request("GET", url or path, headers=headers), stream=True)
 
+                def retry_later(attempt: int) -> None:
+                    """After a broken attempt: take its bytes off the bar, then wait, or give up."""
+                    bar.update(-written)
+                    if attempt >= http.retries:
+                        raise RegistryUnavailable(f"download of {label} kept failing") from None
+                    http.sleep(attempt)
+
                 for attempt in range(http.retries + 2):
                     written = 0
                     hashers[0] = hashlib.sha256()
@@ -138,12 +145,9 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                             record(index)
                             return
                         response = http.call(send)
-                    except (httpx.TransportError, StorageHiccup, ConnectionError, TimeoutError, HTTPException):
+                    except (StorageHiccup, ConnectionError, TimeoutError, HTTPException):
                         learned.set()
-                        bar.update(-written)
-                        if attempt >= http.retries:
-                            raise RegistryUnavailable(f"download of {label} kept failing") from None
-                        http.sleep(attempt)
+                        retry_later(attempt)
                         continue
                     except BaseException:
                         learned.set()  # let the others run (and fail) on their own
@@ -167,10 +171,7 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                         record(index)
                         return
                     except httpx.TransportError:
-                        bar.update(-written)
-                        if attempt >= http.retries:
-                            raise RegistryUnavailable(f"download of {label} kept failing") from None
-                        http.sleep(attempt)
+                        retry_later(attempt)
                     finally:
                         response.close()
 
