@@ -1,0 +1,5 @@
+"""``python -m sdk.cli``: the same as the ``adapters`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,38 @@
+"""``adapters alias``: point an adapter's aliases at versions, or remove them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from .common import JsonOpt, respond
+
+app = typer.Typer(no_args_is_help=True, help="Move or remove the aliases of an adapter.")
+
+
+@app.command("set")
+def alias_set(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="namespace/name")],
+    alias: Annotated[str, typer.Argument(help="The alias (not 'latest').")],
+    version: Annotated[str, typer.Argument(help="Version number or commit.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Point an alias at a version."""
+
+    def show(body: dict[str, Any]) -> None:
+        typer.echo(f"{name}@{body['alias']} -> version {body['version']} (commit {body['commit'][:12]})")
+
+    respond(ctx, as_json, lambda c: c.set_alias(name, alias, int(version) if version.isdigit() else version), show)
+
+
+@app.command("rm")
+def alias_rm(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="namespace/name")],
+    alias: Annotated[str, typer.Argument(help="The alias to remove.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove an alias."""
+    respond(ctx, as_json, lambda c: c.delete_alias(name, alias), lambda _: typer.echo(f"removed {name}@{alias}"))
