@@ -1,4 +1,4 @@
-"""Header-only reader and validator for safetensors files.
+"""Header-only reader and validator for safetensors files, and the dtype tables of the format.
 
 A safetensors file is ``u64 little-endian N`` + ``N`` bytes of UTF-8 JSON + a data section. The JSON
 maps tensor names to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the
@@ -9,9 +9,10 @@ the registry can check an upload without loading it (and the SDK can check a fil
 it). It never reads past the header, refuses an oversized header before reading it, never
 unpickles anything, and reports every problem it finds rather than stopping at the first.
 
-Single tensors can then be read (:func:`read_tensor`) or checked for zeros in chunks
-(:func:`all_zero`) through the same ``read_at(offset, length)`` callable, which can be backed by a
-local file, by ranged S3 GETs, or by bytes in memory.
+Everything reads through a ``read_at(offset, length)`` callable, which can be backed by a local
+file (:func:`file_reader`), by ranged S3 GETs, or by bytes in memory (:func:`bytes_reader`).
+Reading tensor data through the same callable (:func:`~sdk.safetensors_data.read_tensor`,
+:func:`~sdk.safetensors_data.all_zero`) is in :mod:`sdk.safetensors_data`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -36,14 +36,12 @@ __all__ = [
     "Problem",
     "ReadAt",
     "TensorInfo",
-    "all_zero",
     "bytes_reader",
     "file_reader",
     "non_float_problems",
     "read_header",
     "read_header_from_bytes",
     "read_header_from_path",
-    "read_tensor",
 ]
 
 ReadAt = Callable[[int, int], bytes]
@@ -101,21 +99,9 @@ FLOAT_DTYPES = frozenset(
 
 _KNOWN_DTYPES_TEXT = ", ".join(DTYPE_BITS)
 
-# For all_zero: a byte mask per group of bytes (little-endian) that clears the sign bit(s), so that
-# -0.0 counts as zero. Dtypes absent here are compared byte for byte.
-_SIGN_CLEARING_MASK: dict[str, bytes] = {
-    "F16": b"\xff\x7f",
-    "BF16": b"\xff\x7f",
-    "F32": b"\xff\xff\xff\x7f",
-    "F64": b"\xff" * 7 + b"\x7f",
-    "C64": b"\xff\xff\xff\x7f",  # real and imaginary float32 halves
-    "F8_E4M3": b"\x7f",
-    "F8_E5M2": b"\x7f",
-    "F4": b"\x77",  # two e2m1 values per byte, sign bit at the top of each nibble
-}
-
 
 def _torch_dtypes() -> dict[str, torch.dtype]:
+    """Safetensors dtype names mapped to the torch dtypes this torch build has."""
     names = {
         "BOOL": "bool",
         "U8": "uint8",
@@ -200,13 +186,6 @@ def file_reader(f: IO[bytes]) -> ReadAt:
         return f.read(length)
 
     return read_at
-
-
-def _read_exact(read_at: ReadAt, offset: int, length: int) -> bytes:
-    data = read_at(offset, length)
-    if len(data) != length:
-        raise ValueError(f"short read: asked for {length} bytes at offset {offset}, got {len(data)}")
-    return bytes(data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,62 +614,3 @@ def non_float_problems(header: Header) -> list[Problem]:
         for info in header.tensors.values()
         if info.dtype not in FLOAT_DTYPES
     ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading tensors
-
-
-def _info(header: Header, name: str) -> TensorInfo:
-    try:
-        info = header.tensors[name]
-    except KeyError:
-        raise KeyError(f"no tensor {name!r} in the header") from None
-    if info.end > header.data_size:
-        raise ValueError(f"tensor {name!r}: data_offsets [{info.start}, {info.end}] run past the data section")
-    return info
-
-
-def read_tensor(read_at: ReadAt, header: Header, name: str) -> torch.Tensor:
-    """Read one tensor's bytes (and only those) and return it as a CPU tensor that owns its memory."""
-    info = _info(header, name)
-    dtype = _TORCH_DTYPES.get(info.dtype)
-    if dtype is None:
-        raise ValueError(f"tensor {name!r}: dtype {info.dtype} has no torch equivalent")
-    if info.nbytes != info.numel * dtype.itemsize:
-        raise ValueError(f"tensor {name!r}: {info.nbytes} bytes do not hold shape {list(info.shape)} of {info.dtype}")
-    if info.numel == 0:
-        return torch.empty(info.shape, dtype=dtype)
-    raw = bytearray(_read_exact(read_at, header.header_size + info.start, info.nbytes))  # a private copy
-    flat = torch.frombuffer(raw, dtype=torch.uint8)
-    if sys.byteorder == "big" and dtype.itemsize > 1:  # safetensors stores little-endian
-        flat = flat.view(-1, dtype.itemsize).flip(-1).reshape(-1)
-    return flat.view(dtype).reshape(info.shape)
-
-
-def all_zero(read_at: ReadAt, header: Header, name: str, chunk_bytes: int = 1 << 20) -> bool:
-    """Whether every element of a tensor is zero, streaming it ``chunk_bytes`` at a time.
-
-    For floating dtypes with a sign bit, -0.0 counts as zero (the sign bit is masked off); NaN
-    never does. Integer/bool dtypes, the FNUZ float8 types (whose 0x80 is NaN) and the 6-bit floats
-    are compared byte for byte. ``F8_E8M0`` has no zero, so only an empty tensor passes.
-    """
-    info = _info(header, name)
-    if info.nbytes == 0:
-        return True
-    if info.dtype == "F8_E8M0":
-        return False
-    mask_bytes = _SIGN_CLEARING_MASK.get(info.dtype, b"\xff")
-    group = len(mask_bytes)
-    mask = torch.frombuffer(bytearray(mask_bytes), dtype=torch.uint8)
-    step = max(group, chunk_bytes - chunk_bytes % group)
-    offset = header.header_size + info.start
-    remaining = info.nbytes
-    while remaining:
-        length = min(step, remaining)
-        chunk = torch.frombuffer(bytearray(_read_exact(read_at, offset, length)), dtype=torch.uint8)
-        if (chunk.view(-1, group) & mask).any():
-            return False
-        offset += length
-        remaining -= length
-    return True

@@ -19,7 +19,8 @@ from .config import CONFIG_NAME, AdapterConfig
 from .errors import AdapterError, ValidationFailed
 from .methods import config_from_dict, get_method
 from .problems import Problem
-from .safetensors_header import Header, ReadAt, all_zero, non_float_problems, read_header
+from .safetensors_data import all_zero
+from .safetensors_header import Header, ReadAt, non_float_problems, read_header
 from .signature import Signature, check_adapter
 
 CONFIG_FILE = CONFIG_NAME

@@ -12,17 +12,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from sdk.safetensors_data import all_zero, read_tensor
 from sdk.safetensors_header import (
     Header,
     Problem,
     TensorInfo,
-    all_zero,
     bytes_reader,
     non_float_problems,
     read_header,
     read_header_from_bytes,
     read_header_from_path,
-    read_tensor,
 )
 
 
