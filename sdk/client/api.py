@@ -27,7 +27,7 @@ from ..signature import Signature, signature_from_config, signature_from_model
 from ..validation import check_weights, parse_config
 from .cache import Cache, CachedVersion, registry_key
 from .config import ClientConfig
-from .http import Http
+from .http import Http, StorageIO
 from .merges import MergeJob, follow, merge_request
 from .transfers import download, upload_parts
 
@@ -61,13 +61,20 @@ class PushResult:
 
 
 class Client:
-    """A registry client. ``url``/``token`` default to the environment or ``adapters login``."""
+    """A registry client. ``url``/``token`` default to the environment or ``adapters login``.
+
+    ``transport`` replaces httpx's own for the requests httpx makes (tests pass one to watch or break them).
+    ``storage_io`` says how file bytes move to and from presigned storage URLs: ``"stdlib"`` (the
+    default, faster) or ``"httpx"``, which also sends them through ``transport``; see
+    :data:`~sdk.client.http.StorageIO`.
+    """
 
     def __init__(self, url: str | None = None, token: str | None = None, *, cache_dir: str | Path | None = None,
-                 transport: httpx.BaseTransport | None = None, quiet: bool | None = None,
-                 timeout: float = 120.0, retries: int = 5) -> None:
+                 transport: httpx.BaseTransport | None = None, storage_io: StorageIO = "stdlib",
+                 quiet: bool | None = None, timeout: float = 120.0, retries: int = 5) -> None:
         self.config = ClientConfig.resolve(url, token, cache_dir)
-        self.http = Http(self.config.url, self.config.token, transport=transport, timeout=timeout, retries=retries)
+        self.http = Http(self.config.url, self.config.token, transport=transport, storage_io=storage_io,
+                         timeout=timeout, retries=retries)
         self.cache = Cache(self.config.cache_dir)
         self.registry = registry_key(self.config.url)
         self.quiet = quiet

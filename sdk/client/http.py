@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import httpx
 
@@ -13,6 +15,12 @@ from ..errors import AdapterError, ValidationFailed
 from ..problems import Problem
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+StorageIO: TypeAlias = Literal["stdlib", "httpx"]
+"""How transfers reach presigned storage URLs. ``"stdlib"`` (the default): with ``http.client``,
+faster than httpx here (see transfers.read_range_into), except URLs the environment sends through
+a proxy, which go through httpx. ``"httpx"``: always through ``Http.plain``, so that a swapped
+transport carries storage traffic too (tests watch and break it there)."""
 
 
 class RegistryError(AdapterError):
@@ -61,10 +69,17 @@ def raise_for_problem(response: httpx.Response) -> None:
 
 
 class Http:
-    """A thin retrying layer over ``httpx.Client`` (the transport can be swapped for tests)."""
+    """A thin retrying layer over ``httpx.Client`` (the transport can be swapped for tests).
+
+    ``storage_io`` says how presigned storage URLs are read and written (see :data:`StorageIO`);
+    a swapped ``transport`` carries storage traffic only with ``storage_io="httpx"``.
+    """
 
     def __init__(self, base_url: str, token: str | None, *, transport: httpx.BaseTransport | None = None,
-                 timeout: float = 60.0, retries: int = 5, backoff: float = 0.3) -> None:
+                 storage_io: StorageIO = "stdlib", timeout: float = 60.0, retries: int = 5,
+                 backoff: float = 0.3) -> None:
+        if storage_io not in ("stdlib", "httpx"):
+            raise ValueError(f"storage_io must be 'stdlib' or 'httpx', got {storage_io!r}")
         headers = {"User-Agent": "adapter-hub-sdk"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -72,9 +87,7 @@ class Http:
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
-        #: presigned storage ranges may be read with the standard library (see transfers.read_range_into);
-        #: not when a transport was swapped in (tests watch and break the traffic through it)
-        self.direct_storage = transport is None
+        self.storage_io = storage_io
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         self.client = httpx.Client(base_url=base_url, headers=headers, transport=transport, timeout=timeout,
                                    limits=limits, follow_redirects=False)
@@ -84,6 +97,12 @@ class Http:
     def close(self) -> None:
         self.client.close()
         self.plain.close()
+
+    def stdlib_storage(self, url: str) -> bool:
+        """Whether a presigned storage ``url`` is read or written with the standard library: with
+        ``storage_io="stdlib"``, unless the environment sends requests to it through a proxy
+        (httpx honours proxies; the standard-library path does not)."""
+        return self.storage_io == "stdlib" and not _proxied(url)
 
     def sleep(self, attempt: int) -> None:
         time.sleep(self.backoff * (2**attempt) * (0.5 + random.random()))
@@ -120,3 +139,9 @@ class Http:
     def json(self, method: str, path: str, **kw: Any) -> Any:
         """The JSON body of a successful request."""
         return self.request(method, path, **kw).json()
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment sends requests to ``url`` through a proxy."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return bool(urllib.request.getproxies()) and not urllib.request.proxy_bypass(host)

@@ -16,7 +16,6 @@ import ssl
 import sys
 import threading
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -140,7 +139,7 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                     hashers[0] = hashlib.sha256()
                     url = where.get("url")
                     try:
-                        if url and http.direct_storage and not _proxied(url):
+                        if url and http.stdlib_storage(url):
                             read_range_into(url, start, end, size, sink, timeout=http.timeout, label=label)
                             record(index)
                             return
@@ -209,12 +208,6 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
 
 class StorageHiccup(Exception):
     """A storage read that may work when tried again (a 429/5xx answer or a short body)."""
-
-
-def _proxied(url: str) -> bool:
-    """Whether the environment sends requests to ``url`` through a proxy (then httpx reads it)."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    return bool(urllib.request.getproxies()) and not urllib.request.proxy_bypass(host)
 
 
 def read_range_into(url: str, start: int, end: int, size: int, sink: Callable[[memoryview], None], *,
@@ -306,7 +299,7 @@ def upload_parts(http: Http, session: dict, path: Path, *, quiet: bool | None = 
                         return http.plain.put(p["url"], content=data)
                     return http.client.put(p["url"], content=data)
 
-                if direct and http.direct_storage and not _proxied(p["url"]):
+                if direct and http.stdlib_storage(p["url"]):
                     etag = _put_part(http, p["url"], data)
                 else:
                     response = http.call(send)

@@ -117,7 +117,7 @@ def test_large_weights_go_through_an_upload_session(server: Server, tmp_path: Pa
     name = f"{ns}/tiny-llama"
     model = tiny_llama()
     tap = Recorder()
-    with Client(server.url, server.token(ns, "write"), cache_dir=tmp_path / "cache", transport=tap,
+    with Client(server.url, server.token(ns, "write"), cache_dir=tmp_path / "cache", transport=tap, storage_io="httpx",
                 quiet=True) as c:
         body = c.register_base_model(model, name, weights=True)
         root = f"/api/v1/base-models/{name}"

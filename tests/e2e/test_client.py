@@ -308,7 +308,8 @@ def test_round_trip_push_pull_load_gives_the_same_outputs(which: str, arch: str,
         on_server = server_files(c, name, 1)
 
     tap = Tap()
-    with Client(srv.url, cache_dir=tmp_path / "cache", transport=tap, quiet=True) as anon:  # public: no token
+    with Client(srv.url, cache_dir=tmp_path / "cache", transport=tap, storage_io="httpx",
+                quiet=True) as anon:  # public: no token
         folder = anon.pull(f"{name}@prod")
         assert sorted(p.name for p in folder.iterdir()) == sorted(on_server)
         assert {CONFIG, WEIGHTS} <= set(on_server)
@@ -412,7 +413,7 @@ def test_push_checks_locally_with_the_servers_messages(server: Server, tmp_path:
     cases = [(f"{ns}/misfit", tiny_folder, wide, "in_features is 32, expected 1024"),
              (f"{ns}/fresh", untrained, tiny, "all zeros")]
     tap = Tap()
-    with Client(server.url, writer, cache_dir=tmp_path / "cache", transport=tap, quiet=True) as c:
+    with Client(server.url, writer, cache_dir=tmp_path / "cache", transport=tap, storage_io="httpx", quiet=True) as c:
         for name, folder, base, words in cases:
             tap.reset()
             with pytest.raises(ValidationFailed) as caught:
@@ -494,7 +495,7 @@ def test_private_adapters_need_a_token_of_their_namespace(server: Server, tmp_pa
         assert denied.value.status == 403
 
     tap = Tap()
-    with Client(server.url, server.token(ns, "read"), cache_dir=tmp_path / "reader", transport=tap,
+    with Client(server.url, server.token(ns, "read"), cache_dir=tmp_path / "reader", transport=tap, storage_io="httpx",
                 quiet=True) as reader:
         got = reader.pull(f"{name}@prod")
         assert got.name == pushed.commit and files_of(got) == files_of(folder)
@@ -516,7 +517,8 @@ def test_pinned_pull_makes_no_request_and_alias_pull_one(server: Server, tmp_pat
         v1 = w.push(saved_adapter(tmp_path / "a", seed=31), name, base_model=base, alias="prod")
 
     tap = Tap()
-    with Client(server.url, cache_dir=tmp_path / "cache", transport=tap, quiet=True, retries=0) as c:
+    with Client(server.url, cache_dir=tmp_path / "cache", transport=tap, storage_io="httpx", quiet=True,
+                retries=0) as c:
         first = c.pull(f"{name}@1")
         assert len([s for s in tap.reset() if s.is_data]) == len(list(first.iterdir())) >= 2  # each file once
 
@@ -541,7 +543,8 @@ def test_pinned_pull_makes_no_request_and_alias_pull_one(server: Server, tmp_pat
     # another client (another process, say) on the same cache directory benefits too
     tap2 = Tap()
     tap2.offline = True
-    with Client(server.url, cache_dir=tmp_path / "cache", transport=tap2, quiet=True, retries=0) as again:
+    with Client(server.url, cache_dir=tmp_path / "cache", transport=tap2, storage_io="httpx", quiet=True,
+                retries=0) as again:
         assert again.pull(f"{name}@1") == first
         assert files_of(first) == files_of(tmp_path / "a")
     assert tap2.seen == []
@@ -617,7 +620,7 @@ def test_large_push_goes_to_storage_in_parallel_parts(server: Server, tmp_path: 
         return None
 
     tap = Tap(storage_hiccup)
-    with Client(server.url, server.token(ns, "write"), cache_dir=tmp_path / "cache", transport=tap,
+    with Client(server.url, server.token(ns, "write"), cache_dir=tmp_path / "cache", transport=tap, storage_io="httpx",
                 quiet=True) as c:
         c.http.backoff = 0.01
         pushed = c.push(folder, name, base_model=base, alias="big")
@@ -634,7 +637,7 @@ def test_large_push_goes_to_storage_in_parallel_parts(server: Server, tmp_path: 
     assert on_server[WEIGHTS]["sha256"] == sha256_of(folder / WEIGHTS) and on_server[WEIGHTS]["size"] == size
 
     tap = Tap()
-    with Client(server.url, cache_dir=tmp_path / "pull-cache", transport=tap, quiet=True) as anon:
+    with Client(server.url, cache_dir=tmp_path / "pull-cache", transport=tap, storage_io="httpx", quiet=True) as anon:
         got = anon.pull(f"{name}@big")
     assert got.name == pushed.commit and files_of(got) == files_of(folder)
     # the weights stay under the upload's own key (blobs/uploads/…), the small files under their content keys
@@ -669,7 +672,8 @@ def test_interrupted_download_resumes_with_only_the_missing_ranges(which: str, r
 
     cache_dir = tmp_path / "cache"
     cache = Cache(cache_dir)
-    with Client(srv.url, cache_dir=cache_dir, transport=Tap(cut_two_parts), quiet=True, retries=0) as c:
+    with Client(srv.url, cache_dir=cache_dir, transport=Tap(cut_two_parts), storage_io="httpx", quiet=True,
+                retries=0) as c:
         with pytest.raises(RegistryUnavailable):
             c.pull(f"{name}@1")
     partial = cache.tmp_path(sha).with_name(sha + ".part")
@@ -684,7 +688,7 @@ def test_interrupted_download_resumes_with_only_the_missing_ranges(which: str, r
         client_api.registry_key(srv.url), ns).exists()
 
     tap = Tap()
-    with Client(srv.url, cache_dir=cache_dir, transport=tap, quiet=True) as c:
+    with Client(srv.url, cache_dir=cache_dir, transport=tap, storage_io="httpx", quiet=True) as c:
         got = c.pull(f"{name}@1")
     data = sorted(s.range for s in tap.seen if s.is_data)
     want = sorted(f"bytes={i * part}-{min((i + 1) * part, size) - 1}" for i in set(range(count)) - done)
@@ -724,7 +728,7 @@ def test_retries_with_backoff_on_5xx_and_network_errors(server: Server, tmp_path
         return None
 
     tap = Tap(flaky)
-    with Client(server.url, cache_dir=tmp_path / "cache", transport=tap, quiet=True) as c:
+    with Client(server.url, cache_dir=tmp_path / "cache", transport=tap, storage_io="httpx", quiet=True) as c:
         c.http.backoff = 0.01
         got = c.pull(f"{name}@1")
     assert files_of(got) == files_of(folder)
@@ -805,7 +809,7 @@ def test_a_push_racing_a_push_of_the_same_bytes_shares_the_stored_copy(server: S
 
     before = uploads()
     tap = Tap(rival_push_first)
-    with Client(server.url, token, cache_dir=tmp_path / "cache", transport=tap, quiet=True) as c:
+    with Client(server.url, token, cache_dir=tmp_path / "cache", transport=tap, storage_io="httpx", quiet=True) as c:
         pushed = c.push(folder, f"{ns}/mine", base_model=base)
         seen = tap.reset()
         mine, theirs = server_files(c, f"{ns}/mine", 1), server_files(c, f"{ns}/rival", 1)

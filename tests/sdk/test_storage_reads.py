@@ -103,7 +103,7 @@ def storage() -> Iterator[tuple[str, Storage]]:
 
 def fetch(url: str, dest: Path, sha256: str = SHA) -> Path:
     http = Http(url, "secret-token", backoff=0.001)
-    assert http.direct_storage
+    assert http.storage_io == "stdlib"
     try:
         return download(http, "/api/file", dest, size=len(DATA), sha256=sha256, label="weights", quiet=True,
                         part_bytes=2**20, workers=3)
@@ -161,3 +161,21 @@ def test_parts_are_put_with_retries(storage: tuple[str, Storage], tmp_path: Path
             upload_parts(http, session | {"parts": session["parts"][:1]}, src, quiet=True)
     finally:
         http.close()
+
+
+def test_storage_io_is_an_explicit_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    url = "http://storage.example/bucket/key?X-Amz-Signature=x"
+    stdlib, through_httpx = Http("http://registry.example", None), Http("http://registry.example", None,
+                                                                         storage_io="httpx")
+    try:
+        assert stdlib.stdlib_storage(url) and not through_httpx.stdlib_storage(url)
+        monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+        assert not stdlib.stdlib_storage(url)  # a proxied URL goes through httpx, which honours the proxy
+    finally:
+        stdlib.close()
+        through_httpx.close()
+    with pytest.raises(ValueError, match="storage_io"):
+        Http("http://registry.example", None, storage_io="urllib3")  # type: ignore[arg-type]
