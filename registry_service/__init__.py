@@ -1,1 +1,1 @@
-"""The adapter registry service (built in later issues)."""
+"""The adapter registry service: stores, checks and serves adapters and base models, and runs merge jobs."""
