@@ -30,6 +30,10 @@ def push(
 ) -> None:
     """Check an adapter folder against its base model, then upload it as a new version."""
 
+    def call(c: Client) -> PushResult:
+        return c.push(folder, name, base_model, alias=alias, description=description, tags=tag or None,
+                      private=private, untrained=untrained)
+
     def show(result: PushResult) -> None:
         for note in result.notes:
             typer.echo(f"note: {note}", err=True)
@@ -38,9 +42,7 @@ def push(
         if result.url:
             typer.echo(result.url)
 
-    respond(ctx, as_json, lambda c: c.push(folder, name, base_model, alias=alias, description=description,
-                                           tags=tag or None, private=private, untrained=untrained),
-            show, to_json=asdict)
+    respond(ctx, as_json, call, show, to_json=asdict)
 
 
 @app.command()

@@ -48,16 +48,18 @@ def check(
         with st.client() as c:
             problems = c.check(folder, base_model, untrained=untrained)
 
-    def show(problems: list[Problem]) -> None:
-        if not problems:
+    def show(found: list[Problem]) -> None:
+        if not found:
             typer.echo(f"OK: {folder} fits {base_model}")
             return
-        typer.echo(f"{folder} does not pass against {base_model} ({plural(len(problems), 'problem')}):")
-        for p in problems:
+        typer.echo(f"{folder} does not pass against {base_model} ({plural(len(found), 'problem')}):")
+        for p in found:
             typer.echo(problem_line(p))
 
-    emit(st, problems, show, to_json=lambda problems: {"ok": not problems, "folder": str(folder),
-                                                       "base_model": base_model,
-                                                       "problems": [p.to_dict() for p in problems]})
+    def report(found: list[Problem]) -> dict[str, Any]:
+        return {"ok": not found, "folder": str(folder), "base_model": base_model,
+                "problems": [p.to_dict() for p in found]}
+
+    emit(st, problems, show, to_json=report)
     if problems:
         raise typer.Exit(1)

@@ -61,7 +61,7 @@ def state(ctx: typer.Context, as_json: bool = False) -> State:
 
 
 def respond(ctx: typer.Context, as_json: bool, call: Callable[[Client], T], show: Callable[[T], None], *,
-               to_json: Callable[[T], Any] | None = None) -> None:
+            to_json: Callable[[T], Any] | None = None) -> None:
     """Run ``call`` on a client for the chosen registry, then print what it returned.
 
     With ``--json`` the result (or ``to_json(result)``) goes to stdout as JSON; otherwise
