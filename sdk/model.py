@@ -326,12 +326,12 @@ class AdapterModel(nn.Module):
     ) -> None:
         """Add ``adapter_name``, a combination of existing LoRA ``adapters`` (PEFT's signature and results).
 
-        The math lives in :func:`sdk.combine.combine_lora_adapters`; see it for the combination
+        The math lives in :func:`sdk.merging.combine.combine_lora_adapters`; see it for the combination
         types. The new adapter is added but not activated. Unlike PEFT, an existing name is an error.
         As in PEFT, the adapter is allocated first and each module's result is copied straight into
         it (no second full copy); on any failure it is deleted again, leaving the model unchanged.
         """
-        from .combine import iter_combined_tensors, plan_lora_combination
+        from .merging.combine import iter_combined_tensors, plan_lora_combination
 
         names = list(adapters)
         self._check_names(names)

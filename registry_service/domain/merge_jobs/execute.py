@@ -234,7 +234,7 @@ def _combine(job: MergeJob, signature: dict[str, Any], tensors: list[dict[str, t
              ) -> tuple[dict[str, torch.Tensor], Any]:
     """Combine the inputs module by module, reporting progress from ``start`` to ``stop`` (and
     stopping at the next module when the job is cancelled)."""
-    from sdk.combine import iter_combined_tensors, plan_lora_combination
+    from sdk.merging.combine import iter_combined_tensors, plan_lora_combination
 
     p = job.parameters
     generator = torch.Generator().manual_seed(int(p["seed"]))
@@ -356,7 +356,7 @@ def _succeed(db: AsyncSession, job: MergeJob, **result: int) -> None:
 
 async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[str, torch.Tensor], config: Any,
                        weight: float, control: Control, scratch: Path) -> None:
-    from sdk.merge_into_base import MergeProgress, merge_adapter_into_base
+    from sdk.merging.into_base import MergeProgress, merge_adapter_into_base
 
     async with rt.sessionmaker() as db:
         files: list[BaseModelFile] = (await files_of(db, [base.id]))[base.id]

@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import MergeError
-from .merging import LayerKind
-from .safetensors_header import _TORCH_DTYPES, Header, TensorInfo, read_header_from_path
-from .tuners.lora.config import LoraConfig
+from ..errors import MergeError
+from ..safetensors_header import _TORCH_DTYPES, Header, TensorInfo, read_header_from_path
+from ..tuners.lora.config import LoraConfig
+from .deltas import LayerKind
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -114,8 +114,8 @@ def _load_adapter(
     if isinstance(adapter, tuple):
         tensors, config = adapter
         return dict(tensors), config
-    from .formats import read_adapter_weights, read_config
-    from .methods import config_from_dict
+    from ..formats import read_adapter_weights, read_config
+    from ..methods import config_from_dict
 
     config = config_from_dict(read_config(adapter))
     return read_adapter_weights(adapter), config  # type: ignore[return-value]
@@ -146,7 +146,7 @@ def _plan(
     kinds: Mapping[str, LayerKind] | None, weight: float,
 ) -> tuple[dict[str, _Planned], dict[str, Tensor]]:
     """ΔW factors per base tensor name, and base tensors the adapter replaces; every problem at once."""
-    from .formats import PREFIX
+    from ..formats import PREFIX
 
     halves: dict[str, dict[str, tuple[Tensor, bool]]] = {}
     replaced: dict[str, Tensor] = {}

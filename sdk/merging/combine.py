@@ -42,11 +42,11 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from .config import AdapterConfig
-from .errors import MergeError
-from .formats import PREFIX
-from .merging import MajoritySignMethod, check_density, merge_task_tensors
-from .tuners.lora.config import LoraConfig
+from ..config import AdapterConfig
+from ..errors import MergeError
+from ..formats import PREFIX
+from ..tuners.lora.config import LoraConfig
+from .task_arithmetic import MajoritySignMethod, check_density, merge_task_tensors
 
 CombinationType = Literal[
     "svd", "linear", "cat", "ties", "ties_svd", "dare_ties", "dare_linear", "dare_ties_svd", "dare_linear_svd",
@@ -500,8 +500,8 @@ def combine_lora_adapter_dirs(
 
     ``options`` are :func:`combine_lora_adapters`' keyword arguments. Returns the new config.
     """
-    from .formats import read_adapter_weights, read_config, save_adapter
-    from .methods import config_from_dict
+    from ..formats import read_adapter_weights, read_config, save_adapter
+    from ..methods import config_from_dict
 
     configs = [config_from_dict(read_config(d)) for d in adapter_dirs]
     tensors = [read_adapter_weights(d) for d in adapter_dirs]
