@@ -24,7 +24,8 @@ from torch import nn
 import sdk
 from sdk.config import AdapterConfig
 from sdk.formats import PREFIX, adapter_state_dict, read_adapter_weights, read_config
-from sdk.merging.combine import COMBINATION_TYPES, combine_lora_adapter_dirs, combine_lora_adapters
+from sdk.merging.combine import combine_lora_adapter_dirs, combine_lora_adapters
+from sdk.merging.options import COMBINATION_TYPES
 from sdk.methods import config_from_dict
 
 SEED = 1234

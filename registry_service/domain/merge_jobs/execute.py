@@ -235,15 +235,16 @@ def _combine(job: MergeJob, signature: dict[str, Any], tensors: list[dict[str, t
     """Combine the inputs module by module, reporting progress from ``start`` to ``stop`` (and
     stopping at the next module when the job is cancelled)."""
     from sdk.merging.combine import iter_combined_tensors, plan_lora_combination
+    from sdk.merging.options import CombineOptions
 
     p = job.parameters
     generator = torch.Generator().manual_seed(int(p["seed"]))
-    plan = plan_lora_combination(
-        tensors, configs, [float(e["weight"]) for e in job.inputs], job.combination_type,  # type: ignore[arg-type]
+    plan = plan_lora_combination(tensors, configs, CombineOptions(
+        [float(e["weight"]) for e in job.inputs], job.combination_type,  # type: ignore[arg-type]
         svd_rank=p.get("svd_rank"), svd_clamp=p.get("svd_clamp"), density=p.get("density"),
         majority_sign_method=p.get("majority_sign_method") or "total", generator=generator,
         module_order=[m["path"] for m in signature.get("modules", [])],
-    )
+    ))
     total = 2 * len(plan.modules) + len(plan.copies)  # A and B per module, then the copies
     state: dict[str, torch.Tensor] = {}
     for i, (key, tensor) in enumerate(iter_combined_tensors(plan)):

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sdk.merging.combine import COMBINATION_TYPES, DENSITY_TYPES, FACTOR_TYPES
+from sdk.merging.options import COMBINATION_TYPES, DENSITY_TYPES, FACTOR_TYPES
 from sdk.problems import Problem
 
 from ...db.models import Adapter, AdapterVersion, BaseModel, Event, MergeJob
