@@ -38,7 +38,6 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -452,32 +451,10 @@ def _config_changes(
     }
 
 
-def combine_lora_adapter_dirs(
-    adapter_dirs: Sequence[str | Path],
-    weights: Sequence[float],
-    out_dir: str | Path,
-    combination_type: CombinationType = "svd",
-    **options: object,
-) -> AdapterConfig:
-    """:func:`combine_lora_adapters` over saved adapter folders; writes the result to ``out_dir``.
-
-    ``options`` are :func:`combine_lora_adapters`' keyword arguments. Returns the new config.
-    """
-    from ..formats import read_adapter_weights, read_config, save_adapter
-    from ..methods import config_from_dict
-
-    configs = [config_from_dict(read_config(d)) for d in adapter_dirs]
-    tensors = [read_adapter_weights(d) for d in adapter_dirs]
-    state, config = combine_lora_adapters(tensors, configs, weights, combination_type, **options)  # type: ignore[arg-type]
-    save_adapter(out_dir, config, state)
-    return config
-
-
 __all__ = [
     "CombinePlan",
     "LoraFactors",
     "SplitAdapter",
-    "combine_lora_adapter_dirs",
     "combine_lora_adapters",
     "iter_combined_tensors",
     "plan_lora_combination",

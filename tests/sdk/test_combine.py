@@ -24,7 +24,8 @@ from torch import nn
 import sdk
 from sdk.config import AdapterConfig
 from sdk.formats import PREFIX, adapter_state_dict, read_adapter_weights, read_config
-from sdk.merging.combine import combine_lora_adapter_dirs, combine_lora_adapters
+from sdk.merge_files import combine_lora_adapter_dirs
+from sdk.merging.combine import combine_lora_adapters
 from sdk.merging.options import COMBINATION_TYPES
 from sdk.methods import config_from_dict
 
@@ -402,7 +403,7 @@ def test_add_weighted_adapter_failing_midway_leaves_the_model_unchanged(
 
 def test_adalora_and_dora_adapters_are_refused_clearly(tmp_path: Path) -> None:
     """Neither has plain low-rank factors to combine or to stream into base files."""
-    from sdk.merging.into_base import merge_adapter_into_base
+    from sdk.merge_files import merge_adapter_into_base
 
     ada = sdk.get_peft_model(tiny_llama(), sdk.AdaLoraConfig(init_r=4, target_r=2, total_step=10,
                                                               target_modules=["q_proj"]))

@@ -357,7 +357,8 @@ def _succeed(db: AsyncSession, job: MergeJob, **result: int) -> None:
 
 async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[str, torch.Tensor], config: Any,
                        weight: float, control: Control, scratch: Path) -> None:
-    from sdk.merging.into_base import MergeProgress, merge_adapter_into_base
+    from sdk.merge_files import merge_adapter_into_base
+    from sdk.merging.into_base import MergeProgress
 
     async with rt.sessionmaker() as db:
         files: list[BaseModelFile] = (await files_of(db, [base.id]))[base.id]
