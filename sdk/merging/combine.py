@@ -46,6 +46,7 @@ from torch import Tensor
 from ..config import AdapterConfig
 from ..errors import MergeError
 from ..formats import PREFIX
+from .lora_keys import group_lora_tensors
 from .options import (
     COMBINATION_TYPES,
     DENSITY_TYPES,
@@ -56,11 +57,6 @@ from .options import (
     combinable,
 )
 from .task_arithmetic import MajoritySignMethod, check_density, merge_task_tensors
-
-_FACTOR_SUFFIXES = (
-    (".lora_A.weight", "a", False), (".lora_B.weight", "b", False),
-    (".lora_embedding_A", "a", True), (".lora_embedding_B", "b", True),
-)
 
 
 @dataclass(frozen=True)
@@ -100,16 +96,7 @@ def split_lora_state_dict(
     Tensors that are not LoRA factors (``modules_to_save`` copies) are kept under their key
     without the prefix. A factor without its partner is an error.
     """
-    halves: dict[str, dict[str, tuple[Tensor, bool]]] = {}
-    other: dict[str, Tensor] = {}
-    for key, tensor in tensors.items():
-        path = key.removeprefix(PREFIX)
-        for suffix, role, embedding in _FACTOR_SUFFIXES:
-            if path.endswith(suffix):
-                halves.setdefault(path[: -len(suffix)], {})[role] = (tensor, embedding)
-                break
-        else:
-            other[path] = tensor
+    halves, other = group_lora_tensors(tensors, PREFIX)
     factors: dict[str, LoraFactors] = {}
     for path, pair in halves.items():
         if set(pair) != {"a", "b"}:
@@ -401,18 +388,10 @@ def iter_combined_tensors(plan: CombinePlan) -> Iterator[tuple[str, Tensor]]:
 
 
 def combine_lora_adapters(
-    state_dicts: Sequence[Mapping[str, Tensor]],
-    configs: Sequence[AdapterConfig],
-    weights: Sequence[float],
-    combination_type: CombinationType = "svd",
-    *,
-    svd_rank: int | None = None,
-    svd_clamp: float | None = None,
-    svd_full_matrices: bool = True,
-    svd_driver: str | None = None,
-    density: float | None = None,
-    majority_sign_method: MajoritySignMethod = "total",
-    generator: torch.Generator | None = None,
+    state_dicts: Sequence[Mapping[str, Tensor]], configs: Sequence[AdapterConfig], weights: Sequence[float],
+    combination_type: CombinationType = "svd", *, svd_rank: int | None = None, svd_clamp: float | None = None,
+    svd_full_matrices: bool = True, svd_driver: str | None = None, density: float | None = None,
+    majority_sign_method: MajoritySignMethod = "total", generator: torch.Generator | None = None,
     module_order: Sequence[str] | None = None,
 ) -> tuple[dict[str, Tensor], AdapterConfig]:
     """Combine LoRA adapters into a new one; returns ``(state_dict, config)`` in PEFT's on-disk form.

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import MergeError
+from .lora_keys import group_lora_tensors
 
 LayerKind = Literal["linear", "conv1d", "embedding", "conv2d"]
 
@@ -75,27 +76,17 @@ def merge_lora_state_dict(
     guess. Tensors in ``base`` that are not touched are shared, not copied.
     """
     out = dict(base)
-    pairs: dict[str, dict[str, Tensor]] = {}
-    for key, tensor in adapter.items():
-        path = key.removeprefix("base_model.model.")
-        for suffix, role in ((".lora_A.weight", "A"), (".lora_B.weight", "B"),
-                             (".lora_embedding_A", "eA"), (".lora_embedding_B", "eB")):
-            if path.endswith(suffix):
-                pairs.setdefault(path[: -len(suffix)], {})[role] = tensor
-                break
-        else:
-            if path in out:  # modules_to_save copies and trained biases replace the base tensor
-                out[path] = tensor
+    pairs, other = group_lora_tensors(adapter, "base_model.model.")
+    for path, tensor in other.items():
+        if path in out:  # modules_to_save copies and trained biases replace the base tensor
+            out[path] = tensor
     for path, t in pairs.items():
         wkey = f"{path}.base_layer.weight" if f"{path}.base_layer.weight" in out else f"{path}.weight"
         if wkey not in out:
             raise MergeError(f"adapter module {path!r} has no weight {wkey!r} in the base state dict")
         w = out[wkey]
-        if "eA" in t:
-            a, b, kind = t["eA"], t["eB"], "embedding"
-        else:
-            a, b = t["A"], t["B"]
-            kind = (kinds or {}).get(path) or _kind_from_shapes(path, a, b, w)
+        (a, embedding), (b, _) = t["a"], t["b"]
+        kind: LayerKind = "embedding" if embedding else (kinds or {}).get(path) or _kind_from_shapes(path, a, b, w)
         delta = lora_delta(a.float(), b.float(), scaling_for(path, a.shape[0]) * weight, kind)
         if delta.shape != w.shape:
             raise MergeError(f"ΔW for {path!r} has shape {tuple(delta.shape)}, base weight has {tuple(w.shape)}")

@@ -34,13 +34,12 @@ from torch import Tensor
 from ..errors import MergeError
 from ..safetensors_header import _TORCH_DTYPES, Header, TensorInfo, read_header_from_path
 from .deltas import LayerKind
+from .lora_keys import group_lora_tensors
 from .options import LoraSettings
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-_FACTORS = ((".lora_A.weight", "a", False), (".lora_B.weight", "b", False),
-            (".lora_embedding_A", "a", True), (".lora_embedding_B", "b", True))
 
 
 @dataclass(frozen=True)
@@ -138,25 +137,19 @@ def _plan(
     """ΔW factors per base tensor name, and base tensors the adapter replaces; every problem at once."""
     from ..formats import PREFIX
 
-    halves: dict[str, dict[str, tuple[Tensor, bool]]] = {}
+    halves, other = group_lora_tensors(tensors, PREFIX)
     replaced: dict[str, Tensor] = {}
     problems: list[str] = []
-    for key, t in tensors.items():
-        path = key.removeprefix(PREFIX)
-        for suffix, role, emb in _FACTORS:
-            if path.endswith(suffix):
-                halves.setdefault(path[: -len(suffix)], {})[role] = (t, emb)
-                break
+    for path, t in other.items():
+        name = path.replace(".base_layer.", ".")
+        if name not in where:
+            problems.append(f"{name}: the adapter replaces it (modules_to_save or a trained bias) but the base "
+                            "files have no such tensor")
+        elif tuple(t.shape) != where[name][1].shape:
+            problems.append(f"{name}: the adapter's copy has shape {tuple(t.shape)}, the base tensor "
+                            f"{where[name][1].shape}")
         else:
-            name = path.replace(".base_layer.", ".")
-            if name not in where:
-                problems.append(f"{name}: the adapter replaces it (modules_to_save or a trained bias) but the base "
-                                "files have no such tensor")
-            elif tuple(t.shape) != where[name][1].shape:
-                problems.append(f"{name}: the adapter's copy has shape {tuple(t.shape)}, the base tensor "
-                                f"{where[name][1].shape}")
-            else:
-                replaced[name] = t
+            replaced[name] = t
     planned: dict[str, _Planned] = {}
     for path, pair in halves.items():
         if set(pair) != {"a", "b"}:
@@ -279,17 +272,10 @@ def read_base_shards(base_dir_or_files: str | Path | Sequence[str | Path], out_d
 
 
 def merge_lora_into_shards(
-    base: BaseShards,
-    tensors: Mapping[str, Tensor],
-    settings: LoraSettings,
-    out_dir: str | Path,
-    *,
-    kinds: Mapping[str, LayerKind] | None = None,
-    weight: float = 1.0,
-    progress: Callable[[MergeProgress], None] | None = None,
-    show_progress: bool = False,
-    chunk_bytes: int = 16 << 20,
-    copy_other_files: bool = True,
+    base: BaseShards, tensors: Mapping[str, Tensor], settings: LoraSettings, out_dir: str | Path, *,
+    kinds: Mapping[str, LayerKind] | None = None, weight: float = 1.0,
+    progress: Callable[[MergeProgress], None] | None = None, show_progress: bool = False,
+    chunk_bytes: int = 16 << 20, copy_other_files: bool = True,
 ) -> MergeReport:
     """Write ``base`` with the LoRA adapter ``tensors`` (PEFT keys) merged in (W + weight·scale·B·A) to ``out_dir``.
 
