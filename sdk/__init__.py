@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .combine import combine_lora_adapter_dirs, combine_lora_adapters
 from .config import AdapterConfig
 from .errors import (
     AdapterError,
@@ -29,7 +28,8 @@ from .errors import (
     UnsupportedLayerError,
 )
 from .kbit import prepare_model_for_kbit_training
-from .merge_into_base import merge_adapter_into_base
+from .merge_files import combine_lora_adapter_dirs, merge_adapter_into_base
+from .merging.combine import combine_lora_adapters
 from .methods import config_from_dict, get_method, register_method, registered_methods
 from .model import AdapterModel, get_peft_model
 from .quantization import QuantizedMergeWarning

@@ -326,12 +326,13 @@ class AdapterModel(nn.Module):
     ) -> None:
         """Add ``adapter_name``, a combination of existing LoRA ``adapters`` (PEFT's signature and results).
 
-        The math lives in :func:`sdk.combine.combine_lora_adapters`; see it for the combination
+        The math lives in :func:`sdk.merging.combine.combine_lora_adapters`; see it for the combination
         types. The new adapter is added but not activated. Unlike PEFT, an existing name is an error.
         As in PEFT, the adapter is allocated first and each module's result is copied straight into
         it (no second full copy); on any failure it is deleted again, leaving the model unchanged.
         """
-        from .combine import iter_combined_tensors, plan_lora_combination
+        from .merging.combine import iter_combined_tensors, plan_lora_combination
+        from .merging.options import CombineOptions
 
         names = list(adapters)
         self._check_names(names)
@@ -343,12 +344,12 @@ class AdapterModel(nn.Module):
             for n, c in zip(names, configs, strict=True)
         ]
         order = [path for path, _ in self.base_model.named_modules()]
-        plan = plan_lora_combination(
-            states, configs, weights, combination_type,  # type: ignore[arg-type]
+        plan = plan_lora_combination(states, configs, CombineOptions(
+            weights, combination_type,  # type: ignore[arg-type]
             svd_rank=svd_rank, svd_clamp=svd_clamp, svd_full_matrices=svd_full_matrices, svd_driver=svd_driver,
             density=density, majority_sign_method=majority_sign_method,  # type: ignore[arg-type]
             generator=generator, module_order=order,
-        )
+        ))
         # the new adapter's random init must not move the global RNG that the dare masks may draw from
         cuda = sorted({p.device.index or 0 for p in self.base_model.parameters() if p.device.type == "cuda"})
         with torch.random.fork_rng(devices=cuda):

@@ -30,9 +30,9 @@ from torch import nn
 import sdk
 from sdk.client import Client
 from sdk.client.merges import follow
-from sdk.combine import combine_lora_adapters
 from sdk.errors import ValidationFailed
 from sdk.formats import read_adapter_weights, read_config
+from sdk.merging.combine import combine_lora_adapters
 from sdk.methods import config_from_dict
 
 if TYPE_CHECKING:

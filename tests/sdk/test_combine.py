@@ -22,9 +22,11 @@ from peft import PeftModel, get_peft_model, get_peft_model_state_dict
 from torch import nn
 
 import sdk
-from sdk.combine import COMBINATION_TYPES, combine_lora_adapter_dirs, combine_lora_adapters
 from sdk.config import AdapterConfig
 from sdk.formats import PREFIX, adapter_state_dict, read_adapter_weights, read_config
+from sdk.merge_files import combine_lora_adapter_dirs
+from sdk.merging.combine import combine_lora_adapters
+from sdk.merging.options import COMBINATION_TYPES
 from sdk.methods import config_from_dict
 
 SEED = 1234
@@ -370,14 +372,14 @@ def test_add_weighted_adapter_streams_the_same_tensors_as_combine(tmp_path: Path
 def test_add_weighted_adapter_failing_midway_leaves_the_model_unchanged(
     llama_case: Case, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sdk.combine
+    import sdk.merging.combine
 
     model = _loaded(llama_case)
     before_modules = [(p, type(m).__name__) for p, m in model.base_model.named_modules()]
     before_params = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         before_logits = model(ids()).logits
-    real = sdk.combine.iter_combined_tensors
+    real = sdk.merging.combine.iter_combined_tensors
 
     def failing(plan: Any) -> Iterator[tuple[str, torch.Tensor]]:  # failure injection after two tensors
         stream = real(plan)
@@ -385,7 +387,7 @@ def test_add_weighted_adapter_failing_midway_leaves_the_model_unchanged(
         yield next(stream)
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(sdk.combine, "iter_combined_tensors", failing)
+    monkeypatch.setattr(sdk.merging.combine, "iter_combined_tensors", failing)
     with pytest.raises(RuntimeError, match="injected failure"):
         model.add_weighted_adapter(llama_case.names, WEIGHTS, "partial", combination_type="cat")
     assert "partial" not in model.peft_config and model.adapter_names == llama_case.names
@@ -401,7 +403,7 @@ def test_add_weighted_adapter_failing_midway_leaves_the_model_unchanged(
 
 def test_adalora_and_dora_adapters_are_refused_clearly(tmp_path: Path) -> None:
     """Neither has plain low-rank factors to combine or to stream into base files."""
-    from sdk.merge_into_base import merge_adapter_into_base
+    from sdk.merge_files import merge_adapter_into_base
 
     ada = sdk.get_peft_model(tiny_llama(), sdk.AdaLoraConfig(init_r=4, target_r=2, total_step=10,
                                                               target_modules=["q_proj"]))

@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import sdk
-from sdk.merge_into_base import INDEX_NAME, MergeProgress, merge_adapter_into_base
+from sdk.merge_files import merge_adapter_into_base
+from sdk.merging.into_base import INDEX_NAME, MergeProgress
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -160,7 +161,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
                 return int(line.split()[1]) * 1024
         raise KeyError(field)
 
-    from sdk.merge_into_base import merge_adapter_into_base
+    from sdk.merge_files import merge_adapter_into_base
     # warm up on a small model of the same shape family: code paths and libraries are loaded
     merge_adapter_into_base(sys.argv[4], sys.argv[5], sys.argv[6], chunk_bytes=4 << 20)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (the peak) to the current RSS

@@ -234,16 +234,17 @@ def _combine(job: MergeJob, signature: dict[str, Any], tensors: list[dict[str, t
              ) -> tuple[dict[str, torch.Tensor], Any]:
     """Combine the inputs module by module, reporting progress from ``start`` to ``stop`` (and
     stopping at the next module when the job is cancelled)."""
-    from sdk.combine import iter_combined_tensors, plan_lora_combination
+    from sdk.merging.combine import iter_combined_tensors, plan_lora_combination
+    from sdk.merging.options import CombineOptions
 
     p = job.parameters
     generator = torch.Generator().manual_seed(int(p["seed"]))
-    plan = plan_lora_combination(
-        tensors, configs, [float(e["weight"]) for e in job.inputs], job.combination_type,  # type: ignore[arg-type]
+    plan = plan_lora_combination(tensors, configs, CombineOptions(
+        [float(e["weight"]) for e in job.inputs], job.combination_type,  # type: ignore[arg-type]
         svd_rank=p.get("svd_rank"), svd_clamp=p.get("svd_clamp"), density=p.get("density"),
         majority_sign_method=p.get("majority_sign_method") or "total", generator=generator,
         module_order=[m["path"] for m in signature.get("modules", [])],
-    )
+    ))
     total = 2 * len(plan.modules) + len(plan.copies)  # A and B per module, then the copies
     state: dict[str, torch.Tensor] = {}
     for i, (key, tensor) in enumerate(iter_combined_tensors(plan)):
@@ -356,7 +357,8 @@ def _succeed(db: AsyncSession, job: MergeJob, **result: int) -> None:
 
 async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[str, torch.Tensor], config: Any,
                        weight: float, control: Control, scratch: Path) -> None:
-    from sdk.merge_into_base import MergeProgress, merge_adapter_into_base
+    from sdk.merge_files import merge_adapter_into_base
+    from sdk.merging.into_base import MergeProgress
 
     async with rt.sessionmaker() as db:
         files: list[BaseModelFile] = (await files_of(db, [base.id]))[base.id]

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sdk.combine import COMBINATION_TYPES, DENSITY_TYPES, FACTOR_TYPES
+from sdk.merging.options import COMBINABLE, COMBINATION_TYPES, DENSITY_TYPES, FACTOR_TYPES, combinable
 from sdk.problems import Problem
 
 from ...db.models import Adapter, AdapterVersion, BaseModel, Event, MergeJob
@@ -35,9 +35,6 @@ from .schemas import MergeInput, MergeJobRequest, MergeOutput
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 MAX_INPUTS = 32
-COMBINABLE = "LORA"
-#: Config keys that change a LoRA adapter's math in ways a combination cannot carry over.
-_NOT_COMBINABLE_KEYS = ("use_dora", "lora_bias")
 
 
 class MergeRefused(UploadRejected):
@@ -109,19 +106,9 @@ async def _resolve_input(db: AsyncSession, principal: Principal, i: int, item: M
         problems.append(_problem(f"{where}: {exc.detail}", expected="ns/name[@version|alias|commit] you can read",
                                  found=item.ref))
         return None
-    if adapter.method != COMBINABLE:
-        problems.append(_problem(f"{where} is a {adapter.method} adapter; only LoRA adapters can be combined",
-                                 expected=COMBINABLE, found=adapter.method))
-        return None
-    config = version.config or {}
-    for key in _NOT_COMBINABLE_KEYS:
-        if config.get(key):
-            problems.append(_problem(f"{where} uses {key}; such LoRA adapters cannot be combined",
-                                     expected=f"{key}: false", found=f"{key}: {config.get(key)}"))
-            return None
-    if (config.get("bias") or "none") != "none":
-        problems.append(_problem(f"{where} trains biases (bias={config.get('bias')!r}); they cannot be weighted",
-                                 expected="bias: none", found=f"bias: {config.get('bias')}"))
+    refusals = combinable(version.config or {}, where)  # the SDK's rule: plain LoRA only
+    if refusals:
+        problems += refusals
         return None
     return ResolvedInput(adapter, version, float(item.weight))
 

@@ -1,9 +1,11 @@
 """Combining LoRA adapters into one new LoRA adapter (PEFT's ``add_weighted_adapter``), as pure functions.
 
 Inputs are adapters as they lie on disk: a state dict with PEFT's keys
-(``base_model.model.<path>.lora_A.weight`` …) and its :class:`~sdk.tuners.lora.LoraConfig`. The
-output is a new state dict and a new config, so the SDK (:meth:`AdapterModel.add_weighted_adapter`)
-and the registry's merge jobs share one implementation and neither needs the base model.
+(``base_model.model.<path>.lora_A.weight`` …) and its config, read once into plain
+:class:`~sdk.merging.options.LoraSettings`; how to combine is one
+:class:`~sdk.merging.options.CombineOptions`. The output is a new state dict and a new config, so
+the SDK (:meth:`AdapterModel.add_weighted_adapter`) and the registry's merge jobs share one
+implementation and neither needs the base model.
 :func:`combine_lora_adapters` is built from two steps that can be used alone:
 :func:`plan_lora_combination` checks the inputs and decides the new config (every module's rank)
 without computing tensors, and :func:`iter_combined_tensors` then yields the tensors module by
@@ -36,35 +38,25 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, get_args
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .config import AdapterConfig
-from .errors import MergeError
-from .formats import PREFIX
-from .merging import MajoritySignMethod, check_density, merge_task_tensors
-from .tuners.lora.config import LoraConfig
-
-CombinationType = Literal[
-    "svd", "linear", "cat", "ties", "ties_svd", "dare_ties", "dare_linear", "dare_ties_svd", "dare_linear_svd",
-    "magnitude_prune", "magnitude_prune_svd",
-]
-COMBINATION_TYPES: tuple[str, ...] = get_args(CombinationType)
-#: Types applied to the A and B factors separately (they need one common rank).
-FACTOR_TYPES = frozenset({"linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"})
-#: Types that take ``density``.
-DENSITY_TYPES = frozenset({
-    "ties", "ties_svd", "dare_linear", "dare_linear_svd", "dare_ties", "dare_ties_svd", "magnitude_prune",
-    "magnitude_prune_svd",
-})
-
-_FACTOR_SUFFIXES = (
-    (".lora_A.weight", "a", False), (".lora_B.weight", "b", False),
-    (".lora_embedding_A", "a", True), (".lora_embedding_B", "b", True),
+from ..config import AdapterConfig
+from ..errors import MergeError
+from ..formats import PREFIX
+from .lora_keys import group_lora_tensors
+from .options import (
+    COMBINATION_TYPES,
+    DENSITY_TYPES,
+    FACTOR_TYPES,
+    CombinationType,
+    CombineOptions,
+    LoraSettings,
+    combinable,
 )
+from .task_arithmetic import MajoritySignMethod, check_density, merge_task_tensors
 
 
 @dataclass(frozen=True)
@@ -96,22 +88,15 @@ class SplitAdapter:
     other: dict[str, Tensor]
 
 
-def split_lora_state_dict(tensors: Mapping[str, Tensor], config: LoraConfig, *, where: str = "adapter") -> SplitAdapter:
+def split_lora_state_dict(
+    tensors: Mapping[str, Tensor], settings: LoraSettings, *, where: str = "adapter"
+) -> SplitAdapter:
     """Group a PEFT-format LoRA state dict by module path (keys with or without ``base_model.model.``).
 
     Tensors that are not LoRA factors (``modules_to_save`` copies) are kept under their key
     without the prefix. A factor without its partner is an error.
     """
-    halves: dict[str, dict[str, tuple[Tensor, bool]]] = {}
-    other: dict[str, Tensor] = {}
-    for key, tensor in tensors.items():
-        path = key.removeprefix(PREFIX)
-        for suffix, role, embedding in _FACTOR_SUFFIXES:
-            if path.endswith(suffix):
-                halves.setdefault(path[: -len(suffix)], {})[role] = (tensor, embedding)
-                break
-        else:
-            other[path] = tensor
+    halves, other = group_lora_tensors(tensors, PREFIX)
     factors: dict[str, LoraFactors] = {}
     for path, pair in halves.items():
         if set(pair) != {"a", "b"}:
@@ -124,14 +109,15 @@ def split_lora_state_dict(tensors: Mapping[str, Tensor], config: LoraConfig, *, 
             raise MergeError(
                 f"{where}: module {path!r} has A {tuple(a.shape)} and B {tuple(b.shape)}, whose ranks do not agree"
             )
-        transposed = emb_a or (bool(config.fan_in_fan_out) and a.dim() == 2)
-        factors[path] = LoraFactors(a, b, emb_a, config.scaling_for(path, int(a.shape[0])), transposed)
+        transposed = emb_a or (bool(settings.fan_in_fan_out) and a.dim() == 2)
+        factors[path] = LoraFactors(a, b, emb_a, settings.scaling_for(path, int(a.shape[0])), transposed)
     return SplitAdapter(factors, other)
 
 
 def _check_inputs(
     state_dicts: Sequence[Mapping[str, Tensor]], configs: Sequence[AdapterConfig], weights: Sequence[float]
-) -> list[float]:
+) -> tuple[list[LoraSettings], list[float]]:
+    """The inputs' settings and weights, once every adapter is known to be combinable."""
     if not state_dicts:
         raise MergeError("no adapters to combine; pass at least one")
     if len(configs) != len(state_dicts):
@@ -142,34 +128,19 @@ def _check_inputs(
     if len(methods) > 1:
         raise MergeError(f"cannot combine adapters of different methods {methods}; all must be LORA")
     for i, config in enumerate(configs):
-        if not isinstance(config, LoraConfig) or config.peft_type != "LORA":
-            raise MergeError(
-                f"adapter {i} is a {config.peft_type or type(config).__name__} adapter; "
-                "only LoRA adapters can be combined"
-            )
-        if config.use_dora:
-            raise MergeError(f"adapter {i} is a DoRA adapter (use_dora=True): its magnitude vector rescales whole "
-                             "weight rows, so DoRA adapters cannot be combined as low-rank factors")
-        if config.bias != "none":
-            raise MergeError(
-                f"adapter {i} trains biases (bias={config.bias!r}); trained biases replace base biases and cannot be "
-                "weighted, so such adapters cannot be combined"
-            )
+        problems = combinable(config, f"adapter {i}")
+        if problems:
+            raise MergeError(problems[0].message)
     out: list[float] = []
     for i, w in enumerate(weights):
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(float(w)):
             raise MergeError(f"weights[{i}] must be a finite number, got {w!r}")
         out.append(float(w))
-    return out
+    return [LoraSettings.from_config(c) for c in configs], out
 
 
-def _config_rank(config: LoraConfig) -> int:
-    # as PEFT: the largest rank the config can give a module
-    return max(config.r, *config.rank_pattern.values()) if config.rank_pattern else config.r
-
-
-def _new_rank(combination_type: str, configs: Sequence[LoraConfig], svd_rank: int | None) -> int:
-    ranks = [_config_rank(c) for c in configs]
+def _new_rank(combination_type: str, settings: Sequence[LoraSettings], svd_rank: int | None) -> int:
+    ranks = [s.max_rank for s in settings]
     if combination_type in FACTOR_TYPES:
         if len(set(ranks)) != 1:
             raise MergeError(
@@ -186,27 +157,27 @@ def _new_rank(combination_type: str, configs: Sequence[LoraConfig], svd_rank: in
     return max(ranks)
 
 
-def _target_names(config: LoraConfig, split: SplitAdapter) -> list[str] | str:
+def _target_names(settings: LoraSettings, split: SplitAdapter) -> list[str] | str:
     """``target_modules`` as PEFT holds it after injection: ``None``/``"all-linear"`` become the names found."""
-    tm = config.target_modules
+    tm = settings.target_modules
     if tm is None or (isinstance(tm, str) and tm.lower() == "all-linear"):
         return sorted({p.rsplit(".", 1)[-1] for p in split.factors})
     return tm
 
 
 def _new_targets(
-    configs: Sequence[LoraConfig], splits: Sequence[SplitAdapter], paths: Sequence[str]
+    settings: Sequence[LoraSettings], splits: Sequence[SplitAdapter], paths: Sequence[str]
 ) -> dict[str, object]:
     """Target selection of the combined adapter: the inputs' union (as PEFT builds it), or, when the inputs
     filter layers/modules differently, a full-match regex of exactly the combined module paths."""
-    names = [_target_names(c, s) for c, s in zip(configs, splits, strict=True)]
+    names = [_target_names(c, s) for c, s in zip(settings, splits, strict=True)]
     kinds = {isinstance(n, str) for n in names}
     if len(kinds) > 1:
         raise MergeError(
             "the adapters' target_modules mix lists of names and regex strings; combining them is not supported "
-            f"(got {[c.target_modules for c in configs]})"
+            f"(got {[c.target_modules for c in settings]})"
         )
-    filters = {(repr(c.exclude_modules), repr(c.layers_to_transform), repr(c.layers_pattern)) for c in configs}
+    filters = {(repr(c.exclude_modules), repr(c.layers_to_transform), repr(c.layers_pattern)) for c in settings}
     if len(filters) > 1:
         return {
             "target_modules": "|".join(re.escape(p) for p in paths),
@@ -233,42 +204,40 @@ def _cat(present: list[tuple[float, LoraFactors]], rank: int) -> tuple[Tensor, T
     return _pad_rank(a, rank, 0), _pad_rank(b, rank, 1)
 
 
-def _factorwise(
-    method: str, present: list[tuple[float, LoraFactors]], density: float | None,
-    majority_sign_method: MajoritySignMethod, generator: torch.Generator | None,
-) -> tuple[Tensor, Tensor]:
+def _factorwise(method: str, present: list[tuple[float, LoraFactors]], options: CombineOptions
+                ) -> tuple[Tensor, Tensor]:
     scaled = [w * f.scaling for w, f in present]
     w_a = torch.tensor([math.copysign(math.sqrt(abs(s)), 1.0 if s >= 0 else -1.0) for s in scaled])
     w_b = torch.tensor([math.sqrt(abs(s)) for s in scaled])
     dtype = present[0][1].a.dtype
-    kw = {"density": density, "majority_sign_method": majority_sign_method, "generator": generator}
-    a = merge_task_tensors(method, [f.a for _, f in present], w_a, **kw)
-    b = merge_task_tensors(method, [f.b for _, f in present], w_b, **kw)
+    a = _merge_tensors(method, [f.a for _, f in present], w_a, options)
+    b = _merge_tensors(method, [f.b for _, f in present], w_b, options)
     return a.to(dtype), b.to(dtype)
 
 
-def _svd(
-    method: str, present: list[tuple[float, LoraFactors]], k: int, density: float | None,
-    majority_sign_method: MajoritySignMethod, generator: torch.Generator | None,
-    clamp: float | None, full_matrices: bool, driver: str | None,
-) -> tuple[Tensor, Tensor]:
+def _merge_tensors(method: str, tensors: list[Tensor], weights: Tensor, options: CombineOptions) -> Tensor:
+    return merge_task_tensors(method, tensors, weights, density=options.density,
+                              majority_sign_method=options.majority_sign_method, generator=options.generator)
+
+
+def _svd(method: str, present: list[tuple[float, LoraFactors]], k: int, options: CombineOptions
+         ) -> tuple[Tensor, Tensor]:
     first = present[0][1]
     # ΔW in the base weight's own layout while merging (random masks and top-k then fall where PEFT's do)
     flip = any(f.transposed for _, f in present)
     deltas = [f.delta_2d().T if flip else f.delta_2d() for _, f in present]
     weights = torch.tensor([w for w, _ in present])
     base = "linear" if method == "svd" else method.removesuffix("_svd")
-    delta = merge_task_tensors(base, deltas, weights, density=density, majority_sign_method=majority_sign_method,
-                               generator=generator)
+    delta = _merge_tensors(base, deltas, weights, options)
     del deltas
     if flip:
         delta = delta.T
-    u, s, vh = torch.linalg.svd(delta, full_matrices=full_matrices, driver=driver)
+    u, s, vh = torch.linalg.svd(delta, full_matrices=options.svd_full_matrices, driver=options.svd_driver)
     del delta
     u = u[:, :k] @ torch.diag(s[:k])
     vh = vh[:k, :]
-    if clamp is not None:
-        hi = torch.quantile(torch.cat([u.flatten(), vh.flatten()]), clamp)
+    if options.svd_clamp is not None:
+        hi = torch.quantile(torch.cat([u.flatten(), vh.flatten()]), options.svd_clamp)
         u, vh = u.clamp(-hi, hi), vh.clamp(-hi, hi)
     b = u.reshape(u.shape[0], k, *first.b.shape[2:])
     a = vh.reshape(k, *first.a.shape[1:])
@@ -283,7 +252,8 @@ class CombinePlan:
     Made by :func:`plan_lora_combination`; holds the inputs' tensors by reference (no copies).
     """
 
-    config: LoraConfig
+    config: AdapterConfig
+    #: The type applied (``linear`` for a single adapter, as in PEFT).
     combination_type: str
     #: The modules to combine in order (the order of the ``dare_*`` masks), each with its
     #: ``(weight, factors)`` of the adapters that have it and its rank in the result.
@@ -291,12 +261,7 @@ class CombinePlan:
     #: ``modules_to_save`` copies carried over as they are: ``(key without PREFIX, tensor)``.
     copies: tuple[tuple[str, Tensor], ...]
     rank: int
-    density: float | None
-    majority_sign_method: MajoritySignMethod
-    generator: torch.Generator | None
-    svd_clamp: float | None
-    svd_full_matrices: bool
-    svd_driver: str | None
+    options: CombineOptions
 
 
 def _module_rank(
@@ -325,45 +290,36 @@ def _module_rank(
 
 
 def plan_lora_combination(
-    state_dicts: Sequence[Mapping[str, Tensor]],
-    configs: Sequence[AdapterConfig],
-    weights: Sequence[float],
-    combination_type: CombinationType = "svd",
-    *,
-    svd_rank: int | None = None,
-    svd_clamp: float | None = None,
-    svd_full_matrices: bool = True,
-    svd_driver: str | None = None,
-    density: float | None = None,
-    majority_sign_method: MajoritySignMethod = "total",
-    generator: torch.Generator | None = None,
-    module_order: Sequence[str] | None = None,
+    state_dicts: Sequence[Mapping[str, Tensor]], configs: Sequence[AdapterConfig], options: CombineOptions
 ) -> CombinePlan:
     """Check a combination and decide the new adapter's config, computing no tensors.
 
-    Takes :func:`combine_lora_adapters`' arguments. Every input problem is raised here (as
-    :class:`~sdk.errors.MergeError`), so a caller can allocate the new adapter from
-    ``plan.config`` first and then fill it from :func:`iter_combined_tensors`.
+    ``state_dicts[i]`` (PEFT keys) and ``configs[i]`` describe adapter ``i``. Every input problem
+    is raised here (as :class:`~sdk.errors.MergeError`), so a caller can allocate the new adapter
+    from ``plan.config`` first and then fill it from :func:`iter_combined_tensors`.
     """
-    ws = _check_inputs(state_dicts, configs, weights)
+    settings, ws = _check_inputs(state_dicts, configs, options.weights)
+    combination_type, density = options.combination_type, options.density
     if combination_type not in COMBINATION_TYPES:
         raise MergeError(f"unknown combination_type {combination_type!r}; choose one of {list(COMBINATION_TYPES)}")
-    if majority_sign_method not in ("total", "frequency"):
-        raise MergeError(f"majority_sign_method must be 'total' or 'frequency', got {majority_sign_method!r}")
+    if options.majority_sign_method not in ("total", "frequency"):
+        raise MergeError(
+            f"majority_sign_method must be 'total' or 'frequency', got {options.majority_sign_method!r}"
+        )
     if density is not None:
         check_density(density, combination_type)
-    if svd_clamp is not None and (isinstance(svd_clamp, bool) or not isinstance(svd_clamp, (int, float))
-                                  or not 0.0 <= svd_clamp <= 1.0):
-        raise MergeError(f"`svd_clamp` must be a quantile in [0, 1], got {svd_clamp!r}")
-    lora_configs: list[LoraConfig] = list(configs)  # type: ignore[arg-type]  # checked above
+    clamp = options.svd_clamp
+    if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, (int, float))
+                              or not 0.0 <= clamp <= 1.0):
+        raise MergeError(f"`svd_clamp` must be a quantile in [0, 1], got {clamp!r}")
     if len(state_dicts) == 1:
         combination_type = "linear"
     elif combination_type in DENSITY_TYPES:
         check_density(density, combination_type)
-    rank = _new_rank(combination_type, lora_configs, svd_rank)
+    rank = _new_rank(combination_type, settings, options.svd_rank)
     splits = [
         split_lora_state_dict(sd, c, where=f"adapter {i}")
-        for i, (sd, c) in enumerate(zip(state_dicts, lora_configs, strict=True))
+        for i, (sd, c) in enumerate(zip(state_dicts, settings, strict=True))
     ]
     for i, s in enumerate(splits):
         if not s.factors:
@@ -372,7 +328,7 @@ def plan_lora_combination(
             )
 
     seen: dict[str, None] = {}
-    for p in module_order or ():
+    for p in options.module_order or ():
         if any(p in s.factors for s in splits):
             seen.setdefault(p, None)
     for s in splits:
@@ -397,11 +353,10 @@ def plan_lora_combination(
             owner[key] = i
             copies.append((key, tensor))
 
-    config = _new_config(lora_configs, splits, paths, rank, {path: r for path, _, r in modules})
-    return CombinePlan(
-        config, combination_type, tuple(modules), tuple(copies), rank, density, majority_sign_method, generator,
-        svd_clamp, svd_full_matrices, svd_driver,
-    )
+    first = configs[0]
+    config = first.copy(**_config_changes(settings, splits, paths, rank, {path: r for path, _, r in modules}))
+    config.extra = dict(first.extra)
+    return CombinePlan(config, combination_type, tuple(modules), tuple(copies), rank, options)
 
 
 def iter_combined_tensors(plan: CombinePlan) -> Iterator[tuple[str, Tensor]]:
@@ -418,10 +373,9 @@ def iter_combined_tensors(plan: CombinePlan) -> Iterator[tuple[str, Tensor]]:
         if ct == "cat":
             a, b = _cat(pairs, k)
         elif ct in FACTOR_TYPES:
-            a, b = _factorwise(ct, pairs, plan.density, plan.majority_sign_method, plan.generator)
+            a, b = _factorwise(ct, pairs, plan.options)
         else:
-            a, b = _svd(ct, pairs, k, plan.density, plan.majority_sign_method, plan.generator,
-                        plan.svd_clamp, plan.svd_full_matrices, plan.svd_driver)
+            a, b = _svd(ct, pairs, k, plan.options)
         a_key, b_key = (
             ("lora_embedding_A", "lora_embedding_B") if present[0][1].embedding else ("lora_A.weight", "lora_B.weight")
         )
@@ -434,89 +388,52 @@ def iter_combined_tensors(plan: CombinePlan) -> Iterator[tuple[str, Tensor]]:
 
 
 def combine_lora_adapters(
-    state_dicts: Sequence[Mapping[str, Tensor]],
-    configs: Sequence[AdapterConfig],
-    weights: Sequence[float],
-    combination_type: CombinationType = "svd",
-    *,
-    svd_rank: int | None = None,
-    svd_clamp: float | None = None,
-    svd_full_matrices: bool = True,
-    svd_driver: str | None = None,
-    density: float | None = None,
-    majority_sign_method: MajoritySignMethod = "total",
-    generator: torch.Generator | None = None,
+    state_dicts: Sequence[Mapping[str, Tensor]], configs: Sequence[AdapterConfig], weights: Sequence[float],
+    combination_type: CombinationType = "svd", *, svd_rank: int | None = None, svd_clamp: float | None = None,
+    svd_full_matrices: bool = True, svd_driver: str | None = None, density: float | None = None,
+    majority_sign_method: MajoritySignMethod = "total", generator: torch.Generator | None = None,
     module_order: Sequence[str] | None = None,
-) -> tuple[dict[str, Tensor], LoraConfig]:
+) -> tuple[dict[str, Tensor], AdapterConfig]:
     """Combine LoRA adapters into a new one; returns ``(state_dict, config)`` in PEFT's on-disk form.
 
-    ``state_dicts[i]`` (PEFT keys) and ``configs[i]`` describe adapter ``i``; ``weights[i]`` may be
-    negative. With a single adapter the type is always ``linear`` (as in PEFT). ``density`` in
-    (0, 1] is required by the pruning types; ``majority_sign_method`` is used by the ``ties``
-    types; ``svd_*`` by the SVD types (``svd_clamp`` is a quantile in [0, 1]). ``generator`` draws
-    the ``dare_*`` masks (seed it for reproducible results; ``None`` uses the global RNG).
-    ``module_order`` lists module paths in the order the masks are drawn (PEFT uses the model's
-    module order); unlisted modules follow in the order they first appear in the inputs.
-    Inputs are never modified (nor shared with the result). Raises :class:`~sdk.errors.MergeError`
-    naming the problem. Built on :func:`plan_lora_combination` and :func:`iter_combined_tensors`.
+    ``state_dicts[i]`` (PEFT keys) and ``configs[i]`` describe adapter ``i``; the other arguments
+    are :class:`~sdk.merging.options.CombineOptions`' (PEFT's ``add_weighted_adapter`` keywords).
+    With a single adapter the type is always ``linear`` (as in PEFT); seed ``generator`` for
+    reproducible ``dare_*`` results. Inputs are never modified (nor shared with the result).
+    Raises :class:`~sdk.errors.MergeError` naming the problem. Built on
+    :func:`plan_lora_combination` and :func:`iter_combined_tensors`.
     """
-    plan = plan_lora_combination(
-        state_dicts, configs, weights, combination_type, svd_rank=svd_rank, svd_clamp=svd_clamp,
-        svd_full_matrices=svd_full_matrices, svd_driver=svd_driver, density=density,
-        majority_sign_method=majority_sign_method, generator=generator, module_order=module_order,
-    )
+    plan = plan_lora_combination(state_dicts, configs, CombineOptions(
+        weights, combination_type, svd_rank=svd_rank, svd_clamp=svd_clamp, svd_full_matrices=svd_full_matrices,
+        svd_driver=svd_driver, density=density, majority_sign_method=majority_sign_method, generator=generator,
+        module_order=module_order,
+    ))
     copied = {PREFIX + key for key, _ in plan.copies}
     out = {key: tensor.clone() if key in copied else tensor for key, tensor in iter_combined_tensors(plan)}
     return out, plan.config
 
 
-def _new_config(
-    configs: Sequence[LoraConfig], splits: Sequence[SplitAdapter], paths: Sequence[str], rank: int,
+def _config_changes(
+    settings: Sequence[LoraSettings], splits: Sequence[SplitAdapter], paths: Sequence[str], rank: int,
     ranks: Mapping[str, int],
-) -> LoraConfig:
+) -> dict[str, Any]:
+    """What the combined adapter's config changes in the first input's: ranks, scale 1, targets, copies."""
     odd = {re.escape(p): r for p, r in ranks.items() if r != rank}
     mts: list[str] = []
-    for c in configs:
+    for c in settings:
         for name in c.modules_to_save or ():
             if name not in mts:
                 mts.append(name)
-    first = configs[0]
-    new = first.copy(
-        r=rank, lora_alpha=rank, use_rslora=False, rank_pattern=dict(odd), alpha_pattern=dict(odd),
-        modules_to_save=mts or None, **_new_targets(configs, splits, paths),
-    )
-    new.extra = dict(first.extra)
-    return new
-
-
-def combine_lora_adapter_dirs(
-    adapter_dirs: Sequence[str | Path],
-    weights: Sequence[float],
-    out_dir: str | Path,
-    combination_type: CombinationType = "svd",
-    **options: object,
-) -> LoraConfig:
-    """:func:`combine_lora_adapters` over saved adapter folders; writes the result to ``out_dir``.
-
-    ``options`` are :func:`combine_lora_adapters`' keyword arguments. Returns the new config.
-    """
-    from .formats import read_adapter_weights, read_config, save_adapter
-    from .methods import config_from_dict
-
-    configs = [config_from_dict(read_config(d)) for d in adapter_dirs]
-    tensors = [read_adapter_weights(d) for d in adapter_dirs]
-    state, config = combine_lora_adapters(tensors, configs, weights, combination_type, **options)  # type: ignore[arg-type]
-    save_adapter(out_dir, config, state)
-    return config
+    return {
+        "r": rank, "lora_alpha": rank, "use_rslora": False, "rank_pattern": dict(odd), "alpha_pattern": dict(odd),
+        "modules_to_save": mts or None, **_new_targets(settings, splits, paths),
+    }
 
 
 __all__ = [
-    "COMBINATION_TYPES",
-    "CombinationType",
     "CombinePlan",
     "LoraFactors",
     "SplitAdapter",
-    "combine_lora_adapter_dirs",
     "combine_lora_adapters",
     "iter_combined_tensors",
     "plan_lora_combination",

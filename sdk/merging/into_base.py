@@ -1,6 +1,7 @@
 """Merging a LoRA adapter into base-model weights on disk, one tensor at a time.
 
-:func:`merge_adapter_into_base` reads the base model's safetensors shards and writes merged copies
+:func:`read_base_shards` checks the base model's safetensors shards (headers only), and
+:func:`merge_lora_into_shards` writes merged copies
 (same file names, same tensor names, dtypes, shapes and layout, plus a rewritten
 ``model.safetensors.index.json``), adding ``scale·B·A`` to each adapted weight. It never loads a
 whole shard: tensors the adapter does not touch are copied in fixed-size byte chunks, and each
@@ -11,7 +12,9 @@ is therefore about the largest adapted tensor plus one block of ΔW, whatever th
 Tensors are read with plain positioned file reads rather than a memory map, so pages of the
 shards do not accumulate in the process's resident set. Every check (adapter modules present in
 the base files, shapes) runs before anything is written; each shard is written to a temporary
-name and renamed when complete.
+name and renamed when complete. The adapter comes in as a state dict and plain
+:class:`~sdk.merging.options.LoraSettings`; :func:`sdk.merge_adapter_into_base` is the front
+that reads it from a saved folder.
 """
 
 from __future__ import annotations
@@ -28,16 +31,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import MergeError
-from .merging import LayerKind
-from .safetensors_header import _TORCH_DTYPES, Header, TensorInfo, read_header_from_path
-from .tuners.lora.config import LoraConfig
+from ..errors import MergeError
+from ..safetensors_header import _TORCH_DTYPES, Header, TensorInfo, read_header_from_path
+from .deltas import LayerKind
+from .lora_keys import group_lora_tensors
+from .options import LoraSettings
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-_FACTORS = ((".lora_A.weight", "a", False), (".lora_B.weight", "b", False),
-            (".lora_embedding_A", "a", True), (".lora_embedding_B", "b", True))
 
 
 @dataclass(frozen=True)
@@ -108,20 +110,7 @@ def _read_headers(files: Sequence[Path]) -> dict[Path, Header]:
     return headers
 
 
-def _load_adapter(
-    adapter: str | Path | tuple[Mapping[str, Tensor], LoraConfig],
-) -> tuple[dict[str, Tensor], LoraConfig]:
-    if isinstance(adapter, tuple):
-        tensors, config = adapter
-        return dict(tensors), config
-    from .formats import read_adapter_weights, read_config
-    from .methods import config_from_dict
-
-    config = config_from_dict(read_config(adapter))
-    return read_adapter_weights(adapter), config  # type: ignore[return-value]
-
-
-def _kind(path: str, a: Tensor, b: Tensor, embedding: bool, shape: tuple[int, ...], config: LoraConfig,
+def _kind(path: str, a: Tensor, b: Tensor, embedding: bool, shape: tuple[int, ...], settings: LoraSettings,
           kinds: Mapping[str, LayerKind] | None) -> LayerKind | str:
     """The layer kind of an adapted weight, or a message saying why the factors do not fit it."""
     if embedding:
@@ -134,7 +123,7 @@ def _kind(path: str, a: Tensor, b: Tensor, embedding: bool, shape: tuple[int, ..
     if kinds and path in kinds:
         kind = kinds[path]
     elif out_f == in_f:
-        kind = "conv1d" if config.fan_in_fan_out else "linear"
+        kind = "conv1d" if settings.fan_in_fan_out else "linear"
     else:
         kind = "linear" if shape == (out_f, in_f) else "conv1d"
     want = (in_f, out_f) if kind == "conv1d" else (out_f, in_f)
@@ -142,31 +131,25 @@ def _kind(path: str, a: Tensor, b: Tensor, embedding: bool, shape: tuple[int, ..
 
 
 def _plan(
-    tensors: Mapping[str, Tensor], config: LoraConfig, where: dict[str, tuple[Path, TensorInfo]],
+    tensors: Mapping[str, Tensor], settings: LoraSettings, where: dict[str, tuple[Path, TensorInfo]],
     kinds: Mapping[str, LayerKind] | None, weight: float,
 ) -> tuple[dict[str, _Planned], dict[str, Tensor]]:
     """ΔW factors per base tensor name, and base tensors the adapter replaces; every problem at once."""
-    from .formats import PREFIX
+    from ..formats import PREFIX
 
-    halves: dict[str, dict[str, tuple[Tensor, bool]]] = {}
+    halves, other = group_lora_tensors(tensors, PREFIX)
     replaced: dict[str, Tensor] = {}
     problems: list[str] = []
-    for key, t in tensors.items():
-        path = key.removeprefix(PREFIX)
-        for suffix, role, emb in _FACTORS:
-            if path.endswith(suffix):
-                halves.setdefault(path[: -len(suffix)], {})[role] = (t, emb)
-                break
+    for path, t in other.items():
+        name = path.replace(".base_layer.", ".")
+        if name not in where:
+            problems.append(f"{name}: the adapter replaces it (modules_to_save or a trained bias) but the base "
+                            "files have no such tensor")
+        elif tuple(t.shape) != where[name][1].shape:
+            problems.append(f"{name}: the adapter's copy has shape {tuple(t.shape)}, the base tensor "
+                            f"{where[name][1].shape}")
         else:
-            name = path.replace(".base_layer.", ".")
-            if name not in where:
-                problems.append(f"{name}: the adapter replaces it (modules_to_save or a trained bias) but the base "
-                                "files have no such tensor")
-            elif tuple(t.shape) != where[name][1].shape:
-                problems.append(f"{name}: the adapter's copy has shape {tuple(t.shape)}, the base tensor "
-                                f"{where[name][1].shape}")
-            else:
-                replaced[name] = t
+            replaced[name] = t
     planned: dict[str, _Planned] = {}
     for path, pair in halves.items():
         if set(pair) != {"a", "b"}:
@@ -178,14 +161,14 @@ def _plan(
             problems.append(f"{path}: the adapter targets this module but the base files have no tensor {name!r}")
             continue
         info = where[name][1]
-        kind = _kind(path, a, b, emb, info.shape, config, kinds)
+        kind = _kind(path, a, b, emb, info.shape, settings, kinds)
         if kind not in ("linear", "conv1d", "embedding", "conv2d"):
             problems.append(f"{name}: shapes do not match: {kind}")
             continue
         if info.dtype not in ("F32", "F16", "BF16", "F64"):
             problems.append(f"{name}: base dtype {info.dtype} cannot be merged into (float32/16, bfloat16, float64)")
             continue
-        planned[name] = _Planned(a.float(), b.float(), config.scaling_for(path, int(a.shape[0])) * weight, kind)
+        planned[name] = _Planned(a.float(), b.float(), settings.scaling_for(path, int(a.shape[0])) * weight, kind)
     if problems:
         raise MergeError("the adapter does not fit the base model files:\n  " + "\n  ".join(problems))
     return planned, replaced
@@ -249,30 +232,25 @@ def _merged_bytes(src: object, header: Header, info: TensorInfo, p: _Planned | N
     return buf
 
 
-def merge_adapter_into_base(
-    base_dir_or_files: str | Path | Sequence[str | Path],
-    adapter_dir: str | Path | tuple[Mapping[str, Tensor], LoraConfig],
-    out_dir: str | Path,
-    *,
-    kinds: Mapping[str, LayerKind] | None = None,
-    weight: float = 1.0,
-    progress: Callable[[MergeProgress], None] | None = None,
-    show_progress: bool = False,
-    chunk_bytes: int = 16 << 20,
-    copy_other_files: bool = True,
-) -> MergeReport:
-    """Write the base model with ``adapter_dir``'s LoRA merged in (W + weight·scale·B·A) to ``out_dir``.
+@dataclass(frozen=True)
+class BaseShards:
+    """A base model's safetensors files, checked: their headers and which file holds each tensor."""
+
+    files: list[Path]
+    #: The parsed ``model.safetensors.index.json``, if the base came with one.
+    index: dict[str, object] | None
+    #: The base folder, whose other files (``config.json``, tokenizer…) can be copied along.
+    folder: Path | None
+    headers: dict[Path, Header]
+    where: dict[str, tuple[Path, TensorInfo]]
+
+
+def read_base_shards(base_dir_or_files: str | Path | Sequence[str | Path], out_dir: str | Path) -> BaseShards:
+    """Read and check the headers of the base files a merge into ``out_dir`` will copy.
 
     ``base_dir_or_files`` is a folder (``model.safetensors`` or shards with
-    ``model.safetensors.index.json``) or a list of safetensors files. ``adapter_dir`` is a saved
-    PEFT LoRA folder or an in-memory ``(state_dict, LoraConfig)``. ``kinds`` maps module paths to
-    ``"linear"``/``"conv1d"``/``"embedding"``/``"conv2d"`` where shapes alone are ambiguous
-    (square weights default to ``conv1d`` when the config says ``fan_in_fan_out``). ``progress`` is
-    called after every tensor (for jobs); ``show_progress`` draws a tqdm bar. ``chunk_bytes`` bounds
-    the copy buffer and each float32 block of ΔW. Other files of a base
-    folder (``config.json``, tokenizer…; never pickles) are copied along with ``copy_other_files``.
-    Raises :class:`~sdk.errors.MergeError`, before writing anything, when the adapter targets
-    modules missing from the base files or shapes do not match.
+    ``model.safetensors.index.json``) or a list of safetensors files. Raises
+    :class:`~sdk.errors.MergeError` when they cannot be read, share names or lie in ``out_dir``.
     """
     if sys.byteorder != "little":
         raise MergeError("merging safetensors files needs a little-endian machine")
@@ -290,13 +268,22 @@ def merge_adapter_into_base(
             if name in where:
                 raise MergeError(f"tensor {name!r} is in both {where[name][0].name} and {f.name}")
             where[name] = (f, info)
-    tensors, config = _load_adapter(adapter_dir)
-    if not isinstance(config, LoraConfig) or config.peft_type != "LORA":
-        raise MergeError(f"only LoRA adapters can be merged into base files, got {config.peft_type}")
-    if config.use_dora:
-        raise MergeError("DoRA adapters (use_dora=True) cannot be merged into base files yet: the merged weight "
-                         "needs each row's norm; merge in memory with AdapterModel.merge_and_unload() instead")
-    planned, replaced = _plan(tensors, config, where, kinds, weight)
+    return BaseShards(files, index, folder, headers, where)
+
+
+def merge_lora_into_shards(
+    base: BaseShards, tensors: Mapping[str, Tensor], settings: LoraSettings, out_dir: str | Path, *,
+    kinds: Mapping[str, LayerKind] | None = None, weight: float = 1.0,
+    progress: Callable[[MergeProgress], None] | None = None, show_progress: bool = False,
+    chunk_bytes: int = 16 << 20, copy_other_files: bool = True,
+) -> MergeReport:
+    """Write ``base`` with the LoRA adapter ``tensors`` (PEFT keys) merged in (W + weight·scale·B·A) to ``out_dir``.
+
+    The keywords are :func:`sdk.merge_adapter_into_base`'s. Every check of the adapter against
+    the base runs before anything is written.
+    """
+    files, headers, out = base.files, base.headers, Path(out_dir)
+    planned, replaced = _plan(tensors, settings, base.where, kinds, weight)
 
     out.mkdir(parents=True, exist_ok=True)
     total = sum(h.data_size for h in headers.values())
@@ -343,10 +330,10 @@ def merge_adapter_into_base(
     finally:
         if bar is not None:
             bar.close()
-    if index is not None or len(files) > 1:
-        report.files.append(_write_index(out, files, headers, index))
-    if copy_other_files and folder is not None:
-        for extra in sorted(folder.iterdir()):
+    if base.index is not None or len(files) > 1:
+        report.files.append(_write_index(out, files, headers, base.index))
+    if copy_other_files and base.folder is not None:
+        for extra in sorted(base.folder.iterdir()):
             if (extra.is_file() and extra.suffix != ".safetensors" and extra.name != INDEX_NAME
                     and not extra.name.endswith(_PICKLE_SUFFIXES) and not (out / extra.name).exists()):
                 shutil.copyfile(extra, out / extra.name)
@@ -378,4 +365,4 @@ def _write_index(out: Path, files: Sequence[Path], headers: Mapping[Path, Header
     return path
 
 
-__all__ = ["INDEX_NAME", "MergeProgress", "MergeReport", "merge_adapter_into_base"]
+__all__ = ["INDEX_NAME", "BaseShards", "MergeProgress", "MergeReport", "merge_lora_into_shards", "read_base_shards"]
