@@ -28,18 +28,10 @@ from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
 from .settings import Settings
-from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, LocalBlobStore, S3BlobStore, UploadError
+from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, UploadError, make_store
 from .web import WebUIPlugin
 
 log = logging.getLogger("adapter_registry")
-
-
-def make_store(settings: Settings) -> BlobStore:
-    """S3 when a bucket is configured, else a directory under the data dir."""
-    if settings.uses_s3:
-        assert settings.s3_bucket
-        return S3BlobStore(settings.s3_bucket, endpoint_url=settings.s3_endpoint, region=settings.s3_region)
-    return LocalBlobStore(settings.data_dir / "blobs")
 
 
 async def bootstrap_admin_token(state: State, settings: Settings) -> str | None:
@@ -130,4 +122,4 @@ def _extra_routes() -> list:
     return [UploadController, MergeJobController, LineageController]
 
 
-__all__ = ["ServiceError", "create_app", "make_store"]
+__all__ = ["ServiceError", "create_app"]

@@ -17,19 +17,19 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, true
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, select, true, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sdk.combine import COMBINATION_TYPES, DENSITY_TYPES, FACTOR_TYPES
 from sdk.problems import Problem
 
 from ...db.models import Adapter, AdapterVersion, BaseModel, Event, MergeJob
 from ...errors import BadRequest, Conflict, NotFound, ServiceError, UploadRejected
-from ...jobs import queue
 from ...names import check_alias, split_name
 from ..adapters.service import get_adapter, resolve_version
 from ..auth.tokens import Principal
 from ..base_models.weights import files_of
+from . import queue
 from .schemas import MergeInput, MergeJobRequest, MergeOutput
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -319,6 +319,21 @@ async def cancel(db: AsyncSession, principal: Principal, job_id: str) -> MergeJo
     return job
 
 
+async def mark_stalled(sessionmaker: async_sessionmaker[AsyncSession], job_id: str, *, state: str, note: str,
+                       actor: str) -> None:
+    """Record that the worker running ``job_id`` stopped responding: ``state`` is 'queued' (the queue
+    retries it) or 'failed' (no attempts left). A job that finished meanwhile keeps its state; the
+    event is written either way."""
+    now = dt.datetime.now(dt.UTC)
+    values: dict[str, object] = {"state": state, "error": note, "updated_at": now}
+    if state == "failed":
+        values["finished_at"] = now
+    async with sessionmaker() as db, db.begin():
+        await db.execute(update(MergeJob).where(MergeJob.id == uuid.UUID(str(job_id)),
+                                                MergeJob.state.not_in(FINAL)).values(**values))
+        db.add(Event(actor=actor, kind="merge-job", subject=str(job_id), data={"state": state, "note": note}))
+
+
 async def describe(db: AsyncSession, job: MergeJob, root: str = "") -> dict[str, Any]:
     """The JSON form of a job, with its result once there is one."""
     base = await db.get(BaseModel, job.base_model_id)
@@ -352,5 +367,5 @@ async def describe(db: AsyncSession, job: MergeJob, root: str = "") -> dict[str,
     }
 
 
-__all__ = ["FINAL", "STATES", "MergeRefused", "ServiceError", "cancel", "describe", "get_job", "list_jobs", "submit",
-           "visible_jobs"]
+__all__ = ["FINAL", "STATES", "MergeRefused", "ServiceError", "cancel", "describe", "get_job", "list_jobs",
+           "mark_stalled", "submit", "visible_jobs"]
