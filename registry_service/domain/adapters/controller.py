@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...db.models import AdapterVersion, Alias, Event
+from ...db.models import Alias, Event
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...names import check_alias
 from ...settings import Settings
@@ -191,8 +191,7 @@ class AdapterController(Controller):
     async def list_versions(self, ns: str, name: str, db: AsyncSession, principal: Principal) -> dict:
         """Every version, newest first."""
         adapter = await service.get_adapter(db, principal, ns, name)
-        stmt = select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id)
-        rows = (await db.execute(stmt.order_by(AdapterVersion.version.desc()))).scalars()
+        rows = await service.versions_of(db, adapter)
         return {"items": [service.describe_version(adapter, v) for v in rows],
                 "aliases": await service.aliases_of(db, adapter)}
 
