@@ -40,9 +40,10 @@ from ...db.session import make_engine, make_sessionmaker
 from ...errors import ServiceError
 from ...settings import Settings, WorkerSettings
 from ...storage import BlobStore, blob_key, make_store
-from ..adapters.publish import Payload, PushOptions, bytes_payload, lock_blob, publish
+from ..adapters.publish import PushOptions, lock_blob, publish
 from ..auth.tokens import Principal
 from ..base_models.weights import files_of
+from ..payloads import Payload, bytes_payload
 from .service import FINAL
 
 log = logging.getLogger("adapter_registry.jobs")
