@@ -21,11 +21,13 @@ from .db.models import ApiToken
 from .db.session import apply_migrations, make_engine, make_sessionmaker, start_embedded_postgres
 from .deps import provide_db, provide_principal, provide_settings, provide_store
 from .domain.adapters.controller import AdapterController
+from .domain.adapters.uploads import UploadController
 from .domain.auth.controller import TokenController
 from .domain.auth.tokens import create_token
 from .domain.base_models.controller import BaseModelController
 from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
+from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
 from .settings import Settings
 from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, UploadError, make_store
@@ -97,8 +99,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         UploadError: lambda exc: BadRequest(str(exc)),
     }
     return Litestar(
-        route_handlers=[health, BaseModelController, AdapterController, TokenController, *_extra_routes(),
-                        HubController, HubCommitController],
+        route_handlers=[health, BaseModelController, AdapterController, TokenController, UploadController,
+                        MergeJobController, LineageController, HubController, HubCommitController],
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal),
@@ -113,13 +115,6 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         request_max_body_size=settings.max_direct_upload_bytes + 4 * 2**20,
         debug=settings.debug,
     )
-
-
-def _extra_routes() -> list:
-    from .domain.adapters.uploads import UploadController
-    from .domain.merge_jobs.controller import LineageController, MergeJobController
-
-    return [UploadController, MergeJobController, LineageController]
 
 
 __all__ = ["ServiceError", "create_app"]
