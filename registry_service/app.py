@@ -21,25 +21,19 @@ from .db.models import ApiToken
 from .db.session import apply_migrations, make_engine, make_sessionmaker, start_embedded_postgres
 from .deps import provide_db, provide_principal, provide_settings, provide_store
 from .domain.adapters.controller import AdapterController
+from .domain.adapters.uploads import UploadController
 from .domain.auth.controller import TokenController
 from .domain.auth.tokens import create_token
 from .domain.base_models.controller import BaseModelController
 from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
+from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
 from .settings import Settings
-from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, LocalBlobStore, S3BlobStore, UploadError
+from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, UploadError, make_store
 from .web import WebUIPlugin
 
 log = logging.getLogger("adapter_registry")
-
-
-def make_store(settings: Settings) -> BlobStore:
-    """S3 when a bucket is configured, else a directory under the data dir."""
-    if settings.uses_s3:
-        assert settings.s3_bucket
-        return S3BlobStore(settings.s3_bucket, endpoint_url=settings.s3_endpoint, region=settings.s3_region)
-    return LocalBlobStore(settings.data_dir / "blobs")
 
 
 async def bootstrap_admin_token(state: State, settings: Settings) -> str | None:
@@ -105,8 +99,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         UploadError: lambda exc: BadRequest(str(exc)),
     }
     return Litestar(
-        route_handlers=[health, BaseModelController, AdapterController, TokenController, *_extra_routes(),
-                        HubController, HubCommitController],
+        route_handlers=[health, BaseModelController, AdapterController, TokenController, UploadController,
+                        MergeJobController, LineageController, HubController, HubCommitController],
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal),
@@ -123,11 +117,4 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     )
 
 
-def _extra_routes() -> list:
-    from .domain.adapters.uploads import UploadController
-    from .domain.merge_jobs.controller import LineageController, MergeJobController
-
-    return [UploadController, MergeJobController, LineageController]
-
-
-__all__ = ["ServiceError", "create_app", "make_store"]
+__all__ = ["ServiceError", "create_app"]

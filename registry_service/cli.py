@@ -69,11 +69,11 @@ def worker(
 
     Uses the same database and blob storage as ``serve`` (on the embedded default: the PostgreSQL
     and blob folder under the data directory). Start as many as you like, on any machines.
-    Tuning: ADAPTER_REGISTRY_WORKER_* (see registry_service/jobs/config.py)."""
+    Tuning: ADAPTER_REGISTRY_WORKER_* (see WorkerSettings in registry_service/settings.py)."""
     import logging
 
-    from .jobs.config import WorkerSettings
-    from .jobs.worker import run_worker
+    from .settings import WorkerSettings
+    from .worker.process import run_worker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings(data_dir)

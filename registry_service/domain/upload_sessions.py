@@ -1,30 +1,173 @@
-"""Upload-session mechanics shared by adapter and base-model uploads: part sizing, the URL per
-part (presigned on S3, through the API on the local backend), and receiving a part."""
+"""Upload sessions, for adapter weights and base-model weights alike: one large file sent in parts
+straight to storage, then verified and published. Each step of a session is one function here; the
+two controllers add only what differs (the session table, the checks before opening, and what
+publishing the file means).
+
+1. :func:`open_session` opens a multipart upload in storage and a session row, and answers one URL
+   per part: presigned on S3 (the bytes never pass through the API), or ``…/parts/{n}`` on this
+   service for the local backend, where :func:`receive_part` stores each part.
+2. :func:`finalize_session` joins the parts and hands the file to the caller's publish step while
+   the stored bytes are checked against the declared size and sha256; :func:`abort_session` gives
+   up instead. Either way the session ends with its storage released.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Protocol
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from litestar import Request, Response
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..errors import reject
+from ..errors import BadRequest, NotFound, reject
 from ..settings import Settings
-from ..storage import MIN_PART_SIZE, BlobInfo, BlobStore, MultipartUpload, is_direct_key
-from .adapters.publish import Payload
+from ..storage import MIN_PART_SIZE, BlobInfo, BlobStore, is_direct_key
+from ..storage.base import check_sha256
+from .payloads import Payload
 
 
 class SessionRow(Protocol):
     """What the upload-session tables have in common."""
 
+    id: uuid.UUID
+    state: str
     filename: str
     size: int
     sha256: str | None
     staging_key: str
     storage_upload_id: str | None
     part_size: int
+
+
+R = TypeVar("R", bound=SessionRow)
+T = TypeVar("T")
+#: The caller's publish step: given the file and the running size/sha256 check (which it must await
+#: before it keeps anything), returns its result and whether it kept the uploaded object itself.
+Publish = Callable[[Payload, "asyncio.Future[None]"], Awaitable[tuple[T, bool]]]
+
+
+def declared_sha256(value: str | None) -> str | None:
+    """A declared sha256, lowercased; a clear 400 if it is not 64 hex digits."""
+    if value is None:
+        return None
+    try:
+        return check_sha256(value)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+def check_safetensors_size(size: int) -> None:
+    """422 for a declared size too small to hold a safetensors file (8-byte header length + header)."""
+    if size < 8:
+        raise reject(f"{size} bytes cannot be a safetensors file", found=str(size))
+
+
+def part_size_for(size: int, settings: Settings) -> int:
+    """Part size for a file of ``size`` bytes (S3 allows at most 10,000 parts of at least 5 MiB)."""
+    return max(settings.upload_part_bytes, MIN_PART_SIZE, math.ceil(size / 10_000))
+
+
+async def open_session(db: AsyncSession, store: BlobStore, settings: Settings, table: Callable[..., R], *,
+                       owner: dict[str, Any], filename: str, size: int, sha256: str | None, created_by: str,
+                       hint: str, direct: bool, uploads_url: str) -> dict[str, Any]:
+    """Open a multipart upload (``direct``: into a blob key it may stay under) and its session row in
+    ``table`` (``owner``: the row's columns saying whose upload it is), and commit; returns the answer:
+    the part size, one PUT URL per part, and where to finalize (under ``uploads_url``)."""
+    part = part_size_for(size, settings)
+    mp = await store.start_multipart(hint, direct=direct)
+    row = table(**owner, filename=filename, size=size, sha256=sha256, staging_key=mp.staging_key,
+                storage_upload_id=mp.upload_id, part_size=part, created_by=created_by)
+    db.add(row)
+    await db.flush()
+    root = f"{uploads_url}/{row.id}"
+    parts = []
+    for n in range(1, max(1, math.ceil(size / part)) + 1):
+        url = await store.presign_part(mp.staging_key, mp.upload_id, n, expires=settings.presign_expires_s)
+        parts.append({"part_number": n, "url": url or f"{root}/parts/{n}", "method": "PUT",
+                      "size": min(part, size - (n - 1) * part)})
+    body = {"id": str(row.id), "part_size": part, "parts": parts, "finalize_url": f"{root}/finalize",
+            "direct": parts[0]["url"] != f"{root}/parts/1"}
+    await db.commit()
+    return body
+
+
+async def find_open(db: AsyncSession, upload_id: str, query: Callable[[uuid.UUID], Select[tuple[R]]],
+                    owner: str) -> R:
+    """The open session ``upload_id`` that ``query`` finds (it filters by ``owner``, e.g. ``ns/name``),
+    locked for this transaction; 404 when there is none, 400 when it has ended."""
+    try:
+        key = uuid.UUID(upload_id)
+    except ValueError as exc:
+        raise NotFound(f"no upload {upload_id!r}") from exc
+    row = (await db.execute(query(key))).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no upload {upload_id!r} for {owner}")
+    if row.state != "open":
+        raise BadRequest(f"upload {upload_id} is {row.state}")
+    return row
+
+
+async def receive_part(row: SessionRow, part_number: int, request: Request, db: AsyncSession,
+                       store: BlobStore) -> Response[dict]:
+    """Store one part sent through the API (the local backend has no presigned URLs)."""
+    body = await request.body()
+    if len(body) > row.part_size:
+        raise reject(f"part {part_number} is {len(body)} bytes; parts are at most {row.part_size}",
+                     expected=str(row.part_size), found=str(len(body)))
+    staging_key, storage_upload_id = row.staging_key, row.storage_upload_id
+    await db.rollback()  # the session row lock is not needed while the part is written
+    etag = await store.write_part(staging_key, part_number, body, upload_id=storage_upload_id)
+    return Response({"part_number": part_number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+
+
+async def abort_session(db: AsyncSession, store: BlobStore, row: SessionRow, upload_id: str) -> dict[str, str]:
+    """Abandon the session: its parts are deleted and it ends 'aborted'."""
+    await release_storage(store, row)
+    row.state = "aborted"
+    await db.commit()
+    return {"id": upload_id, "state": "aborted"}
+
+
+async def finalize_session(db: AsyncSession, sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore,
+                           row: R, parts: Sequence[tuple[int, str]], publish: Publish[T]) -> T:
+    """Join the parts of ``row``'s upload and ``publish`` the file, which must await the size and sha256
+    check it is given before it keeps anything (the hashing overlaps its validation). The session
+    ends 'done' or 'failed' (committed on its own), its storage released either way; the uploaded
+    object itself stays only where ``publish`` says it kept it."""
+    row.state = "finalizing"
+    await db.commit()
+    state = "failed"
+    kept = False
+    try:
+        await store.complete_multipart(row.staging_key, row.storage_upload_id or "", parts)
+        payload = staged_payload(store, row, asyncio.get_running_loop())
+        check = asyncio.ensure_future(_check_uploaded(store, row))
+        try:
+            result, kept = await publish(payload, check)
+        finally:
+            await asyncio.wait([check])  # never delete the object under a running hash
+            if not check.cancelled():
+                check.exception()  # raised through publish, or an error of publish's came first
+        state = "done"
+    finally:
+        await release_storage(store, row, keep=kept)
+        async with sessionmaker() as db2, db2.begin():
+            done = await db2.get(type(row), row.id)
+            if done is not None:
+                done.state = state
+    return result
+
+
+async def _check_uploaded(store: BlobStore, row: SessionRow) -> None:
+    """The completed upload must be exactly the declared file (size and sha256)."""
+    sha, size = await store.staging_sha256_and_size(row.staging_key)
+    if size != row.size or sha != row.sha256:
+        raise reject("the uploaded bytes are not the declared file", tensor=None,
+                     expected=f"{row.size} bytes, sha256 {row.sha256}", found=f"{size} bytes, sha256 {sha}")
 
 
 def staged_payload(store: BlobStore, row: SessionRow, loop: asyncio.AbstractEventLoop) -> Payload:
@@ -57,31 +200,5 @@ async def release_storage(store: BlobStore, row: SessionRow, *, keep: bool = Fal
         await store.delete_staging(row.staging_key)
 
 
-def part_size_for(size: int, settings: Settings) -> int:
-    """Part size for a file of ``size`` bytes (S3 allows at most 10,000 parts of at least 5 MiB)."""
-    return max(settings.upload_part_bytes, MIN_PART_SIZE, math.ceil(size / 10_000))
-
-
-async def session_body(store: BlobStore, mp: MultipartUpload, upload_id: str, size: int, part: int, root: str,
-                       settings: Settings) -> dict[str, Any]:
-    """The answer to opening a session: one PUT URL per part, and where to finalize."""
-    parts = []
-    for n in range(1, max(1, math.ceil(size / part)) + 1):
-        url = await store.presign_part(mp.staging_key, mp.upload_id, n, expires=settings.presign_expires_s)
-        parts.append({"part_number": n, "url": url or f"{root}/parts/{n}", "method": "PUT",
-                      "size": min(part, size - (n - 1) * part)})
-    return {"id": upload_id, "part_size": part, "parts": parts, "finalize_url": f"{root}/finalize",
-            "direct": parts[0]["url"] != f"{root}/parts/1"}
-
-
-async def receive_part(row: SessionRow, part_number: int, request: Request, db: AsyncSession,
-                       store: BlobStore) -> Response[dict]:
-    """Store one part sent through the API (the local backend has no presigned URLs)."""
-    body = await request.body()
-    if len(body) > row.part_size:
-        raise reject(f"part {part_number} is {len(body)} bytes; parts are at most {row.part_size}",
-                     expected=str(row.part_size), found=str(len(body)))
-    staging_key, storage_upload_id = row.staging_key, row.storage_upload_id
-    await db.rollback()  # the session row lock is not needed while the part is written
-    etag = await store.write_part(staging_key, part_number, body, upload_id=storage_upload_id)
-    return Response({"part_number": part_number, "etag": etag}, headers={"ETag": f'"{etag}"'})
+__all__ = ["SessionRow", "abort_session", "check_safetensors_size", "declared_sha256", "finalize_session",
+           "find_open", "open_session", "part_size_for", "receive_part", "release_storage", "staged_payload"]

@@ -5,8 +5,12 @@
 
 Blobs are content-addressed (``blobs/sha256/ab/cdef…``, see :func:`blob_key`): a file is stored
 once however many versions carry it. See :mod:`registry_service.storage.base` for the contract.
+:func:`make_store` picks the backend the settings ask for (the API and the workers both use it).
 """
 
+from __future__ import annotations
+
+from ..settings import Settings
 from .base import (
     BLOB_PREFIX,
     MIN_PART_SIZE,
@@ -28,6 +32,15 @@ from .base import (
 from .local import LocalBlobStore
 from .s3 import S3BlobStore
 
+
+def make_store(settings: Settings) -> BlobStore:
+    """S3 when a bucket is configured, else a directory under the data dir."""
+    if settings.uses_s3:
+        assert settings.s3_bucket
+        return S3BlobStore(settings.s3_bucket, endpoint_url=settings.s3_endpoint, region=settings.s3_region)
+    return LocalBlobStore(settings.data_dir / "blobs")
+
+
 __all__ = [
     "BLOB_PREFIX",
     "MIN_PART_SIZE",
@@ -46,5 +59,6 @@ __all__ = [
     "blob_ref_key",
     "content_disposition",
     "is_direct_key",
+    "make_store",
     "sha256_from_key",
 ]

@@ -1,8 +1,9 @@
 """The pages of the web UI: home, adapter list and search, adapter versions, base models, merge
 jobs, and signing in. Server-rendered (Jinja, autoescaped); every page works without JavaScript.
 
-Reads go through the same domain queries as the JSON API (``domain.adapters.service``,
-``domain.base_models``), with the signed-in viewer (cookie) in place of the bearer token.
+Every read goes through the same domain services as the JSON API (``domain.adapters.service``,
+``domain.base_models``, ``domain.merge_jobs``), with the signed-in viewer (cookie) in place of the
+bearer token; the pages never query the database themselves.
 """
 
 from __future__ import annotations
@@ -13,20 +14,19 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import Redirect, Template
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sdk.methods import registered_methods
 
-from ..db.models import AdapterVersion, BaseModel
 from ..domain.adapters import service as adapters
 from ..domain.auth.tokens import Principal
 from ..domain.base_models import service as base_models
 from ..domain.base_models import weights
+from ..domain.merge_jobs import service as merge_jobs
+from ..domain.merge_jobs.lineage import lineage_of
 from ..errors import NotFound, Unauthorized
 from ..settings import Settings
-from . import jobs as job_views
-from .lineage import layout, lineage_of
+from .lineage import layout
 from .session import check_token, clear_token_cookie, set_token_cookie, stale_cookie
 from .views import list_url, public_root, snippets, summarize_signature
 
@@ -101,23 +101,19 @@ class PageController(Controller):
         adapter = await adapters.get_adapter(db, viewer, ns, name)
         version = await adapters.resolve_version(db, adapter, ref)
         aliases = await adapters.aliases_of(db, adapter)
-        rows = (await db.execute(select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id)
-                                 .order_by(AdapterVersion.version.desc()).limit(MAX_VERSIONS_SHOWN))).scalars()
-        versions = list(rows)
+        versions = await adapters.versions_of(db, adapter, limit=MAX_VERSIONS_SHOWN)
         by_version: dict[int, list[str]] = {}
         for alias, number in aliases.items():
             by_version.setdefault(number, []).append(alias)
         base = adapter.base_model
-        same_signature = (await db.execute(select(BaseModel).where(BaseModel.fingerprint == base.fingerprint,
-                                                                   BaseModel.id != base.id)
-                                           .order_by(BaseModel.namespace, BaseModel.name).limit(20))).scalars()
+        same_signature = await base_models.same_signature(db, base)
         recorded = (version.summary or {}).get("base_fingerprint")
         lineage = await lineage_of(db, viewer, adapter, version)
         full = f"{adapter.namespace}/{adapter.name}"
         return render(
             request, viewer, "adapter.html", adapter=adapter, full_name=full, version=version, versions=versions,
             aliases=aliases, aliases_by_version=by_version, latest=adapter.next_version - 1, base=base,
-            same_signature=list(same_signature), fits=recorded in (None, base.fingerprint),
+            same_signature=same_signature, fits=recorded in (None, base.fingerprint),
             recorded_fingerprint=recorded, lineage=lineage, drawing=layout(lineage),
             snippets=snippets(public_root(request, settings), full, version.version,
                               private=adapter.visibility != "public"),
@@ -164,13 +160,13 @@ class JobPages(Controller):
     @get("/jobs")
     async def job_list(self, request: Request, db: AsyncSession, viewer: Principal) -> Template:
         """The newest merge jobs."""
-        items = await job_views.list_jobs(db, viewer)
+        items = await merge_jobs.list_views(db, viewer)
         return render(request, viewer, "jobs.html", jobs=items, refresh=any(j.active for j in items))
 
     @get("/jobs/{job_id:str}")
     async def job_page(self, request: Request, job_id: str, db: AsyncSession, viewer: Principal) -> Template:
         """One merge job."""
-        job = await job_views.get_job(db, viewer, job_id)
+        job = await merge_jobs.find_view(db, viewer, job_id)
         if job is None:
             raise NotFound(f"merge job {job_id!r} not found")
         return render(request, viewer, "job.html", job=job, refresh=job.active)

@@ -20,7 +20,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 from test_client import saved_adapter
 
-from registry_service.web.lineage import NODE_W, Edge, Lineage, Node, layout
+from registry_service.domain.merge_jobs.lineage import Edge, Lineage, Node
+from registry_service.web.lineage import NODE_W, layout
 from sdk.client import Client
 
 if TYPE_CHECKING:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import hashlib
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,72 +13,19 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...db.models import AdapterVersion, Alias, Event
+from ...db.models import Alias, Event
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...names import check_alias
 from ...settings import Settings
 from ...storage import BlobStore
 from ..auth.tokens import Principal
+from ..payloads import upload_payload
 from . import service
 from .downloads import serve_file
-from .publish import Payload, PushOptions, publish
+from .publish import publish, push_options
 from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 
 ROOT = "/api/v1/adapters"
-MAX_TAG_CHARS = 64  # adapter.tags is VARCHAR(64)[]: PostgreSQL would silently cut a longer tag
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def push_options(form: Any) -> PushOptions:
-    """Form fields of a push."""
-    tags_raw = form.get("tags") or ""
-    tags = [t.strip() for t in str(tags_raw).replace(";", ",").split(",") if t.strip()]
-    for tag in tags:
-        if len(tag) > MAX_TAG_CHARS:
-            raise reject(f"tag {tag!r} is longer than {MAX_TAG_CHARS} characters",
-                         expected=f"<= {MAX_TAG_CHARS} characters", found=f"{len(tag)} characters")
-    for what, value in [("description", form.get("description")), *(("tag", t) for t in tags)]:
-        if value and "\x00" in str(value):
-            raise reject(f"{what} {str(value)[:80]!r} contains a NUL character", found="NUL (0x00)")
-    return PushOptions(
-        base_model=(form.get("base_model") or None),
-        description=form.get("description"),
-        tags=tags,
-        private=_truthy(form.get("private", "false")),
-        alias=(form.get("alias") or None),
-        untrained=_truthy(form.get("untrained", "false")),
-    )
-
-
-async def upload_payload(upload: UploadFile, filename: str) -> Payload:
-    """A payload over an uploaded (spooled) file: hashed once, read by range, stored from the start."""
-    f = upload.file
-    lock = threading.Lock()
-
-    def digest() -> tuple[str, int]:
-        with lock:
-            f.seek(0)
-            h, n = hashlib.sha256(), 0
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                n += len(chunk)
-            return h.hexdigest(), n
-
-    def read_at(offset: int, length: int) -> bytes:
-        with lock:
-            f.seek(offset)
-            return f.read(length)
-
-    async def store(blobs: BlobStore) -> Any:
-        with lock:
-            f.seek(0)
-        return await blobs.put_file(f)
-
-    sha, size = await asyncio.to_thread(digest)
-    return Payload(filename, sha, size, read_at, store)
 
 
 async def read_small(upload: UploadFile | str, limit: int, what: str) -> bytes:
@@ -191,8 +135,7 @@ class AdapterController(Controller):
     async def list_versions(self, ns: str, name: str, db: AsyncSession, principal: Principal) -> dict:
         """Every version, newest first."""
         adapter = await service.get_adapter(db, principal, ns, name)
-        stmt = select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id)
-        rows = (await db.execute(stmt.order_by(AdapterVersion.version.desc()))).scalars()
+        rows = await service.versions_of(db, adapter)
         return {"items": [service.describe_version(adapter, v) for v in rows],
                 "aliases": await service.aliases_of(db, adapter)}
 

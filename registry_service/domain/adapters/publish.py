@@ -7,6 +7,9 @@ cannot start referencing a blob that is about to go).
 
 A file whose bytes are stored already (under their content key, or under the key another file
 row recorded) is not stored again: its row records the existing key.
+
+:func:`publish` takes the weights from a push or, through :func:`publish_upload`, from a finished
+upload session.
 """
 
 from __future__ import annotations
@@ -14,9 +17,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import io
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,15 +27,18 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sdk.config import AdapterConfig
-from sdk.safetensors_header import ReadAt
 from sdk.signature import Signature
 
-from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, Event, File, Namespace
+from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, Event, File, Namespace, UploadSession
 from ...errors import BadRequest, reject
 from ...names import check_alias, check_part, split_name
-from ...storage import BlobInfo, BlobStore, blob_key
+from ...storage import BlobStore, blob_key
 from ..auth.tokens import Principal
+from ..payloads import Payload, bytes_payload
+from ..upload_sessions import finalize_session
 from .validation import CONFIG_FILE, README_FILE, check_weights, parse_config
+
+MAX_TAG_CHARS = 64  # adapter.tags is VARCHAR(64)[]: PostgreSQL would silently cut a longer tag
 
 
 @dataclass
@@ -48,28 +53,44 @@ class PushOptions:
     untrained: bool = False
 
 
+def _truthy(value: Any) -> bool:
+    """A form field's yes/no: ``1``, ``true``, ``yes`` or ``on`` (any case) is yes."""
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def push_options(form: Any) -> PushOptions:
+    """The :class:`PushOptions` in a push's (or an upload finalize's) form fields; 422 for an overlong
+    tag or a NUL character."""
+    tags_raw = form.get("tags") or ""
+    tags = [t.strip() for t in str(tags_raw).replace(";", ",").split(",") if t.strip()]
+    for tag in tags:
+        if len(tag) > MAX_TAG_CHARS:
+            raise reject(f"tag {tag!r} is longer than {MAX_TAG_CHARS} characters",
+                         expected=f"<= {MAX_TAG_CHARS} characters", found=f"{len(tag)} characters")
+    for what, value in [("description", form.get("description")), *(("tag", t) for t in tags)]:
+        if value and "\x00" in str(value):
+            raise reject(f"{what} {str(value)[:80]!r} contains a NUL character", found="NUL (0x00)")
+    return PushOptions(
+        base_model=(form.get("base_model") or None),
+        description=form.get("description"),
+        tags=tags,
+        private=_truthy(form.get("private", "false")),
+        alias=(form.get("alias") or None),
+        untrained=_truthy(form.get("untrained", "false")),
+    )
+
+
 @dataclass
-class Payload:
-    """One file of the push: its sha256/size, a sync ranged reader, and how to store it."""
+class UploadFinish:
+    """What a client sends to finalize an upload session: the parts as uploaded, the version's other
+    files and push fields, and the file's sha256 unless it was declared when the session opened."""
 
-    filename: str
-    sha256: str
-    size: int
-    read_at: ReadAt
-    #: coroutine function: stores the bytes (unless they are already where they stay) and returns
-    #: their :class:`BlobInfo`, whose ``key`` the file row records
-    store: Callable[[BlobStore], Awaitable[BlobInfo]]
-
-
-def bytes_payload(filename: str, data: bytes) -> Payload:
-    """A small file held in memory (config, README)."""
-    def read_at(offset: int, length: int) -> bytes:
-        return data[offset : offset + length]
-
-    async def put(store: BlobStore) -> BlobInfo:
-        return await store.put_file(io.BytesIO(data))
-
-    return Payload(filename, hashlib.sha256(data).hexdigest(), len(data), read_at, put)
+    parts: list[tuple[int, str]]
+    config_raw: bytes
+    readme: bytes | None
+    #: the form with the push fields, read by :func:`push_options` only when publishing starts
+    fields: Any
+    sha256: str | None = None
 
 
 async def publish(
@@ -163,6 +184,40 @@ async def publish(
                 await store.delete(key)
             raise
     return adapter, version, notes
+
+
+async def publish_upload(
+    db: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    store: BlobStore,
+    principal: Principal,
+    ns: str,
+    name: str,
+    row: UploadSession,
+    finish: UploadFinish,
+    *,
+    max_header_bytes: int,
+) -> tuple[Adapter, AdapterVersion, list[str]]:
+    """Publish the file of upload session ``row`` (locked in ``db``) as a new version of ``ns/name``:
+    join its parts, check size and sha256 against what was declared while validating, publish; the
+    session ends either way, and nothing is kept if any check fails. Returns (adapter, version, notes)."""
+    if finish.sha256 and row.sha256 and finish.sha256 != row.sha256:
+        raise reject("finalize declares another sha256 than the upload was opened with",
+                     expected=row.sha256, found=finish.sha256)
+    row.sha256 = finish.sha256 or row.sha256
+    if not row.sha256:
+        raise reject("finalize needs the file's sha256 (form field 'sha256') when the upload was opened "
+                     "without it", expected="sha256")
+
+    async def publish_weights(weights: Payload, verified: Awaitable[None]
+                              ) -> tuple[tuple[Adapter, AdapterVersion, list[str]], bool]:
+        adapter, version, notes = await publish(
+            sessionmaker, store, principal, ns, name, weights=weights, config_raw=finish.config_raw,
+            readme=finish.readme, options=push_options(finish.fields), max_header_bytes=max_header_bytes,
+            verified=verified)
+        return (adapter, version, notes), any(f.storage_key == row.staging_key for f in version.files)
+
+    return await finalize_session(db, sessionmaker, store, row, finish.parts, publish_weights)
 
 
 async def lock_blob(db: AsyncSession, sha256: str) -> None:

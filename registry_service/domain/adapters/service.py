@@ -52,6 +52,12 @@ async def resolve_version(db: AsyncSession, adapter: Adapter, ref: str | int | N
     return row
 
 
+async def versions_of(db: AsyncSession, adapter: Adapter, *, limit: int | None = None) -> list[AdapterVersion]:
+    """The adapter's versions, newest first (the newest ``limit`` of them when given)."""
+    stmt = select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id)
+    return list((await db.execute(stmt.order_by(AdapterVersion.version.desc()).limit(limit))).scalars())
+
+
 async def aliases_of(db: AsyncSession, adapter: Adapter) -> dict[str, int]:
     """Alias name -> version number."""
     rows = await db.execute(

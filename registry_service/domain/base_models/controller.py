@@ -10,19 +10,19 @@ from typing import Any
 from litestar import Controller, Request, Response, delete, get, post, put, route
 from litestar.datastructures import UploadFile
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db.models import BaseModel, BaseModelFile, BaseModelUpload
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...settings import Settings
 from ...storage import BlobStore
-from ...storage.base import check_sha256
-from ..adapters.controller import base_url, upload_payload
+from .. import upload_sessions as sessions
+from ..adapters.controller import base_url
 from ..adapters.downloads import serve_file
 from ..adapters.service import describe_adapter, search
 from ..auth.tokens import Principal
-from ..upload_sessions import part_size_for, receive_part, release_storage, session_body, staged_payload
+from ..payloads import upload_payload
 from . import service, weights
 
 ROOT = "/api/v1/base-models"
@@ -163,27 +163,16 @@ class BaseModelController(Controller):
         principal.require_write(ns)
         row = await _base(db, ns, name)
         filename = weights.check_weights_filename(data.filename)
-        try:
-            sha = check_sha256(data.sha256)
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from exc
-        if data.size < 8:
-            raise reject(f"{data.size} bytes cannot be a safetensors file", found=str(data.size))
+        sha = sessions.declared_sha256(data.sha256)
+        sessions.check_safetensors_size(data.size)
         stored = (await weights.files_of(db, [row.id]))[row.id]
         old = next((f for f in stored if f.filename == filename), None)
         if old is not None and (old.sha256 != sha or old.size != data.size):
             raise weights.not_replaced(old)
-        part = part_size_for(data.size, settings)
-        mp = await store.start_multipart(f"base-{ns}-{name}")
-        upload = BaseModelUpload(base_model_id=row.id, filename=filename, size=data.size, sha256=sha,
-                                 staging_key=mp.staging_key, storage_upload_id=mp.upload_id, part_size=part,
-                                 created_by=principal.name)
-        db.add(upload)
-        await db.flush()
-        root = f"{base_url(request, settings)}{ROOT}/{ns}/{name}/uploads/{upload.id}"
-        body = await session_body(store, mp, str(upload.id), data.size, part, root, settings)
-        await db.commit()
-        return body
+        return await sessions.open_session(
+            db, store, settings, BaseModelUpload, owner={"base_model_id": row.id}, filename=filename,
+            size=data.size, sha256=sha, created_by=principal.name, hint=f"base-{ns}-{name}", direct=False,
+            uploads_url=f"{base_url(request, settings)}{ROOT}/{ns}/{name}/uploads")
 
     @put("/{ns:str}/{name:str}/uploads/{upload_id:str}/parts/{part_number:int}")
     async def upload_part(self, ns: str, name: str, upload_id: str, part_number: int, request: Request,
@@ -191,18 +180,14 @@ class BaseModelController(Controller):
         """Receive one part through the API (the local backend, which has no presigned URLs)."""
         principal.require_write(ns)
         upload = await _open_upload(db, ns, name, upload_id)
-        return await receive_part(upload, part_number, request, db, store)
+        return await sessions.receive_part(upload, part_number, request, db, store)
 
     @delete("/{ns:str}/{name:str}/uploads/{upload_id:str}", status_code=HTTP_200_OK)
     async def abort_upload(self, ns: str, name: str, upload_id: str, db: AsyncSession, principal: Principal,
                            store: BlobStore) -> dict:
         """Abandon an upload; its parts are deleted."""
         principal.require_write(ns)
-        upload = await _open_upload(db, ns, name, upload_id)
-        await release_storage(store, upload)
-        upload.state = "aborted"
-        await db.commit()
-        return {"id": upload_id, "state": "aborted"}
+        return await sessions.abort_session(db, store, await _open_upload(db, ns, name, upload_id), upload_id)
 
     @post("/{ns:str}/{name:str}/uploads/{upload_id:str}/finalize", status_code=HTTP_201_CREATED)
     async def finalize_upload(self, ns: str, name: str, upload_id: str, data: FinishWeightsUpload,
@@ -216,27 +201,8 @@ class BaseModelController(Controller):
             parts = [(int(n), str(etag)) for n, etag in data.parts]
         except (ValueError, TypeError) as exc:
             raise BadRequest("'parts' must be [[part_number, etag], ...]") from exc
-        upload.state = "finalizing"
-        await db.commit()
-        state = "failed"
-        try:
-            await store.complete_multipart(upload.staging_key, upload.storage_upload_id or "", parts)
-            sha, size = await store.staging_sha256_and_size(upload.staging_key)
-            if size != upload.size or sha != upload.sha256:
-                raise reject("the uploaded bytes are not the declared file", expected=f"{upload.size} bytes, "
-                             f"sha256 {upload.sha256}", found=f"{size} bytes, sha256 {sha}")
-            payload = staged_payload(store, upload, asyncio.get_running_loop())
-            checked = await asyncio.to_thread(weights.check_files, [payload], row.signature,
-                                              max_header_bytes=settings.max_header_bytes)
-            files, added = await weights.save_files(request.app.state.sessionmaker, store, principal, row, checked,
-                                                    max_header_bytes=settings.max_header_bytes)
-            state = "done"
-        finally:
-            await release_storage(store, upload)
-            async with request.app.state.sessionmaker() as db2, db2.begin():
-                done = await db2.get(BaseModelUpload, upload.id)
-                if done is not None:
-                    done.state = state
+        files, added = await weights.save_upload(db, request.app.state.sessionmaker, store, principal, row, upload,
+                                                 parts, max_header_bytes=settings.max_header_bytes)
         return _stored(row, files, added, base_url(request, settings))
 
 
@@ -248,20 +214,12 @@ async def _base(db: AsyncSession, ns: str, name: str) -> BaseModel:
 
 async def _open_upload(db: AsyncSession, ns: str, name: str, upload_id: str) -> BaseModelUpload:
     """An open upload session of base model ``ns/name``, locked for this transaction."""
-    try:
-        key = uuid.UUID(upload_id)
-    except ValueError as exc:
-        raise NotFound(f"no upload {upload_id!r}") from exc
-    upload = (await db.execute(
-        select(BaseModelUpload).join(BaseModel, BaseModel.id == BaseModelUpload.base_model_id)
-        .where(BaseModelUpload.id == key, BaseModel.namespace == ns, BaseModel.name == name)
-        .with_for_update(of=BaseModelUpload)
-    )).scalar_one_or_none()
-    if upload is None:
-        raise NotFound(f"no upload {upload_id!r} for base model {ns}/{name}")
-    if upload.state != "open":
-        raise BadRequest(f"upload {upload_id} is {upload.state}")
-    return upload
+    def query(key: uuid.UUID) -> Select[tuple[BaseModelUpload]]:
+        return (select(BaseModelUpload).join(BaseModel, BaseModel.id == BaseModelUpload.base_model_id)
+                .where(BaseModelUpload.id == key, BaseModel.namespace == ns, BaseModel.name == name)
+                .with_for_update(of=BaseModelUpload))
+
+    return await sessions.find_open(db, upload_id, query, f"base model {ns}/{name}")
 
 
 def _stored(row: BaseModel, files: list[BaseModelFile], added: list[str], root: str) -> Response[dict]:

@@ -1,4 +1,4 @@
-"""Registering base models and computing their signatures."""
+"""Registering base models, computing their signatures, and finding them (by name, text or signature)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,13 @@ async def search(db: AsyncSession, q: str | None, limit: int = 50, offset: int =
         stmt = stmt.where(
             or_(BaseModel.name.ilike(like), BaseModel.namespace.ilike(like), BaseModel.architecture.ilike(like))
         )
+    return list((await db.execute(stmt)).scalars())
+
+
+async def same_signature(db: AsyncSession, base: BaseModel, *, limit: int = 20) -> list[BaseModel]:
+    """Other base models with ``base``'s signature fingerprint (its adapters fit them too), by name."""
+    stmt = (select(BaseModel).where(BaseModel.fingerprint == base.fingerprint, BaseModel.id != base.id)
+            .order_by(BaseModel.namespace, BaseModel.name).limit(limit))
     return list((await db.execute(stmt)).scalars())
 
 

@@ -11,8 +11,9 @@ leaves no row and no blob.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -24,11 +25,12 @@ from sdk.errors import ValidationFailed
 from sdk.problems import Problem
 from sdk.safetensors_header import ReadAt, bytes_reader, non_float_problems, read_header
 
-from ...db.models import BaseModel, BaseModelFile, Event
+from ...db.models import BaseModel, BaseModelFile, BaseModelUpload, Event
 from ...errors import Conflict, reject
 from ...storage import BlobStore, blob_key
-from ..adapters.publish import Payload
 from ..auth.tokens import Principal
+from ..payloads import Payload
+from ..upload_sessions import finalize_session
 
 SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -208,6 +210,20 @@ async def save_files(sessionmaker: async_sessionmaker[AsyncSession], store: Blob
     return now, [c.payload.filename for c in new]
 
 
+async def save_upload(db: AsyncSession, sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore,
+                      principal: Principal, base: BaseModel, upload: BaseModelUpload, parts: Sequence[tuple[int, str]],
+                      *, max_header_bytes: int) -> tuple[list[BaseModelFile], list[str]]:
+    """Keep the file of upload session ``upload`` (locked in ``db``) as weights of ``base``: join its
+    parts, check its size and sha256, then its header against the signature, and save it as
+    :func:`save_files` does; the session ends either way. Returns (all files now, filenames added)."""
+    async def keep(payload: Payload, verified: Awaitable[None]) -> tuple[tuple[list[BaseModelFile], list[str]], bool]:
+        await verified
+        checked = await asyncio.to_thread(check_files, [payload], base.signature, max_header_bytes=max_header_bytes)
+        return await save_files(sessionmaker, store, principal, base, checked, max_header_bytes=max_header_bytes), False
+
+    return await finalize_session(db, sessionmaker, store, upload, parts, keep)
+
+
 def _new_files(existing: Mapping[str, BaseModelFile], files: Sequence[CheckedFile]) -> list[CheckedFile]:
     new = []
     for c in files:
@@ -249,5 +265,6 @@ __all__ = [
     "files_of",
     "not_replaced",
     "save_files",
+    "save_upload",
     "stored_tensor_names",
 ]

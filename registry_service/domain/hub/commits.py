@@ -26,9 +26,10 @@ from ...settings import Settings
 from ...storage import BlobStore
 from ..adapters import service as adapters
 from ..adapters.controller import base_url
-from ..adapters.publish import PushOptions, bytes_payload, publish
+from ..adapters.publish import PushOptions, publish
 from ..adapters.validation import ALLOWED_FILES, CONFIG_FILE, README_FILE, WEIGHTS_FILE
 from ..auth.tokens import Principal
+from ..payloads import bytes_payload
 from . import service
 from .controller import raw_tail
 from .errors import HubError, RevisionNotFound, hub_error_response

@@ -7,15 +7,14 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...db.models import AdapterVersion
 from ...settings import Settings
 from ..adapters.controller import base_url
 from ..adapters.service import get_adapter, resolve_version
 from ..auth.tokens import Principal
 from . import service
+from .lineage import describe_lineage, lineage_of
 from .schemas import MergeJobRequest
 
 ROOT = "/api/v1/merge-jobs"
@@ -74,30 +73,6 @@ class LineageController(Controller):
     async def lineage(self, ns: str, name: str, ref: str, db: AsyncSession, principal: Principal) -> dict[str, Any]:
         """The version and its ancestors as a graph: ``nodes`` (one per version) and ``edges`` (parent -> child,
         with the input's weight and parameters). Versions the caller cannot read appear without a name."""
-        from ...web.lineage import lineage_of
-
         adapter = await get_adapter(db, principal, ns, name)
         version = await resolve_version(db, adapter, ref)
-        graph = await lineage_of(db, principal, adapter, version)
-        nodes = []
-        for key, node in graph.nodes.items():
-            item: dict[str, Any] = {"id": key, "label": node.label, "current": node.current, "note": node.note or None}
-            if node.href:  # a readable version: say which, and where its API lives
-                full, _, number = node.label.rpartition("@")
-                item.update(adapter=full, version=int(number), commit=key,
-                            url=f"/api/v1/adapters/{full}/versions/{number}", page=node.href)
-            nodes.append(item)
-        if version.commit in graph.nodes:
-            nodes[0].update(adapter=f"{ns}/{name}", version=version.version, commit=version.commit,
-                            url=f"/api/v1/adapters/{ns}/{name}/versions/{version.version}")
-        entries: dict[str, list[dict[str, Any]]] = {version.commit: list(version.parents or [])}
-        for child in {e.child for e in graph.edges} - set(entries):
-            row = (await db.execute(select(AdapterVersion.parents).where(AdapterVersion.commit == child))).first()
-            entries[child] = list(row[0] or []) if row else []
-        edges = []
-        for e in graph.edges:
-            entry = next((p for p in entries.get(e.child, []) if isinstance(p, dict) and p.get("commit") == e.parent),
-                         {})
-            extra = {k: entry[k] for k in ("weight", "combination_type", "density", "job") if k in entry}
-            edges.append({"parent": e.parent, "child": e.child, "label": e.label, **extra})
-        return {"root": version.commit, "nodes": nodes, "edges": edges, "parents": version.parents or []}
+        return await describe_lineage(db, await lineage_of(db, principal, adapter, version), f"{ns}/{name}", version)

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sdk.errors import AdapterError, ValidationFailed
 
 from ...db.models import AdapterVersion, ApiToken, BaseModel, BaseModelFile, Event, MergeJob
+from ...db.session import make_engine, make_sessionmaker
 from ...errors import ServiceError
-from ...jobs.config import WorkerSettings
-from ...settings import Settings
-from ...storage import BlobStore, blob_key
-from ..adapters.publish import Payload, PushOptions, bytes_payload, lock_blob, publish
+from ...settings import Settings, WorkerSettings
+from ...storage import BlobStore, blob_key, make_store
+from ..adapters.publish import PushOptions, lock_blob, publish
 from ..auth.tokens import Principal
 from ..base_models.weights import files_of
+from ..payloads import Payload, bytes_payload
 from .service import FINAL
 
 log = logging.getLogger("adapter_registry.jobs")
@@ -70,6 +71,21 @@ class Runtime:
     store: BlobStore
     settings: Settings
     worker: WorkerSettings
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(database_url: str, settings: Settings, worker: WorkerSettings) -> AsyncIterator[Runtime]:
+    """A worker process's runtime: a database pool sized for ``worker.concurrency`` jobs, and the blob
+    store the settings name (its bucket created if missing). The pool is closed on exit."""
+    engine = make_engine(database_url, pool_size=max(2, worker.concurrency + 1))
+    try:
+        store = make_store(settings)
+        ensure = getattr(store, "ensure_bucket", None)
+        if ensure is not None:
+            await ensure()
+        yield Runtime(make_sessionmaker(engine), store, settings, worker)
+    finally:
+        await engine.dispose()
 
 
 class Control:
@@ -417,4 +433,4 @@ async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[
         raise
 
 
-__all__ = ["RECIPE_FILE", "Control", "JobCancelled", "JobFailed", "Runtime", "recipe", "run_job"]
+__all__ = ["RECIPE_FILE", "Control", "JobCancelled", "JobFailed", "Runtime", "open_runtime", "recipe", "run_job"]

@@ -1,4 +1,6 @@
-"""Merge jobs in the API: checking a request before anything is queued, queueing, reading, cancelling.
+"""Merge jobs in the API and the web UI: checking a request before anything is queued, queueing,
+reading (as JSON, and as :class:`JobView` for the pages), cancelling, and what the worker records
+when a job's worker dies.
 
 Everything that can be known before a worker runs is checked here, and every problem is reported
 at once (422): inputs that do not exist or cannot be read, methods that cannot be combined
@@ -14,26 +16,27 @@ import datetime as dt
 import math
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, true
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, select, true, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sdk.merging.options import COMBINABLE, COMBINATION_TYPES, DENSITY_TYPES, FACTOR_TYPES, combinable
 from sdk.problems import Problem
 
 from ...db.models import Adapter, AdapterVersion, BaseModel, Event, MergeJob
 from ...errors import BadRequest, Conflict, NotFound, ServiceError, UploadRejected
-from ...jobs import queue
 from ...names import check_alias, split_name
 from ..adapters.service import get_adapter, resolve_version
 from ..auth.tokens import Principal
 from ..base_models.weights import files_of
+from . import queue
 from .schemas import MergeInput, MergeJobRequest, MergeOutput
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
+ACTIVE = frozenset(STATES) - FINAL
 MAX_INPUTS = 32
 
 
@@ -306,6 +309,21 @@ async def cancel(db: AsyncSession, principal: Principal, job_id: str) -> MergeJo
     return job
 
 
+async def mark_stalled(sessionmaker: async_sessionmaker[AsyncSession], job_id: str, *, state: str, note: str,
+                       actor: str) -> None:
+    """Record that the worker running ``job_id`` stopped responding: ``state`` is 'queued' (the queue
+    retries it) or 'failed' (no attempts left). A job that finished meanwhile keeps its state; the
+    event is written either way."""
+    now = dt.datetime.now(dt.UTC)
+    values: dict[str, object] = {"state": state, "error": note, "updated_at": now}
+    if state == "failed":
+        values["finished_at"] = now
+    async with sessionmaker() as db, db.begin():
+        await db.execute(update(MergeJob).where(MergeJob.id == uuid.UUID(str(job_id)),
+                                                MergeJob.state.not_in(FINAL)).values(**values))
+        db.add(Event(actor=actor, kind="merge-job", subject=str(job_id), data={"state": state, "note": note}))
+
+
 async def describe(db: AsyncSession, job: MergeJob, root: str = "") -> dict[str, Any]:
     """The JSON form of a job, with its result once there is one."""
     base = await db.get(BaseModel, job.base_model_id)
@@ -339,5 +357,63 @@ async def describe(db: AsyncSession, job: MergeJob, root: str = "") -> dict[str,
     }
 
 
-__all__ = ["FINAL", "STATES", "MergeRefused", "ServiceError", "cancel", "describe", "get_job", "list_jobs", "submit",
-           "visible_jobs"]
+@dataclass(frozen=True)
+class JobView:
+    """One merge job as the pages show it: what it combines, how far it got, and what it produced."""
+
+    id: str
+    state: str
+    method: str
+    inputs: list[str] = field(default_factory=list)
+    output: str | None = None
+    #: 0.0 … 1.0, None while unknown.
+    progress: float | None = None
+    error: str | None = None
+    #: ``ns/name@version`` of the published result, once there is one.
+    result: str | None = None
+    #: ``ns/name`` of the base model a full-model merge registered, once there is one.
+    result_model: str | None = None
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        """Still queued or running (its page refreshes itself)."""
+        return self.state in ACTIVE
+
+    @property
+    def percent(self) -> int:
+        """Progress in whole percent."""
+        return round(100 * (self.progress or 0.0))
+
+
+async def _view(db: AsyncSession, row: MergeJob) -> JobView:
+    """A job row as the pages show it (from the same JSON form the jobs API answers with)."""
+    body = await describe(db, row)
+    result = body["result"] or {}
+    return JobView(
+        id=body["id"], state=body["state"], method=body["combination_type"],
+        inputs=[f"{i['adapter']}@{i['version']} ×{i['weight']}" for i in body["inputs"]],
+        output=f"{body['output']['name']} ({body['output']['kind']})", progress=body["progress"],
+        error=body["error"], result=result.get("ref"),  # ns/name@version of a merged adapter version
+        result_model=result.get("model"),  # ns/name of a merged full model (a base model)
+        created_at=row.created_at, updated_at=row.updated_at,
+    )
+
+
+async def list_views(db: AsyncSession, viewer: Principal, *, limit: int = 50) -> list[JobView]:
+    """The newest jobs the viewer may see, for the pages (the jobs API's visibility rules)."""
+    rows, _ = await list_jobs(db, viewer, limit=limit)
+    return [await _view(db, r) for r in rows]
+
+
+async def find_view(db: AsyncSession, viewer: Principal, job_id: str) -> JobView | None:
+    """One job for its page, or None when missing or not visible."""
+    try:
+        return await _view(db, await get_job(db, viewer, job_id))
+    except NotFound:
+        return None
+
+
+__all__ = ["ACTIVE", "FINAL", "STATES", "JobView", "MergeRefused", "ServiceError", "cancel", "describe", "find_view",
+           "get_job", "list_jobs", "list_views", "mark_stalled", "submit", "visible_jobs"]

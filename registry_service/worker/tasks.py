@@ -8,8 +8,9 @@ import uuid
 import procrastinate
 from procrastinate.job_context import JobContext
 
-from .config import WorkerSettings
-from .queue import QUEUE, TASK
+from ..domain.merge_jobs.execute import run_job
+from ..domain.merge_jobs.queue import QUEUE, TASK
+from ..settings import WorkerSettings
 
 
 def register_tasks(app: procrastinate.App, worker: WorkerSettings) -> None:
@@ -20,8 +21,7 @@ def register_tasks(app: procrastinate.App, worker: WorkerSettings) -> None:
 
     @app.task(name=TASK, queue=QUEUE, pass_context=True, retry=retry)
     async def merge(context: JobContext, job_id: str) -> None:
-        from ..domain.merge_jobs.execute import run_job
-
+        """Run merge job ``job_id`` with the worker's runtime, telling the runner which attempt this is."""
         runtime = context.additional_context["runtime"]
         attempt = context.job.attempts + 1
         await run_job(runtime, uuid.UUID(job_id), attempt=attempt, last_attempt=attempt >= worker.max_attempts,

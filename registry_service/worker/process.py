@@ -14,18 +14,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import uuid
 
 import procrastinate
 from procrastinate import jobs as pjobs
-from sqlalchemy import update
 
-from ..db.models import Event, MergeJob
-from ..db.session import make_engine, make_sessionmaker
-from ..domain.merge_jobs.service import FINAL
-from ..settings import Settings
-from .config import WorkerSettings
-from .queue import QUEUE, TASK, psycopg_conninfo
+from ..domain.merge_jobs.execute import Runtime, open_runtime
+from ..domain.merge_jobs.queue import QUEUE, TASK, psycopg_conninfo
+from ..domain.merge_jobs.service import mark_stalled
+from ..settings import Settings, WorkerSettings
 from .tasks import register_tasks
 
 log = logging.getLogger("adapter_registry.worker")
@@ -39,8 +35,9 @@ def make_queue_app(url: str, worker: WorkerSettings) -> procrastinate.App:
     return app
 
 
-async def sweep_stalled(app: procrastinate.App, sessionmaker: object, worker: WorkerSettings) -> int:
+async def sweep_stalled(app: procrastinate.App, runtime: Runtime) -> int:
     """Retry (or fail, past ``max_attempts``) the running jobs of workers without a recent heartbeat."""
+    worker = runtime.worker
     stalled = await app.job_manager.get_stalled_jobs(queue=QUEUE, task_name=TASK,
                                                      seconds_since_heartbeat=worker.stall_timeout_s)
     handled = 0
@@ -59,44 +56,29 @@ async def sweep_stalled(app: procrastinate.App, sessionmaker: object, worker: Wo
             continue
         handled += 1
         log.warning("merge job %s (queue job %s): %s", job_id, job.id, note)
-        now = dt.datetime.now(dt.UTC)
-        values: dict[str, object] = {"state": state, "error": note, "updated_at": now}
-        if state == "failed":
-            values["finished_at"] = now
-        async with sessionmaker() as db, db.begin():  # type: ignore[operator]
-            await db.execute(update(MergeJob).where(MergeJob.id == uuid.UUID(str(job_id)),
-                                                    MergeJob.state.not_in(FINAL)).values(**values))
-            db.add(Event(actor=worker.name, kind="merge-job", subject=str(job_id), data={"state": state, "note": note}))
+        await mark_stalled(runtime.sessionmaker, str(job_id), state=state, note=note, actor=worker.name)
     return handled
 
 
-async def _sweeper(app: procrastinate.App, sessionmaker: object, worker: WorkerSettings) -> None:
+async def _sweeper(app: procrastinate.App, runtime: Runtime) -> None:
+    """:func:`sweep_stalled` every ``stall_check_s`` until cancelled."""
     while True:
         try:
-            await sweep_stalled(app, sessionmaker, worker)
+            await sweep_stalled(app, runtime)
         except Exception:
             log.warning("looking for stalled merge jobs failed", exc_info=True)
-        await asyncio.sleep(worker.stall_check_s)
+        await asyncio.sleep(runtime.worker.stall_check_s)
 
 
 async def run_worker(database_url: str, settings: Settings, worker: WorkerSettings) -> None:
     """Run merge jobs until SIGINT/SIGTERM (running jobs finish first)."""
-    from ..app import make_store
-    from ..domain.merge_jobs.execute import Runtime
-
-    engine = make_engine(database_url, pool_size=max(2, worker.concurrency + 1))
-    store = make_store(settings)
-    ensure = getattr(store, "ensure_bucket", None)
-    if ensure is not None:
-        await ensure()
-    runtime = Runtime(make_sessionmaker(engine), store, settings, worker)
-    app = make_queue_app(database_url, worker)
-    worker.scratch_dir.mkdir(parents=True, exist_ok=True)
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    log.info("merge worker %s started at %s (concurrency %d)", worker.name, started, worker.concurrency)
-    try:
+    async with open_runtime(database_url, settings, worker) as runtime:
+        app = make_queue_app(database_url, worker)
+        worker.scratch_dir.mkdir(parents=True, exist_ok=True)
+        started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        log.info("merge worker %s started at %s (concurrency %d)", worker.name, started, worker.concurrency)
         async with app.open_async():
-            sweeper = asyncio.create_task(_sweeper(app, runtime.sessionmaker, worker))
+            sweeper = asyncio.create_task(_sweeper(app, runtime))
             try:
                 await app.run_worker_async(
                     queues=[QUEUE], name=worker.name, concurrency=worker.concurrency,
@@ -107,5 +89,3 @@ async def run_worker(database_url: str, settings: Settings, worker: WorkerSettin
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
-    finally:
-        await engine.dispose()

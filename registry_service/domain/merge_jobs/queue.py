@@ -1,4 +1,5 @@
-"""The merge-job queue: procrastinate on the registry's own PostgreSQL database.
+"""The merge-job queue: procrastinate on the registry's own PostgreSQL database (its queue and task
+names, and the connection string workers give it).
 
 The API enqueues and cancels through procrastinate's versioned SQL functions
 (``procrastinate_defer_jobs_v1``, ``procrastinate_cancel_job_v1``) inside its own transaction, so
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.session import async_url
+from ...db.session import async_url
 
 QUEUE = "merges"
 TASK = "registry.merge"
