@@ -1,4 +1,4 @@
-"""Streaming merge of a LoRA adapter into safetensors shards (sdk.merge_into_base) against peft's merge_and_unload."""
+"""Streaming merge of a LoRA adapter into safetensors shards (sdk.merging.into_base) against peft's merge_and_unload."""
 
 from __future__ import annotations
 

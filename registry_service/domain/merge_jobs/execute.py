@@ -1,5 +1,5 @@
-"""Running a merge job on a worker: fetch the pinned inputs, combine them with :mod:`sdk.combine`
-(and merge into the base weights with :mod:`sdk.merge_into_base` for a full model), then publish.
+"""Running a merge job on a worker: fetch the pinned inputs, combine them with :mod:`sdk.merging.combine`
+(and merge into the base weights with :mod:`sdk.merging.into_base` for a full model), then publish.
 
 Exactly once: the result is published in one transaction that also locks the job row, checks that
 the job has no result yet, and records the result on it. A worker killed before that commit
@@ -274,7 +274,7 @@ def recipe(job: MergeJob, base: BaseModel) -> dict[str, Any]:
     return {
         "job": str(job.id), "base_model": f"{base.namespace}/{base.name}", "base_fingerprint": base.fingerprint,
         "combination_type": job.combination_type, "parameters": job.parameters, "inputs": job.inputs,
-        "library": "sdk.combine.combine_lora_adapters",
+        "library": "sdk.combine_lora_adapters",
     }
 
 
