@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from .config import CONFIG_NAME, AdapterConfig
 from .errors import FormatError, PickleRefusedError
+from .layers import iter_adapter_modules
 from .methods import Tuner
-from .tuners.base import ModulesToSave, iter_adapter_modules
+from .modules_to_save import ModulesToSave
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "pytorch_model.bin")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .errors import TargetModulesNotFoundError
+from .layers import AdapterModule
 
 ALL_LINEAR = "all-linear"
 
@@ -87,8 +88,6 @@ class ModelView:
     @classmethod
     def of(cls, model: nn.Module) -> ModelView:
         """The view of a live model; adapter wrappers count as the layer they wrap."""
-        from .tuners.base import AdapterModule
-
         kinds: dict[str, str] = {}
         skip: list[str] = []
         for path, module in model.named_modules():

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch import Tensor, nn
 
 from ..errors import TargetingError, TargetModulesNotFoundError, UnsupportedLayerError
+from ..layers import AdapterModule, replace_module
+from ..modules_to_save import add_modules_to_save
 from ..targeting import SEQ_CLS_HEADS, ModelView, is_target, matches_name_list, not_found_message
 from ..targeting import resolve_target_modules as _resolve
-from .base import AdapterModule, replace_module
-from .modules_to_save import add_modules_to_save
 
 if TYPE_CHECKING:
     from ..signature import ExpectedTensor, ModuleEntry, Signature

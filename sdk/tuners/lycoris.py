@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from ..config import AdapterConfig
 from ..errors import ConfigError
+from ..layers import AdapterLayer
+from ..routing import ROUTING
 from ..targeting import ModelView, module_kind, pattern_key
-from .base import ROUTING, AdapterLayer
 from .config_checks import check_layers, check_number, check_patterns, check_positive_int, normalise_name_lists
 from .layer_tuner import LayerTuner
 

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from ...errors import TargetingError, UnsupportedLayerError
+from ...layers import AdapterModule, iter_adapter_modules, replace_module
+from ...modules_to_save import add_modules_to_save
 from ...quantization import quantized_kind
 from ...targeting import ModelView
-from ..base import AdapterModule, iter_adapter_modules, replace_module
 from ..lora.tuner import LoraTuner
-from ..modules_to_save import add_modules_to_save
 from . import allocator
 from .config import AdaLoraConfig
 from .layers import LAYER_BY_KIND, AdaLoraConv1D, AdaLoraLayer, width_for

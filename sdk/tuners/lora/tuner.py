@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from ...errors import TargetingError, TargetModulesNotFoundError, UnsupportedLayerError
+from ...layers import AdapterModule, iter_adapter_modules, replace_module
+from ...modules_to_save import add_modules_to_save
 from ...quantization import quantized_kind
 from ...targeting import SEQ_CLS_HEADS, ModelView, is_target, not_found_message, resolve_target_modules
-from ..base import AdapterModule, iter_adapter_modules, replace_module
-from ..modules_to_save import add_modules_to_save
 from .config import LoraConfig
 from .dora import add_magnitude
 from .layers import LAYER_BY_KIND, LoraConv1D, LoraLayer

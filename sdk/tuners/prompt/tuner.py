@@ -9,10 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import ConfigError, UnsupportedLayerError
+from ...layers import iter_adapter_modules, replace_module
+from ...modules_to_save import add_modules_to_save
 from ...signature import transformer_dims
 from ...targeting import SEQ_CLS_HEADS, matches_name_list
-from ..base import iter_adapter_modules, replace_module
-from ..modules_to_save import add_modules_to_save
 from .config import PrefixTuningConfig, PromptLearningConfig, PromptTuningConfig
 from .encoders import build_encoder
 from .init import initial_table
