@@ -49,7 +49,24 @@ class Tuner(Protocol):
         ...
 
     def expected_shapes(self, config: AdapterConfig, signature: Signature) -> dict[str, ExpectedTensor]:
-        """On-disk tensors (keys without ``base_model.model.``) an adapter must have on ``signature``."""
+        """On-disk tensors (keys without :attr:`disk_prefix`) an adapter must have on ``signature``."""
+        ...
+
+    @property
+    def disk_prefix(self) -> str:
+        """What the method's on-disk keys start with before a module path: ``base_model.model.`` for
+        layer methods; PEFT's prompt methods save their ``modules_to_save`` under ``base_model.``."""
+        ...
+
+    @property
+    def factor_prefixes(self) -> tuple[str, ...]:
+        """How the names of the tensors the method adds inside a module begin (``"lora_"`` for
+        ``….q_proj.lora_A.weight``): an on-disk key's module path ends before the first of them."""
+        ...
+
+    def summary_fields(self, config: AdapterConfig) -> dict[str, Any]:
+        """What a version summary shows of the adapter's size besides its tensors: any of ``r``,
+        ``lora_alpha``, ``rank_pattern`` and ``num_virtual_tokens`` that the method has."""
         ...
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch import Tensor, nn
 
 from ..errors import TargetingError, TargetModulesNotFoundError, UnsupportedLayerError
+from ..formats import PREFIX
 from ..layers import AdapterModule, replace_module
 from ..modules_to_save import add_modules_to_save
 from ..targeting import SEQ_CLS_HEADS, ModelView, is_target, matches_name_list, not_found_message
@@ -31,6 +32,10 @@ class LayerTuner:
     layer_cls: ClassVar[type[AdapterModule]]
     #: Targets per ``model_type`` when a config leaves ``target_modules`` unset.
     default_targets: ClassVar[dict[str, list[str]]] = {}
+    #: On-disk keys are ``base_model.model.<module path>.<tensor name>``.
+    disk_prefix: ClassVar[str] = PREFIX
+    #: How the tensor names the method adds inside a module begin (``"ia3_"``); see :class:`~sdk.methods.Tuner`.
+    factor_prefixes: ClassVar[tuple[str, ...]] = ()
 
     # --- hooks ---------------------------------------------------------------------------
     def unsupported(self, entry: ModuleEntry) -> str | None:
@@ -164,6 +169,11 @@ class LayerTuner:
             for name, shape in modules[path].params.items() if path in modules else ():
                 out[f"{path}.{name}"] = ExpectedTensor(shape, tuple(f"dim{i}" for i in range(len(shape))))
         return out
+
+    def summary_fields(self, config: Any) -> dict[str, Any]:
+        """The rank and ``rank_pattern``, where the method's config has them."""
+        fields = config.to_dict()
+        return {"r": fields.get("r"), "rank_pattern": fields.get("rank_pattern")}
 
     def extra_state(self, model: nn.Module, config: Any, adapter_name: str) -> dict[str, Tensor]:
         """These methods own nothing outside their layers."""

@@ -4,7 +4,7 @@ orthogonal regulariser. Targeting, ``modules_to_save`` and trained biases work a
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
@@ -151,6 +151,11 @@ class AdaLoraTuner(LoraTuner):
             for name, param in model.named_parameters()
             if (name == "bias" or name.endswith(".bias")) and not any(name.startswith(s + ".") for s in skip)
         }
+
+    def summary_fields(self, config: AdaLoraConfig) -> dict[str, Any]:  # type: ignore[override]
+        """The starting rank ``init_r`` (``rank_pattern`` has the kept ones), alpha and ``rank_pattern``."""
+        fields = super().summary_fields(config)
+        return {**fields, "r": config.to_dict().get("init_r") or fields["r"]}
 
     def zero_at_init(self, key: str) -> bool:
         """Λ (``lora_E``) starts at zero, so an adapter whose every ``lora_E`` is zero changes nothing."""

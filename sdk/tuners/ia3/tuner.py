@@ -22,6 +22,7 @@ class IA3Tuner(LayerTuner):
     """The IA3 method's :class:`~sdk.methods.Tuner`."""
 
     method = "IA3"
+    factor_prefixes = ("ia3_",)
     layer_cls = IA3Layer
     default_targets = DEFAULT_TARGETS
 

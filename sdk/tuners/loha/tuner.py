@@ -20,6 +20,7 @@ class LoHaTuner(LycorisTuner):
     """The LoHa method's :class:`~sdk.methods.Tuner`."""
 
     method = "LOHA"
+    factor_prefixes = ("hada_",)
     layer_cls: ClassVar[type[LycorisLayer]] = LoHaLayer
     default_targets = DEFAULT_TARGETS
 

@@ -34,6 +34,7 @@ class LoKrTuner(LycorisTuner):
     """The LoKr method's :class:`~sdk.methods.Tuner`."""
 
     method = "LOKR"
+    factor_prefixes = ("lokr_",)
     layer_cls: ClassVar[type[LycorisLayer]] = LoKrLayer
     default_targets = DEFAULT_TARGETS
 

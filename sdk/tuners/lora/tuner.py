@@ -3,11 +3,12 @@ shapes a LoRA adapter must have on a given base-model signature."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from ...errors import TargetingError, TargetModulesNotFoundError, UnsupportedLayerError
+from ...formats import PREFIX
 from ...layers import AdapterModule, iter_adapter_modules, replace_module
 from ...modules_to_save import add_modules_to_save
 from ...quantization import quantized_kind
@@ -45,6 +46,14 @@ def _layer_factory(module: nn.Module, kind: str) -> type[LoraLayer] | str:
 
 class LoraTuner:
     """The LoRA method's :class:`~sdk.methods.Tuner`."""
+
+    disk_prefix = PREFIX
+    factor_prefixes = ("lora_",)
+
+    def summary_fields(self, config: LoraConfig) -> dict[str, Any]:
+        """Rank, alpha and ``rank_pattern``."""
+        fields = config.to_dict()
+        return {key: fields.get(key) for key in ("r", "lora_alpha", "rank_pattern")}
 
     def select(self, view: ModelView, config: LoraConfig) -> list[str]:
         """Paths of the modules ``config`` targets (errors if none)."""

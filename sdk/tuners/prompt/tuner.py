@@ -3,7 +3,7 @@ checking the config's model sizes, and the tensors an adapter must have on a bas
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -124,6 +124,8 @@ class PromptTuner:
     #: PEFT saves a prompt adapter's ``modules_to_save`` as ``base_model.<path>`` (its prompt
     #: models have no inner ``model`` wrapper) and the table as the top-level ``prompt_embeddings``.
     disk_prefix = "base_model."
+    #: The prompt table is one top-level tensor: no module of the model holds the adapter.
+    factor_prefixes: tuple[str, ...] = ()
 
     def inject(self, model: nn.Module, config: AdapterConfig, adapter_name: str) -> list[str]:
         """Add prompt adapter ``adapter_name`` to ``model``; nothing changes if a check fails."""
@@ -202,6 +204,10 @@ class PromptTuner:
                 for param, shape in entry.params.items():
                     out[f"{entry.path}.{param}"] = ExpectedTensor(shape, tuple(f"dim{i}" for i in range(len(shape))))
         return out
+
+    def summary_fields(self, config: AdapterConfig) -> dict[str, Any]:
+        """The number of virtual tokens."""
+        return {"num_virtual_tokens": config.to_dict().get("num_virtual_tokens")}
 
     def zero_at_init(self, key: str) -> bool:
         """Prompt tables start random (or from text), never all zeros."""
