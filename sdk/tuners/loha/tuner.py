@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ...targeting import DEFAULT_TARGETS
 from ..lycoris import FactorShapes, LycorisLayer, LycorisTuner, kaiming
 from .layers import LoHaLayer
 
@@ -22,7 +21,6 @@ class LoHaTuner(LycorisTuner):
     method = "LOHA"
     factor_prefixes = ("hada_",)
     layer_cls: ClassVar[type[LycorisLayer]] = LoHaLayer
-    default_targets = DEFAULT_TARGETS
 
     def factor_shapes(self, config: Any, r: int, out_f: int, in_f: int, kernel: tuple[int, ...]) -> FactorShapes:
         if _effective(config, kernel):

@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ...targeting import DEFAULT_TARGETS
 from ..lycoris import FactorShapes, LycorisLayer, LycorisTuner, kaiming
 from .layers import LoKrLayer
 
@@ -36,7 +35,6 @@ class LoKrTuner(LycorisTuner):
     method = "LOKR"
     factor_prefixes = ("lokr_",)
     layer_cls: ClassVar[type[LycorisLayer]] = LoKrLayer
-    default_targets = DEFAULT_TARGETS
 
     def factor_shapes(self, config: Any, r: int, out_f: int, in_f: int, kernel: tuple[int, ...]) -> FactorShapes:
         in_m, in_n = factorization(in_f, config.decompose_factor)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ...errors import ConfigError, UnsupportedLayerError
 from ...layers import iter_adapter_modules, replace_module
 from ...modules_to_save import add_modules_to_save
-from ...signature import transformer_dims
+from ...signature import ExpectedTensor, transformer_dims
 from ...targeting import SEQ_CLS_HEADS, matches_name_list
 from .config import PrefixTuningConfig, PromptLearningConfig, PromptTuningConfig
 from .encoders import build_encoder
@@ -20,7 +20,7 @@ from .layer import SAVED_KEY, PromptLearningLayer
 
 if TYPE_CHECKING:
     from ...config import AdapterConfig
-    from ...signature import ExpectedTensor, Signature
+    from ...signature import Signature
 
 PROMPT_METHODS = frozenset({"PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"})
 
@@ -180,8 +180,6 @@ class PromptTuner:
 
     def expected_shapes(self, config: AdapterConfig, signature: Signature) -> dict[str, ExpectedTensor]:
         """``prompt_embeddings`` (and any modules to save) of this adapter on ``signature``."""
-        from ...signature import ExpectedTensor
-
         assert isinstance(config, PromptLearningConfig)
         dims = dict(signature.dims)
         problems = size_problems(config, dims)
