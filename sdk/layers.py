@@ -1,6 +1,7 @@
-"""The adapter-module contract every method's layers follow, and walking or replacing them in a model.
+"""The adapter-module contract every method's layers follow, and walking or replacing them in a model
+(including the targeting view of a live model, in which an adapter module stands for its layer).
 
-``AdapterModel``, the on-disk format, targeting and every tuner find adapter state structurally,
+``AdapterModel``, the on-disk format, the signature code and every tuner find adapter state structurally,
 by walking modules that derive from :class:`AdapterModule`, never by matching parameter names.
 :class:`AdapterLayer` adds what a mergeable layer (one that changes a base weight by ΔW) shares.
 """
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from .errors import AdapterStateError, MergeError
 from .merging import add_delta
 from .routing import ROUTING
+from .targeting import ModelView, module_kind
 
 
 class AdapterModule(nn.Module):
@@ -184,6 +186,37 @@ def inside_adapter_module(model: nn.Module) -> set[str]:
             if sub:
                 inner.add(f"{path}.{sub}" if path else sub)
     return inner
+
+
+def model_view(model: nn.Module) -> ModelView:
+    """The targeting view of a live model. An adapter module counts as the layer it wraps, so a config
+    selects the same modules before and after adapters are added."""
+    kinds: dict[str, str] = {}
+    skip: list[str] = []
+    for path, module in model.named_modules():
+        if not path or any(path.startswith(s) for s in skip):
+            continue
+        if isinstance(module, AdapterModule):
+            kinds[path] = module_kind(module.base_layer)
+            skip.append(path + ".")
+        else:
+            kinds[path] = module_kind(module)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return ModelView(kinds, model_type, frozenset(_output_heads(model)))
+
+
+def _output_heads(model: nn.Module) -> set[str]:
+    getter = getattr(model, "get_output_embeddings", None)
+    try:
+        head = getter() if callable(getter) else None
+    except (AttributeError, NotImplementedError):
+        head = None
+    if head is None:
+        return {n for n, _ in model.named_modules() if n == "lm_head" or n.endswith(".lm_head")}
+    found = {n for n, m in model.named_modules() if m is head}
+    if not found:  # the head may be wrapped by an adapter module
+        found = {n for n, m in model.named_modules() if getattr(m, "base_layer", None) is head}
+    return found
 
 
 def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:

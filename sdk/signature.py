@@ -25,7 +25,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .errors import AdapterError, ConfigError
-from .layers import AdapterModule
+from .layers import AdapterModule, model_view
 from .methods import get_method
 from .problems import Problem
 from .quantization import logical_param_shapes, quantization_label
@@ -181,7 +181,7 @@ def transformer_dims(config: Any) -> dict[str, int]:
 
 def signature_from_model(model: nn.Module) -> Signature:
     """The signature of a live (or meta-device) model. Adapter layers count as their base layer."""
-    view = ModelView.of(model)
+    view = model_view(model)
     entries: list[ModuleEntry] = []
     for path in view.kinds:
         module = model.get_submodule(path)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..errors import TargetingError, TargetModulesNotFoundError, UnsupportedLayerError
 from ..formats import PREFIX
-from ..layers import AdapterModule, replace_module
+from ..layers import AdapterModule, model_view, replace_module
 from ..modules_to_save import add_modules_to_save
 from ..signature import ExpectedTensor, module_entry
 from ..targeting import SEQ_CLS_HEADS, ModelView, is_target, matches_name_list, not_found_message
@@ -147,7 +147,7 @@ class LayerTuner:
     # --- the Tuner protocol --------------------------------------------------------------------
     def inject(self, model: nn.Module, config: Any, adapter_name: str) -> list[str]:
         """Add adapter ``adapter_name`` to every targeted module; nothing changes if any check fails."""
-        view = ModelView.of(model)
+        view = model_view(model)
         keys = self.select(view, config)
         plan = self._plan(model, config, view, keys)
         self.prepare(plan, config, view)
