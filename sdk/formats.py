@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from .config import CONFIG_NAME, AdapterConfig
 from .errors import FormatError, PickleRefusedError
+from .layers import iter_adapter_modules
 from .methods import Tuner
-from .tuners.base import ModulesToSave, iter_adapter_modules
+from .modules_to_save import ModulesToSave
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "pytorch_model.bin")
@@ -28,7 +29,7 @@ PREFIX = "base_model.model."
 
 def adapter_state_dict(model: nn.Module, adapter_name: str, config: AdapterConfig, tuner: Tuner) -> dict[str, Tensor]:
     """The adapter's tensors under their on-disk keys (live tensors, not copies)."""
-    prefix = disk_prefix(tuner)
+    prefix = tuner.disk_prefix
     out: dict[str, Tensor] = {}
     for path, module in iter_adapter_modules(model):
         if adapter_name not in module.adapter_names():
@@ -38,12 +39,6 @@ def adapter_state_dict(model: nn.Module, adapter_name: str, config: AdapterConfi
     for key, tensor in tuner.extra_state(model, config, adapter_name).items():
         out[prefix + key] = tensor
     return out
-
-
-def disk_prefix(tuner: Tuner) -> str:
-    """What a method's on-disk keys start with: ``base_model.model.``, or the tuner's ``disk_prefix``
-    (PEFT saves the prompt methods' ``modules_to_save`` under ``base_model.``)."""
-    return getattr(tuner, "disk_prefix", PREFIX)
 
 
 def save_adapter(directory: str | Path, config: AdapterConfig, tensors: Mapping[str, Tensor]) -> Path:
@@ -130,7 +125,7 @@ def load_adapter_state(
     for _, module in iter_adapter_modules(model):
         if adapter_name in module.adapter_names():
             module.prepare_load(adapter_name)
-    prefix = disk_prefix(tuner)
+    prefix = tuner.disk_prefix
     expected = {k.removeprefix(prefix): t for k, t in adapter_state_dict(model, adapter_name, config, tuner).items()}
     given = _normalise_keys(model, {k.removeprefix(prefix): t for k, t in tensors.items()})
     params = dict(model.named_parameters(remove_duplicate=False))  # tied weights under every name

@@ -1,12 +1,14 @@
-"""The method registry: each adapter method registers its config class and its tuner.
+"""The method registry: each adapter method's config class and tuner, by ``peft_type``.
 
-``AdapterModel`` looks methods up by ``peft_type`` and talks to them only through the
-:class:`Tuner` protocol, so it holds no per-method branches. A new method is one module in
-``sdk/tuners/`` that calls :func:`register_method` at import time.
+``AdapterModel``, the on-disk format and upload checks look methods up here and talk to them only
+through the :class:`Tuner` protocol, so they hold no per-method branches. The built-in methods are
+listed in :data:`BUILTIN_METHODS` and imported on their first lookup; other methods are added with
+:func:`register_method`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -47,7 +49,24 @@ class Tuner(Protocol):
         ...
 
     def expected_shapes(self, config: AdapterConfig, signature: Signature) -> dict[str, ExpectedTensor]:
-        """On-disk tensors (keys without ``base_model.model.``) an adapter must have on ``signature``."""
+        """On-disk tensors (keys without :attr:`disk_prefix`) an adapter must have on ``signature``."""
+        ...
+
+    @property
+    def disk_prefix(self) -> str:
+        """What the method's on-disk keys start with before a module path: ``base_model.model.`` for
+        layer methods; PEFT's prompt methods save their ``modules_to_save`` under ``base_model.``."""
+        ...
+
+    @property
+    def factor_prefixes(self) -> tuple[str, ...]:
+        """How the names of the tensors the method adds inside a module begin (``"lora_"`` for
+        ``….q_proj.lora_A.weight``): an on-disk key's module path ends before the first of them."""
+        ...
+
+    def summary_fields(self, config: AdapterConfig) -> dict[str, Any]:
+        """What a version summary shows of the adapter's size besides its tensors: any of ``r``,
+        ``lora_alpha``, ``rank_pattern`` and ``num_virtual_tokens`` that the method has."""
         ...
 
 
@@ -104,33 +123,45 @@ class Method:
     tuner: Tuner
 
 
+#: The built-in methods: ``peft_type`` -> the package that defines it. Such a package names its
+#: config classes in ``CONFIGS`` (each class's ``peft_type`` is a method) and its tuner in ``TUNER``.
+BUILTIN_METHODS: dict[str, str] = {
+    "ADALORA": "sdk.tuners.adalora",
+    "IA3": "sdk.tuners.ia3",
+    "LOHA": "sdk.tuners.loha",
+    "LOKR": "sdk.tuners.lokr",
+    "LORA": "sdk.tuners.lora",
+    "PREFIX_TUNING": "sdk.tuners.prompt",
+    "PROMPT_TUNING": "sdk.tuners.prompt",
+    "P_TUNING": "sdk.tuners.prompt",
+}
+
 _METHODS: dict[str, Method] = {}
 
 
 def register_method(name: str, config_cls: type[AdapterConfig], tuner: Tuner) -> Method:
     """Register a method under its ``peft_type`` name (e.g. ``"LORA"``)."""
     key = name.upper()
-    if key in _METHODS and _METHODS[key].config_cls is not config_cls:
-        raise ValueError(f"adapter method {key!r} is already registered")
-    method = Method(key, config_cls, tuner)
-    _METHODS[key] = method
-    return method
+    _load_builtin(key)
+    return _add(key, config_cls, tuner)
 
 
 def get_method(peft_type: str) -> Method:
     """The method registered for ``peft_type``; a clear error lists the known ones."""
-    _ensure_builtin_methods()
-    method = _METHODS.get(str(peft_type).upper())
+    key = str(peft_type).upper()
+    _load_builtin(key)
+    method = _METHODS.get(key)
     if method is None:
         raise ConfigError(
-            f"unknown adapter method peft_type={peft_type!r}; this SDK supports: {', '.join(sorted(_METHODS))}"
+            f"unknown adapter method peft_type={peft_type!r}; this SDK supports: {', '.join(registered_methods())}"
         )
     return method
 
 
 def registered_methods() -> list[str]:
     """Names of all registered methods."""
-    _ensure_builtin_methods()
+    for key in BUILTIN_METHODS:
+        _load_builtin(key)
     return sorted(_METHODS)
 
 
@@ -141,5 +172,18 @@ def config_from_dict(data: Mapping[str, Any]) -> AdapterConfig:
     return get_method(data["peft_type"]).config_cls.from_dict(data)
 
 
-def _ensure_builtin_methods() -> None:
-    from . import tuners  # noqa: F401  (importing registers the built-in methods)
+def _add(key: str, config_cls: type[AdapterConfig], tuner: Tuner) -> Method:
+    if key in _METHODS and _METHODS[key].config_cls is not config_cls:
+        raise ValueError(f"adapter method {key!r} is already registered")
+    method = Method(key, config_cls, tuner)
+    _METHODS[key] = method
+    return method
+
+
+def _load_builtin(key: str) -> None:
+    """Register the built-in methods of the package that defines ``key`` unless that happened already."""
+    if key not in BUILTIN_METHODS or key in _METHODS:
+        return
+    package = importlib.import_module(BUILTIN_METHODS[key])
+    for config_cls in package.CONFIGS:
+        _add(config_cls.peft_type, config_cls, package.TUNER)

@@ -1,7 +1,7 @@
 """``AdapterModel``: a model with named adapters that can be switched, mixed, merged and saved.
 
 It holds no per-method logic: methods inject their layers through the registry's tuners, and
-every operation here goes through the :class:`~sdk.tuners.base.AdapterModule` protocol.
+every operation here goes through the :class:`~sdk.layers.AdapterModule` protocol.
 """
 
 from __future__ import annotations
@@ -18,17 +18,10 @@ from torch import nn
 from .config import AdapterConfig
 from .errors import AdapterNameError, AdapterStateError, MergeError, MixedBatchError
 from .formats import adapter_state_dict, load_adapter_state, read_adapter_weights, read_config, save_adapter
+from .layers import AdapterLayer, AdapterModule, iter_adapter_modules, replace_module
 from .methods import composition_problem, config_from_dict, get_method, merge_refusal
 from .quantization import keep_trainable_layout_everywhere
-from .tuners.base import (
-    BASE_ADAPTER,
-    ROUTING,
-    AdapterLayer,
-    AdapterModule,
-    Routing,
-    iter_adapter_modules,
-    replace_module,
-)
+from .routing import BASE_ADAPTER, ROUTING, Routing
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
 

@@ -25,12 +25,13 @@ from torch import nn
 
 from .config import AdapterConfig
 from .errors import AdapterError, ConfigError
+from .layers import AdapterModule, model_view
+from .methods import get_method
 from .problems import Problem
 from .quantization import logical_param_shapes, quantization_label
 from .targeting import ModelView, module_kind
 
 SIGNATURE_FORMAT = 1
-PREFIX = "base_model.model."
 
 
 @dataclass(frozen=True)
@@ -180,11 +181,11 @@ def transformer_dims(config: Any) -> dict[str, int]:
 
 def signature_from_model(model: nn.Module) -> Signature:
     """The signature of a live (or meta-device) model. Adapter layers count as their base layer."""
-    view = ModelView.of(model)
+    view = model_view(model)
     entries: list[ModuleEntry] = []
     for path in view.kinds:
         module = model.get_submodule(path)
-        base = getattr(module, "base_layer", module) if hasattr(module, "adapter_names") else module
+        base = module.base_layer if isinstance(module, AdapterModule) else module
         params = dict(base.named_parameters(recurse=False))
         if not params:
             continue
@@ -258,10 +259,8 @@ def check_adapter(
     signature: Signature, config: AdapterConfig, found: Mapping[str, tuple[int, ...]]
 ) -> list[Problem]:
     """Every way the tensors ``found`` (on-disk key -> shape) fail to fit ``signature`` under ``config``."""
-    from .methods import get_method
-
     tuner = get_method(config.peft_type).tuner
-    prefix = getattr(tuner, "disk_prefix", PREFIX)  # PEFT's prompt methods save under "base_model."
+    prefix = tuner.disk_prefix
     try:
         expected: dict[str, ExpectedTensor] = tuner.expected_shapes(config, signature)
     except AdapterError as exc:

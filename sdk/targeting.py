@@ -76,45 +76,13 @@ def module_kind(module: nn.Module) -> str:
 class ModelView:
     """What targeting needs to know of a model: module paths with kinds, type, output head.
 
-    Built from a live model (:meth:`of`) or from a registered base-model signature, so a
-    config selects the same modules on both sides.
+    Built from a live model (:func:`sdk.layers.model_view`) or from a registered base-model
+    signature, so a config selects the same modules on both sides.
     """
 
     kinds: dict[str, str]
     model_type: str | None = None
     output_heads: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, model: nn.Module) -> ModelView:
-        """The view of a live model; adapter wrappers count as the layer they wrap."""
-        from .tuners.base import AdapterModule
-
-        kinds: dict[str, str] = {}
-        skip: list[str] = []
-        for path, module in model.named_modules():
-            if not path or any(path.startswith(s) for s in skip):
-                continue
-            if isinstance(module, AdapterModule):
-                kinds[path] = module_kind(module.base_layer)
-                skip.append(path + ".")
-            else:
-                kinds[path] = module_kind(module)
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
-        return cls(kinds, model_type, frozenset(_output_heads(model)))
-
-
-def _output_heads(model: nn.Module) -> set[str]:
-    getter = getattr(model, "get_output_embeddings", None)
-    try:
-        head = getter() if callable(getter) else None
-    except (AttributeError, NotImplementedError):
-        head = None
-    if head is None:
-        return {n for n, _ in model.named_modules() if n == "lm_head" or n.endswith(".lm_head")}
-    found = {n for n, m in model.named_modules() if m is head}
-    if not found:  # the head may be wrapped by an adapter module
-        found = {n for n, m in model.named_modules() if getattr(m, "base_layer", None) is head}
-    return found
 
 
 def resolve_target_modules(

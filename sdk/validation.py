@@ -1,6 +1,7 @@
 """Checking an adapter before it is published: its config bytes and its safetensors file
 against a base-model signature. The registry runs this on every upload and the SDK client
-before pushing, so both give the same messages.
+before pushing, so both give the same messages. A file that passes comes back with its version
+summary (:mod:`sdk.summary`).
 
 Everything reads through a ``read_at(offset, length)`` callable: only the header and, for the
 untrained-adapter probe, the first bytes of the zero-initialised factors are read.
@@ -9,9 +10,7 @@ untrained-adapter probe, the first bytes of the zero-initialised factors are rea
 from __future__ import annotations
 
 import json
-import re
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from .problems import Problem
 from .safetensors_data import all_zero
 from .safetensors_header import Header, ReadAt, non_float_problems, read_header
 from .signature import Signature, check_adapter
+from .summary import summarize
 
 CONFIG_FILE = CONFIG_NAME
 MAX_CONFIG_BYTES = 1 * 2**20
@@ -98,29 +98,3 @@ def check_weights(
 def _factor_name(key: str) -> str:
     parts = key.split(".")
     return parts[-2] if parts[-1] == "weight" else parts[-1]
-
-
-#: Where the module path ends in an on-disk key of a layer method (LoRA/AdaLoRA/DoRA, IA3, LoHa, LoKr).
-_FACTOR = re.compile(r"\.(?:lora_|ia3_|hada_|lokr_)")
-
-
-def summarize(config: AdapterConfig, header: Header) -> dict[str, Any]:
-    """What a version page shows: rank (or virtual tokens), targets, parameter count, dtypes, size."""
-    modules = sorted({_FACTOR.split(n.removeprefix("base_model.model."), 1)[0]
-                      for n in header.tensors if _FACTOR.search(n)})
-    cfg: Mapping[str, Any] = config.to_dict()
-    summary = {
-        "method": config.peft_type,
-        "r": cfg.get("init_r") or cfg.get("r"),  # AdaLoRA: the starting rank (rank_pattern has the kept ones)
-        "lora_alpha": cfg.get("lora_alpha"),
-        "rank_pattern": cfg.get("rank_pattern") or {},
-        "targets": sorted({m.rsplit(".", 1)[-1] for m in modules}),
-        "modules": len(modules),
-        "parameters": sum(info.numel for info in header.tensors.values()),
-        "dtypes": sorted({info.dtype for info in header.tensors.values()}),
-        "tensors": len(header.tensors),
-        "weights_bytes": header.header_size + header.data_size,
-    }
-    if cfg.get("num_virtual_tokens"):
-        summary["num_virtual_tokens"] = cfg["num_virtual_tokens"]
-    return summary

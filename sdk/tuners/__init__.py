@@ -1,3 +1,5 @@
-"""Adapter methods, one subpackage or module per method family; importing registers them."""
+"""Adapter methods, one package per method family (config, layers, tuner), and what several share.
 
-from . import adalora, ia3, loha, lokr, lora, prompt  # noqa: F401
+:data:`sdk.methods.BUILTIN_METHODS` lists the packages; each names its config classes in
+``CONFIGS`` and its tuner in ``TUNER``.
+"""

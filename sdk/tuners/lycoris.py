@@ -19,13 +19,15 @@ from torch import Tensor, nn
 
 from ..config import AdapterConfig
 from ..errors import ConfigError
-from ..targeting import ModelView, module_kind, pattern_key
-from .base import ROUTING, AdapterLayer
+from ..layers import AdapterLayer
+from ..routing import ROUTING
+from ..signature import ExpectedTensor
+from ..targeting import DEFAULT_TARGETS, ModelView, module_kind, pattern_key
 from .config_checks import check_layers, check_number, check_patterns, check_positive_int, normalise_name_lists
 from .layer_tuner import LayerTuner
 
 if TYPE_CHECKING:
-    from ..signature import ExpectedTensor, ModuleEntry
+    from ..signature import ModuleEntry
 
 SUPPORTED_KINDS = ("Linear", "Conv2d")
 
@@ -173,6 +175,7 @@ class LycorisTuner(LayerTuner):
     """Tuner of a LyCORIS method: selection and injection from :class:`LayerTuner`, factors from the method."""
 
     layer_cls: ClassVar[type[LycorisLayer]]
+    default_targets = DEFAULT_TARGETS
 
     def factor_shapes(self, config: Any, r: int, out_f: int, in_f: int, kernel: tuple[int, ...]) -> FactorShapes:
         """Factor name -> (shape, dimension names) for a layer of these dimensions."""
@@ -191,8 +194,6 @@ class LycorisTuner(LayerTuner):
     def tensor_shapes(
         self, config: Any, path: str, entry: ModuleEntry, view: ModelView
     ) -> dict[str, ExpectedTensor]:
-        from ..signature import ExpectedTensor
-
         out_f, in_f, kernel = weight_dims(entry)
         shapes = self.factor_shapes(config, config.rank_for(path), out_f, in_f, kernel)
         return {k: ExpectedTensor(shape, dims) for k, (shape, dims) in shapes.items()}

@@ -23,7 +23,7 @@ from torch import nn
 
 import sdk
 from sdk.config import UnknownConfigKeyWarning
-from sdk.tuners.base import AdapterModule
+from sdk.layers import AdapterModule
 
 ATOL = 1e-5
 RTOL = 1e-5

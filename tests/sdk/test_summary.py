@@ -9,7 +9,7 @@ from _tiny import tiny_llama
 
 import sdk
 from sdk.safetensors_header import file_reader, read_header
-from sdk.validation import summarize
+from sdk.summary import summarize
 
 CASES = {
     "lora": (sdk.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]), 4, ["q_proj", "v_proj"]),

@@ -6,7 +6,7 @@ import pytest
 from _tiny import ConvNet, tiny_gpt2, tiny_llama
 
 import sdk
-from sdk.tuners.base import iter_adapter_modules
+from sdk.layers import iter_adapter_modules
 
 
 def adapted(model: sdk.AdapterModel) -> set[str]:

@@ -8,7 +8,8 @@ it in a worker thread. Nothing is ever unpickled.
 from __future__ import annotations
 
 from sdk.formats import PICKLE_NAMES
-from sdk.validation import CONFIG_FILE, CheckedWeights, check_weights, parse_config, summarize
+from sdk.summary import summarize
+from sdk.validation import CONFIG_FILE, CheckedWeights, check_weights, parse_config
 
 from ...errors import reject
 

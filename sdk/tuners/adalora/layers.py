@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import AdapterLayer, Conv1DFeatures
+from ...layers import AdapterLayer, Conv1DFeatures
 
 Kind = Literal["linear", "conv1d", "conv2d"]
 

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import MergeError
+from ...layers import AdapterLayer
+from ...routing import ROUTING, Routing
 from ...targeting import module_kind
-from ..base import ROUTING, AdapterLayer, Routing
 
 
 class IA3Layer(AdapterLayer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...errors import ConfigError
+from ...signature import ExpectedTensor
 from ...targeting import ModelView
 from ..layer_tuner import LayerTuner
 from .config import DEFAULT_FEEDFORWARD, DEFAULT_TARGETS, IA3Config
@@ -13,7 +14,7 @@ from .layers import IA3Layer
 if TYPE_CHECKING:
     from torch import nn
 
-    from ...signature import ExpectedTensor, ModuleEntry
+    from ...signature import ModuleEntry
 
 SUPPORTED = ("Linear", "Conv1D", "Conv2d")
 
@@ -22,6 +23,7 @@ class IA3Tuner(LayerTuner):
     """The IA3 method's :class:`~sdk.methods.Tuner`."""
 
     method = "IA3"
+    factor_prefixes = ("ia3_",)
     layer_cls = IA3Layer
     default_targets = DEFAULT_TARGETS
 
@@ -36,8 +38,6 @@ class IA3Tuner(LayerTuner):
     def tensor_shapes(
         self, config: IA3Config, path: str, entry: ModuleEntry, view: ModelView
     ) -> dict[str, ExpectedTensor]:
-        from ...signature import ExpectedTensor
-
         ff = config.is_feedforward(path, view.model_type)
         shape = IA3Layer.vector_shape(entry.kind, ff, entry.in_features or 0, entry.out_features or 0)
         side = "in_features" if ff else "out_features"

@@ -1,9 +1,11 @@
-"""LoHa: low-rank Hadamard product adapters, registered as ``peft_type="LOHA"``."""
+"""LoHa: low-rank Hadamard product adapters (config, layer, tuner), the method ``peft_type="LOHA"``."""
 
-from ...methods import register_method
 from .config import LoHaConfig
-from .layers import LoHaLayer, LoHaTuner
+from .layers import LoHaLayer
+from .tuner import LoHaTuner
 
-register_method("LOHA", LoHaConfig, LoHaTuner())
+#: What :mod:`sdk.methods` registers from this package.
+CONFIGS = (LoHaConfig,)
+TUNER = LoHaTuner()
 
 __all__ = ["LoHaConfig", "LoHaLayer", "LoHaTuner"]

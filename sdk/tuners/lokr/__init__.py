@@ -1,9 +1,11 @@
-"""LoKr: low-rank Kronecker product adapters, registered as ``peft_type="LOKR"``."""
+"""LoKr: low-rank Kronecker product adapters (config, layer, tuner), the method ``peft_type="LOKR"``."""
 
-from ...methods import register_method
 from .config import LoKrConfig
-from .layers import LoKrLayer, LoKrTuner, factorization
+from .layers import LoKrLayer
+from .tuner import LoKrTuner, factorization
 
-register_method("LOKR", LoKrConfig, LoKrTuner())
+#: What :mod:`sdk.methods` registers from this package.
+CONFIGS = (LoKrConfig,)
+TUNER = LoKrTuner()
 
 __all__ = ["LoKrConfig", "LoKrLayer", "LoKrTuner", "factorization"]

@@ -4,7 +4,7 @@ The forward, mixed batches, several adapters and enabling/disabling are :class:`
 the base layer is simply called. What differs is access to the base weight when merging, which
 :class:`QuantizedMergeMixin` routes through :mod:`sdk.quantization` (dequantize, add ΔW with the
 shared merge math, requantize). The mixin knows nothing about LoRA, so other methods whose
-layers derive from :class:`~sdk.tuners.base.AdapterLayer` can put it in front of their class too.
+layers derive from :class:`~sdk.layers.AdapterLayer` can put it in front of their class too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ...quantization import keep_trainable_layout, quantization_label, update_qu
 from .layers import LoraLinear
 
 if TYPE_CHECKING:
-    from ..base import AdapterLayer
+    from ...layers import AdapterLayer
 
     _Base = AdapterLayer
 else:

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...layers import AdapterLayer, Conv1DFeatures
 from ...merging import LayerKind, lora_delta
-from ..base import ROUTING, AdapterLayer, Conv1DFeatures, Routing
+from ...routing import ROUTING, Routing
 from .dora import dora_extra, merged_delta
 
 

@@ -9,13 +9,13 @@ every call of the model â€” from ``forward``, ``generate`` or a training loop â€
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from ...errors import AdapterStateError, MixedBatchError
-from ..base import ROUTING, AdapterModule
+from ...layers import AdapterModule
+from ...routing import ROUTING
 from .calls import rewrite_call
 from .config import PromptLearningConfig
 from .encoders import VirtualTokenEncoder
@@ -34,6 +34,10 @@ class PromptLearningLayer(AdapterModule):
     """The input embedding of a model, plus one virtual-token encoder per prompt adapter."""
 
     top_level_keys: ClassVar[bool] = True
+    only_one_active: ClassVar[str | None] = (
+        "prompt adapters {names} would each put their own virtual tokens in front of the input; only one prompt "
+        "adapter can be active at a time"
+    )
 
     def __init__(self, base_layer: nn.Module, host: nn.Module) -> None:
         super().__init__(base_layer)
@@ -76,15 +80,6 @@ class PromptLearningLayer(AdapterModule):
 
     def prepare_load(self, name: str) -> None:
         self.encoders[name].to_table()
-
-    def set_active(self, names: Sequence[str]) -> None:
-        present = [n for n in names if n in self.encoders]
-        if len(present) > 1:
-            raise AdapterStateError(
-                f"prompt adapters {present} would each put their own virtual tokens in front of the input; only one "
-                "prompt adapter can be active at a time"
-            )
-        self.active = tuple(present)
 
     def delete_adapter(self, name: str) -> None:
         del self.encoders[name]

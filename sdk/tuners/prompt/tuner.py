@@ -3,16 +3,16 @@ checking the config's model sizes, and the tensors an adapter must have on a bas
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from ...errors import ConfigError, UnsupportedLayerError
-from ...signature import transformer_dims
+from ...layers import iter_adapter_modules, replace_module
+from ...modules_to_save import add_modules_to_save
+from ...signature import ExpectedTensor, transformer_dims
 from ...targeting import SEQ_CLS_HEADS, matches_name_list
-from ..base import iter_adapter_modules, replace_module
-from ..modules_to_save import add_modules_to_save
 from .config import PrefixTuningConfig, PromptLearningConfig, PromptTuningConfig
 from .encoders import build_encoder
 from .init import initial_table
@@ -20,7 +20,7 @@ from .layer import SAVED_KEY, PromptLearningLayer
 
 if TYPE_CHECKING:
     from ...config import AdapterConfig
-    from ...signature import ExpectedTensor, Signature
+    from ...signature import Signature
 
 PROMPT_METHODS = frozenset({"PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"})
 
@@ -124,6 +124,8 @@ class PromptTuner:
     #: PEFT saves a prompt adapter's ``modules_to_save`` as ``base_model.<path>`` (its prompt
     #: models have no inner ``model`` wrapper) and the table as the top-level ``prompt_embeddings``.
     disk_prefix = "base_model."
+    #: The prompt table is one top-level tensor: no module of the model holds the adapter.
+    factor_prefixes: tuple[str, ...] = ()
 
     def inject(self, model: nn.Module, config: AdapterConfig, adapter_name: str) -> list[str]:
         """Add prompt adapter ``adapter_name`` to ``model``; nothing changes if a check fails."""
@@ -178,8 +180,6 @@ class PromptTuner:
 
     def expected_shapes(self, config: AdapterConfig, signature: Signature) -> dict[str, ExpectedTensor]:
         """``prompt_embeddings`` (and any modules to save) of this adapter on ``signature``."""
-        from ...signature import ExpectedTensor
-
         assert isinstance(config, PromptLearningConfig)
         dims = dict(signature.dims)
         problems = size_problems(config, dims)
@@ -202,6 +202,10 @@ class PromptTuner:
                 for param, shape in entry.params.items():
                     out[f"{entry.path}.{param}"] = ExpectedTensor(shape, tuple(f"dim{i}" for i in range(len(shape))))
         return out
+
+    def summary_fields(self, config: AdapterConfig) -> dict[str, Any]:
+        """The number of virtual tokens."""
+        return {"num_virtual_tokens": config.to_dict().get("num_virtual_tokens")}
 
     def zero_at_init(self, key: str) -> bool:
         """Prompt tables start random (or from text), never all zeros."""

@@ -1,24 +1,23 @@
-"""Building blocks every method shares: the adapter-module protocol, full-copy modules
-(``modules_to_save``) and per-sample routing for mixed batches.
+"""The adapter-module contract every method's layers follow, and walking or replacing them in a model
+(including the targeting view of a live model, in which an adapter module stands for its layer).
 
-``AdapterModel`` finds adapter parameters structurally, by walking modules that derive from
-:class:`AdapterModule`, never by matching parameter names.
+``AdapterModel``, the on-disk format, the signature code and every tuner find adapter state structurally,
+by walking modules that derive from :class:`AdapterModule`, never by matching parameter names.
+:class:`AdapterLayer` adds what a mergeable layer (one that changes a base weight by ΔW) shares.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import AdapterStateError, MergeError
-
-BASE_ADAPTER = "__base__"
+from .errors import AdapterStateError, MergeError
+from .merging import add_delta
+from .routing import ROUTING
+from .targeting import ModelView, module_kind
 
 
 class AdapterModule(nn.Module):
@@ -27,6 +26,9 @@ class AdapterModule(nn.Module):
     #: Save this module's tensors under their own names (``prompt_embeddings``) rather than under
     #: ``base_model.model.<path>.`` (PEFT's prompt methods save one top-level tensor).
     top_level_keys: ClassVar[bool] = False
+    #: Why at most one adapter of this module can be active at a time, with ``{names}`` standing for
+    #: the adapters asked for (None: any number can be active together).
+    only_one_active: ClassVar[str | None] = None
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
@@ -49,7 +51,10 @@ class AdapterModule(nn.Module):
 
     def set_active(self, names: Sequence[str]) -> None:
         """Make ``names`` (those present here) the active adapters, in order."""
-        self.active = tuple(n for n in names if n in self.adapter_names())
+        present = [n for n in names if n in self.adapter_names()]
+        if self.only_one_active is not None and len(present) > 1:
+            raise AdapterStateError(self.only_one_active.format(names=present))
+        self.active = tuple(present)
 
     def adapter_parameters(self, name: str) -> list[nn.Parameter]:
         """The trainable parameters of one adapter."""
@@ -110,8 +115,6 @@ class AdapterLayer(AdapterModule):
 
     def merge(self, names: Sequence[str], safe: bool = False) -> list[str]:
         """Add the ΔW of each named adapter (present and not merged yet) into the base weight."""
-        from ..merging import add_delta
-
         done: list[str] = []
         weight = self.base_layer.weight
         for name in names:
@@ -126,8 +129,6 @@ class AdapterLayer(AdapterModule):
 
     def unmerge(self, names: Sequence[str] | None = None) -> None:
         """Subtract merged ΔWs again (all, or the named ones), newest first."""
-        from ..merging import add_delta
-
         weight = self.base_layer.weight
         for name in list(reversed(self.merged)):
             if names is not None and name not in names:
@@ -170,135 +171,6 @@ class Conv1DFeatures:
         return self.base_layer.weight.shape[1]
 
 
-class ModulesToSave(AdapterModule):
-    """Full trainable copies of a module, one per adapter (PEFT's ``modules_to_save``).
-
-    Saved under the module's own name: the copy's ``weight`` is written as ``<path>.weight``.
-    """
-
-    def __init__(self, base_layer: nn.Module) -> None:
-        super().__init__(base_layer)
-        self.copies = nn.ModuleDict()
-
-    def add(self, name: str) -> None:
-        """Create the copy for adapter ``name`` from the original module."""
-        clone = copy.deepcopy(self.base_layer)
-        for p in clone.parameters():
-            p.requires_grad_(True)
-        self.copies[name] = clone
-
-    def adapter_names(self) -> list[str]:
-        return list(self.copies.keys())
-
-    def adapter_tensors(self, name: str) -> dict[str, Tensor]:
-        return dict(self.copies[name].state_dict(keep_vars=True))
-
-    def delete_adapter(self, name: str) -> None:
-        del self.copies[name]
-        self.active = tuple(n for n in self.active if n != name)
-
-    def set_active(self, names: Sequence[str]) -> None:
-        present = [n for n in names if n in self.copies]
-        if len(present) > 1:
-            raise AdapterStateError(
-                f"adapters {present} each train their own full copy of this module; only one of them can be "
-                "active at a time"
-            )
-        self.active = tuple(present)
-
-    def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
-        routing = ROUTING.get()
-        if routing is not None:
-            return self._mixed(routing, x, *args, **kwargs)
-        if self.disabled or not self.active:
-            return self.base_layer(x, *args, **kwargs)
-        return self.copies[self.active[0]](x, *args, **kwargs)
-
-    def _mixed(self, routing: Routing, x: Tensor, *args: object, **kwargs: object) -> Tensor:
-        routing.check_batch(x.shape[0])
-        result = self.base_layer(x, *args, **kwargs)
-        for name, idx in routing.indices(x.device).items():
-            if name in self.copies:
-                result = result.index_copy(0, idx, self.copies[name](x.index_select(0, idx), *args, **kwargs))
-        return result
-
-    def unwrap(self, merge: bool) -> nn.Module:
-        if merge and self.active:
-            return self.copies[self.active[0]]
-        return self.base_layer
-
-
-# --- mixed batches ---------------------------------------------------------------------------
-
-
-@dataclass
-class Routing:
-    """Which adapter each sample of a batch uses; index tensors are built once per device."""
-
-    names: tuple[str, ...]
-    unique: tuple[str, ...] = ()
-    _indices: dict[torch.device, dict[str, Tensor]] = field(default_factory=dict)
-    _padded: dict[torch.device, tuple[Tensor, Tensor, Tensor, int]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        seen: dict[str, None] = {}
-        for n in self.names:
-            if n != BASE_ADAPTER:
-                seen.setdefault(n, None)
-        self.unique = tuple(seen)
-
-    def check_batch(self, batch: int) -> None:
-        """Refuse a batch whose size differs from the number of names."""
-        if batch != len(self.names):
-            from ..errors import MixedBatchError
-
-            raise MixedBatchError(
-                f"adapter_names has {len(self.names)} entries but the batch has {batch} samples; "
-                "give exactly one adapter name per sample ('__base__' for none)"
-            )
-
-    def indices(self, device: torch.device) -> dict[str, Tensor]:
-        """Sample indices of each adapter (``__base__`` excluded)."""
-        got = self._indices.get(device)
-        if got is None:
-            got = {
-                u: torch.tensor([i for i, n in enumerate(self.names) if n == u], dtype=torch.long, device=device)
-                for u in self.unique
-            }
-            self._indices[device] = got
-        return got
-
-    def padded(self, device: torch.device) -> tuple[Tensor, Tensor | None, Tensor, int]:
-        """Index tables for a grouped batched matmul.
-
-        Returns ``(gather, keep, target, G)``: ``gather`` (U·G) lists each adapter's samples
-        padded to G with sample 0; ``keep`` are the positions in it that are real samples (None
-        when no group needed padding) and ``target`` the sample each of those belongs to.
-        """
-        got = self._padded.get(device)
-        if got is None:
-            groups = [[i for i, n in enumerate(self.names) if n == u] for u in self.unique]
-            g = max((len(x) for x in groups), default=0)
-            gather: list[int] = []
-            keep: list[int] = []
-            target: list[int] = []
-            for u, members in enumerate(groups):
-                gather.extend(members + [0] * (g - len(members)))
-                keep.extend(range(u * g, u * g + len(members)))
-                target.extend(members)
-
-            def as_tensor(v: list[int]) -> Tensor:
-                return torch.tensor(v, dtype=torch.long, device=device)
-
-            padding = len(keep) != len(gather)
-            got = (as_tensor(gather), as_tensor(keep) if padding else None, as_tensor(target), g)
-            self._padded[device] = got
-        return got
-
-
-ROUTING: ContextVar[Routing | None] = ContextVar("adapter_routing", default=None)
-
-
 def iter_adapter_modules(model: nn.Module) -> Iterator[tuple[str, AdapterModule]]:
     """Every adapter module of ``model`` with its path (outermost first, none nested)."""
     for path, module in model.named_modules():
@@ -314,6 +186,37 @@ def inside_adapter_module(model: nn.Module) -> set[str]:
             if sub:
                 inner.add(f"{path}.{sub}" if path else sub)
     return inner
+
+
+def model_view(model: nn.Module) -> ModelView:
+    """The targeting view of a live model. An adapter module counts as the layer it wraps, so a config
+    selects the same modules before and after adapters are added."""
+    kinds: dict[str, str] = {}
+    skip: list[str] = []
+    for path, module in model.named_modules():
+        if not path or any(path.startswith(s) for s in skip):
+            continue
+        if isinstance(module, AdapterModule):
+            kinds[path] = module_kind(module.base_layer)
+            skip.append(path + ".")
+        else:
+            kinds[path] = module_kind(module)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return ModelView(kinds, model_type, frozenset(_output_heads(model)))
+
+
+def _output_heads(model: nn.Module) -> set[str]:
+    getter = getattr(model, "get_output_embeddings", None)
+    try:
+        head = getter() if callable(getter) else None
+    except (AttributeError, NotImplementedError):
+        head = None
+    if head is None:
+        return {n for n, _ in model.named_modules() if n == "lm_head" or n.endswith(".lm_head")}
+    found = {n for n, m in model.named_modules() if m is head}
+    if not found:  # the head may be wrapped by an adapter module
+        found = {n for n, m in model.named_modules() if getattr(m, "base_layer", None) is head}
+    return found
 
 
 def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
