@@ -1,4 +1,4 @@
-"""Combining LoRA adapters (sdk.merging.combine / AdapterModel.add_weighted_adapter) against peft's add_weighted_adapter.
+"""Combining LoRA adapters (sdk.merging.combine, AdapterModel.add_weighted_adapter) vs peft's add_weighted_adapter.
 
 Adapters are made and saved by the real peft package on tiny models; our pure functions read the
 saved files. PEFT draws the random masks of the dare types from the global RNG after injecting
