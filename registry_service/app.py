@@ -18,7 +18,7 @@ from sqlalchemy import func, select, text
 from sdk.errors import AdapterError, ValidationFailed
 
 from .db.models import ApiToken
-from .db.session import apply_migrations, make_engine, make_sessionmaker, start_embedded_postgres
+from .db.session import apply_migrations, head_revision, make_engine, make_sessionmaker, start_embedded_postgres
 from .deps import provide_db, provide_principal, provide_settings, provide_store
 from .domain.adapters.controller import AdapterController
 from .domain.adapters.uploads import UploadController
@@ -29,6 +29,8 @@ from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
 from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
+from .metrics import mark_process_dead, metrics, prometheus_config
+from .probes import livez, readyz
 from .settings import Settings
 from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, UploadError, make_store
 from .web import WebUIPlugin
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             url, pg = await asyncio.to_thread(start_embedded_postgres, settings.data_dir)
         if settings.apply_migrations:
             await asyncio.to_thread(apply_migrations, url)
+        await asyncio.to_thread(head_revision)  # read the packaged migrations once, for /readyz
         engine = make_engine(url)
         state.engine = engine
         state.sessionmaker = make_sessionmaker(engine)
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             yield
         finally:
             await engine.dispose()
+            mark_process_dead()
             if pg is not None:  # stop the embedded PostgreSQL with the service (SIGTERM included)
                 await asyncio.to_thread(pg.cleanup)
 
@@ -98,9 +102,11 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         InvalidRangeError: lambda exc: RangeNotSatisfiable(str(exc)),
         UploadError: lambda exc: BadRequest(str(exc)),
     }
+    observability = [metrics] if settings.metrics else []
     return Litestar(
-        route_handlers=[health, BaseModelController, AdapterController, TokenController, UploadController,
-                        MergeJobController, LineageController, HubController, HubCommitController],
+        route_handlers=[health, livez, readyz, *observability, BaseModelController, AdapterController,
+                        TokenController, UploadController, MergeJobController, LineageController, HubController,
+                        HubCommitController],
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal),
@@ -108,6 +114,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         lifespan=[lifespan],
+        middleware=[prometheus_config().middleware] if settings.metrics else [],
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True,
                                                            exception_to_problem_detail_map=problem_map)),
                  WebUIPlugin()],  # after problem details: it makes their errors HTML pages for browsers

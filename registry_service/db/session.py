@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from ..migrations import ALEMBIC_INI
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def async_url(url: str) -> str:
@@ -48,14 +55,40 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic's configuration from the packaged ``alembic.ini`` (migrations ship inside the package,
+    so an installed wheel finds them), for the database at ``url``."""
+    from alembic.config import Config
+
+    cfg = Config(str(ALEMBIC_INI))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
+    return cfg
+
+
 def apply_migrations(url: str) -> None:
     """Upgrade the database to the newest Alembic revision."""
     from alembic import command
-    from alembic.config import Config
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    command.upgrade(alembic_config(url), "head")
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
-    command.upgrade(cfg, "head")
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration this package ships."""
+    from alembic.script import ScriptDirectory
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations under {Path(ALEMBIC_INI).parent}")
+    return head
+
+
+async def current_revision(conn: AsyncConnection) -> str | None:
+    """The migration the database is at (None before the first one)."""
+    exists = (await conn.execute(text("SELECT to_regclass('alembic_version') IS NOT NULL"))).scalar_one()
+    if not exists:
+        return None
+    return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one_or_none()

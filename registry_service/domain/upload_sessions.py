@@ -24,8 +24,9 @@ from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..errors import BadRequest, NotFound, reject
+from ..metrics import S3_DIRECT_BYTES
 from ..settings import Settings
-from ..storage import MIN_PART_SIZE, BlobInfo, BlobStore, is_direct_key
+from ..storage import MIN_PART_SIZE, BlobInfo, BlobStore, LocalBlobStore, is_direct_key
 from ..storage.base import check_sha256
 from .payloads import Payload
 
@@ -153,6 +154,8 @@ async def finalize_session(db: AsyncSession, sessionmaker: async_sessionmaker[As
             if not check.cancelled():
                 check.exception()  # raised through publish, or an error of publish's came first
         state = "done"
+        if not isinstance(store, LocalBlobStore):  # the parts went to S3 through presigned URLs
+            S3_DIRECT_BYTES.labels("upload").inc(row.size)
     finally:
         await release_storage(store, row, keep=kept)
         async with sessionmaker() as db2, db2.begin():

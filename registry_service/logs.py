@@ -1,0 +1,95 @@
+"""Logging of the API and worker processes: plain text (the default) or one JSON object per line
+(``ADAPTER_REGISTRY_LOG_FORMAT=json``, python-json-logger), for log shippers.
+
+JSON lines carry ``time``, ``level``, ``logger``, ``message``, ``pid``, the ``request_id`` of the
+request being served (when there is one), any fields the code logs as ``extra`` (a merge job's
+``job_id``…), ``exc_info`` for tracebacks, and for uvicorn's access lines ``client``, ``method``,
+``path`` and ``status``.
+
+The request id comes through :data:`request_id_source`, a function returning the current request's
+id or None; the request-id middleware installs its own at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from collections.abc import Callable
+from typing import Any, Literal
+
+LogFormat = Literal["text", "json"]
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+def _no_request_id() -> str | None:
+    return None
+
+
+#: The current request's id (None outside requests). Replaced by the request-id middleware.
+request_id_source: Callable[[], str | None] = _no_request_id
+
+
+def set_request_id_source(source: Callable[[], str | None]) -> None:
+    """Read request ids for log records from ``source``."""
+    global request_id_source
+    request_id_source = source
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to every record (None outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_source()
+        return True
+
+
+class AccessFieldsFilter(logging.Filter):
+    """Names the parts of uvicorn's access lines (client, method, path, status) as record fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            record.client, record.method, record.path, _version, record.status = args
+        return True
+
+
+def log_config(level: str = "info", fmt: LogFormat = "text") -> dict[str, Any]:
+    """A :func:`logging.config.dictConfig` for our loggers and uvicorn's (uvicorn takes it as ``log_config``)."""
+    if fmt == "json":
+        formatter: dict[str, Any] = {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": ["asctime", "levelname", "name", "message", "process"],
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
+            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+        }
+        access = formatter
+    else:
+        formatter = {"format": TEXT_FORMAT}
+        access = {"()": "uvicorn.logging.AccessFormatter",
+                  "fmt": '%(asctime)s %(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+                  "use_colors": False}
+    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+               "filters": ["request_id", "access_fields"]}
+    upper = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}, "access_fields": {"()": AccessFieldsFilter}},
+        "formatters": {"default": formatter, "access": access},
+        "handlers": {"default": {**handler, "formatter": "default"},
+                     "access": {**handler, "formatter": "access", "stream": "ext://sys.stdout"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": upper, "propagate": False},
+            "uvicorn.error": {"level": upper},
+            "uvicorn.access": {"handlers": ["access"], "level": upper, "propagate": False},
+        },
+        "root": {"handlers": ["default"], "level": upper},
+    }
+
+
+def configure_logging(level: str = "info", fmt: LogFormat = "text") -> None:
+    """Set up logging for a process that does not run uvicorn (the merge worker)."""
+    logging.config.dictConfig(log_config(level, fmt))
+
+
+__all__ = ["LogFormat", "configure_logging", "log_config", "set_request_id_source"]
