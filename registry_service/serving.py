@@ -1,15 +1,16 @@
 """Running the API: ``adapter-registry serve`` on uvicorn, with one process or many.
 
-The serving process prepares what all API processes share, then hands over to uvicorn:
+With one process, the app does everything itself. With ``workers > 1`` the serving process prepares
+what all API processes share, then hands over to uvicorn:
 
 - the embedded PostgreSQL (when no database is configured) is started here, once, and every API
   process gets its URL; it stops when this process exits;
 - migrations are applied here, once, before any API process starts;
-- with ``workers > 1`` uvicorn's supervisor binds the socket and spawns the processes; their
+- uvicorn's supervisor binds the socket and spawns the processes (and replaces any that dies); their
   metrics meet in a multi-process directory (see :mod:`registry_service.metrics`).
 
-Every API process builds its app from the environment (:func:`app_from_env`): the effective settings
-are written into it first, so command-line options reach the processes uvicorn spawns.
+Each of those processes builds its app from the environment (:func:`app_from_env`): the effective
+settings are written into it first, so command-line options reach the processes uvicorn spawns.
 
 Accepted connections get TCP_NODELAY explicitly (:class:`NoDelayH11Protocol`): uvicorn's
 multi-process mode hands the workers a socket it bound itself, and in uvicorn releases without the
@@ -81,25 +82,28 @@ def run_server(settings: Settings) -> None:
     """Serve the API with ``settings.workers`` processes until SIGTERM/SIGINT."""
     import uvicorn
 
+    from .app import create_app
     from .metrics import MULTIPROC_ENV
 
+    options: dict[str, Any] = {
+        "host": settings.host, "port": settings.port, "http": NoDelayH11Protocol,
+        "log_config": log_config(settings.log_level, settings.log_format),
+        "timeout_graceful_shutdown": settings.graceful_shutdown_s,
+        "forwarded_allow_ips": settings.forwarded_allow_ips, "server_header": False,
+    }
+    if settings.workers == 1:
+        # One process: the app itself starts (and stops) the embedded PostgreSQL and migrates. uvicorn
+        # re-raises SIGTERM after its graceful shutdown, so nothing may wait for uvicorn.run to return.
+        uvicorn.run(create_app(settings), **options)
+        return
     env, server = prepare_database(settings)
-    metrics_dir = None
-    if settings.workers > 1:
-        metrics_dir = tempfile.mkdtemp(prefix="adapter-registry-metrics-")
-        env[MULTIPROC_ENV] = metrics_dir
+    metrics_dir = tempfile.mkdtemp(prefix="adapter-registry-metrics-")
+    env[MULTIPROC_ENV] = metrics_dir
     os.environ.update(env)
     try:
-        uvicorn.run(
-            "registry_service.serving:app_from_env", factory=True,
-            host=settings.host, port=settings.port, workers=settings.workers,
-            http=NoDelayH11Protocol, log_config=log_config(settings.log_level, settings.log_format),
-            timeout_graceful_shutdown=settings.graceful_shutdown_s,
-            forwarded_allow_ips=settings.forwarded_allow_ips, server_header=False,
-        )
+        uvicorn.run("registry_service.serving:app_from_env", factory=True, workers=settings.workers, **options)
     finally:
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
         cleanup = getattr(server, "cleanup", None)
         if cleanup is not None:  # the embedded PostgreSQL stops after the API processes
             cleanup()
