@@ -29,6 +29,7 @@ from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
 from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
+from .logs import litestar_logging
 from .metrics import mark_process_dead, metrics, prometheus_config
 from .probes import livez, readyz
 from .settings import Settings
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         openapi_config=OpenAPIConfig(title="Adapter registry", version="1", path="/schema"),
         request_max_body_size=settings.max_direct_upload_bytes + 4 * 2**20,
         debug=settings.debug,
+        logging_config=litestar_logging(settings.log_level, settings.log_format),
     )
 
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 import logging
 import logging.config
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from litestar.logging.config import LoggingConfig
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -87,9 +90,20 @@ def log_config(level: str = "info", fmt: LogFormat = "text") -> dict[str, Any]:
     }
 
 
+def litestar_logging(level: str = "info", fmt: LogFormat = "text") -> LoggingConfig:
+    """The same configuration for Litestar, which applies its logging configuration when an app is made
+    (its default would put the root logger on a format of its own, also in JSON mode)."""
+    from litestar.logging.config import LoggingConfig
+
+    cfg = log_config(level, fmt)
+    loggers = {**cfg["loggers"], "litestar": {"handlers": ["default"], "level": level.upper(), "propagate": False}}
+    return LoggingConfig(filters=cfg["filters"], formatters=cfg["formatters"], handlers=cfg["handlers"],
+                         loggers=loggers, root=cfg["root"])
+
+
 def configure_logging(level: str = "info", fmt: LogFormat = "text") -> None:
     """Set up logging for a process that does not run uvicorn (the merge worker)."""
     logging.config.dictConfig(log_config(level, fmt))
 
 
-__all__ = ["LogFormat", "configure_logging", "log_config", "set_request_id_source"]
+__all__ = ["LogFormat", "configure_logging", "litestar_logging", "log_config", "set_request_id_source"]

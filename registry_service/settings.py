@@ -102,12 +102,24 @@ class _EnvSettings(BaseSettings):
             if not loc:
                 lines.append(msg)
                 continue
+            field, var = cls._field_of(loc[0])
             value = err.get("input")
-            shown = "***" if loc[0] in cls.SECRET_FIELDS and value is not None else value
-            if isinstance(shown, str) and loc[0] == "database_url":
+            shown = "***" if field in cls.SECRET_FIELDS and value is not None else value
+            if isinstance(shown, str) and "://" in shown:
                 shown = mask_url(shown)
-            lines.append(f"{cls.env_name(loc[0])}={shown!r}: {msg}")
+            lines.append(f"{var}={shown!r}: {msg}")
         return "\n".join(lines)
+
+    @classmethod
+    def _field_of(cls, name: str) -> tuple[str, str]:
+        """The field an error location names (a field or one of its aliases) and its variable."""
+        if name in cls.model_fields:
+            return name, cls.env_name(name)
+        for field, info in cls.model_fields.items():
+            choices = getattr(info.validation_alias, "choices", ())
+            if any(str(c).upper() == name.upper() for c in choices):
+                return field, name.upper()
+        return name, cls.env_name(name)
 
     def shown(self) -> dict[str, Any]:
         """The effective values, secrets masked (what ``adapter-registry config`` prints)."""
