@@ -17,7 +17,7 @@ from typing import Any
 from .config import CONFIG_NAME, AdapterConfig
 from .errors import AdapterError, ValidationFailed
 from .methods import config_from_dict, get_method
-from .problems import Problem
+from .problems import Problem, capped
 from .safetensors_data import all_zero
 from .safetensors_header import Header, ReadAt, non_float_problems, read_header
 from .signature import Signature, check_adapter
@@ -82,7 +82,7 @@ def check_weights(
     shapes = {name: info.shape for name, info in header.tensors.items()}
     problems += check_adapter(signature, config, shapes)
     if problems:
-        raise ValidationFailed(problems)
+        raise ValidationFailed(capped(problems))
     tuner = get_method(config.peft_type).tuner
     zero_init = [n for n in header.tensors if tuner.zero_at_init(n)]
     if zero_init and not allow_untrained and all(all_zero(read_at, header, n) for n in zero_init):
