@@ -408,16 +408,26 @@ def _check_entry(name: str, entry: Any, problems: list[Problem]) -> tuple[Tensor
         isinstance(offsets, list)
         and len(offsets) == 2
         and all(_is_int(o) for o in offsets)
-        and 0 <= offsets[0] <= offsets[1] <= MAX_OFFSET
+        and 0 <= offsets[0] <= offsets[1]
     )
     if "data_offsets" in entry and not offsets_ok:
         problems.append(
             Problem(
                 name,
-                "[begin, end] integers with 0 <= begin <= end < 2**64",
+                "[begin, end] integers with 0 <= begin <= end",
                 _short(offsets),
-                f"tensor {name!r}: data_offsets must be two integers [begin, end] with 0 <= begin <= end < 2**64, "
+                f"tensor {name!r}: data_offsets must be two integers [begin, end] with 0 <= begin <= end, "
                 f"found {_short(offsets)}",
+            )
+        )
+    elif offsets_ok and offsets[1] > MAX_OFFSET:
+        offsets_ok = False
+        problems.append(
+            Problem(
+                name,
+                "offsets below 2**64",
+                _short(offsets),
+                f"tensor {name!r}: data_offsets {_short(offsets)} do not fit in 64 bits",
             )
         )
 

@@ -158,8 +158,8 @@ class Client:
                 continue
             session = trust.upload_session(self.http.json("POST", f"{root}/uploads", json={
                 "filename": path.name, "size": size, "sha256": sha}), size)
-            finalize = trust.registry_url(self.http.base_url, session.get("finalize_url"))
             try:
+                finalize = trust.registry_url(self.http.base_url, session.get("finalize_url"))
                 parts = upload_parts(self.http, session, path, quiet=self.quiet)
             except BaseException:
                 self.http.fetch("DELETE", f"{root}/uploads/{session['id']}")
@@ -305,8 +305,8 @@ class Client:
         size = weights.stat().st_size
         session = trust.upload_session(
             self.http.json("POST", f"/api/v1/adapters/{ns}/{name}/uploads", json={"size": size}), size)
-        finalize = trust.registry_url(self.http.base_url, session.get("finalize_url"))
         try:
+            finalize = trust.registry_url(self.http.base_url, session.get("finalize_url"))
             with ThreadPoolExecutor(max_workers=1) as hasher:
                 digest = hasher.submit(sha256_file, weights)
                 parts = upload_parts(self.http, session, weights, quiet=self.quiet)

@@ -294,11 +294,10 @@ def upload_parts(http: Http, session: dict, path: Path, *, quiet: bool | None = 
     Part URLs of a direct session are storage URLs and go without the token; the others must lie on
     the registry's own origin (checked here, before any byte is sent)."""
     size = path.stat().st_size
-    session = trust.upload_session(session, size)
-    part_size = int(session["part_size"])
+    part_size, listed = trust.parts(session, size)
     direct = bool(session.get("direct"))
-    urls = {int(p["part_number"]): trust.storage_url(http.base_url, p["url"]) if direct
-            else trust.registry_url(http.base_url, p["url"]) for p in session["parts"]}
+    urls = {n: trust.storage_url(http.base_url, url) if direct else trust.registry_url(http.base_url, url)
+            for n, url in listed.items()}
     fd = os.open(path, os.O_RDONLY)
     try:
         with progress_bar(size, f"uploading {path.name}", show_progress(quiet)) as bar:

@@ -25,6 +25,7 @@ __all__ = [
     "filename",
     "job_id",
     "name",
+    "parts",
     "registry_url",
     "sha256",
     "size",
@@ -142,25 +143,41 @@ def storage_url(base_url: str, value: object) -> str:
     return value
 
 
-def upload_session(body: Any, size_: int) -> dict[str, Any]:
-    """An upload session answer: its id, a positive part size, and exactly the parts a file of
-    ``size_`` bytes needs, numbered 1..n, each with a URL (not yet checked: see :func:`registry_url`
-    and :func:`storage_url`)."""
-    if not isinstance(body, dict):
-        raise _refuse("the upload session", type(body).__name__, "it must be a JSON object")
-    job_id(body.get("id"))
-    part = body.get("part_size")
-    if not isinstance(part, int) or isinstance(part, bool) or part < 1:
+def parts(session: Any, size_: int) -> tuple[int, dict[int, str]]:
+    """The part size and ``{part number: URL}`` of an upload session for a file of ``size_`` bytes:
+    a positive part size, part numbers between 1 and the number of parts the file needs (at most
+    :data:`MAX_PARTS`), each once, each with a URL (not yet checked: see :func:`registry_url` and
+    :func:`storage_url`)."""
+    if not isinstance(session, dict):
+        raise _refuse("the upload session", type(session).__name__, "it must be a JSON object")
+    part = session.get("part_size")
+    if type(part) is not int or part < 1:
         raise _refuse("the part size", part, "a part size is a positive integer")
     needed = max(1, -(-size_ // part))
-    parts = body.get("parts")
-    if not isinstance(parts, list) or len(parts) != needed or needed > MAX_PARTS:
-        count = len(parts) if isinstance(parts, list) else parts
-        raise _refuse("the part list", count, f"a {size_}-byte file in {part}-byte parts needs {needed} parts "
-                                              f"(at most {MAX_PARTS})")
-    numbers = [p.get("part_number") if isinstance(p, dict) else None for p in parts]
-    if sorted(n for n in numbers if type(n) is int) != list(range(1, needed + 1)):
-        raise _refuse("the part numbers", numbers[:10], f"parts are numbered 1 to {needed}, once each")
-    if any(not isinstance(p.get("url"), str) for p in parts):
-        raise _refuse("a part without a URL", None, "every part needs a URL")
+    if needed > MAX_PARTS:
+        raise _refuse("the part size", part, f"a {size_}-byte file would need {needed} parts; at most {MAX_PARTS}")
+    listed = session.get("parts")
+    if not isinstance(listed, list) or len(listed) > needed:
+        count = len(listed) if isinstance(listed, list) else listed
+        raise _refuse("a part list of", count, f"a {size_}-byte file in {part}-byte parts has {needed} parts")
+    urls: dict[int, str] = {}
+    for p in listed:
+        n = p.get("part_number") if isinstance(p, dict) else None
+        if type(n) is not int or not 1 <= n <= needed or n in urls:
+            raise _refuse("the part number", n, f"parts are numbered 1 to {needed}, once each")
+        url = p.get("url")
+        if not isinstance(url, str):
+            raise _refuse("a part URL", url, "every part needs a URL")
+        urls[n] = url
+    return part, urls
+
+
+def upload_session(body: Any, size_: int) -> dict[str, Any]:
+    """An upload session answer: an id, and exactly the parts a file of ``size_`` bytes needs (see
+    :func:`parts`)."""
+    _, urls = parts(body, size_)
+    job_id(body.get("id"))
+    needed = max(1, -(-size_ // body["part_size"]))
+    if len(urls) != needed:
+        raise _refuse("a part list of", len(urls), f"a {size_}-byte file needs {needed} parts")
     return body
