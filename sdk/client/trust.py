@@ -109,13 +109,13 @@ def job_id(value: object) -> str:
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+    """(scheme, host, port) of ``url``; ``("", "", -1)`` for what cannot be parsed as a URL."""
     try:
-        port = parts.port or _DEFAULT_PORTS.get(scheme)
-    except ValueError:  # a port that is no number
-        port = -1
-    return scheme, (parts.hostname or "").lower(), port
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a broken IPv6 literal, a port that is no number
+        return "", "", -1
 
 
 def registry_url(base_url: str, value: object) -> str:
@@ -125,7 +125,8 @@ def registry_url(base_url: str, value: object) -> str:
         raise _refuse("the URL", value, "it must be a path or URL on the registry")
     if value.startswith("/") and not value.startswith("//"):
         return value
-    if _origin(value) != _origin(base_url):
+    origin = _origin(value)
+    if origin[0] not in ("http", "https") or not origin[1] or origin != _origin(base_url):
         raise _refuse("the URL", value, f"requests with the token go only to the registry's own origin ({base_url})")
     return value
 
