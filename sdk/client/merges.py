@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ class MergeJob:
         if not isinstance(body, Mapping):
             raise UnsafeResponse(f"the registry described a merge job as {type(body).__name__}, not an object")
         progress = body.get("progress") or 0.0
-        if not isinstance(progress, (int, float)) or isinstance(progress, bool):
+        if not isinstance(progress, (int, float)) or isinstance(progress, bool) or not math.isfinite(progress):
             raise UnsafeResponse(f"the registry sent the job progress {shown(progress)}, not a number")
         return cls(job_id(body.get("id")), str(body.get("state")), float(progress), body.get("error"),
                    body.get("result"), dict(body))
