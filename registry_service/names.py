@@ -6,11 +6,15 @@ a broken name into a 400 and adds the service's own rule, the reserved namespace
 
 from __future__ import annotations
 
-from sdk.names import COMMIT, alias_problem, part_problem
+from sdk.names import ALIAS_PATTERN, COMMIT, NAME_PART_PATTERN, alias_problem, part_problem
 
 from .errors import BadRequest
 
-__all__ = ["COMMIT", "RESERVED_NAMESPACES", "check_alias", "check_part", "split_name"]
+__all__ = ["ALIAS_PATTERN", "COMMIT", "PART_PATTERN", "RESERVED_NAMESPACES", "check_alias", "check_part",
+           "split_name"]
+
+#: The character rules of names and aliases as JSON Schema patterns (for the OpenAPI document).
+PART_PATTERN = NAME_PART_PATTERN
 
 #: First path segments the service's own routes use; a namespace of that name could not be reached
 #: through the Hub-compatible ``/{namespace}/{name}/resolve/...`` routes or the web pages.

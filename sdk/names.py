@@ -13,14 +13,36 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "ALIAS", "COMMIT", "MAX_FILENAME_CHARS", "NAME_PART", "SHA256", "VERSION", "alias_problem", "filename_problem",
-    "name_problem", "part_problem", "ref_problem", "shown",
+    "ALIAS",
+    "ALIAS_PATTERN",
+    "COMMIT",
+    "MAX_FILENAME_CHARS",
+    "NAME_PART",
+    "NAME_PART_PATTERN",
+    "SHA256",
+    "VERSION",
+    "alias_problem",
+    "filename_problem",
+    "name_problem",
+    "part_problem",
+    "ref_problem",
+    "shown",
 ]
 
-NAME_PART = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}\Z")
-"""A namespace or a name: letters, digits, ``_ . -``, starting with a letter or digit, at most 96."""
-ALIAS = re.compile(r"\A[A-Za-z][A-Za-z0-9_.\-]{0,63}\Z")
-"""An alias: starts with a letter (so it is never a version number), at most 64 characters."""
+NAME_PART_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$"
+"""A namespace or a name: letters, digits, ``_ . -``, starting with a letter or digit, at most 96
+(as a JSON Schema / OpenAPI pattern, where ``$`` is the very end; Python code uses :data:`NAME_PART`)."""
+ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
+"""An alias: starts with a letter (so it is never a version number), at most 64 characters (JSON Schema form)."""
+
+
+def _whole(pattern: str) -> re.Pattern[str]:
+    """A ``^...$`` pattern compiled to match the whole string (``\\A...\\Z``)."""
+    return re.compile(r"\A" + pattern.removeprefix("^").removesuffix("$") + r"\Z")
+
+
+NAME_PART = _whole(NAME_PART_PATTERN)
+ALIAS = _whole(ALIAS_PATTERN)
 COMMIT = re.compile(r"\A[0-9a-f]{40}\Z")
 """A version's commit id: 40 lowercase hex digits."""
 SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
