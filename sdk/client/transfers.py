@@ -161,9 +161,13 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                         raise
                     try:
                         if response.status_code in (301, 302, 303, 307, 308):  # S3: follow without our token
-                            location = str(response.url.join(response.headers.get("location", "")))
-                            where["url"] = trust.storage_url(http.base_url, location)
-                            learned.set()
+                            try:
+                                location = response.headers.get("location")
+                                if not location:
+                                    raise UnsafeResponse(f"{label}: the registry redirected the download nowhere")
+                                where["url"] = trust.storage_url(http.base_url, str(response.url.join(location)))
+                            finally:
+                                learned.set()  # refused or not: the other ranges must not wait for ever
                             continue
                         learned.set()
                         raise_for_problem(response)
@@ -265,7 +269,7 @@ def _put_part(http: Http, url: str, data: bytes) -> str:
             conn.request("PUT", target, body=data, headers={"Content-Length": str(len(data)),
                                                             "User-Agent": "adapter-hub-sdk"})
             response = conn.getresponse()
-            body = response.read()
+            body = response.read(1 << 16)  # only an error message needs it (the connection is not reused)
             if response.status < 300 and response.getheader("etag"):
                 return str(response.getheader("etag"))
             if response.status not in RETRY_STATUS:

@@ -206,6 +206,30 @@ def test_a_redirected_download_goes_to_storage_without_the_token(registry: Hosti
     assert elsewhere.tokens() == [] and registry.tokens() == [f"Bearer {TOKEN}"] * 2
 
 
+@pytest.mark.parametrize("size", [len(FILE), 40 << 20])  # one range, and three ranges fetched in parallel
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "gopher://127.0.0.1/x", None])
+def test_a_redirect_nowhere_safe_is_refused(location: str | None, size: int, registry: Hostile,
+                                            tmp_path: Path) -> None:
+    registry.json("GET", "/api/v1/adapters/a/b/versions/latest", version(file={"size": size}))
+    registry.answers[("GET", "*")] = Answer(302, b"", {"location": location} if location else {})
+    outcome: list[BaseException | None] = []
+
+    def pull() -> None:
+        try:
+            with client(registry, tmp_path) as c:
+                c.pull("a/b")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=pull, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the download hung after refusing a redirect"
+    assert isinstance(outcome[0], UnsafeResponse), outcome
+    assert not list((tmp_path / "cache" / "blobs").rglob("*.*"))
+
+
 # --- upload sessions: URLs the registry hands back ------------------------------------------------------
 
 def _session(registry: Hostile, elsewhere: Hostile, finalize: str, part_url: str, direct: bool) -> None:
