@@ -4,8 +4,9 @@
 digits) or an alias. The service refuses names that break it (400); the client refuses them before
 it sends a request, and refuses a registry answer that breaks it before the value reaches a path.
 
-Every pattern is anchored with ``\\A``/``\\Z``: ``$`` would also match before a final newline, so
-``"alice\\n"`` would pass.
+Every compiled pattern matches the whole string (``\\A...\\Z``): Python's ``$`` also matches before
+a final newline, so ``"alice\\n"`` would pass. The ``*_PATTERN`` strings are the same rules for JSON
+Schema (OpenAPI), whose ``$`` is the very end.
 """
 
 from __future__ import annotations
