@@ -29,6 +29,7 @@ from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
 from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
+from .inputs import RegistryRequest, reject_nul_parameters
 from .settings import Settings
 from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, UploadError, make_store
 from .web import WebUIPlugin
@@ -108,6 +109,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         lifespan=[lifespan],
+        request_class=RegistryRequest,
+        before_request=reject_nul_parameters,
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True,
                                                            exception_to_problem_detail_map=problem_map)),
                  WebUIPlugin()],  # after problem details: it makes their errors HTML pages for browsers

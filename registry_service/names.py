@@ -6,8 +6,11 @@ import re
 
 from .errors import BadRequest
 
-_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+#: The character rules of names and aliases (also stated in the OpenAPI schema, see ``params``).
+PART_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$"
+ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
+_PART = re.compile(PART_PATTERN)
+_ALIAS = re.compile(ALIAS_PATTERN)
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 

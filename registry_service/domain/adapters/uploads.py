@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, delete, post, put
 from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import Select, select
@@ -32,8 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ...db.models import UploadSession
 from ...errors import BadRequest, reject
 from ...names import check_part
+from ...params import FileSize, NamePart, PartNumber, Sha256
 from ...settings import Settings
 from ...storage import BlobStore
+from ...storage.base import check_part_number
 from .. import upload_sessions as sessions
 from ..auth.tokens import Principal
 from . import service
@@ -42,13 +44,12 @@ from .publish import UploadFinish, publish_upload
 from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 
 
-@dataclass
-class NewUpload:
+class NewUpload(msgspec.Struct):
     """The file to upload: its name, exact size and, if known yet, its sha256 (hex; else given at finalize)."""
 
-    size: int
-    sha256: str | None = None
-    filename: str = WEIGHTS_FILE
+    size: FileSize
+    sha256: Sha256 | None = None
+    filename: Annotated[str, msgspec.Meta(max_length=255)] = WEIGHTS_FILE
 
 
 class UploadController(Controller):
@@ -57,7 +58,7 @@ class UploadController(Controller):
     path = ROOT + "/{ns:str}/{name:str}/uploads"
     tags = ["uploads"]
 
-    async def _session(self, db: AsyncSession, ns: str, name: str, upload_id: str) -> UploadSession:
+    async def _session(self, db: AsyncSession, ns: NamePart, name: NamePart, upload_id: str) -> UploadSession:
         """The open session ``upload_id`` of adapter ``ns/name``, locked for this transaction."""
         def query(key: uuid.UUID) -> Select[tuple[UploadSession]]:
             return select(UploadSession).where(UploadSession.id == key, UploadSession.namespace == ns,
@@ -66,7 +67,7 @@ class UploadController(Controller):
         return await sessions.find_open(db, upload_id, query, f"{ns}/{name}")
 
     @post("/", status_code=HTTP_201_CREATED)
-    async def start(self, ns: str, name: str, data: NewUpload, db: AsyncSession, principal: Principal,
+    async def start(self, ns: NamePart, name: NamePart, data: NewUpload, db: AsyncSession, principal: Principal,
                     store: BlobStore, settings: Settings, request: Request) -> dict:
         """Open an upload session; returns the part size and a URL per part."""
         check_part(ns, "namespace")
@@ -84,7 +85,7 @@ class UploadController(Controller):
             uploads_url=f"{base_url(request, settings)}{ROOT}/{ns}/{name}/uploads")
 
     @put("/{upload_id:str}/parts/{part_number:int}")
-    async def upload_part(self, ns: str, name: str, upload_id: str, part_number: int, request: Request,
+    async def upload_part(self, ns: NamePart, name: NamePart, upload_id: str, part_number: PartNumber, request: Request,
                           db: AsyncSession, principal: Principal, store: BlobStore) -> Response[dict]:
         """Receive one part through the API (the local backend, which has no presigned URLs)."""
         principal.require_write(ns)
@@ -92,14 +93,14 @@ class UploadController(Controller):
         return await sessions.receive_part(row, part_number, request, db, store)
 
     @delete("/{upload_id:str}", status_code=200)
-    async def abort(self, ns: str, name: str, upload_id: str, db: AsyncSession, principal: Principal,
+    async def abort(self, ns: NamePart, name: NamePart, upload_id: str, db: AsyncSession, principal: Principal,
                     store: BlobStore) -> dict:
         """Abandon an upload; its parts are deleted."""
         principal.require_write(ns)
         return await sessions.abort_session(db, store, await self._session(db, ns, name, upload_id), upload_id)
 
     @post("/{upload_id:str}/finalize", status_code=HTTP_201_CREATED)
-    async def finalize(self, ns: str, name: str, upload_id: str, request: Request, db: AsyncSession,
+    async def finalize(self, ns: NamePart, name: NamePart, upload_id: str, request: Request, db: AsyncSession,
                        principal: Principal, store: BlobStore, settings: Settings) -> Response[dict]:
         """Join the parts, check size and sha256, validate, publish; nothing is kept if any check fails."""
         principal.require_write(ns)
@@ -123,8 +124,8 @@ async def _finish_form(form: Any) -> UploadFinish:
     if CONFIG_FILE not in form:
         raise reject(f"finalize needs {CONFIG_FILE}", expected=CONFIG_FILE)
     try:
-        parts = [(int(n), str(etag)) for n, etag in json.loads(form.get("parts") or "[]")]
-    except (ValueError, TypeError) as exc:
+        parts = [(check_part_number(int(n)), str(etag)) for n, etag in json.loads(form.get("parts") or "[]")]
+    except (ValueError, TypeError, RecursionError) as exc:
         raise BadRequest("'parts' must be JSON [[part_number, etag], ...]") from exc
     config_raw = await read_small(form[CONFIG_FILE], 1 * 2**20, CONFIG_FILE)
     readme = await read_small(form[README_FILE], MAX_README_BYTES, README_FILE) if README_FILE in form else None

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
+import msgspec
 from litestar import Controller, get, post
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...errors import Forbidden, Unauthorized
-from ...names import check_part
+from ...names import PART_PATTERN, check_part
 from .tokens import Principal, create_token
 
+#: Longest lifetime a token can be given (ten years); omit ``expires_in_days`` for a token that never expires.
+MAX_TOKEN_DAYS = 3650
 
-@dataclass
-class NewToken:
+
+class NewToken(msgspec.Struct):
     """A token for ``namespace`` (omit for a global admin token) with these scopes."""
 
-    namespace: str | None = None
-    scopes: list[str] = field(default_factory=lambda: ["read"])
-    name: str = ""
-    expires_in_days: int | None = None
+    namespace: Annotated[str, msgspec.Meta(pattern=PART_PATTERN, max_length=96)] | None = None
+    scopes: list[Literal["read", "write", "admin"]] = msgspec.field(default_factory=lambda: ["read"])
+    name: Annotated[str, msgspec.Meta(max_length=128)] = ""
+    expires_in_days: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKEN_DAYS)] | None = None
 
 
 class TokenController(Controller):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put, route
 from litestar.datastructures import UploadFile
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
@@ -15,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db.models import BaseModel, BaseModelFile, BaseModelUpload
 from ...errors import BadRequest, NotFound, TooLarge, reject
+from ...params import FileSize, NamePart, Page, PartNumber, Sha256
 from ...settings import Settings
 from ...storage import BlobStore
+from ...storage.base import MAX_PART_NUMBER
 from .. import upload_sessions as sessions
 from ..adapters.controller import base_url
 from ..adapters.downloads import serve_file
@@ -28,30 +30,27 @@ from . import service, weights
 ROOT = "/api/v1/base-models"
 
 
-@dataclass
-class RegisterBaseModel:
+class RegisterBaseModel(msgspec.Struct):
     """Register by ``signature`` (from ``sdk.signature``) or by ``config`` (a ``config.json``)."""
 
-    name: str
-    revision: str | None = None
+    name: Annotated[str, msgspec.Meta(max_length=193, description="'namespace/name'")]
+    revision: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     signature: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
 
 
-@dataclass
-class NewWeightsUpload:
+class NewWeightsUpload(msgspec.Struct):
     """A large weights file to upload in parts: its name, exact size and sha256 (hex)."""
 
-    filename: str
-    size: int
-    sha256: str
+    filename: Annotated[str, msgspec.Meta(max_length=255)]
+    size: FileSize
+    sha256: Sha256
 
 
-@dataclass
-class FinishWeightsUpload:
+class FinishWeightsUpload(msgspec.Struct):
     """The parts as uploaded: ``[[part_number, etag], …]``."""
 
-    parts: list[list[Any]]
+    parts: list[tuple[Annotated[int, msgspec.Meta(ge=1, le=MAX_PART_NUMBER)], Annotated[str, msgspec.Meta(max_length=1024)]]]
 
 
 class BaseModelController(Controller):
@@ -74,7 +73,7 @@ class BaseModelController(Controller):
 
     @get("/")
     async def list_base_models(self, db: AsyncSession, request: Request, settings: Settings, q: str | None = None,
-                               page: int = 1) -> dict:
+                               page: Page = 1) -> dict:
         """Base models, optionally filtered by text."""
         rows = await service.search(db, q, limit=50, offset=(max(page, 1) - 1) * 50)
         files = await weights.files_of(db, [r.id for r in rows])
@@ -82,7 +81,7 @@ class BaseModelController(Controller):
         return {"items": [service.describe(r, files=files[r.id], root=root) for r in rows], "page": page}
 
     @get("/{ns:str}/{name:str}")
-    async def get_base_model(self, ns: str, name: str, db: AsyncSession, request: Request, settings: Settings) -> dict:
+    async def get_base_model(self, ns: NamePart, name: NamePart, db: AsyncSession, request: Request, settings: Settings) -> dict:
         """A base model with its full signature and its weights files."""
         row = await _base(db, ns, name)
         files = (await weights.files_of(db, [row.id]))[row.id]
@@ -90,7 +89,7 @@ class BaseModelController(Controller):
 
     @get("/{ns:str}/{name:str}/adapters")
     async def compatible_adapters(
-        self, ns: str, name: str, db: AsyncSession, principal: Principal, page: int = 1
+        self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal, page: Page = 1
     ) -> dict:
         """Adapters that fit this base model: any adapter whose base model has the same fingerprint."""
         row = await _base(db, ns, name)
@@ -101,7 +100,7 @@ class BaseModelController(Controller):
     # --- weights -------------------------------------------------------------------------------
 
     @get("/{ns:str}/{name:str}/files")
-    async def list_files(self, ns: str, name: str, db: AsyncSession, request: Request, settings: Settings) -> dict:
+    async def list_files(self, ns: NamePart, name: NamePart, db: AsyncSession, request: Request, settings: Settings) -> dict:
         """The base model's weights files (filename, size, sha256, url)."""
         row = await _base(db, ns, name)
         root = base_url(request, settings)
@@ -109,7 +108,7 @@ class BaseModelController(Controller):
         return {"items": [weights.describe_file(f, row, root) for f in items]}
 
     @post("/{ns:str}/{name:str}/files")
-    async def upload_files(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
+    async def upload_files(self, ns: NamePart, name: NamePart, request: Request, db: AsyncSession, principal: Principal,
                            store: BlobStore, settings: Settings) -> Response[dict]:
         """Upload one or more ``*.safetensors`` files (multipart form), checked against the signature first."""
         principal.require_write(ns)
@@ -139,7 +138,7 @@ class BaseModelController(Controller):
         return _stored(row, files, added, base_url(request, settings))
 
     @route("/{ns:str}/{name:str}/files/{filename:str}", http_method=["GET", "HEAD"])
-    async def download_file(self, ns: str, name: str, filename: str, db: AsyncSession, request: Request,
+    async def download_file(self, ns: NamePart, name: NamePart, filename: str, db: AsyncSession, request: Request,
                             store: BlobStore, settings: Settings) -> Response:
         """A weights file's bytes (Range requests supported), or a redirect to storage on S3."""
         row = await _base(db, ns, name)
@@ -157,7 +156,7 @@ class BaseModelController(Controller):
     # --- upload sessions for large weights files -----------------------------------------------
 
     @post("/{ns:str}/{name:str}/uploads", status_code=HTTP_201_CREATED)
-    async def start_upload(self, ns: str, name: str, data: NewWeightsUpload, db: AsyncSession,
+    async def start_upload(self, ns: NamePart, name: NamePart, data: NewWeightsUpload, db: AsyncSession,
                            principal: Principal, store: BlobStore, settings: Settings, request: Request) -> dict:
         """Open an upload session for one weights file; returns the part size and a URL per part."""
         principal.require_write(ns)
@@ -175,7 +174,7 @@ class BaseModelController(Controller):
             uploads_url=f"{base_url(request, settings)}{ROOT}/{ns}/{name}/uploads")
 
     @put("/{ns:str}/{name:str}/uploads/{upload_id:str}/parts/{part_number:int}")
-    async def upload_part(self, ns: str, name: str, upload_id: str, part_number: int, request: Request,
+    async def upload_part(self, ns: NamePart, name: NamePart, upload_id: str, part_number: PartNumber, request: Request,
                           db: AsyncSession, principal: Principal, store: BlobStore) -> Response[dict]:
         """Receive one part through the API (the local backend, which has no presigned URLs)."""
         principal.require_write(ns)
@@ -183,14 +182,14 @@ class BaseModelController(Controller):
         return await sessions.receive_part(upload, part_number, request, db, store)
 
     @delete("/{ns:str}/{name:str}/uploads/{upload_id:str}", status_code=HTTP_200_OK)
-    async def abort_upload(self, ns: str, name: str, upload_id: str, db: AsyncSession, principal: Principal,
+    async def abort_upload(self, ns: NamePart, name: NamePart, upload_id: str, db: AsyncSession, principal: Principal,
                            store: BlobStore) -> dict:
         """Abandon an upload; its parts are deleted."""
         principal.require_write(ns)
         return await sessions.abort_session(db, store, await _open_upload(db, ns, name, upload_id), upload_id)
 
     @post("/{ns:str}/{name:str}/uploads/{upload_id:str}/finalize", status_code=HTTP_201_CREATED)
-    async def finalize_upload(self, ns: str, name: str, upload_id: str, data: FinishWeightsUpload,
+    async def finalize_upload(self, ns: NamePart, name: NamePart, upload_id: str, data: FinishWeightsUpload,
                               request: Request, db: AsyncSession, principal: Principal, store: BlobStore,
                               settings: Settings) -> Response[dict]:
         """Join the parts, check size, sha256 and the header against the signature, then keep the file."""
@@ -206,13 +205,13 @@ class BaseModelController(Controller):
         return _stored(row, files, added, base_url(request, settings))
 
 
-async def _base(db: AsyncSession, ns: str, name: str) -> BaseModel:
+async def _base(db: AsyncSession, ns: NamePart, name: NamePart) -> BaseModel:
     row = await service.get(db, f"{ns}/{name}")
     assert row is not None
     return row
 
 
-async def _open_upload(db: AsyncSession, ns: str, name: str, upload_id: str) -> BaseModelUpload:
+async def _open_upload(db: AsyncSession, ns: NamePart, name: NamePart, upload_id: str) -> BaseModelUpload:
     """An open upload session of base model ``ns/name``, locked for this transaction."""
     def query(key: uuid.UUID) -> Select[tuple[BaseModelUpload]]:
         return (select(BaseModelUpload).join(BaseModel, BaseModel.id == BaseModelUpload.base_model_id)

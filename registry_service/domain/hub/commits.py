@@ -10,7 +10,6 @@ creates the adapter (public; its base model is the config's ``base_model_name_or
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Any
 
@@ -61,6 +60,8 @@ def parse_commit(body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
             key, value = item["key"], item["value"]
         except (ValueError, KeyError, TypeError) as exc:
             raise reject(f"commit line {number} is not a JSON object with 'key' and 'value'") from exc
+        if not isinstance(value, dict):
+            raise reject(f"commit line {number}: 'value' must be a JSON object, not {type(value).__name__}")
         if key == "header":
             header = value
         elif key == "file":
@@ -70,9 +71,12 @@ def parse_commit(body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
                              found=path, expected=" | ".join(ALLOWED_FILES))
             if value.get("encoding", "base64") != "base64":
                 raise reject(f"{path}: unsupported encoding {value.get('encoding')!r}", expected="base64")
+            content = value.get("content", "")
             try:
-                files[path] = base64.b64decode(value.get("content", ""), validate=True)
-            except binascii.Error as exc:
+                if not isinstance(content, str):
+                    raise TypeError(type(content).__name__)
+                files[path] = base64.b64decode(content, validate=True)
+            except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError; so are non-ASCII characters
                 raise reject(f"{path}: the content is not valid base64") from exc
         elif key == "lfsFile":
             raise reject(f"{value.get('path')!r} was sent as a Git LFS file; this registry takes files inline "

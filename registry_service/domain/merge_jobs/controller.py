@@ -9,6 +9,7 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...params import NamePart, Page
 from ...settings import Settings
 from ..adapters.controller import base_url
 from ..adapters.service import get_adapter, resolve_version
@@ -38,8 +39,8 @@ class MergeJobController(Controller):
     @get("/")
     async def list_jobs(self, db: AsyncSession, principal: Principal, request: Request, settings: Settings,
                         job_state: Annotated[str | None, Parameter(query="state")] = None,
-                        namespace: str | None = None, page: int = 1,
-                        page_size: int = 50) -> dict:
+                        namespace: str | None = None, page: Page = 1,
+                        page_size: Annotated[int, Parameter(ge=1, le=200, description="items per page, 1..200")] = 50) -> dict:
         """Jobs the caller may see, newest first; filter by ``state`` and output ``namespace``."""
         size = min(max(page_size, 1), 200)
         rows, total = await service.list_jobs(db, principal, state=job_state, namespace=namespace, limit=size,
@@ -70,7 +71,7 @@ class LineageController(Controller):
     tags = ["adapters"]
 
     @get("/{ns:str}/{name:str}/versions/{ref:str}/lineage")
-    async def lineage(self, ns: str, name: str, ref: str, db: AsyncSession, principal: Principal) -> dict[str, Any]:
+    async def lineage(self, ns: NamePart, name: NamePart, ref: str, db: AsyncSession, principal: Principal) -> dict[str, Any]:
         """The version and its ancestors as a graph: ``nodes`` (one per version) and ``edges`` (parent -> child,
         with the input's weight and parameters). Versions the caller cannot read appear without a name."""
         adapter = await get_adapter(db, principal, ns, name)
