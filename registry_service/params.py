@@ -31,4 +31,5 @@ AliasName = Annotated[str, Parameter(pattern=ALIAS_PATTERN, min_length=1, max_le
 PageSize = Annotated[int, Parameter(ge=1, le=100, description="items per page, 1..100")]
 
 
-__all__ = ["MAX_PAGE", "MAX_UPLOAD_BYTES", "AliasName", "FileSize", "NamePart", "Page", "PageSize", "PartNumber", "Sha256"]
+__all__ = ["MAX_PAGE", "MAX_UPLOAD_BYTES", "AliasName", "FileSize", "NamePart", "Page", "PageSize", "PartNumber",
+           "Sha256"]

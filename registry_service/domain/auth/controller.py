@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...errors import Forbidden, Unauthorized
 from ...names import PART_PATTERN, check_part
+from ...openapi import problems
+from .schemas import TokenCreated, WhoAmI
 from .tokens import Principal, create_token
 
 #: Longest lifetime a token can be given (ten years); omit ``expires_in_days`` for a token that never expires.
@@ -32,8 +34,8 @@ class TokenController(Controller):
     path = "/api/v1"
     tags = ["auth"]
 
-    @post("/tokens")
-    async def create(self, data: NewToken, db: AsyncSession, principal: Principal) -> dict:
+    @post("/tokens", responses=problems(401, 403, 413))
+    async def create(self, data: NewToken, db: AsyncSession, principal: Principal) -> TokenCreated:
         """Create a token; global admins for any namespace, namespace admins for their own."""
         if not principal.authenticated:
             raise Unauthorized()
@@ -50,8 +52,8 @@ class TokenController(Controller):
         await db.commit()
         return {"token": token, "namespace": data.namespace, "scopes": sorted(set(data.scopes)), "name": data.name}
 
-    @get("/whoami")
-    async def whoami(self, principal: Principal) -> dict:
+    @get("/whoami", responses=problems(401))
+    async def whoami(self, principal: Principal) -> WhoAmI:
         """The current token's namespace and scopes."""
         return {"authenticated": principal.authenticated, "name": principal.name, "namespace": principal.namespace,
                 "scopes": sorted(principal.scopes), "admin": principal.is_admin}
