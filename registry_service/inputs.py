@@ -8,19 +8,21 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import FormMultiDict
+from litestar.exceptions import SerializationException
 
 from .errors import BadRequest
 
 #: Deepest JSON body accepted (a signature or a ``config.json`` nests a handful of levels).
 MAX_JSON_DEPTH = 32
 NUL = "\x00"
+MAX_PATH = 200  # characters of a JSON path quoted in an error
 
 
 def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> str | None:
     """What is wrong with a decoded JSON value for storage: nested deeper than ``max_depth``, or a NUL
     character in a key or a string (PostgreSQL's text and jsonb cannot hold one); None when nothing is."""
     stack: list[tuple[Any, int, str]] = [(value, 0, "$")]
-    while stack:
+    while stack:  # ``where`` (a JSON path) is cut short: keys come from the client
         item, depth, where = stack.pop()
         if isinstance(item, str):
             if NUL in item:
@@ -31,12 +33,12 @@ def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> str | None:
         if depth >= max_depth:
             return f"nesting deeper than {max_depth} levels (at {where})"
         if isinstance(item, list):
-            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(item))
+            stack.extend((v, depth + 1, f"{where}[{i}]"[:MAX_PATH]) for i, v in enumerate(item))
             continue
         for key, v in item.items():
             if NUL in key:
                 return f"a NUL character in a key of {where}"
-            stack.append((v, depth + 1, f"{where}.{key}"))
+            stack.append((v, depth + 1, f"{where}.{key}"[:MAX_PATH]))
     return None
 
 
@@ -55,6 +57,8 @@ class RegistryRequest(Request):
             value = await super().json()
         except RecursionError as exc:  # msgspec stops at the interpreter's recursion limit
             raise BadRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels") from exc
+        except SerializationException as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from exc
         check_json(value)
         return value
 
