@@ -5,7 +5,7 @@ documented schemas. It runs against a registry of its own on the embedded defaul
 token (so that writes get past authorization) and a little real content (``hostile_kit``).
 
 Bounded for CI: a fixed seed, a fixed number of examples per operation, one worker, no example
-database; about two minutes here. Nothing is excluded: every operation is fuzzed."""
+database; about 1,700 requests in under two minutes here. Nothing is excluded: every operation is fuzzed."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from hostile_kit import Seeded
 
 HERE = Path(__file__).parent
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
-EXAMPLES = int(os.environ.get("REGISTRY_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("REGISTRY_FUZZ_EXAMPLES", "10"))
 
 
 def schemathesis_cli() -> str:
