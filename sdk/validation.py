@@ -42,7 +42,7 @@ def parse_config(raw: bytes) -> tuple[AdapterConfig, dict[str, Any], list[str]]:
         raise _fail(f"{CONFIG_FILE} is not valid UTF-8: {exc}") from exc
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested deeper than json can follow
         raise _fail(f"{CONFIG_FILE} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise _fail(f"{CONFIG_FILE} must hold a JSON object", found=type(data).__name__)
