@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TypedDict
 
 from litestar import Litestar, get
 from litestar.datastructures import State
@@ -29,14 +30,24 @@ from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
 from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
+from .inputs import RegistryRequest, reject_nul_parameters
 from .logs import litestar_logging
 from .metrics import mark_process_dead, metrics, prometheus_config
+from .openapi import problems
 from .probes import livez, readyz
 from .settings import Settings
 from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, UploadError, make_store
 from .web import WebUIPlugin
 
 log = logging.getLogger("adapter_registry")
+
+
+class Health(TypedDict):
+    """The service is up, with its storage backend and database."""
+
+    status: str
+    storage: str
+    database: str
 
 
 async def bootstrap_admin_token(state: State, settings: Settings) -> str | None:
@@ -89,8 +100,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             if pg is not None:  # stop the embedded PostgreSQL with the service (SIGTERM included)
                 await asyncio.to_thread(pg.cleanup)
 
-    @get("/api/v1/health", tags=["service"])
-    async def health(state: State) -> dict:
+    @get("/api/v1/health", tags=["service"], responses=problems())
+    async def health(state: State) -> Health:
         """Liveness and readiness: database reachable, storage backend."""
         async with state.sessionmaker() as db:
             await db.execute(text("SELECT 1"))
@@ -116,6 +127,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         },
         lifespan=[lifespan],
         middleware=[prometheus_config().middleware] if settings.metrics else [],
+        request_class=RegistryRequest,
+        before_request=reject_nul_parameters,
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True,
                                                            exception_to_problem_detail_map=problem_map)),
                  WebUIPlugin()],  # after problem details: it makes their errors HTML pages for browsers

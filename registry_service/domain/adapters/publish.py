@@ -31,6 +31,7 @@ from sdk.signature import Signature
 
 from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, Event, File, Namespace, UploadSession
 from ...errors import BadRequest, reject
+from ...inputs import json_problem
 from ...names import check_alias, check_part, split_name
 from ...storage import BlobStore, blob_key
 from ..auth.tokens import Principal
@@ -131,6 +132,8 @@ async def publish(
         if options.alias == "latest":
             raise reject("'latest' is kept by the registry; choose another alias")
     config, _, notes = parse_config(config_raw)
+    if (problem := json_problem(config.to_dict())) is not None:
+        raise reject(f"{CONFIG_FILE} has {problem}", found=CONFIG_FILE)
     async with sessionmaker() as lookup:
         base = await _base_model_for(lookup, ns, name, config, options)
         signature = Signature.from_dict(base.signature)

@@ -75,7 +75,7 @@ def hub_error_response(request: Request, exc: Exception) -> Response:
 
 def _header_safe(text: str) -> str:
     """One line of printable ASCII (header values cannot carry newlines or arbitrary bytes)."""
-    return "".join(c if 32 <= ord(c) < 127 else " " for c in text)[:500]
+    return "".join(c if 32 <= ord(c) < 127 else " " for c in text)[:500].strip()  # no edge whitespace either
 
 
 __all__ = ["EntryNotFound", "HubError", "RepoNotFound", "RevisionNotFound", "hub_error_response"]
