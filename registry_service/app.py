@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         if settings.apply_migrations:
             await asyncio.to_thread(apply_migrations, url)
         await asyncio.to_thread(head_revision)  # read the packaged migrations once, for /readyz
-        engine = make_engine(url)
+        engine = make_engine(url, settings.database_pool_size, settings.database_max_overflow)
         state.engine = engine
         state.sessionmaker = make_sessionmaker(engine)
         state.settings = settings

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +36,23 @@ def set_request_id_source(source: Callable[[], str | None]) -> None:
     """Read request ids for log records from ``source``."""
     global request_id_source
     request_id_source = source
+
+
+class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` (or ``sys.stdout``) is when a record comes, not when logging was
+    set up: a replaced stream (test capture, a closed pipe) never receives records meant for its successor."""
+
+    def __init__(self, to: str = "stderr") -> None:
+        self.to = to
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return getattr(sys, self.to)
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """The stream is looked up at every record; nothing to keep."""
 
 
 class RequestIdFilter(logging.Filter):
@@ -71,8 +89,7 @@ def log_config(level: str = "info", fmt: LogFormat = "text") -> dict[str, Any]:
         access = {"()": "uvicorn.logging.AccessFormatter",
                   "fmt": '%(asctime)s %(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
                   "use_colors": False}
-    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-               "filters": ["request_id", "access_fields"]}
+    handler = {"()": ConsoleHandler, "filters": ["request_id", "access_fields"]}
     upper = level.upper()
     return {
         "version": 1,
@@ -80,11 +97,12 @@ def log_config(level: str = "info", fmt: LogFormat = "text") -> dict[str, Any]:
         "filters": {"request_id": {"()": RequestIdFilter}, "access_fields": {"()": AccessFieldsFilter}},
         "formatters": {"default": formatter, "access": access},
         "handlers": {"default": {**handler, "formatter": "default"},
-                     "access": {**handler, "formatter": "access", "stream": "ext://sys.stdout"}},
+                     "access": {**handler, "formatter": "access", "to": "stdout"}},
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": upper, "propagate": False},
             "uvicorn.error": {"level": upper},
             "uvicorn.access": {"handlers": ["access"], "level": upper, "propagate": False},
+            "alembic": {"level": "WARNING"},  # one line per migration plugin at every start otherwise
         },
         "root": {"handlers": ["default"], "level": upper},
     }

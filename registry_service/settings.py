@@ -152,6 +152,14 @@ class Settings(_EnvSettings):
     #: Blobs go to this S3 bucket (credentials from boto3's usual variables); unset: ``DATA_DIR/blobs``.
     s3_bucket: str | None = None
     s3_region: str | None = None
+    #: The S3 endpoint as clients reach it, when it differs from ``s3_endpoint`` (e.g. ``http://minio:9000``
+    #: inside docker-compose, ``http://localhost:9000`` outside): presigned URLs are signed for it.
+    s3_public_endpoint: str | None = None
+    #: Connections each process keeps to S3 (boto3's pool).
+    s3_max_connections: int = Field(32, ge=1, le=1024)
+    #: Connections each API process keeps to PostgreSQL, and how many more it may open under load.
+    database_pool_size: int = Field(10, ge=1, le=500)
+    database_max_overflow: int = Field(20, ge=0, le=500)
     #: The URL clients reach the service at (links in answers); default: the request's own.
     public_url: str | None = None
     #: Uploads through the API (multipart form) above this size are refused; use an upload session.
@@ -199,7 +207,7 @@ class Settings(_EnvSettings):
             raise ValueError("must be a PostgreSQL URL (postgresql://user:password@host:port/database)")
         return value
 
-    @field_validator("s3_endpoint")
+    @field_validator("s3_endpoint", "s3_public_endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         return _http_url(value, "the S3 endpoint")

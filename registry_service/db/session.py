@@ -45,9 +45,9 @@ def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
     return server.get_uri(), server
 
 
-def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
     """An asyncpg engine with a pool sized for the API process."""
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
