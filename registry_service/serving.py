@@ -82,9 +82,6 @@ def run_server(settings: Settings) -> None:
     """Serve the API with ``settings.workers`` processes until SIGTERM/SIGINT."""
     import uvicorn
 
-    from .app import create_app
-    from .metrics import MULTIPROC_ENV
-
     options: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "http": NoDelayH11Protocol,
         "log_config": log_config(settings.log_level, settings.log_format),
@@ -94,8 +91,12 @@ def run_server(settings: Settings) -> None:
     if settings.workers == 1:
         # One process: the app itself starts (and stops) the embedded PostgreSQL and migrates. uvicorn
         # re-raises SIGTERM after its graceful shutdown, so nothing may wait for uvicorn.run to return.
+        from .app import create_app
+
         uvicorn.run(create_app(settings), **options)
         return
+    from .metrics import MULTIPROC_ENV  # the supervisor itself imports neither the app nor torch
+
     env, server = prepare_database(settings)
     metrics_dir = tempfile.mkdtemp(prefix="adapter-registry-metrics-")
     env[MULTIPROC_ENV] = metrics_dir
