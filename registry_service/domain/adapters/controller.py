@@ -13,19 +13,27 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...body_limits import body_limit, upload_slot
 from ...db.models import Alias, Event
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...names import check_alias
 from ...settings import Settings
 from ...storage import BlobStore
+from ..auth.guards import writer
 from ..auth.tokens import Principal
 from ..payloads import upload_payload
+from ..quotas import check_quota
 from . import service
 from .downloads import serve_file
 from .publish import publish, push_options
-from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
+from .validation import CONFIG_FILE, MAX_CONFIG_BYTES, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 
 ROOT = "/api/v1/adapters"
+#: Bytes of a push's form besides its weights (config, README, fields, multipart framing).
+FORM_OVERHEAD_BYTES = 4 * 2**20
+#: A push's body: the direct-upload limit plus the rest of the form.
+PUSH_LIMIT = body_limit(lambda s: s.max_direct_upload_bytes + FORM_OVERHEAD_BYTES, "the push",
+                        "; send larger weights through an upload session (POST …/uploads)")
 
 
 async def read_small(upload: UploadFile | str, limit: int, what: str) -> bytes:
@@ -81,7 +89,7 @@ class AdapterController(Controller):
         adapter = await service.get_adapter(db, principal, ns, name)
         return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
 
-    @patch("/{ns:str}/{name:str}")
+    @patch("/{ns:str}/{name:str}", guards=[writer])
     async def edit_adapter(self, ns: str, name: str, data: AdapterPatch, db: AsyncSession,
                            principal: Principal) -> dict:
         """Change description, tags or visibility (writers of the namespace)."""
@@ -101,11 +109,16 @@ class AdapterController(Controller):
         await db.commit()
         return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
 
-    @post("/{ns:str}/{name:str}/versions", status_code=HTTP_201_CREATED)
+    @post("/{ns:str}/{name:str}/versions", status_code=HTTP_201_CREATED, guards=[writer, PUSH_LIMIT],
+          request_max_body_size=None)
     async def push(self, ns: str, name: str, request: Request, principal: Principal, store: BlobStore,
                    settings: Settings) -> Response[dict]:
         """Publish a version from a multipart form (adapter_config.json, adapter_model.safetensors[, README.md])."""
-        principal.require_write(ns)
+        async with upload_slot(request):
+            return await self._push(ns, name, request, principal, store, settings)
+
+    async def _push(self, ns: str, name: str, request: Request, principal: Principal, store: BlobStore,
+                    settings: Settings) -> Response[dict]:
         form = await request.form()
         files: dict[str, Any] = {}
         for key, value in form.multi_items():
@@ -119,9 +132,11 @@ class AdapterController(Controller):
                 raise reject(f"the push has no {needed}", expected=needed)
         if not isinstance(files[WEIGHTS_FILE], UploadFile):
             raise reject(f"{WEIGHTS_FILE} must be sent as a file", found="text field")
-        config_raw = await read_small(files[CONFIG_FILE], 1 * 2**20, CONFIG_FILE)
+        config_raw = await read_small(files[CONFIG_FILE], MAX_CONFIG_BYTES, CONFIG_FILE)
         readme = await read_small(files[README_FILE], MAX_README_BYTES, README_FILE) if README_FILE in files else None
         weights = await upload_payload(files[WEIGHTS_FILE], WEIGHTS_FILE)
+        async with request.app.state.sessionmaker() as quota_db:
+            await check_quota(quota_db, settings, ns, weights.size + len(config_raw) + len(readme or b""))
         adapter, version, notes = await publish(
             request.app.state.sessionmaker, store, principal, ns, name, config_raw=config_raw, weights=weights,
             readme=readme, options=push_options(form), max_header_bytes=settings.max_header_bytes,
@@ -162,7 +177,7 @@ class AdapterController(Controller):
         return await serve_file(store, f, request.headers.get("range"), redirect=redirect,
                                 expires=settings.presign_expires_s, head=request.method == "HEAD")
 
-    @put("/{ns:str}/{name:str}/aliases/{alias:str}")
+    @put("/{ns:str}/{name:str}/aliases/{alias:str}", guards=[writer])
     async def set_alias(self, ns: str, name: str, alias: str, data: AliasTarget, db: AsyncSession,
                         principal: Principal) -> dict:
         """Point an alias at a version (``latest`` is automatic)."""
@@ -183,7 +198,7 @@ class AdapterController(Controller):
         await db.commit()
         return {"alias": alias, "version": version.version, "commit": version.commit}
 
-    @delete("/{ns:str}/{name:str}/aliases/{alias:str}", status_code=200)
+    @delete("/{ns:str}/{name:str}/aliases/{alias:str}", status_code=200, guards=[writer])
     async def delete_alias(self, ns: str, name: str, alias: str, db: AsyncSession, principal: Principal) -> dict:
         """Remove an alias."""
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)

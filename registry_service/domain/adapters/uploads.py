@@ -29,17 +29,22 @@ from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...body_limits import body_limit
 from ...db.models import UploadSession
 from ...errors import BadRequest, reject
 from ...names import check_part
 from ...settings import Settings
 from ...storage import BlobStore
 from .. import upload_sessions as sessions
+from ..auth.guards import writer
 from ..auth.tokens import Principal
 from . import service
 from .controller import ROOT, base_url, read_small
 from .publish import UploadFinish, publish_upload
-from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
+from .validation import CONFIG_FILE, MAX_CONFIG_BYTES, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
+
+#: A finalize form: the config, a README, the list of parts (10,000 at most) and the push fields.
+FINALIZE_LIMIT = body_limit(lambda _: MAX_CONFIG_BYTES + MAX_README_BYTES + 2 * 2**20, "the finalize form")
 
 
 @dataclass
@@ -57,15 +62,16 @@ class UploadController(Controller):
     path = ROOT + "/{ns:str}/{name:str}/uploads"
     tags = ["uploads"]
 
-    async def _session(self, db: AsyncSession, ns: str, name: str, upload_id: str) -> UploadSession:
+    async def _session(self, db: AsyncSession, ns: str, name: str, upload_id: str, *,
+                       allow_expired: bool = False) -> UploadSession:
         """The open session ``upload_id`` of adapter ``ns/name``, locked for this transaction."""
         def query(key: uuid.UUID) -> Select[tuple[UploadSession]]:
             return select(UploadSession).where(UploadSession.id == key, UploadSession.namespace == ns,
                                                UploadSession.name == name).with_for_update()
 
-        return await sessions.find_open(db, upload_id, query, f"{ns}/{name}")
+        return await sessions.find_open(db, upload_id, query, f"{ns}/{name}", allow_expired=allow_expired)
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, guards=[writer])
     async def start(self, ns: str, name: str, data: NewUpload, db: AsyncSession, principal: Principal,
                     store: BlobStore, settings: Settings, request: Request) -> dict:
         """Open an upload session; returns the part size and a URL per part."""
@@ -77,13 +83,13 @@ class UploadController(Controller):
             raise reject(f"only {WEIGHTS_FILE} is uploaded this way; send the config with finalize",
                          found=data.filename)
         sha = sessions.declared_sha256(data.sha256)
-        sessions.check_safetensors_size(data.size)
         return await sessions.open_session(
-            db, store, settings, UploadSession, owner={"namespace": ns, "name": name}, filename=data.filename,
+            db, store, settings, UploadSession, namespace=ns, owner={"namespace": ns, "name": name},
+            filename=data.filename,
             size=data.size, sha256=sha, created_by=principal.name, hint=f"{ns}-{name}", direct=True,
             uploads_url=f"{base_url(request, settings)}{ROOT}/{ns}/{name}/uploads")
 
-    @put("/{upload_id:str}/parts/{part_number:int}")
+    @put("/{upload_id:str}/parts/{part_number:int}", guards=[writer], request_max_body_size=None)
     async def upload_part(self, ns: str, name: str, upload_id: str, part_number: int, request: Request,
                           db: AsyncSession, principal: Principal, store: BlobStore) -> Response[dict]:
         """Receive one part through the API (the local backend, which has no presigned URLs)."""
@@ -91,14 +97,16 @@ class UploadController(Controller):
         row = await self._session(db, ns, name, upload_id)
         return await sessions.receive_part(row, part_number, request, db, store)
 
-    @delete("/{upload_id:str}", status_code=200)
+    @delete("/{upload_id:str}", status_code=200, guards=[writer])
     async def abort(self, ns: str, name: str, upload_id: str, db: AsyncSession, principal: Principal,
                     store: BlobStore) -> dict:
-        """Abandon an upload; its parts are deleted."""
+        """Abandon an upload (an expired one too); its parts are deleted."""
         principal.require_write(ns)
-        return await sessions.abort_session(db, store, await self._session(db, ns, name, upload_id), upload_id)
+        row = await self._session(db, ns, name, upload_id, allow_expired=True)
+        return await sessions.abort_session(db, store, row, upload_id)
 
-    @post("/{upload_id:str}/finalize", status_code=HTTP_201_CREATED)
+    @post("/{upload_id:str}/finalize", status_code=HTTP_201_CREATED, guards=[writer, FINALIZE_LIMIT],
+          request_max_body_size=None)
     async def finalize(self, ns: str, name: str, upload_id: str, request: Request, db: AsyncSession,
                        principal: Principal, store: BlobStore, settings: Settings) -> Response[dict]:
         """Join the parts, check size and sha256, validate, publish; nothing is kept if any check fails."""
@@ -126,7 +134,7 @@ async def _finish_form(form: Any) -> UploadFinish:
         parts = [(int(n), str(etag)) for n, etag in json.loads(form.get("parts") or "[]")]
     except (ValueError, TypeError) as exc:
         raise BadRequest("'parts' must be JSON [[part_number, etag], ...]") from exc
-    config_raw = await read_small(form[CONFIG_FILE], 1 * 2**20, CONFIG_FILE)
+    config_raw = await read_small(form[CONFIG_FILE], MAX_CONFIG_BYTES, CONFIG_FILE)
     readme = await read_small(form[README_FILE], MAX_README_BYTES, README_FILE) if README_FILE in form else None
     return UploadFinish(parts, config_raw, readme, form,
                         sessions.declared_sha256(str(form.get("sha256") or "") or None))

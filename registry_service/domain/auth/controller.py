@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...errors import Forbidden, Unauthorized
 from ...names import check_part
+from .guards import signed_in
 from .tokens import Principal, create_token
 
 
@@ -29,7 +30,7 @@ class TokenController(Controller):
     path = "/api/v1"
     tags = ["auth"]
 
-    @post("/tokens")
+    @post("/tokens", guards=[signed_in])
     async def create(self, data: NewToken, db: AsyncSession, principal: Principal) -> dict:
         """Create a token; global admins for any namespace, namespace admins for their own."""
         if not principal.authenticated:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ...settings import Settings
 from ..adapters.controller import base_url
 from ..adapters.service import get_adapter, resolve_version
+from ..auth.guards import signed_in
 from ..auth.tokens import Principal
 from . import service
 from .lineage import describe_lineage, lineage_of
@@ -26,7 +27,7 @@ class MergeJobController(Controller):
     path = ROOT
     tags = ["merge jobs"]
 
-    @post("/", status_code=HTTP_202_ACCEPTED)
+    @post("/", status_code=HTTP_202_ACCEPTED, guards=[signed_in])
     async def create(self, data: MergeJobRequest, db: AsyncSession, principal: Principal, request: Request,
                      settings: Settings) -> Response[dict]:
         """Queue a merge: every check runs first (422 lists every problem); a worker runs it."""
@@ -54,7 +55,7 @@ class MergeJobController(Controller):
         job = await service.get_job(db, principal, job_id)
         return await service.describe(db, job, base_url(request, settings))
 
-    @post("/{job_id:str}/cancel", status_code=200)
+    @post("/{job_id:str}/cancel", status_code=200, guards=[signed_in])
     async def cancel(self, job_id: str, db: AsyncSession, principal: Principal, request: Request,
                      settings: Settings) -> dict:
         """Cancel: a queued job at once, a running one at its next step (state stays 'running' until then)."""
