@@ -25,8 +25,10 @@ from litestar import Request, Response
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sdk.nonfinite import scanner_for
+
 from ..body_limits import check_length, too_large, upload_slot
-from ..errors import BadRequest, Gone, NotFound, reject
+from ..errors import BadRequest, Gone, NotFound, UploadRejected, reject
 from ..settings import Settings
 from ..storage import MIN_PART_SIZE, BlobInfo, BlobStore, is_direct_key
 from ..storage.base import check_sha256
@@ -183,11 +185,12 @@ async def abort_session(db: AsyncSession, store: BlobStore, row: SessionRow, upl
 
 
 async def finalize_session(db: AsyncSession, sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore,
-                           row: R, parts: Sequence[tuple[int, str]], publish: Publish[T]) -> T:
-    """Join the parts of ``row``'s upload and ``publish`` the file, which must await the size and sha256
-    check it is given before it keeps anything (the hashing overlaps its validation). The session
-    ends 'done' or 'failed' (committed on its own), its storage released either way; the uploaded
-    object itself stays only where ``publish`` says it kept it."""
+                           row: R, parts: Sequence[tuple[int, str]], publish: Publish[T], *,
+                           max_header_bytes: int) -> T:
+    """Join the parts of ``row``'s upload and ``publish`` the file, which must await the size, sha256
+    and NaN/Inf check it is given before it keeps anything (that read overlaps its validation). The
+    session ends 'done' or 'failed' (committed on its own), its storage released either way; the
+    uploaded object itself stays only where ``publish`` says it kept it."""
     check_parts(row, parts)
     row.state = "finalizing"
     await db.commit()
@@ -196,7 +199,7 @@ async def finalize_session(db: AsyncSession, sessionmaker: async_sessionmaker[As
     try:
         await store.complete_multipart(row.staging_key, row.storage_upload_id or "", parts)
         payload = staged_payload(store, row, asyncio.get_running_loop())
-        check = asyncio.ensure_future(_check_uploaded(store, row))
+        check = asyncio.ensure_future(_check_uploaded(store, row, max_header_bytes))
         try:
             result, kept = await publish(payload, check)
         finally:
@@ -213,12 +216,22 @@ async def finalize_session(db: AsyncSession, sessionmaker: async_sessionmaker[As
     return result
 
 
-async def _check_uploaded(store: BlobStore, row: SessionRow) -> None:
-    """The completed upload must be exactly the declared file (size and sha256)."""
-    sha, size = await store.staging_sha256_and_size(row.staging_key)
+async def _check_uploaded(store: BlobStore, row: SessionRow, max_header_bytes: int) -> None:
+    """The completed upload must be exactly the declared file (size and sha256), and hold no NaN or
+    Inf values: both are checked in one read of the stored bytes."""
+    loop = asyncio.get_running_loop()
+
+    def read_at(offset: int, length: int) -> bytes:
+        coro = store.read_staging_range(row.staging_key, offset, length)
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    scan = await asyncio.to_thread(scanner_for, read_at, row.size, row.filename, max_header_bytes=max_header_bytes)
+    sha, size = await store.staging_sha256_and_size(row.staging_key, scan.feed if scan is not None else None)
     if size != row.size or sha != row.sha256:
         raise reject("the uploaded bytes are not the declared file", tensor=None,
                      expected=f"{row.size} bytes, sha256 {row.sha256}", found=f"{size} bytes, sha256 {sha}")
+    if scan is not None and scan.problems():
+        raise UploadRejected(scan.problems())
 
 
 def staged_payload(store: BlobStore, row: SessionRow, loop: asyncio.AbstractEventLoop) -> Payload:

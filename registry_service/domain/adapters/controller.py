@@ -25,6 +25,7 @@ from ..payloads import upload_payload
 from ..quotas import check_quota
 from . import service
 from .downloads import serve_file
+from .metadata import check_metadata, clean_tags
 from .publish import publish, push_options
 from .validation import CONFIG_FILE, MAX_CONFIG_BYTES, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 
@@ -97,10 +98,11 @@ class AdapterController(Controller):
         principal.require_write(ns)
         if data.visibility is not None and data.visibility not in ("public", "private"):
             raise BadRequest("visibility must be 'public' or 'private'")
+        check_metadata(data.description, data.tags)
         if data.description is not None:
             adapter.description = data.description
         if data.tags is not None:
-            adapter.tags = sorted({t.strip() for t in data.tags if t.strip()})
+            adapter.tags = clean_tags(data.tags)
         if data.visibility is not None:
             adapter.visibility = data.visibility
         adapter.updated_at = dt.datetime.now(dt.UTC)
@@ -134,7 +136,7 @@ class AdapterController(Controller):
             raise reject(f"{WEIGHTS_FILE} must be sent as a file", found="text field")
         config_raw = await read_small(files[CONFIG_FILE], MAX_CONFIG_BYTES, CONFIG_FILE)
         readme = await read_small(files[README_FILE], MAX_README_BYTES, README_FILE) if README_FILE in files else None
-        weights = await upload_payload(files[WEIGHTS_FILE], WEIGHTS_FILE)
+        weights = await upload_payload(files[WEIGHTS_FILE], WEIGHTS_FILE, max_header_bytes=settings.max_header_bytes)
         async with request.app.state.sessionmaker() as quota_db:
             await check_quota(quota_db, settings, ns, weights.size + len(config_raw) + len(readme or b""))
         adapter, version, notes = await publish(

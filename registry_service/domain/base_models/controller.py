@@ -140,7 +140,8 @@ class BaseModelController(Controller):
             uploads[filename] = value
         if not uploads:
             raise reject("send one or more *.safetensors files as multipart form files", expected="*.safetensors")
-        payloads = [await upload_payload(u, filename) for filename, u in uploads.items()]
+        payloads = [await upload_payload(u, filename, max_header_bytes=settings.max_header_bytes)
+                    for filename, u in uploads.items()]
         total = sum(p.size for p in payloads)
         if total > settings.max_direct_upload_bytes:
             raise TooLarge(f"{total} bytes in one request; above {settings.max_direct_upload_bytes} use an upload "

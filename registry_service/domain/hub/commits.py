@@ -151,7 +151,8 @@ class HubCommitController(Controller):
         try:
             _, version, _ = await publish(
                 request.app.state.sessionmaker, store, principal, ns, name, config_raw=files[CONFIG_FILE],
-                weights=bytes_payload(WEIGHTS_FILE, files[WEIGHTS_FILE]), readme=files.get(README_FILE),
+                weights=bytes_payload(WEIGHTS_FILE, files[WEIGHTS_FILE], max_header_bytes=settings.max_header_bytes),
+                readme=files.get(README_FILE),
                 options=PushOptions(), max_header_bytes=settings.max_header_bytes,
             )
         except ValidationFailed as exc:

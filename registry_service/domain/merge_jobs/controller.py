@@ -31,7 +31,7 @@ class MergeJobController(Controller):
     async def create(self, data: MergeJobRequest, db: AsyncSession, principal: Principal, request: Request,
                      settings: Settings) -> Response[dict]:
         """Queue a merge: every check runs first (422 lists every problem); a worker runs it."""
-        job = await service.submit(db, principal, data)
+        job = await service.submit(db, principal, data, settings)
         await db.commit()
         body = await service.describe(db, job, base_url(request, settings))
         return Response(body, status_code=HTTP_202_ACCEPTED, headers={"Location": body["url"]})
