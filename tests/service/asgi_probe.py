@@ -2,13 +2,15 @@
 
 HTTP test clients hand the app the whole body; a server hands it over in chunks as the app asks
 for them. :func:`send_raw` does the latter, so a test can tell a body that was refused before it
-was read (no chunk asked for) from one that was read and then refused.
+was read (no chunk asked for) from one that was read and then refused. The app runs in its test
+client's event loop (its database pool lives there): :func:`in_app_loop` runs a coroutine there.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +37,13 @@ def zeros(total: int, chunk: int = CHUNK) -> Iterable[bytes]:
 
 async def send_raw(app: Any, method: str, path: str, chunks: Iterable[bytes] | AsyncIterator[bytes] = (), *,
                    headers: dict[str, str] | None = None, content_length: int | None = None,
-                   gate: asyncio.Event | None = None) -> Probe:
+                   gate: asyncio.Event | None = None, probe: Probe | None = None) -> Probe:
     """Send one request to ``app`` (its lifespan already running) with the body in ``chunks``.
 
     ``content_length``: the header to declare (none: a chunked body). ``gate``: the body pauses
-    after its first chunk until the event is set (to hold a request open)."""
-    probe = Probe()
+    after its first chunk until the event is set (to hold a request open). ``probe``: fill this one
+    (to watch a request in flight)."""
+    probe = probe if probe is not None else Probe()
     raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if content_length is not None:
         raw_headers.append((b"content-length", str(content_length).encode()))
@@ -77,9 +80,19 @@ async def send_raw(app: Any, method: str, path: str, chunks: Iterable[bytes] | A
     return probe
 
 
+async def in_app_loop(client: Any, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """``await fn(*args, **kwargs)`` in the event loop where ``client`` (a Litestar test client) runs its app."""
+    return await asyncio.to_thread(client.blocking_portal.call, functools.partial(fn, *args, **kwargs))
+
+
+async def probe(client: Any, method: str, path: str, chunks: Iterable[bytes] = (), **kwargs: Any) -> Probe:
+    """:func:`send_raw` to ``client``'s app, in its event loop."""
+    return await in_app_loop(client, send_raw, client.app, method, path, chunks, **kwargs)
+
+
 async def _aiter(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield chunk
 
 
-__all__ = ["CHUNK", "Probe", "send_raw", "zeros"]
+__all__ = ["CHUNK", "Probe", "in_app_loop", "probe", "send_raw", "zeros"]

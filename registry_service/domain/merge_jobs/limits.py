@@ -94,8 +94,10 @@ def check_svd_rank(combination_type: str, svd_rank: int | None, ranks: Sequence[
 
 
 def human_bytes(n: int) -> str:
-    """``n`` bytes in GiB/MiB, for messages."""
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+    """``n`` bytes in GiB, MiB or bytes, for messages."""
+    if n >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
 
 
 __all__ = ["INPUT_FACTOR", "check_svd_rank", "check_weight", "human_bytes", "largest_targeted", "largest_tensor",
