@@ -180,3 +180,8 @@ async def test_parts_stream_and_stop_at_their_size(registry_with, tmp_path) -> N
     fits = await probe(reg.client, "PUT", f"{root}/2", zeros(MiB), headers=bearer(alice), content_length=MiB)
     assert fits.status == 200 and fits.headers["etag"]
     assert [p.name for p in (tmp_path / "blobs" / "multipart").rglob("part-*")] == ["part-00002"]
+    finalize = await reg.client.post(session["finalize_url"], headers=reg.auth(alice),
+                                     files={"adapter_config.json": ("adapter_config.json", b"{}")},
+                                     data={"parts": json.dumps([[2, fits.headers["etag"]], [3, "x"]]),
+                                           "sha256": "0" * 64})
+    assert finalize.status_code == 400 and "no part 3" in finalize.json()["detail"], finalize.text

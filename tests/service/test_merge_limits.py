@@ -133,3 +133,13 @@ async def test_a_job_past_its_timeout_fails_and_publishes_nothing(registry_with,
     quick = await submit(reg, alice, job())
     assert (await run(reg, quick.json()["id"], tmp_path, job_timeout_s=60))["state"] == "succeeded"
     assert json.loads((await reg.client.get("/api/v1/adapters/alice/merged")).text)["name"] == "alice/merged"
+
+
+async def test_a_result_past_the_namespace_quota_is_not_published(registry_with, tmp_path: Path) -> None:
+    """The two inputs take ~11 kB of alice's 15 kB; the merged version (~7 kB) would pass it."""
+    reg = await registry_with(namespace_max_bytes=15_000)
+    alice = await setup(reg, tmp_path)
+    r = await submit(reg, alice, job())
+    done = await run(reg, r.json()["id"], tmp_path)
+    assert done["state"] == "failed" and "namespace_max_bytes" in done["error"], done
+    assert (await reg.client.get("/api/v1/adapters/alice/merged")).status_code == 404

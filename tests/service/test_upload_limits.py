@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from registry_testkit import Registry, push_files, register_base, saved_adapter, tiny_llama
 from safetensors.torch import save_file
@@ -131,3 +132,18 @@ async def test_bytes_per_namespace_are_bounded(registry_with, tmp_path: Path) ->
     files = await reg.client.post("/api/v1/base-models/alice/llama/files", headers=reg.auth(alice),
                                   files={"model.safetensors": ("model.safetensors", weights.read_bytes())})
     assert files.status_code == 403, files.text
+
+
+def test_limits_come_from_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every limit is a setting read from ADAPTER_REGISTRY_<NAME> (the worker's from ..._WORKER_<NAME>)."""
+    from registry_service.settings import LIMIT_FIELDS, Settings, WorkerSettings
+
+    for i, name in enumerate(LIMIT_FIELDS):
+        monkeypatch.setenv(f"ADAPTER_REGISTRY_{name.upper()}", str(1000 + i))
+    monkeypatch.setenv("ADAPTER_REGISTRY_WORKER_JOB_TIMEOUT_S", "12.5")
+    settings = Settings.from_env()
+    assert [getattr(settings, name) for name in LIMIT_FIELDS] == [1000 + i for i in range(len(LIMIT_FIELDS))]
+    assert WorkerSettings.from_env().job_timeout_s == 12.5
+    monkeypatch.setenv("ADAPTER_REGISTRY_MAX_BODY_BYTES", "lots")
+    with pytest.raises(ValueError, match="ADAPTER_REGISTRY_MAX_BODY_BYTES='lots'"):
+        Settings.from_env()
