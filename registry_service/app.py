@@ -125,7 +125,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
                                                            exception_to_problem_detail_map=problem_map)),
                  WebUIPlugin()],  # after problem details: it makes their errors HTML pages for browsers
         openapi_config=OpenAPIConfig(title="Adapter registry", version="1", path="/schema"),
-        request_max_body_size=settings.max_direct_upload_bytes + 4 * 2**20,
+        request_max_body_size=settings.max_body_bytes,  # routes that take more say so (see body_limits)
         debug=settings.debug,
     )
 
