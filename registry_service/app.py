@@ -31,7 +31,7 @@ from .domain.hub.controller import HubController
 from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
 from .failures import handle_unexpected, http_problem
-from .request_ids import RequestIdMiddleware
+from .request_ids import RequestIdMiddleware, logging_config
 from .settings import Settings
 from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, UploadError, make_store
 from .web import WebUIPlugin
@@ -117,6 +117,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
                  WebUIPlugin()],  # after problem details: it makes their errors HTML pages for browsers
         # outages (database, storage) become 503/502; anything else unexpected is logged and a 500
         exception_handlers={Exception: handle_unexpected},
+        logging_config=logging_config(),  # request ids in every log line
         openapi_config=OpenAPIConfig(title="Adapter registry", version="1", path="/schema"),
         request_max_body_size=settings.max_direct_upload_bytes + 4 * 2**20,
         debug=settings.debug,

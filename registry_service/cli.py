@@ -38,17 +38,9 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the API (embedded PostgreSQL and local blobs unless configured otherwise)."""
-    import logging
-
     import uvicorn
 
     from .app import create_app
-    from .request_ids import RequestIdFilter
-
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RequestIdFilter())
 
     settings = _settings(data_dir)
     where = "embedded PostgreSQL" if settings.embedded_database else "PostgreSQL at DATABASE_URL"

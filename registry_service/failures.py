@@ -93,11 +93,11 @@ def handle_unexpected(request: Request, exc: Exception) -> Response:
     problem = outage_problem(exc)
     if problem is not None:
         first_line = (str(exc).splitlines() or [""])[0][:200]  # not the SQL and its parameters
-        log.warning("%s %s: %s (%s: %s) [request %s]", request.method, request.url.path, problem.detail,
-                    type(exc).__name__, first_line, request_id, extra={"request_id": request_id or "-"})
+        log.warning("%s %s: %s (%s: %s)", request.method, request.url.path, problem.detail, type(exc).__name__,
+                    first_line, extra={"request_id": request_id or "-"})
         return problem.to_response(request)
-    log.error("unexpected error on %s %s [request %s]", request.method, request.url.path, request_id,
-              exc_info=exc, extra={"request_id": request_id or "-"})
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc,
+              extra={"request_id": request_id or "-"})
     return InternalError().to_response(request)
 
 
@@ -108,8 +108,7 @@ def http_problem(exc: HTTPException) -> ProblemDetailsException:
         return ProblemDetailsException(status_code=exc.status_code, title=exc.detail, extra=exc.extra,
                                        headers=exc.headers)
     request_id = current_request_id()
-    log.error("unexpected HTTP %d [request %s]", exc.status_code, request_id, exc_info=exc,
-              extra={"request_id": request_id or "-"})
+    log.error("unexpected HTTP %d", exc.status_code, exc_info=exc, extra={"request_id": request_id or "-"})
     problem = InternalError()
     problem.status_code = exc.status_code
     return problem

@@ -55,13 +55,13 @@ def page_for(request: Request, exc: Exception) -> Template:
     if not isinstance(exc, HTTPException):
         problem = outage_problem(exc)
         if problem is None:
-            log.error("error on %s %s [request %s]", request.method, request.url.path, current_request_id(),
-                      exc_info=exc)
+            log.error("error on %s %s", request.method, request.url.path, exc_info=exc,
+                      extra={"request_id": current_request_id() or "-"})
             return error_page(request, HTTP_500_INTERNAL_SERVER_ERROR, "Something went wrong",
                               "The registry could not show this page. Try again; if it keeps failing, the "
                               "service log has the details.")
-        log.warning("%s %s: %s (%s) [request %s]", request.method, request.url.path, problem.detail,
-                    type(exc).__name__, current_request_id())
+        log.warning("%s %s: %s (%s)", request.method, request.url.path, problem.detail, type(exc).__name__,
+                    extra={"request_id": current_request_id() or "-"})
         exc = problem
     status = exc.status_code
     title = getattr(exc, "title", None) or ("Not found" if status == HTTP_404_NOT_FOUND else "Error")

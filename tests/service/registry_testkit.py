@@ -122,6 +122,13 @@ async def register_base(reg: Registry, name: str, model: torch.nn.Module, token:
     return r.json()
 
 
+async def writer_with_base(reg: Registry, namespace: str = "alice") -> str:
+    """A write token for ``namespace``, with the tiny Llama registered as base model ``meta/tiny-llama``."""
+    writer = await reg.token(namespace, "write")
+    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
+    return writer
+
+
 async def snapshot(reg: Registry) -> tuple[dict[str, int], list[str]]:
     """Row counts of every table and the blob keys: what a failed upload must leave unchanged."""
     from sqlalchemy import text
@@ -141,7 +148,7 @@ async def snapshot(reg: Registry) -> tuple[dict[str, int], list[str]]:
 
 
 __all__ = ["TEMPLATE_DB", "Registry", "_db_url", "json", "push_files", "register_base", "saved_adapter", "snapshot",
-           "tiny_gpt2", "tiny_llama"]
+           "tiny_gpt2", "tiny_llama", "writer_with_base"]
 
 
 async def put_parts(reg: Registry, session: dict, data: bytes, token: str) -> list[list]:

@@ -23,7 +23,14 @@ import pytest_asyncio
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from litestar.testing import AsyncTestClient
-from registry_testkit import Registry, embedded_pg, push_files, put_parts, register_base, saved_adapter, tiny_llama
+from registry_testkit import (
+    Registry,
+    embedded_pg,
+    push_files,
+    put_parts,
+    saved_adapter,
+    writer_with_base,
+)
 from s3_fixtures import SeaweedProcess
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
@@ -104,8 +111,7 @@ async def pushed(reg: Registry, token: str, name: str, folder: Path) -> Any:
 async def test_while_the_database_is_down_everything_answers_503_and_heals_by_itself(
         pg_server: Any, local_registry: Registry, tmp_path: Path) -> None:
     reg = local_registry
-    writer = await reg.token("alice", "write")
-    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
+    writer = await writer_with_base(reg)
     assert (await pushed(reg, writer, "alice/up", saved_adapter(tmp_path, seed=1))).status_code == 201
     requests = [("GET", "/api/v1/health", {}), ("GET", "/api/v1/adapters/alice/up", {}),
                 ("GET", "/api/v1/adapters/alice/up/versions/1/files/adapter_model.safetensors", {}),
@@ -133,8 +139,7 @@ async def test_database_lost_in_the_middle_of_a_push(pg_server: Any, local_regis
     """PostgreSQL stops after the push stored its blobs: 503, no version; the blobs stay (the README
     says so) and the retry uses them, after which every stored blob is referenced."""
     reg = local_registry
-    writer = await reg.token("alice", "write")
-    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
+    writer = await writer_with_base(reg)
     folder = saved_adapter(tmp_path, seed=3)
     real_put = reg.store.put_file
     calls = 0
@@ -196,39 +201,28 @@ def commit_fault() -> Iterator[Any]:
         event.remove(Session, when, fn)
 
 
-async def test_a_commit_that_fails_after_committing_deletes_no_blob(local_registry: Registry, tmp_path: Path,
-                                                                    commit_fault: Any) -> None:
+@pytest.mark.parametrize("when", ["after_commit", "before_commit"])
+async def test_a_commit_whose_outcome_is_unknown_deletes_no_blob(local_registry: Registry, tmp_path: Path,
+                                                                 commit_fault: Any, when: str) -> None:
+    """``after_commit``: the version was committed but the answer lost; ``before_commit``: it was not.
+    Either way the push cannot know, so it keeps its blobs; the retry succeeds and leaves no orphan."""
     reg = local_registry
-    writer = await reg.token("alice", "write")
-    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
+    writer = await writer_with_base(reg)
     folder = saved_adapter(tmp_path, seed=4)
-    failures = commit_fault("after_commit")
-    r = await pushed(reg, writer, "alice/lost-answer", folder)
+    committed = when == "after_commit"
+    failures = commit_fault(when)
+    r = await pushed(reg, writer, "alice/unsure", folder)
     assert failures == [1]
-    # the version was committed: its files must still be there
-    assert await version_numbers(reg, "alice/lost-answer") == [1]
-    got = await reg.client.get("/api/v1/adapters/alice/lost-answer/versions/1/files/adapter_model.safetensors")
-    assert got.status_code == 200 and got.content == (folder / "adapter_model.safetensors").read_bytes()
-    assert set(await reg.store.list_keys()) == await referenced_keys(reg)
+    assert await version_numbers(reg, "alice/unsure") == ([1] if committed else [])
+    assert blob_key(_sha(folder / "adapter_model.safetensors")) in await reg.store.list_keys()
+    if committed:  # its files must still be there
+        got = await reg.client.get("/api/v1/adapters/alice/unsure/versions/1/files/adapter_model.safetensors")
+        assert got.status_code == 200 and got.content == (folder / "adapter_model.safetensors").read_bytes()
     assert_unavailable(r)
     assert "may or may not" in r.json()["detail"]
-
-
-async def test_a_commit_that_fails_before_committing_keeps_the_blobs_for_the_retry(
-        local_registry: Registry, tmp_path: Path, commit_fault: Any) -> None:
-    reg = local_registry
-    writer = await reg.token("alice", "write")
-    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
-    folder = saved_adapter(tmp_path, seed=5)
-    failures = commit_fault("before_commit")
-    r = await pushed(reg, writer, "alice/unsure", folder)
-    assert failures == [1]
-    assert await version_numbers(reg, "alice/unsure") == []
-    weights = blob_key(_sha(folder / "adapter_model.safetensors"))
-    assert weights in await reg.store.list_keys()  # outcome unknown: kept, unreferenced (documented)
-    assert_unavailable(r)
     r = await pushed(reg, writer, "alice/unsure", folder)
     assert r.status_code == 201, r.text
+    assert await version_numbers(reg, "alice/unsure") == ([1, 2] if committed else [1])
     assert set(await reg.store.list_keys()) == await referenced_keys(reg)
 
 
@@ -237,8 +231,7 @@ async def test_s3_finalize_whose_commit_answer_is_lost_keeps_the_uploaded_blob(
     """On S3 an upload session's file stays under its own key, which the version records: a COMMIT
     that fails after committing must not delete it."""
     reg = s3_registry
-    writer = await reg.token("alice", "write")
-    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
+    writer = await writer_with_base(reg)
     folder = saved_adapter(tmp_path, seed=6)
     data = (folder / "adapter_model.safetensors").read_bytes()
     opened = await reg.client.post("/api/v1/adapters/alice/big/uploads", json={"size": len(data), "sha256": _sha(
@@ -300,8 +293,7 @@ async def weed_registry(weed: SeaweedProcess, db_url: str, tmp_path: Path) -> As
 async def test_storage_down_in_the_middle_of_a_push_is_503_and_the_retry_works(
         weed: SeaweedProcess, weed_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reg = weed_registry
-    writer = await reg.token("alice", "write")
-    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
+    writer = await writer_with_base(reg)
     first = saved_adapter(tmp_path, seed=7, lora_alpha=16)  # its config differs too: two new blobs below
     assert (await pushed(reg, writer, "alice/s3", first)).status_code == 201
     folder = saved_adapter(tmp_path, seed=8)
@@ -342,8 +334,7 @@ async def test_storage_that_answers_with_an_error_is_502_or_503_when_busy(
         weed_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int, code: str,
         expected: int) -> None:
     reg = weed_registry
-    writer = await reg.token("alice", "write")
-    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
+    writer = await writer_with_base(reg)
 
     def refuse(**kwargs: Any) -> None:
         answer: Any = {"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": status}}

@@ -54,7 +54,7 @@ async def test_an_unexpected_error_is_logged_with_traceback_and_request_id(
         logged = [rec for rec in caplog.records if rec.levelno == logging.ERROR and rec.exc_info
                   and rec.exc_info[1] is boom and rec.name.startswith("adapter_registry")]
         assert len(logged) == 1, [rec.getMessage() for rec in caplog.records]
-        assert request_id in logged[0].getMessage() and path in logged[0].getMessage()
+        assert logged[0].request_id == request_id and path in logged[0].getMessage()  # type: ignore[attr-defined]
         assert "broken_search" in caplog.text  # the traceback is in the log
 
 

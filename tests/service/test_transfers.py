@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from registry_testkit import Registry, push_files, put_parts, register_base, saved_adapter, tiny_llama
+from registry_testkit import Registry, push_files, put_parts, register_base, saved_adapter, tiny_llama, writer_with_base
 from safetensors.torch import save
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -71,8 +71,7 @@ async def test_a_push_stores_its_files_outside_any_transaction(local_registry: R
                                                                probe: TransferProbe,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     reg = local_registry
-    writer = await reg.token("alice", "write")
-    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
+    writer = await writer_with_base(reg)
     probe.wrap(monkeypatch, reg.store, "put_file")
     r = await reg.client.post("/api/v1/adapters/alice/a/versions", files=push_files(saved_adapter(tmp_path)),
                               data={"base_model": "meta/tiny-llama"}, headers=reg.auth(writer))
@@ -83,8 +82,7 @@ async def test_a_push_stores_its_files_outside_any_transaction(local_registry: R
 async def test_an_upload_session_finalize_moves_its_file_outside_any_transaction(
         local_registry: Registry, tmp_path: Path, probe: TransferProbe, monkeypatch: pytest.MonkeyPatch) -> None:
     reg = local_registry
-    writer = await reg.token("alice", "write")
-    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
+    writer = await writer_with_base(reg)
     folder = saved_adapter(tmp_path)
     data = (folder / "adapter_model.safetensors").read_bytes()
     opened = await reg.client.post("/api/v1/adapters/alice/up/uploads", json={"size": len(data)},
@@ -120,8 +118,7 @@ async def test_a_merge_job_stores_its_result_before_it_locks_the_job(local_regis
                                                                      probe: TransferProbe,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     reg = local_registry
-    writer = await reg.token("alice", "write")
-    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
+    writer = await writer_with_base(reg)
     for name, seed in (("a", 1), ("b", 2)):
         r = await reg.client.post(f"/api/v1/adapters/alice/{name}/versions", headers=reg.auth(writer),
                                   files=push_files(saved_adapter(tmp_path, seed=seed)),

@@ -18,7 +18,7 @@ import hashlib
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -107,26 +107,27 @@ class PreparedVersion:
     notes: list[str]
 
 
-async def prepare_version(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    principal: Principal,
-    ns: str,
-    name: str,
-    *,
-    config_raw: bytes,
-    weights: Payload,
-    readme: bytes | None,
-    options: PushOptions,
-    max_header_bytes: int,
-    extra_files: Sequence[Payload] = (),
-    verified: Awaitable[Any] | None = None,
-) -> PreparedVersion:
-    """Check the caller, the names and the files of a new version of ``ns/name``; nothing is written.
+class NewVersion(TypedDict):
+    """What a new version is made of, as :func:`prepare_version` and :func:`publish` take it.
 
     ``extra_files``: more files of the version written by the registry itself (a merge job's
     ``merge_recipe.json``); their names must not clash with the adapter's own files.
     ``verified``: a check still running on the weights (an upload's sha256), awaited after the
     validation, so the two overlap."""
+
+    config_raw: bytes
+    weights: Payload
+    readme: bytes | None
+    options: PushOptions
+    max_header_bytes: int
+    extra_files: NotRequired[Sequence[Payload]]
+    verified: NotRequired[Awaitable[Any] | None]
+
+
+async def prepare_version(sessionmaker: async_sessionmaker[AsyncSession], principal: Principal, ns: str, name: str,
+                          **new: Unpack[NewVersion]) -> PreparedVersion:
+    """Check the caller, the names and the files of a new version of ``ns/name``; nothing is written."""
+    options, weights, config_raw = new["options"], new["weights"], new["config_raw"]
     check_part(ns, "namespace")
     check_part(name, "adapter name")
     principal.require_write(ns)
@@ -144,14 +145,14 @@ async def prepare_version(
         signature = Signature.from_dict(base.signature)
     checked = await asyncio.to_thread(
         check_weights, weights.read_at, weights.size, config, signature,
-        allow_untrained=options.untrained, max_header_bytes=max_header_bytes,
+        allow_untrained=options.untrained, max_header_bytes=new["max_header_bytes"],
     )
-    if verified is not None:
+    if (verified := new.get("verified")) is not None:
         await verified
     files = [bytes_payload(CONFIG_FILE, config_raw), weights]
-    if readme is not None:
+    if (readme := new["readme"]) is not None:
         files.append(bytes_payload(README_FILE, readme))
-    for extra in extra_files:
+    for extra in new.get("extra_files", ()):
         if any(f.filename == extra.filename for f in files):
             raise BadRequest(f"{extra.filename} is already a file of this version")
         files.append(extra)
@@ -169,29 +170,13 @@ async def insert_version(db: AsyncSession, principal: Principal, prepared: Prepa
                                  p.summary, parents or [])
 
 
-async def publish(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    store: BlobStore,
-    principal: Principal,
-    ns: str,
-    name: str,
-    *,
-    config_raw: bytes,
-    weights: Payload,
-    readme: bytes | None,
-    options: PushOptions,
-    max_header_bytes: int,
-    parents: list[dict[str, Any]] | None = None,
-    extra_files: Sequence[Payload] = (),
-    verified: Awaitable[Any] | None = None,
-) -> tuple[Adapter, AdapterVersion, list[str]]:
-    """Validate and publish a new version of ``ns/name``; returns (adapter, version, notes).
-
-    The files are stored before the version's short transaction (see :mod:`..blob_commits`); the
-    arguments are :func:`prepare_version`'s."""
-    prepared = await prepare_version(sessionmaker, principal, ns, name, config_raw=config_raw, weights=weights,
-                                     readme=readme, options=options, max_header_bytes=max_header_bytes,
-                                     extra_files=extra_files, verified=verified)
+async def publish(sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, principal: Principal, ns: str,
+                  name: str, *, parents: list[dict[str, Any]] | None = None, **new: Unpack[NewVersion]
+                  ) -> tuple[Adapter, AdapterVersion, list[str]]:
+    """Validate and publish a new version of ``ns/name`` (``parents``: its lineage); returns (adapter,
+    version, notes). The files are stored before the version's short transaction (see
+    :mod:`..blob_commits`)."""
+    prepared = await prepare_version(sessionmaker, principal, ns, name, **new)
 
     async def insert(db: AsyncSession, keys: Mapping[str, str]) -> tuple[Adapter, AdapterVersion]:
         return await insert_version(db, principal, prepared, keys, parents)
