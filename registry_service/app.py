@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TypedDict
 
 from litestar import Litestar, get
 from litestar.datastructures import State
@@ -31,12 +32,22 @@ from .domain.hub.controller import HubController
 from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
 from .failures import handle_unexpected, http_problem
+from .inputs import RegistryRequest, reject_nul_parameters
+from .openapi import problems
 from .request_ids import RequestIdMiddleware, logging_config
 from .settings import Settings
 from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, UploadError, make_store
 from .web import WebUIPlugin
 
 log = logging.getLogger("adapter_registry")
+
+
+class Health(TypedDict):
+    """The service is up, with its storage backend and database."""
+
+    status: str
+    storage: str
+    database: str
 
 
 async def bootstrap_admin_token(state: State, settings: Settings) -> str | None:
@@ -87,8 +98,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             if pg is not None:  # stop the embedded PostgreSQL with the service (SIGTERM included)
                 await asyncio.to_thread(pg.cleanup)
 
-    @get("/api/v1/health", tags=["service"])
-    async def health(state: State) -> dict:
+    @get("/api/v1/health", tags=["service"], responses=problems())
+    async def health(state: State) -> Health:
         """Liveness and readiness: database reachable, storage backend."""
         async with state.sessionmaker() as db:
             await db.execute(text("SELECT 1"))
@@ -112,6 +123,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         lifespan=[lifespan],
+        request_class=RegistryRequest,
+        before_request=reject_nul_parameters,
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True,
                                                            exception_to_problem_detail_map=problem_map)),
                  WebUIPlugin()],  # after problem details: it makes their errors HTML pages for browsers
@@ -119,7 +132,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         exception_handlers={Exception: handle_unexpected},
         logging_config=logging_config(),  # request ids in every log line
         openapi_config=OpenAPIConfig(title="Adapter registry", version="1", path="/schema"),
-        request_max_body_size=settings.max_direct_upload_bytes + 4 * 2**20,
+        request_max_body_size=settings.max_body_bytes,  # routes that take more say so (see body_limits)
         debug=settings.debug,
     )
     # outermost, so that every response (a 404 of the router too) carries X-Request-ID

@@ -64,6 +64,16 @@ class TooLarge(ServiceError):
     status, title, kind = 413, "Too large", "too-large"
 
 
+class Gone(ServiceError):
+    status, title, kind = 410, "Gone", "gone"
+
+
+class QuotaExceeded(ServiceError):
+    """A namespace's quota (settings ``namespace_max_*``) would be exceeded."""
+
+    status, title, kind = 403, "Quota exceeded", "quota-exceeded"
+
+
 class BadRequest(ServiceError):
     status, title, kind = 400, "Bad request", "bad-request"
 

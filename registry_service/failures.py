@@ -9,8 +9,9 @@
   and answered with a bare 500 that names the request id and nothing internal.
 
 Every 5xx problem detail carries ``request_id`` (see :mod:`registry_service.request_ids`).
-:func:`outage_problem` says which outage an exception is; :func:`handle_unexpected` is the app's
-handler for every exception that has no handler of its own.
+:func:`outage_problem` says which outage an exception is; :func:`problem_for` logs an exception that
+has no handler of its own and says what answers it, which :func:`handle_unexpected` (the app's
+handler), the web UI's error pages and the Hub-compatible routes each render in their own format.
 """
 
 from __future__ import annotations
@@ -85,20 +86,26 @@ def outage_problem(exc: BaseException) -> ServiceError | None:
     return problem
 
 
-def handle_unexpected(request: Request, exc: Exception) -> Response:
-    """Exception handler for everything without a handler of its own: an outage becomes its 503/502
-    problem (logged at WARNING in one line); anything else is logged at ERROR with its traceback and
-    becomes a 500 problem. Both name the request id."""
-    request_id = current_request_id()
+def problem_for(request: Request, exc: Exception) -> ServiceError:
+    """The problem that answers an exception without a handler of its own, logged: an outage is its
+    503/502 (at WARNING, one line); anything else is a bug, a 500 (at ERROR, with its traceback). Both
+    log records carry the request id."""
+    request_id = current_request_id() or "-"
     problem = outage_problem(exc)
     if problem is not None:
         first_line = (str(exc).splitlines() or [""])[0][:200]  # not the SQL and its parameters
         log.warning("%s %s: %s (%s: %s)", request.method, request.url.path, problem.detail, type(exc).__name__,
-                    first_line, extra={"request_id": request_id or "-"})
-        return problem.to_response(request)
+                    first_line, extra={"request_id": request_id})
+        return problem
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc,
-              extra={"request_id": request_id or "-"})
-    return InternalError().to_response(request)
+              extra={"request_id": request_id})
+    return InternalError()
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """The app's handler for every exception without a handler of its own: :func:`problem_for` as a
+    problem detail (which names the request id)."""
+    return problem_for(request, exc).to_response(request)
 
 
 def http_problem(exc: HTTPException) -> ProblemDetailsException:
@@ -114,4 +121,4 @@ def http_problem(exc: HTTPException) -> ProblemDetailsException:
     return problem
 
 
-__all__ = ["DATABASE_DOWN", "STORAGE_DOWN", "handle_unexpected", "http_problem", "outage_problem"]
+__all__ = ["DATABASE_DOWN", "STORAGE_DOWN", "handle_unexpected", "http_problem", "outage_problem", "problem_for"]

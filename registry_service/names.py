@@ -1,15 +1,20 @@
-"""Names and references: ``ns/name``, ``ns/name@ref`` and what a ref may be."""
+"""Names and references: ``ns/name``, ``ns/name@ref`` and what a ref may be.
+
+The grammar itself lives in :mod:`sdk.names` (the client checks the same rules); this module turns
+a broken name into a 400 and adds the service's own rule, the reserved namespaces.
+"""
 
 from __future__ import annotations
 
-import re
+from sdk.names import ALIAS_PATTERN, COMMIT, NAME_PART_PATTERN, alias_problem, part_problem
 
 from .errors import BadRequest
 
-_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
+__all__ = ["ALIAS_PATTERN", "COMMIT", "PART_PATTERN", "RESERVED_NAMESPACES", "check_alias", "check_part",
+           "split_name"]
 
+#: The character rules of names and aliases as JSON Schema patterns (for the OpenAPI document).
+PART_PATTERN = NAME_PART_PATTERN
 
 #: First path segments the service's own routes use; a namespace of that name could not be reached
 #: through the Hub-compatible ``/{namespace}/{name}/resolve/...`` routes or the web pages.
@@ -19,8 +24,9 @@ RESERVED_NAMESPACES = frozenset({"api", "adapters", "base-models", "jobs", "merg
 
 def check_part(value: str, what: str) -> str:
     """A namespace or name: letters, digits, '_', '.', '-', starting with a letter or digit."""
-    if not _PART.match(value) or ".." in value:
-        raise BadRequest(f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (max 96), no '..'")
+    problem = part_problem(value, what)
+    if problem:
+        raise BadRequest(problem)
     if what == "namespace" and value.lower() in RESERVED_NAMESPACES:
         raise BadRequest(f"namespace {value!r} is reserved (the registry's own pages and API use that path); "
                          "pick another namespace")
@@ -37,6 +43,7 @@ def split_name(full: str, what: str = "name") -> tuple[str, str]:
 
 def check_alias(value: str) -> str:
     """An alias: starts with a letter (so it is never a version number or a commit)."""
-    if not _ALIAS.match(value) or COMMIT.match(value):
-        raise BadRequest(f"invalid alias {value!r}: start with a letter; letters, digits, '_', '.', '-' (max 64)")
+    problem = alias_problem(value)
+    if problem:
+        raise BadRequest(problem)
     return value

@@ -53,6 +53,29 @@ class Settings:
     apply_migrations: bool = True
     debug: bool = False
 
+    # --- limits (issue 14, "bounds"): each read from ADAPTER_REGISTRY_<NAME> by from_env -------------
+    #: Request bodies of every route without a larger limit of its own (JSON, sign-in, Hub preupload).
+    max_body_bytes: int = 2 * 2**20
+    #: Base-model registration bodies (a signature lists every module of the model).
+    max_signature_body_bytes: int = 64 * 2**20
+    #: Hub commits (``HfApi.upload_folder``), whose files come inline as base64 and are held in memory.
+    max_hub_commit_bytes: int = 128 * 2**20
+    #: Request bodies above max_body_bytes received at once by one process; more get 503 + Retry-After.
+    max_concurrent_uploads: int = 8
+    #: Largest file an upload session accepts.
+    max_upload_session_bytes: int = 256 * 2**30
+    #: Seconds an upload session stays open; an expired one is refused (410).
+    upload_session_ttl_s: int = 24 * 3600
+    #: Bytes of files (adapter versions and base-model weights) a namespace may hold; 0 = no limit.
+    namespace_max_bytes: int = 0
+    #: Upload sessions a namespace may have open at once; 0 = no limit.
+    namespace_max_open_uploads: int = 100
+    #: Largest absolute weight of a merge input.
+    max_merge_weight: float = 100.0
+    #: A merge job whose memory estimate is above this is refused when submitted (see merge_jobs/limits.py).
+    max_merge_memory_bytes: int = 32 * 2**30
+    # --- end of limits ------------------------------------------------------------------------------
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Read ``ADAPTER_REGISTRY_*`` variables; keyword overrides win."""
@@ -65,6 +88,7 @@ class Settings:
             s3_region=env.get(ENV + "S3_REGION") or None,
             public_url=env.get(ENV + "PUBLIC_URL") or None,
             redirect_downloads=env.get(ENV + "REDIRECT_DOWNLOADS", "1") not in ("0", "false", "no"),
+            **_numbers_from_env(cls, LIMIT_FIELDS, ENV),
         )
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
@@ -77,6 +101,30 @@ class Settings:
     def embedded_database(self) -> bool:
         """No database URL: run the embedded PostgreSQL."""
         return not self.database_url
+
+
+#: The Settings fields of the limits block, read from ``ADAPTER_REGISTRY_<NAME>``.
+LIMIT_FIELDS = ("max_direct_upload_bytes", "max_body_bytes", "max_signature_body_bytes", "max_hub_commit_bytes",
+                "max_concurrent_uploads", "max_upload_session_bytes", "upload_session_ttl_s", "namespace_max_bytes",
+                "namespace_max_open_uploads", "max_merge_weight", "max_merge_memory_bytes")
+
+
+def _numbers_from_env(cls: type, names: tuple[str, ...], prefix: str) -> dict[str, int | float]:
+    """The numeric fields ``names`` of dataclass ``cls`` that the environment sets (``prefix + NAME``)."""
+    out: dict[str, int | float] = {}
+    for name in names:
+        raw = os.environ.get(prefix + name.upper())
+        if raw is None or raw == "":
+            continue
+        kind = cls.__dataclass_fields__[name].type  # type: ignore[attr-defined]
+        try:
+            value = float(raw) if kind in ("float", float) else int(raw)
+        except ValueError as exc:
+            raise ValueError(f"{prefix + name.upper()}={raw!r} is not a valid {kind}") from exc
+        if value < 0:
+            raise ValueError(f"{prefix + name.upper()}={raw!r} must not be negative")
+        out[name] = value
+    return out
 
 
 def _default_name() -> str:
@@ -108,6 +156,9 @@ class WorkerSettings:
     scratch_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     #: How this worker signs the jobs it runs.
     name: str = field(default_factory=_default_name)
+    # --- limits (issue 14, "bounds") ---------------------------------------------------------------
+    #: Seconds one run of a job may take; past it the job fails ("timed out") and publishes nothing.
+    job_timeout_s: float = 3600.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> WorkerSettings:

@@ -7,7 +7,14 @@ data section) plus an optional ``"__metadata__"`` dict of strings.
 :func:`read_header` validates a file from its first ``8 + N`` bytes and its total size alone, so
 the registry can check an upload without loading it (and the SDK can check a file before sending
 it). It never reads past the header, refuses an oversized header before reading it, never
-unpickles anything, and reports every problem it finds rather than stopping at the first.
+unpickles anything, and reports the problems it finds rather than stopping at the first (up to
+:data:`MAX_PROBLEMS` of them, then how many more there were).
+
+Hostile headers cost little: besides the header's length, the number of tensors
+(:data:`MAX_TENSORS`), a tensor name's length (:data:`MAX_NAME_CHARS`), a shape's rank
+(:data:`MAX_DIMS`) and every dimension, element count and offset (below 2**63 or 2**64) are
+bounded, and each is checked before anything is computed from it, so the work is linear in the
+header's length and no arithmetic runs on unbounded integers.
 
 Everything reads through a ``read_at(offset, length)`` callable, which can be backed by a local
 file (:func:`file_reader`), by ranged S3 GETs, or by bytes in memory (:func:`bytes_reader`).
@@ -26,12 +33,18 @@ from typing import IO, Any
 
 import torch
 
-from .problems import Problem
+from .problems import MAX_PROBLEMS, Problem, ProblemList
 
 __all__ = [
     "DTYPE_BITS",
     "FLOAT_DTYPES",
+    "MAX_DIMS",
+    "MAX_DIM_SIZE",
     "MAX_HEADER_BYTES",
+    "MAX_NAME_CHARS",
+    "MAX_OFFSET",
+    "MAX_PROBLEMS",
+    "MAX_TENSORS",
     "Header",
     "Problem",
     "ReadAt",
@@ -49,6 +62,16 @@ ReadAt = Callable[[int, int], bytes]
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
 """Default limit on the JSON header's length ``N`` (100 MiB)."""
+MAX_TENSORS = 100_000
+"""Most tensors one file may hold."""
+MAX_NAME_CHARS = 1024
+"""Longest tensor name (and ``__metadata__`` key), in characters."""
+MAX_DIMS = 8
+"""Most dimensions a tensor's shape may have."""
+MAX_DIM_SIZE = 2**63 - 1
+"""Largest dimension, and largest element count of a tensor (what torch's int64 sizes hold)."""
+MAX_OFFSET = 2**64 - 1
+"""Largest data offset (a u64, as in the format's reference reader)."""
 
 METADATA_KEY = "__metadata__"
 TENSOR_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
@@ -212,6 +235,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _cut(name: str, limit: int = 80) -> str:
+    """A name cut to ``limit`` characters (for the ``tensor`` field of a problem)."""
+    return name if len(name) <= limit else name[: limit - 3] + "..."
+
+
 def _short(value: Any, limit: int = 80) -> str:
     """``repr`` of a JSON value, cut to ``limit`` characters."""
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
@@ -264,11 +292,22 @@ def _check_metadata(value: Any, problems: list[Problem]) -> dict[str, str]:
         return {}
     for key, n in getattr(value, "duplicates", {}).items():
         problems.append(
-            Problem(None, "unique keys", f"{key!r} {n} times", f"{METADATA_KEY} has the key {key!r} {n} times")
+            Problem(
+                None, "unique keys", f"{_short(key)} {n} times", f"{METADATA_KEY} has the key {_short(key)} {n} times"
+            )
         )
     out: dict[str, str] = {}
     for key, item in value.items():
-        if not isinstance(item, str):
+        if len(key) > MAX_NAME_CHARS:
+            problems.append(
+                Problem(
+                    None,
+                    f"keys of at most {MAX_NAME_CHARS} characters",
+                    f"{len(key)} characters",
+                    f"{METADATA_KEY} key {_short(key)} is {len(key)} characters long; the limit is {MAX_NAME_CHARS}",
+                )
+            )
+        elif not isinstance(item, str):
             problems.append(
                 Problem(
                     None,
@@ -288,6 +327,16 @@ def _check_metadata(value: Any, problems: list[Problem]) -> dict[str, str]:
 
 def _check_entry(name: str, entry: Any, problems: list[Problem]) -> tuple[TensorInfo | None, tuple[int, int] | None]:
     """Validate one tensor entry; returns its info when well formed, and its offsets when usable."""
+    if len(name) > MAX_NAME_CHARS:
+        problems.append(
+            Problem(
+                _cut(name),
+                f"a name of at most {MAX_NAME_CHARS} characters",
+                f"{len(name)} characters",
+                f"tensor name {_short(name)} is {len(name)} characters long; the limit is {MAX_NAME_CHARS}",
+            )
+        )
+        return None, None
     if not _is_unicode(name):
         problems.append(
             Problem(
@@ -352,16 +401,7 @@ def _check_entry(name: str, entry: Any, problems: list[Problem]) -> tuple[Tensor
         )
 
     shape = entry.get("shape")
-    shape_ok = isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)
-    if "shape" in entry and not shape_ok:
-        problems.append(
-            Problem(
-                name,
-                "a list of non-negative integers",
-                _short(shape),
-                f"tensor {name!r}: shape must be a list of non-negative integers, found {_short(shape)}",
-            )
-        )
+    shape_ok = _shape_ok(name, shape, problems) if "shape" in entry else False
 
     offsets = entry.get("data_offsets")
     offsets_ok = (
@@ -378,6 +418,16 @@ def _check_entry(name: str, entry: Any, problems: list[Problem]) -> tuple[Tensor
                 _short(offsets),
                 f"tensor {name!r}: data_offsets must be two integers [begin, end] with 0 <= begin <= end, "
                 f"found {_short(offsets)}",
+            )
+        )
+    elif offsets_ok and offsets[1] > MAX_OFFSET:
+        offsets_ok = False
+        problems.append(
+            Problem(
+                name,
+                "offsets below 2**64",
+                _short(offsets),
+                f"tensor {name!r}: data_offsets {_short(offsets)} do not fit in 64 bits",
             )
         )
 
@@ -410,6 +460,54 @@ def _check_entry(name: str, entry: Any, problems: list[Problem]) -> tuple[Tensor
     if not (ok and dtype_ok and shape_ok and span is not None):
         return None, span
     return TensorInfo(name, dtype, tuple(shape), span[0], span[1]), span
+
+
+def _shape_ok(name: str, shape: Any, problems: list[Problem]) -> bool:
+    """Whether ``shape`` is a list of at most :data:`MAX_DIMS` integers in ``[0, 2**63)`` whose
+    product (the element count) stays below 2**63; each bound is checked before the next step
+    looks at more of the value, so a hostile shape costs time linear in its JSON text."""
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        problems.append(
+            Problem(
+                name,
+                "a list of non-negative integers",
+                _short(shape),
+                f"tensor {name!r}: shape must be a list of non-negative integers, found {_short(shape)}",
+            )
+        )
+        return False
+    if len(shape) > MAX_DIMS:
+        problems.append(
+            Problem(
+                name,
+                f"at most {MAX_DIMS} dimensions",
+                f"{len(shape)} dimensions",
+                f"tensor {name!r}: shape has {len(shape)} dimensions; the limit is {MAX_DIMS}",
+            )
+        )
+        return False
+    big = [d for d in shape if d > MAX_DIM_SIZE]
+    if big:
+        problems.append(
+            Problem(
+                name,
+                "dimensions below 2**63",
+                _short(big[0]),
+                f"tensor {name!r}: dimension {_short(big[0])} is too large; the limit is 2**63 - 1",
+            )
+        )
+        return False
+    if math.prod(shape) > MAX_DIM_SIZE:  # at most 8 factors below 2**63: cheap
+        problems.append(
+            Problem(
+                name,
+                "fewer than 2**63 elements",
+                _short(shape),
+                f"tensor {name!r}: shape {_short(shape)} holds 2**63 elements or more",
+            )
+        )
+        return False
+    return True
 
 
 def _check_layout(spans: dict[str, tuple[int, int]], data_size: int, problems: list[Problem]) -> None:
@@ -473,7 +571,15 @@ def read_header(
     """
     if file_size < 0:
         raise ValueError(f"file_size must be >= 0, got {file_size}")
-    problems: list[Problem] = []
+    problems = ProblemList(MAX_PROBLEMS)
+    header, _ = _read_header(read_at, file_size, max_header_bytes, problems)
+    return header, problems.finish()
+
+
+def _read_header(
+    read_at: ReadAt, file_size: int, max_header_bytes: int, problems: list[Problem]
+) -> tuple[Header | None, list[Problem]]:
+    """:func:`read_header`'s work, its problems collected in ``problems``."""
     if file_size < 8:
         problems.append(
             Problem(
@@ -556,12 +662,23 @@ def read_header(
     for key, count in parsed.duplicates.items():
         problems.append(
             Problem(
-                None if key == METADATA_KEY else key,
+                None if key == METADATA_KEY else _cut(key),
                 "unique keys",
-                f"{key!r} {count} times",
-                f"key {key!r} appears {count} times in the header",
+                f"{_short(key)} {count} times",
+                f"key {_short(key)} appears {count} times in the header",
             )
         )
+    tensor_count = len(parsed) - (METADATA_KEY in parsed)
+    if tensor_count > MAX_TENSORS:
+        problems.append(
+            Problem(
+                None,
+                f"at most {MAX_TENSORS} tensors",
+                f"{tensor_count} tensors",
+                f"the header lists {tensor_count} tensors; the limit is {MAX_TENSORS}",
+            )
+        )
+        return None, problems
 
     metadata = _check_metadata(parsed.get(METADATA_KEY), problems)
     tensors: dict[str, TensorInfo] = {}

@@ -17,7 +17,7 @@ from typing import Any
 from .config import CONFIG_NAME, AdapterConfig
 from .errors import AdapterError, ValidationFailed
 from .methods import config_from_dict, get_method
-from .problems import Problem
+from .problems import Problem, capped
 from .safetensors_data import all_zero
 from .safetensors_header import Header, ReadAt, non_float_problems, read_header
 from .signature import Signature, check_adapter
@@ -42,7 +42,7 @@ def parse_config(raw: bytes) -> tuple[AdapterConfig, dict[str, Any], list[str]]:
         raise _fail(f"{CONFIG_FILE} is not valid UTF-8: {exc}") from exc
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested deeper than json can follow
         raise _fail(f"{CONFIG_FILE} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise _fail(f"{CONFIG_FILE} must hold a JSON object", found=type(data).__name__)
@@ -82,7 +82,7 @@ def check_weights(
     shapes = {name: info.shape for name, info in header.tensors.items()}
     problems += check_adapter(signature, config, shapes)
     if problems:
-        raise ValidationFailed(problems)
+        raise ValidationFailed(capped(problems))
     tuner = get_method(config.peft_type).tuner
     zero_init = [n for n in header.tensors if tuner.zero_at_init(n)]
     if zero_init and not allow_untrained and all(all_zero(read_at, header, n) for n in zero_init):

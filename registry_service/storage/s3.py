@@ -36,6 +36,7 @@ from .base import (
     InvalidRangeError,
     MultipartUpload,
     PartData,
+    Sink,
     Source,
     StorageError,
     UploadError,
@@ -432,15 +433,15 @@ class S3BlobStore:
 
     # -- staged objects -------------------------------------------------------------------------
 
-    async def staging_sha256_and_size(self, staging_key: str) -> tuple[str, int]:
-        """Stream the staged object through sha256 (in a worker thread)."""
-        return await asyncio.to_thread(self._staging_sha256_and_size, staging_key)
+    async def staging_sha256_and_size(self, staging_key: str, sink: Sink | None = None) -> tuple[str, int]:
+        """Stream the staged object through sha256 and ``sink`` (in a worker thread)."""
+        return await asyncio.to_thread(self._staging_sha256_and_size, staging_key, sink)
 
-    def _staging_sha256_and_size(self, staging_key: str) -> tuple[str, int]:
+    def _staging_sha256_and_size(self, staging_key: str, sink: Sink | None = None) -> tuple[str, int]:
         key = check_upload_key(staging_key)
         size = self._head_size(key)
         if size is not None and size > 2 * _HASH_RANGE:
-            return self._parallel_sha256(key, size)
+            return self._parallel_sha256(key, size, sink)
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
@@ -448,9 +449,9 @@ class S3BlobStore:
                 raise BlobNotFoundError(f"nothing staged under {staging_key}") from exc
             raise StorageError(f"GET {staging_key}: {_message(exc)}") from exc
         with closing(response["Body"]) as body:
-            return hash_stream(body)
+            return hash_stream(body, sink=sink)
 
-    def _parallel_sha256(self, key: str, size: int) -> tuple[str, int]:
+    def _parallel_sha256(self, key: str, size: int, sink: Sink | None = None) -> tuple[str, int]:
         """sha256 of a large object: ranged GETs run ahead in threads, hashed in order.
 
         At most ``_HASH_AHEAD`` ranges are in memory at once."""
@@ -465,6 +466,8 @@ class S3BlobStore:
             while pending:
                 data = pending.popleft().result()
                 digest.update(data)
+                if sink is not None:
+                    sink(data)
                 seen += len(data)
                 nxt = next(offsets, None)
                 if nxt is not None:

@@ -16,7 +16,7 @@ from litestar.exceptions import HTTPException
 from litestar.response import Template
 from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_500_INTERNAL_SERVER_ERROR
 
-from ..failures import outage_problem
+from ..failures import problem_for
 from ..request_ids import current_request_id
 from .session import COOKIE
 
@@ -53,16 +53,11 @@ def page_for(request: Request, exc: Exception) -> Template:
     """The error page for ``exc``: its status and message; internal errors say nothing about internals,
     and an outage of the database or storage is its 503/502 (with ``Retry-After``)."""
     if not isinstance(exc, HTTPException):
-        problem = outage_problem(exc)
-        if problem is None:
-            log.error("error on %s %s", request.method, request.url.path, exc_info=exc,
-                      extra={"request_id": current_request_id() or "-"})
+        exc = problem_for(request, exc)
+        if exc.status_code == HTTP_500_INTERNAL_SERVER_ERROR:
             return error_page(request, HTTP_500_INTERNAL_SERVER_ERROR, "Something went wrong",
                               "The registry could not show this page. Try again; if it keeps failing, the "
                               "service log has the details.")
-        log.warning("%s %s: %s (%s)", request.method, request.url.path, problem.detail, type(exc).__name__,
-                    extra={"request_id": current_request_id() or "-"})
-        exc = problem
     status = exc.status_code
     title = getattr(exc, "title", None) or ("Not found" if status == HTTP_404_NOT_FOUND else "Error")
     detail = str(exc.detail or "")

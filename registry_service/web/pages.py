@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
@@ -25,6 +26,7 @@ from ..domain.base_models import weights
 from ..domain.merge_jobs import service as merge_jobs
 from ..domain.merge_jobs.lineage import lineage_of
 from ..errors import NotFound, Unauthorized
+from ..params import Page
 from ..settings import Settings
 from .lineage import layout
 from .session import check_token, clear_token_cookie, set_token_cookie, stale_cookie
@@ -48,9 +50,10 @@ def _pages(total: int) -> int:
 
 def _safe_next(target: str | None) -> str:
     """Only same-site paths are followed after signing in."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if (not target or not target.startswith("/") or target.startswith("//") or "\\" in target
+            or any(ord(c) < 32 or ord(c) == 127 for c in target)):  # a header cannot carry control characters
         return "/"
-    return target
+    return "".join(c if c.isascii() else quote(c) for c in target)  # a Location header is ASCII
 
 
 class PageController(Controller):
@@ -68,7 +71,7 @@ class PageController(Controller):
     @get("/adapters")
     async def adapter_list(self, request: Request, db: AsyncSession, viewer: Principal, q: str | None = None,
                            base_model: str | None = None, method: str | None = None, tag: str | None = None,
-                           page: int = 1) -> Template:
+                           page: Page = 1) -> Template:
         """Adapters filtered by text, base model, method and tag, a page at a time."""
         filters = {"q": (q or "").strip(), "base_model": base_model or "", "method": method or "",
                    "tag": (tag or "").strip()}
@@ -123,7 +126,7 @@ class PageController(Controller):
 
     @get("/base-models")
     async def base_model_list(self, request: Request, db: AsyncSession, viewer: Principal, q: str | None = None,
-                              page: int = 1) -> Template:
+                              page: Page = 1) -> Template:
         """Registered base models."""
         page = max(page, 1)
         rows = await base_models.search(db, (q or "").strip() or None, limit=PAGE_SIZE + 1,
@@ -135,7 +138,7 @@ class PageController(Controller):
 
     @get("/base-models/{ns:str}/{name:str}")
     async def base_model_page(self, request: Request, ns: str, name: str, db: AsyncSession, viewer: Principal,
-                              page: int = 1) -> Template:
+                              page: Page = 1) -> Template:
         """A base model: its signature in brief, its weights, and the adapters that fit it."""
         row = await base_models.get(db, f"{ns}/{name}")
         assert row is not None

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ..client import Client, PushResult
-from .common import JsonOpt, fields, respond, size, table
+from .common import JsonOpt, fields, printable, respond, size, table
 
 app = typer.Typer()
 
@@ -36,11 +36,11 @@ def push(
 
     def show(result: PushResult) -> None:
         for note in result.notes:
-            typer.echo(f"note: {note}", err=True)
+            typer.echo(printable(f"note: {note}"), err=True)
         typer.echo(f"pushed {result.name} version {result.version}")
         typer.echo(f"commit {result.commit}")
         if result.url:
-            typer.echo(result.url)
+            typer.echo(printable(result.url))
 
     respond(ctx, as_json, call, show, to_json=asdict)
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import JsonOpt, respond
+from .common import JsonOpt, printable, respond
 
 app = typer.Typer(no_args_is_help=True, help="Move or remove the aliases of an adapter.")
 
@@ -22,7 +22,7 @@ def alias_set(
     """Point an alias at a version."""
 
     def show(body: dict[str, Any]) -> None:
-        typer.echo(f"{name}@{body['alias']} -> version {body['version']} (commit {body['commit'][:12]})")
+        typer.echo(printable(f"{name}@{body['alias']} -> version {body['version']} (commit {body['commit'][:12]})"))
 
     respond(ctx, as_json, lambda c: c.set_alias(name, alias, int(version) if version.isdigit() else version), show)
 

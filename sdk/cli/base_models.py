@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import JsonOpt, fields, plural, read_config, respond, table
+from .common import JsonOpt, fields, plural, printable, read_config, respond, table
 
 app = typer.Typer(no_args_is_help=True, help="Register and browse base models.")
 
@@ -32,8 +32,8 @@ def base_register(
     data = read_config(config or from_model_dir)  # type: ignore[arg-type]
 
     def show(body: dict[str, Any]) -> None:
-        typer.echo(f"registered {body['name']}: {body.get('architecture') or body.get('model_type')}, "
-                   f"{body['modules']} modules, fingerprint {body['fingerprint'][:12]}")
+        typer.echo(printable(f"registered {body['name']}: {body.get('architecture') or body.get('model_type')}, "
+                             f"{body['modules']} modules, fingerprint {body['fingerprint'][:12]}"))
         if weights:
             typer.echo(f"weights: {plural(len(body['files']), 'file')} stored")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,17 @@ def emit(st: State, result: T, show: Callable[[T], None], *, to_json: Callable[[
 
 # --- output -----------------------------------------------------------------------------------
 
+# C0 and C1 control characters and DEL (terminal escapes start with ESC or CSI), and the Unicode
+# controls that reorder how a line is shown (bidirectional overrides and isolates)
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: object) -> str:
+    """``str(value)`` with control characters written as escapes (``\\x1b``), so text a registry
+    sent (names, descriptions, error details) cannot move the cursor, retitle or clear a terminal."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
+
+
 
 def print_json(data: Any) -> None:
     """``data`` as indented JSON on stdout (anything JSON lacks, such as dates, as its ``str``)."""
@@ -101,7 +113,7 @@ def table(columns: list[str], rows: list[list[Any]]) -> None:
     for col in grid.columns:  # fold (not cut) everything but descriptions on a narrow terminal
         col.overflow = "ellipsis" if col.header == "DESCRIPTION" else "fold"
     for row in rows:
-        grid.add_row(*("" if v is None else str(v) for v in row))
+        grid.add_row(*("" if v is None else printable(v) for v in row))
     _console().print(grid)
 
 
@@ -111,7 +123,7 @@ def fields(pairs: list[tuple[str, Any]]) -> None:
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     for key, value in pairs:
-        grid.add_row(key, "" if value is None else str(value))
+        grid.add_row(printable(key), "" if value is None else printable(value))
     _console().print(grid)
 
 
@@ -134,7 +146,7 @@ def problem_line(p: Problem) -> str:
     named = p.tensor and (p.tensor in p.message or p.tensor.removeprefix("base_model.model.") in p.message)
     where = f"{p.tensor}: " if p.tensor and not named else ""
     detail = [f"{k} {v}" for k, v in (("expected", p.expected), ("found", p.found)) if v is not None]
-    return f"  - {where}{p.message}" + (f" ({', '.join(detail)})" if detail else "")
+    return printable(f"  - {where}{p.message}" + (f" ({', '.join(detail)})" if detail else ""))
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -167,7 +179,7 @@ def fail(exc: BaseException, code: int, refused: str = "the adapter does not val
         for p in exc.problems:
             typer.echo(problem_line(p), err=True)
     else:
-        typer.echo(f"error: {_one_line(str(exc)) or type(exc).__name__}", err=True)
+        typer.echo(f"error: {printable(_one_line(str(exc))) or type(exc).__name__}", err=True)
     raise typer.Exit(code)
 
 

@@ -8,7 +8,7 @@ import typer
 
 from ..client import Client, ClientConfig, RegistryAuthError, save_login
 from ..errors import AdapterError
-from .common import JsonOpt, print_json, state
+from .common import JsonOpt, print_json, printable, state
 
 app = typer.Typer()
 
@@ -36,5 +36,6 @@ def login(
         print_json({"url": final_url, "whoami": who, "config": str(path)})
         return
     scope = f"namespace {who.get('namespace')}" if who.get("namespace") else "all namespaces"
-    typer.echo(f"logged in to {final_url} as {who.get('name')} ({scope}; scopes: {', '.join(who.get('scopes', []))})")
+    typer.echo(printable(f"logged in to {final_url} as {who.get('name')} ({scope}; "
+                         f"scopes: {', '.join(map(str, who.get('scopes', [])))})"))
     typer.echo(f"saved to {path}")

@@ -13,7 +13,7 @@ import typer
 from ..client import Client, MergeJob, parse_ref
 from ..client.merges import follow
 from ..errors import AdapterError, ValidationFailed
-from .common import JsonOpt, fail, fields, print_json, respond, state, table
+from .common import JsonOpt, fail, fields, print_json, printable, respond, state, table
 
 app = typer.Typer()
 jobs_app = typer.Typer(no_args_is_help=True, help="Follow and cancel server-side merge jobs.")
@@ -120,15 +120,16 @@ def merge(
             fail(exc, 1, refused="the registry refused the merge")
         if not no_wait:
             if not st.json:
-                typer.echo(f"merge job {job.id} {job.state}", err=True)
+                typer.echo(printable(f"merge job {job.id} {job.state}"), err=True)
             job = _follow(c, job, timeout)
     if st.json:
         print_json(job.raw)
     elif no_wait:
         typer.echo(job.id)
-        typer.echo(f"merge job {job.id} {job.state}: follow it with 'adapters jobs show {job.id} --wait'", err=True)
+        typer.echo(printable(f"merge job {job.id} {job.state}: follow it with 'adapters jobs show {job.id} --wait'"),
+                   err=True)
     else:
-        typer.echo(f"merged into {_job_result(job)}")
+        typer.echo(printable(f"merged into {_job_result(job)}"))
         typer.echo(f"job {job.id}")
 
 
@@ -200,6 +201,6 @@ def jobs_cancel(
         if job.state == "cancelled":
             typer.echo(f"cancelled merge job {job.id}")
         else:
-            typer.echo(f"merge job {job.id} is {job.state}: it stops at its next step")
+            typer.echo(printable(f"merge job {job.id} is {job.state}: it stops at its next step"))
 
     respond(ctx, as_json, lambda c: c.cancel_merge(job_id), show, to_json=_job_raw)

@@ -6,6 +6,7 @@ from .config import ClientConfig, save_login
 from .http import RegistryAuthError, RegistryError, RegistryNotFound, RegistryUnavailable
 from .merges import MergeJob, MergeJobFailed
 from .transfers import IntegrityError
+from .trust import UnsafeResponse
 
 __all__ = [
     "Cache",
@@ -19,6 +20,7 @@ __all__ = [
     "RegistryError",
     "RegistryNotFound",
     "RegistryUnavailable",
+    "UnsafeResponse",
     "check_folder",
     "parse_ref",
     "save_login",

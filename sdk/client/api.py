@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -21,31 +21,41 @@ from ..config import CONFIG_NAME, AdapterConfig
 from ..errors import AdapterError, ValidationFailed
 from ..formats import WEIGHTS_NAME
 from ..model import AdapterModel
+from ..names import COMMIT, VERSION, alias_problem, name_problem, part_problem, ref_problem, shown
 from ..problems import Problem
 from ..safetensors_header import file_reader
 from ..signature import Signature, signature_from_config, signature_from_model
 from ..validation import check_weights, parse_config
+from . import trust
 from .cache import Cache, CachedVersion, registry_key
 from .config import ClientConfig
-from .http import Http, StorageIO
+from .http import Http, StorageIO, json_body
 from .merges import MergeJob, follow, merge_request
 from .transfers import download, upload_parts
+from .trust import UnsafeResponse
 
 DIRECT_UPLOAD_LIMIT = 64 << 20
 #: ``weights=`` of ``register_base_model``: False, True (the model's own), or safetensors file(s)/folder.
 WeightsArg: TypeAlias = bool | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def parse_ref(ref: str, version: int | str | None = None) -> tuple[str, str, str | None]:
-    """``"ns/name@ref"`` (or ``"ns/name"`` plus ``version``) -> (ns, name, ref or None)."""
-    name_part, _, at = ref.partition("@")
+    """``"ns/name@ref"`` (or ``"ns/name"`` plus ``version``) -> (ns, name, ref or None), each piece
+    checked against the registry's name grammar (:mod:`sdk.names`); raises :class:`AdapterError`."""
+    if not isinstance(ref, str):
+        raise AdapterError(f"adapter references are strings like 'namespace/name[@version|alias|commit]', "
+                           f"got {shown(ref)}")
+    name_part, has_at, at = ref.partition("@")
     ns, sep, name = name_part.partition("/")
     if not sep or not ns or not name or "/" in name:
-        raise AdapterError(f"adapter references look like 'namespace/name[@version|alias|commit]', got {ref!r}")
+        raise AdapterError(f"adapter references look like 'namespace/name[@version|alias|commit]', got {shown(ref)}")
+    if has_at and not at:
+        raise AdapterError(f"{shown(ref)} ends with '@': name a version, alias or commit after it")
     if at and version is not None and str(version) != at:
-        raise AdapterError(f"{ref!r} already names a version; do not also pass version={version!r}")
+        raise AdapterError(f"{shown(ref)} already names a version; do not also pass version={version!r}")
     chosen = at or (str(version) if version is not None else None)
+    _check(part_problem(ns, "namespace") or part_problem(name, "adapter name")
+           or (ref_problem(chosen) if chosen is not None else None))
     return ns, name, chosen
 
 
@@ -129,10 +139,10 @@ class Client:
 
     def _upload_base_weights(self, name: str, paths: list[Path]) -> list[dict[str, Any]]:
         """Upload weights files of base model ``name`` (skipping identical stored ones); the files now stored."""
-        from .http import raise_for_problem
         from .transfers import sha256_file
 
-        root = f"/api/v1/base-models/{name}"
+        ns, n = trust.name(name)
+        root = f"/api/v1/base-models/{ns}/{n}"
         stored = {f["filename"]: f for f in self.http.json("GET", f"{root}/files")["items"]}
         for path in paths:
             size, sha = path.stat().st_size, sha256_file(path)
@@ -141,24 +151,25 @@ class Client:
             if size <= DIRECT_UPLOAD_LIMIT:
                 def send(path: Path = path) -> httpx.Response:
                     with open(path, "rb") as fh:
-                        return self.http.client.post(f"{root}/files", files=[
+                        return self.http.fetch("POST", f"{root}/files", files=[
                             ("files", (path.name, fh, "application/octet-stream"))])
 
-                response = self.http.call(send, idempotent=False)
-                raise_for_problem(response)
+                json_body(self.http.call(send, idempotent=False))
                 continue
-            session = self.http.json("POST", f"{root}/uploads",
-                                     json={"filename": path.name, "size": size, "sha256": sha})
+            session = trust.upload_session(self.http.json("POST", f"{root}/uploads", json={
+                "filename": path.name, "size": size, "sha256": sha}), size)
             try:
+                finalize = trust.registry_url(self.http.base_url, session.get("finalize_url"))
                 parts = upload_parts(self.http, session, path, quiet=self.quiet)
             except BaseException:
-                self.http.client.delete(f"{root}/uploads/{session['id']}")
+                self.http.fetch("DELETE", f"{root}/uploads/{session['id']}")
                 raise
-            self.http.json("POST", session["finalize_url"], json={"parts": parts}, idempotent=False)
+            self.http.json("POST", finalize, json={"parts": parts}, idempotent=False)
         return self.http.json("GET", f"{root}/files")["items"]
 
     def base_model(self, name: str) -> dict[str, Any]:
         """A base model with its signature."""
+        _check(name_problem(name, "base model name"))
         return self.http.json("GET", f"/api/v1/base-models/{name}")
 
     def base_models(self, q: str | None = None) -> list[dict[str, Any]]:
@@ -186,11 +197,13 @@ class Client:
     def set_alias(self, name: str, alias: str, version: int | str) -> dict[str, Any]:
         """Point ``alias`` at ``version``."""
         ns, n, _ = parse_ref(name)
+        _check(alias_problem(alias))
         return self.http.json("PUT", f"/api/v1/adapters/{ns}/{n}/aliases/{alias}", json={"version": version})
 
     def delete_alias(self, name: str, alias: str) -> dict[str, Any]:
         """Remove ``alias``."""
         ns, n, _ = parse_ref(name)
+        _check(alias_problem(alias))
         return self.http.json("DELETE", f"/api/v1/adapters/{ns}/{n}/aliases/{alias}")
 
     # --- checking and pushing -------------------------------------------------------------
@@ -242,7 +255,11 @@ class Client:
                 body = self._push_direct(ns, n, config_raw, weights, readme, form)
             else:
                 body = self._push_session(ns, n, config_raw, weights, readme, form)
-        return PushResult(f"{ns}/{n}", body["version"], body["commit"], body.get("url", ""), body.get("notes", []))
+        if not isinstance(body, dict):
+            raise UnsafeResponse(f"the registry answered a push with {type(body).__name__}, not an object")
+        notes = body.get("notes") or []
+        return PushResult(f"{ns}/{n}", trust.version_number(body.get("version")), trust.commit(body.get("commit")),
+                          str(body.get("url") or ""), [str(x) for x in notes] if isinstance(notes, list) else [])
 
     def _folder_for(self, model_or_dir: AdapterModel | str | Path, adapter_name: str, tmp: Path) -> Path:
         if isinstance(model_or_dir, AdapterModel):
@@ -273,15 +290,11 @@ class Client:
             if readme.is_file():
                 handles["README.md"] = ("README.md", readme.read_bytes(), "text/markdown")
             try:
-                return self.http.client.post(f"/api/v1/adapters/{ns}/{name}/versions", files=handles, data=form)
+                return self.http.fetch("POST", f"/api/v1/adapters/{ns}/{name}/versions", files=handles, data=form)
             finally:
                 handles[WEIGHTS_NAME][1].close()
 
-        from .http import raise_for_problem
-
-        response = self.http.call(send, idempotent=False)
-        raise_for_problem(response)
-        return response.json()
+        return json_body(self.http.call(send, idempotent=False))
 
     def _push_session(self, ns: str, name: str, config_raw: bytes, weights: Path, readme: Path,
                       form: dict[str, str]) -> dict[str, Any]:
@@ -290,19 +303,21 @@ class Client:
         from .transfers import sha256_file
 
         size = weights.stat().st_size
-        session = self.http.json("POST", f"/api/v1/adapters/{ns}/{name}/uploads", json={"size": size})
+        session = trust.upload_session(
+            self.http.json("POST", f"/api/v1/adapters/{ns}/{name}/uploads", json={"size": size}), size)
         try:
+            finalize = trust.registry_url(self.http.base_url, session.get("finalize_url"))
             with ThreadPoolExecutor(max_workers=1) as hasher:
                 digest = hasher.submit(sha256_file, weights)
                 parts = upload_parts(self.http, session, weights, quiet=self.quiet)
                 sha = digest.result()
         except BaseException:
-            self.http.client.delete(f"/api/v1/adapters/{ns}/{name}/uploads/{session['id']}")
+            self.http.fetch("DELETE", f"/api/v1/adapters/{ns}/{name}/uploads/{session['id']}")
             raise
         files: dict[str, Any] = {CONFIG_NAME: (CONFIG_NAME, config_raw, "application/json")}
         if readme.is_file():
             files["README.md"] = ("README.md", readme.read_bytes(), "text/markdown")
-        return self.http.json("POST", session["finalize_url"], files=files, idempotent=False,
+        return self.http.json("POST", finalize, files=files, idempotent=False,
                               data=form | {"parts": json.dumps(parts), "sha256": sha})
 
     # --- server-side merges ----------------------------------------------------------------
@@ -337,16 +352,22 @@ class Client:
         """A local folder with the adapter's files. A version pinned by number or commit that is
         already cached costs no request; an alias costs one small request."""
         ns, name, at = parse_ref(ref, version)
-        pinned = at is not None and (at.isdigit() or bool(_COMMIT.match(at)))
-        if pinned:
+        if at is not None and (VERSION.match(at) or COMMIT.match(at)):
             cached = self.cache.lookup(self.registry, ns, name, at)
             if cached is not None:
                 snap = self.cache.snapshot_dir(self.registry, ns, name, cached.commit)
                 if self.cache.complete(snap, cached.files):
                     return snap
-        body = self.http.json("GET", f"/api/v1/adapters/{ns}/{name}/versions/{at or 'latest'}")
-        files = [{"filename": f["filename"], "sha256": f["sha256"], "size": f["size"]} for f in body["files"]]
-        v = CachedVersion(body["version"], body["commit"], files)
+        # every value of the answer is checked before it becomes part of a path (see trust.py)
+        v = CachedVersion.from_json(self.http.json("GET", f"/api/v1/adapters/{ns}/{name}/versions/{at or 'latest'}"))
+        if at is not None and ((VERSION.match(at) and v.version != int(at)) or (COMMIT.match(at) and v.commit != at)):
+            raise UnsafeResponse(f"asked for {ns}/{name}@{at}, the registry answered with version {v.version} "
+                                 f"(commit {v.commit})")
+        free = shutil.disk_usage(self.cache.root).free
+        needed = sum(f["size"] for f in v.files if not self.cache.has_blob(f["sha256"], f["size"]))
+        if needed > free:
+            raise AdapterError(f"{ns}/{name}@{v.version} needs {needed} bytes in the cache at {self.cache.root}, "
+                               f"but only {free} are free")
         snap = self.cache.snapshot_dir(self.registry, ns, name, v.commit)
         if not self.cache.complete(snap, v.files):
             for f in v.files:
@@ -371,6 +392,12 @@ class Client:
                 model.set_adapter(adapter_name)
             return model
         return AdapterModel.from_pretrained(model, folder, adapter_name=adapter_name, is_trainable=is_trainable)
+
+
+def _check(problem: str | None) -> None:
+    """Raise ``problem`` (a name that breaks the registry's grammar) as an :class:`AdapterError`."""
+    if problem:
+        raise AdapterError(problem)
 
 
 def _weight_paths(weights: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:

@@ -10,7 +10,9 @@ Layout under the cache root::
     snapshots/<registry>/<ns>/<name>/<commit>/ the folder ``pull`` returns (hard links to blobs)
 
 Blobs and snapshots appear by atomic rename only, after their sha256 was checked, so the cache
-never holds a partial or corrupted file.
+never holds a partial or corrupted file. Every path is built from checked pieces (a commit is 40 hex
+digits, a digest 64, a file name one plain segment: :mod:`.trust`), then resolved and proved to lie
+under the cache root before anything is written, linked, renamed or deleted there.
 """
 
 from __future__ import annotations
@@ -30,11 +32,16 @@ from urllib.parse import urlsplit
 
 from filelock import FileLock
 
+from ..errors import AdapterError
+from ..names import COMMIT, VERSION, part_problem
+from . import trust
+
 
 def registry_key(url: str) -> str:
     """A folder name for a registry URL (host and port)."""
     parts = urlsplit(url)
-    return re.sub(r"[^A-Za-z0-9._-]", "_", parts.netloc or url) or "default"
+    key = re.sub(r"[^A-Za-z0-9._-]", "_", parts.netloc or url) or "default"
+    return "_" + key if key.startswith(".") else key
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,29 @@ class CachedVersion:
     commit: str
     files: list[dict[str, Any]]
 
+    @classmethod
+    def from_json(cls, body: Any) -> CachedVersion:
+        """A version as the registry (or a cached record) describes it, every value checked: a
+        positive version number, a commit, and at most :data:`~.trust.MAX_FILES` files with plain,
+        distinct names, sha256 digests and bounded sizes. Raises :class:`~.trust.UnsafeResponse`."""
+        if not isinstance(body, dict):
+            raise trust.UnsafeResponse(f"the registry's version answer is {type(body).__name__}, not an object")
+        files = body.get("files")
+        if not isinstance(files, list) or len(files) > trust.MAX_FILES:
+            count = len(files) if isinstance(files, list) else type(files).__name__
+            raise trust.UnsafeResponse(f"the registry listed {count} files for a version; the client takes a list "
+                                       f"of at most {trust.MAX_FILES}")
+        checked = []
+        for f in files:
+            if not isinstance(f, dict):
+                raise trust.UnsafeResponse(f"the registry listed a file as {type(f).__name__}, not an object")
+            checked.append({"filename": trust.filename(f.get("filename")), "sha256": trust.sha256(f.get("sha256")),
+                            "size": trust.size(f.get("size"))})
+        names = [f["filename"] for f in checked]
+        if len(set(names)) != len(names):
+            raise trust.UnsafeResponse(f"the registry listed a file name twice in one version: {names}")
+        return cls(trust.version_number(body.get("version")), trust.commit(body.get("commit")), checked)
+
 
 class Cache:
     """A cache directory shared safely between processes."""
@@ -53,13 +83,23 @@ class Cache:
         self.root = Path(root)
         for sub in ("blobs", "tmp", "locks", "refs", "snapshots"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._real_root = self.root.resolve()
 
     # --- paths and locks -----------------------------------------------------------------
+    def inside(self, path: Path) -> Path:
+        """``path`` if, with every link and ``..`` resolved, it lies strictly under the cache root;
+        otherwise an error (nothing outside the cache is ever written or deleted)."""
+        real = path.resolve()
+        if real == self._real_root or not real.is_relative_to(self._real_root):
+            raise AdapterError(f"refusing to touch {path}: it lies outside the cache at {self.root}")
+        return path
+
     def blob_path(self, sha256: str) -> Path:
-        return self.root / "blobs" / "sha256" / sha256[:2] / sha256[2:]
+        sha256 = trust.sha256(sha256)
+        return self.inside(self.root / "blobs" / "sha256" / sha256[:2] / sha256[2:])
 
     def tmp_path(self, sha256: str) -> Path:
-        return self.root / "tmp" / sha256
+        return self.inside(self.root / "tmp" / trust.sha256(sha256))
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -68,22 +108,33 @@ class Cache:
         with FileLock(str(self.root / "locks" / f"{safe}.lock")):
             yield
 
+    def _adapter(self, kind: str, registry: str, ns: str, name: str) -> Path:
+        """``<root>/<kind>/<registry>/<ns>/<name>``, each piece checked."""
+        problem = part_problem(ns, "namespace") or part_problem(name, "name")
+        if problem or registry.startswith(".") or "/" in registry or "\\" in registry:
+            raise AdapterError(problem or f"invalid registry key {registry!r}")
+        return self.inside(self.root / kind / registry / ns / name)
+
     def _refs(self, registry: str, ns: str, name: str) -> Path:
-        return self.root / "refs" / registry / ns / name
+        return self._adapter("refs", registry, ns, name)
 
     def snapshot_dir(self, registry: str, ns: str, name: str, commit: str) -> Path:
-        return self.root / "snapshots" / registry / ns / name / commit
+        return self.inside(self._adapter("snapshots", registry, ns, name) / trust.commit(commit))
 
     # --- version records -----------------------------------------------------------------
     def lookup(self, registry: str, ns: str, name: str, ref: str) -> CachedVersion | None:
         """A cached version by number (``"3"``) or commit; aliases are never cached."""
-        key = f"v{ref}" if ref.isdigit() else ref
-        path = self._refs(registry, ns, name) / f"{key}.json"
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
+        if VERSION.match(ref):
+            key = f"v{ref}"
+        elif COMMIT.match(ref):
+            key = ref
+        else:
             return None
-        return CachedVersion(int(data["version"]), data["commit"], list(data["files"]))
+        try:
+            path = self._refs(registry, ns, name) / f"{key}.json"
+            return CachedVersion.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, AdapterError):  # missing, unreadable or tampered with: not cached
+            return None
 
     def record(self, registry: str, ns: str, name: str, v: CachedVersion) -> None:
         """Remember a version by number and by commit (atomic writes)."""
@@ -119,7 +170,7 @@ class Cache:
         if not snapshot.is_dir():
             return False
         for f in files:
-            p = snapshot / f["filename"]
+            p = self.inside(snapshot / trust.filename(f["filename"]))
             if not p.is_file() or p.stat().st_size != f["size"]:
                 return False
         return True
@@ -132,16 +183,17 @@ class Cache:
         with self.lock(f"snap-{v.commit}"):
             if self.complete(final, v.files):
                 return final
-            staging = final.parent / f".{v.commit}.{uuid.uuid4().hex}"
+            staging = self.inside(final.parent / f".{v.commit}.{uuid.uuid4().hex}")
             staging.mkdir(parents=True)
             for f in v.files:
                 src = self.blob_path(f["sha256"])
+                dest = self.inside(staging / trust.filename(f["filename"]))
                 try:
-                    os.link(src, staging / f["filename"])
+                    os.link(src, dest)
                 except OSError:
-                    shutil.copyfile(src, staging / f["filename"])
+                    shutil.copyfile(src, dest)
             if final.exists():
-                shutil.rmtree(final)
+                shutil.rmtree(self.inside(final))
             os.replace(staging, final)
         return final
 
@@ -169,7 +221,7 @@ class Cache:
         for entry in self.entries():
             if everything or (cutoff is not None and entry["modified"] < cutoff):
                 freed += entry["bytes"]
-                shutil.rmtree(entry["path"], ignore_errors=True)
+                shutil.rmtree(self.inside(Path(entry["path"])), ignore_errors=True)
                 removed += 1
         used = set()
         for snap in (self.root / "snapshots").glob("*/*/*/*"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import urllib.parse
@@ -13,8 +14,13 @@ import httpx
 
 from ..errors import AdapterError, ValidationFailed
 from ..problems import Problem
+from .trust import UnsafeResponse
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: The largest API answer (JSON) the client reads; a registry that sends more is refused.
+MAX_RESPONSE_BYTES = 64 << 20
+#: How much of an error answer is read to find its problem details.
+MAX_PROBLEM_BYTES = 1 << 20
 
 StorageIO: TypeAlias = Literal["stdlib", "httpx"]
 """How transfers reach presigned storage URLs. ``"stdlib"`` (the default): with ``http.client``,
@@ -46,18 +52,67 @@ class RegistryUnavailable(AdapterError):
     """The registry could not be reached after retries."""
 
 
+def read_capped(response: httpx.Response, limit: int, *, refuse: bool = True) -> bytes:
+    """The (decoded) body of a streamed response, at most ``limit`` bytes: more is refused with
+    :class:`~.trust.UnsafeResponse`, or with ``refuse=False`` cut off."""
+    chunks: list[bytes] = []
+    got = 0
+    for chunk in response.iter_bytes():
+        got += len(chunk)
+        if got > limit:
+            if refuse:
+                raise UnsafeResponse(f"the registry's answer to {response.request.method} {response.request.url.path} "
+                                     f"is larger than {limit} bytes; the client refuses it")
+            chunks.append(chunk[: len(chunk) - (got - limit)])
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def in_memory(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> httpx.Response:
+    """A streamed response read (at most ``limit`` bytes, else refused) into an ordinary one, and closed."""
+    try:
+        body = read_capped(response, limit)
+    finally:
+        response.close()
+    headers = [(k, v) for k, v in response.headers.multi_items()
+               if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    return httpx.Response(response.status_code, headers=headers, content=body, request=response.request,
+                          extensions={"reason_phrase": response.reason_phrase.encode()})
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The JSON of a successful answer already read; raises the registry's problem otherwise."""
+    raise_for_problem(response)
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise UnsafeResponse(f"the registry's answer to {response.request.method} {response.request.url.path} "
+                             f"is not JSON: {exc}") from None
+
+
+def _problem_body(response: httpx.Response) -> dict[str, Any]:
+    """The problem-details object of an error answer (read, at most :data:`MAX_PROBLEM_BYTES`), or ``{}``."""
+    try:
+        raw = response.content
+    except httpx.ResponseNotRead:
+        raw = read_capped(response, MAX_PROBLEM_BYTES, refuse=False)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def raise_for_problem(response: httpx.Response) -> None:
     """Turn an error response (RFC 9457 problem details) into the matching exception."""
     if response.status_code < 400:
         return
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
+    body = _problem_body(response)
     detail = str(body.get("detail") or body.get("title") or response.reason_phrase or "error")
     if response.status_code == 422 and isinstance(body.get("problems"), list):
         probs = [Problem(p.get("tensor"), p.get("expected"), p.get("found"), p.get("message", "")) for p in
-                 body["problems"]]
+                 body["problems"] if isinstance(p, dict)]
         raise ValidationFailed(probs or [Problem(None, None, None, detail)])
     cls = {401: RegistryAuthError, 403: RegistryAuthError, 404: RegistryNotFound}.get(response.status_code,
                                                                                       RegistryError)
@@ -129,16 +184,22 @@ class Http:
                 self.sleep(attempt)
         raise RegistryUnavailable(f"cannot reach the registry at {self.base_url}: {last}")
 
+    def fetch(self, method: str, url: str, *, plain: bool = False, **kw: Any) -> httpx.Response:
+        """One request, its answer read into memory (at most :data:`MAX_RESPONSE_BYTES`): to the registry
+        with the token, or with ``plain`` to a storage URL without it."""
+        client = self.plain if plain else self.client
+        return in_memory(client.send(client.build_request(method, url, **kw), stream=True))
+
     def request(self, method: str, path: str, *, idempotent: bool | None = None, **kw: Any) -> httpx.Response:
         """A request to the registry API; raises on error statuses."""
         safe = method in ("GET", "HEAD", "PUT", "DELETE") if idempotent is None else idempotent
-        response = self.call(lambda: self.client.request(method, path, **kw), idempotent=safe)
+        response = self.call(lambda: self.fetch(method, path, **kw), idempotent=safe)
         raise_for_problem(response)
         return response
 
     def json(self, method: str, path: str, **kw: Any) -> Any:
         """The JSON body of a successful request."""
-        return self.request(method, path, **kw).json()
+        return json_body(self.request(method, path, **kw))
 
 
 def _proxied(url: str) -> bool:

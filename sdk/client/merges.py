@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,8 +11,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..errors import AdapterError
+from ..names import shown
 from .http import Http
 from .transfers import show_progress
+from .trust import UnsafeResponse, job_id
 
 #: States after which a job never changes again.
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
@@ -38,7 +41,13 @@ class MergeJob:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> MergeJob:
-        return cls(str(body["id"]), str(body["state"]), float(body.get("progress") or 0.0), body.get("error"),
+        """A job from the registry's JSON; its id is checked (it goes into request paths)."""
+        if not isinstance(body, Mapping):
+            raise UnsafeResponse(f"the registry described a merge job as {type(body).__name__}, not an object")
+        progress = body.get("progress") or 0.0
+        if not isinstance(progress, (int, float)) or isinstance(progress, bool) or not math.isfinite(progress):
+            raise UnsafeResponse(f"the registry sent the job progress {shown(progress)}, not a number")
+        return cls(job_id(body.get("id")), str(body.get("state")), float(progress), body.get("error"),
                    body.get("result"), dict(body))
 
     @property

@@ -26,7 +26,9 @@ import httpx
 from tqdm.auto import tqdm
 
 from ..errors import AdapterError
+from . import trust
 from .http import RETRY_STATUS, Http, RegistryUnavailable, raise_for_problem
+from .trust import UnsafeResponse
 
 CHUNK = 1 << 20
 #: Download range size, and parallel ranges: enough streams to fill a link, but on a small machine
@@ -70,7 +72,10 @@ def sha256_file(path: Path) -> str:
 
 def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label: str, quiet: bool | None = None,
              part_bytes: int = PART_BYTES, workers: int = DOWNLOAD_WORKERS) -> Path:
-    """Download the API file ``path`` to ``dest`` (verified), resuming a previous ``dest.part``."""
+    """Download the API file ``path`` to ``dest`` (verified), resuming a previous ``dest.part``.
+
+    Never writes more than ``size`` bytes: a server that sends more than a range asked for is refused."""
+    size = trust.size(size)
     part = dest.with_name(dest.name + ".part")
     state_file = dest.with_name(dest.name + ".part.json")
     ranges = [(start, min(start + part_bytes, size) - 1) for start in range(0, size, part_bytes)] or [(0, -1)]
@@ -116,6 +121,9 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
 
                 def sink(chunk: bytes | memoryview) -> None:
                     nonlocal written
+                    if written + len(chunk) > end - start + 1:  # never write past the range asked for
+                        raise UnsafeResponse(f"{label}: the server sent more than the {end - start + 1} bytes "
+                                             f"of range {start}-{end} (the file is announced as {size} bytes)")
                     if single:
                         hashers[0].update(chunk)
                     os.pwrite(fd, chunk, start + written)
@@ -153,8 +161,13 @@ def download(http: Http, path: str, dest: Path, *, size: int, sha256: str, label
                         raise
                     try:
                         if response.status_code in (301, 302, 303, 307, 308):  # S3: follow without our token
-                            where["url"] = response.headers["location"]
-                            learned.set()
+                            try:
+                                location = response.headers.get("location")
+                                if not location:
+                                    raise UnsafeResponse(f"{label}: the registry redirected the download nowhere")
+                                where["url"] = trust.storage_url(http.base_url, str(response.url.join(location)))
+                            finally:
+                                learned.set()  # refused or not: the other ranges must not wait for ever
                             continue
                         learned.set()
                         raise_for_problem(response)
@@ -256,7 +269,7 @@ def _put_part(http: Http, url: str, data: bytes) -> str:
             conn.request("PUT", target, body=data, headers={"Content-Length": str(len(data)),
                                                             "User-Agent": "adapter-hub-sdk"})
             response = conn.getresponse()
-            body = response.read()
+            body = response.read(1 << 16)  # only an error message needs it (the connection is not reused)
             if response.status < 300 and response.getheader("etag"):
                 return str(response.getheader("etag"))
             if response.status not in RETRY_STATUS:
@@ -280,31 +293,37 @@ def _tls() -> ssl.SSLContext:
 
 def upload_parts(http: Http, session: dict, path: Path, *, quiet: bool | None = None,
                  workers: int = WORKERS) -> list[list]:
-    """PUT every part of an upload session in parallel; returns ``[[part_number, etag], …]``."""
+    """PUT every part of an upload session in parallel; returns ``[[part_number, etag], …]``.
+
+    Part URLs of a direct session are storage URLs and go without the token; the others must lie on
+    the registry's own origin (checked here, before any byte is sent)."""
     size = path.stat().st_size
-    part_size = int(session["part_size"])
+    part_size, listed = trust.parts(session, size)
+    direct = bool(session.get("direct"))
+    urls = {n: trust.storage_url(http.base_url, url) if direct else trust.registry_url(http.base_url, url)
+            for n, url in listed.items()}
     fd = os.open(path, os.O_RDONLY)
     try:
         with progress_bar(size, f"uploading {path.name}", show_progress(quiet)) as bar:
 
             def put(p: dict) -> list:
                 n = int(p["part_number"])
+                url = urls[n]
                 offset = (n - 1) * part_size
                 length = min(part_size, size - offset)
                 data = os.pread(fd, length, offset)
-                direct = bool(session.get("direct"))
 
                 def send() -> httpx.Response:
-                    if direct:
-                        return http.plain.put(p["url"], content=data)
-                    return http.client.put(p["url"], content=data)
+                    return http.fetch("PUT", url, plain=direct, content=data)
 
-                if direct and http.stdlib_storage(p["url"]):
-                    etag = _put_part(http, p["url"], data)
+                if direct and http.stdlib_storage(url):
+                    etag = _put_part(http, url, data)
                 else:
                     response = http.call(send)
                     raise_for_problem(response)
-                    etag = response.headers["etag"]
+                    etag = response.headers.get("etag")
+                    if not etag:
+                        raise UnsafeResponse(f"the registry accepted part {n} of {path.name} without an ETag")
                 bar.update(length)
                 return [n, etag]
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from e2e_server import Server, start_server, stop_server
+from hostile_kit import Seeded, seed
 from s3_fixtures import *  # noqa: F403  (s3_server)
 
 
@@ -27,3 +28,15 @@ def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("registry-local"), {"ADAPTER_REGISTRY_S3_BUCKET": ""})
     yield srv
     stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    """A registry of its own on the embedded default, with a little content (see ``hostile_kit``), for the
+    hostile-input table and the schema fuzzing, which write junk no other test should see."""
+    folder = tmp_path_factory.mktemp("registry-hostile")
+    srv = start_server(folder / "data", {"ADAPTER_REGISTRY_S3_BUCKET": ""})
+    try:
+        yield seed(srv, folder)
+    finally:
+        stop_server(srv)

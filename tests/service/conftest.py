@@ -3,6 +3,7 @@ and the app served in-process over HTTP (Litestar's AsyncTestClient)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -73,3 +74,18 @@ async def _registry(request: pytest.FixtureRequest, kind: str, db_url: str, tmp_
     async with AsyncTestClient(app=app) as client:
         admin = (tmp_path / "admin-token").read_text().strip()
         yield Registry(client, store, admin, settings, db_url)
+
+
+@pytest_asyncio.fixture
+async def registry_with(db_url: str, tmp_path: Path) -> AsyncIterator[Any]:
+    """``await registry_with(**settings)``: the registry on the local backend with these settings
+    (limits lowered so a test can reach them); one per test."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def make(**overrides: Any) -> Registry:
+            settings = Settings(data_dir=tmp_path, database_url=db_url, apply_migrations=False, debug=True,
+                                upload_part_bytes=5 * 2**20, **overrides)
+            store = LocalBlobStore(tmp_path / "blobs")
+            client = await stack.enter_async_context(AsyncTestClient(app=create_app(settings, store=store)))
+            return Registry(client, store, (tmp_path / "admin-token").read_text().strip(), settings, db_url)
+
+        yield make

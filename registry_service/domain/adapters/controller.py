@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put, route
 from litestar.datastructures import UploadFile
 from litestar.status_codes import HTTP_201_CREATED
@@ -13,19 +13,36 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...body_limits import body_limit, upload_slot
 from ...db.models import Alias, Event
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...names import check_alias
+from ...openapi import TEXT, body_operation, file_operation, form_schema, problems
+from ...params import AliasName, NamePart, Page, PageSize
 from ...settings import Settings
 from ...storage import BlobStore
+from ..auth.guards import writer
 from ..auth.tokens import Principal
 from ..payloads import upload_payload
+from ..quotas import check_quota
 from . import service
 from .downloads import serve_file
+from .metadata import MAX_TAG_CHARS, check_metadata, clean_tags
 from .publish import publish, push_options
-from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
+from .schemas import AdapterInfo, AdapterPage, AliasDeleted, AliasMoved, PublishedVersion, VersionInfo, VersionList
+from .service import MAX_VERSION
+from .validation import CONFIG_FILE, MAX_CONFIG_BYTES, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 
 ROOT = "/api/v1/adapters"
+#: The push form (``POST …/versions``): the version's files, and fields that come with them.
+PUSH_FORM = form_schema({CONFIG_FILE: True, WEIGHTS_FILE: True, README_FILE: False}, {
+    "base_model": TEXT, "alias": TEXT, "tags": TEXT, "description": TEXT, "private": TEXT, "untrained": TEXT})
+
+#: Bytes of a push's form besides its weights (config, README, fields, multipart framing).
+FORM_OVERHEAD_BYTES = 4 * 2**20
+#: A push's body: the direct-upload limit plus the rest of the form.
+PUSH_LIMIT = body_limit(lambda s: s.max_direct_upload_bytes + FORM_OVERHEAD_BYTES, "the push",
+                        "; send larger weights through an upload session (POST …/uploads)")
 
 
 async def read_small(upload: UploadFile | str, limit: int, what: str) -> bytes:
@@ -36,20 +53,18 @@ async def read_small(upload: UploadFile | str, limit: int, what: str) -> bytes:
     return data
 
 
-@dataclass
-class AdapterPatch:
-    """Editable adapter fields."""
+class AdapterPatch(msgspec.Struct):
+    """Editable adapter fields (omitted ones stay as they are)."""
 
     description: str | None = None
-    tags: list[str] | None = None
-    visibility: str | None = None
+    tags: list[Annotated[str, msgspec.Meta(max_length=MAX_TAG_CHARS)]] | None = None
+    visibility: Literal["public", "private"] | None = None
 
 
-@dataclass
-class AliasTarget:
-    """The version an alias should point at (number or commit)."""
+class AliasTarget(msgspec.Struct):
+    """The version an alias should point at: its number, or its 40-hex commit (or another alias)."""
 
-    version: int | str
+    version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | Annotated[str, msgspec.Meta(max_length=64)]
 
 
 class AdapterController(Controller):
@@ -58,7 +73,7 @@ class AdapterController(Controller):
     path = ROOT
     tags = ["adapters"]
 
-    @get("/")
+    @get("/", responses=problems(401))
     async def list_adapters(
         self,
         db: AsyncSession,
@@ -67,45 +82,52 @@ class AdapterController(Controller):
         method: str | None = None,
         tag: str | None = None,
         q: str | None = None,
-        page: int = 1,
-        page_size: int = 20,
-    ) -> dict:
+        page: Page = 1,
+        page_size: PageSize = 20,
+    ) -> AdapterPage:
         """Search adapters by base model, method, tag and text."""
         items, total = await service.search(db, principal, base_model=base_model, method=method, tag=tag, q=q,
                                             page=page, page_size=min(max(page_size, 1), 100))
         return {"items": [service.describe_adapter(a) for a in items], "total": total, "page": page}
 
-    @get("/{ns:str}/{name:str}")
-    async def get_adapter(self, ns: str, name: str, db: AsyncSession, principal: Principal) -> dict:
+    @get("/{ns:str}/{name:str}", responses=problems(401, 404))
+    async def get_adapter(self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal) -> AdapterInfo:
         """An adapter with its aliases."""
         adapter = await service.get_adapter(db, principal, ns, name)
         return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
 
-    @patch("/{ns:str}/{name:str}")
-    async def edit_adapter(self, ns: str, name: str, data: AdapterPatch, db: AsyncSession,
-                           principal: Principal) -> dict:
+    @patch("/{ns:str}/{name:str}", guards=[writer], responses=problems(401, 403, 404, 413))
+    async def edit_adapter(self, ns: NamePart, name: NamePart, data: AdapterPatch, db: AsyncSession,
+                           principal: Principal) -> AdapterInfo:
         """Change description, tags or visibility (writers of the namespace)."""
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)
         principal.require_write(ns)
         if data.visibility is not None and data.visibility not in ("public", "private"):
             raise BadRequest("visibility must be 'public' or 'private'")
+        check_metadata(data.description, data.tags)
         if data.description is not None:
             adapter.description = data.description
         if data.tags is not None:
-            adapter.tags = sorted({t.strip() for t in data.tags if t.strip()})
+            adapter.tags = clean_tags(data.tags)
         if data.visibility is not None:
             adapter.visibility = data.visibility
         adapter.updated_at = dt.datetime.now(dt.UTC)
         db.add(Event(actor=principal.name, kind="edit", subject=f"{ns}/{name}",
-                     data={k: v for k, v in vars(data).items() if v is not None}))
+                     data={k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}))
         await db.commit()
         return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
 
-    @post("/{ns:str}/{name:str}/versions", status_code=HTTP_201_CREATED)
-    async def push(self, ns: str, name: str, request: Request, principal: Principal, store: BlobStore,
-                   settings: Settings) -> Response[dict]:
+    @post("/{ns:str}/{name:str}/versions", status_code=HTTP_201_CREATED,
+          guards=[writer, PUSH_LIMIT], request_max_body_size=None, responses=problems(401, 403, 404, 409, 413, 422),
+          operation_class=body_operation("multipart/form-data", PUSH_FORM, "The version's files and push fields"))
+    async def push(self, ns: NamePart, name: NamePart, request: Request, principal: Principal, store: BlobStore,
+                   settings: Settings) -> Response[PublishedVersion]:
         """Publish a version from a multipart form (adapter_config.json, adapter_model.safetensors[, README.md])."""
-        principal.require_write(ns)
+        async with upload_slot(request):
+            return await self._push(ns, name, request, principal, store, settings)
+
+    async def _push(self, ns: str, name: str, request: Request, principal: Principal, store: BlobStore,
+                    settings: Settings) -> Response[dict]:
         form = await request.form()
         files: dict[str, Any] = {}
         for key, value in form.multi_items():
@@ -119,37 +141,40 @@ class AdapterController(Controller):
                 raise reject(f"the push has no {needed}", expected=needed)
         if not isinstance(files[WEIGHTS_FILE], UploadFile):
             raise reject(f"{WEIGHTS_FILE} must be sent as a file", found="text field")
-        config_raw = await read_small(files[CONFIG_FILE], 1 * 2**20, CONFIG_FILE)
+        config_raw = await read_small(files[CONFIG_FILE], MAX_CONFIG_BYTES, CONFIG_FILE)
         readme = await read_small(files[README_FILE], MAX_README_BYTES, README_FILE) if README_FILE in files else None
-        weights = await upload_payload(files[WEIGHTS_FILE], WEIGHTS_FILE)
+        weights = await upload_payload(files[WEIGHTS_FILE], WEIGHTS_FILE, max_header_bytes=settings.max_header_bytes)
+        async with request.app.state.sessionmaker() as quota_db:
+            await check_quota(quota_db, settings, ns, weights.size + len(config_raw) + len(readme or b""))
         adapter, version, notes = await publish(
             request.app.state.sessionmaker, store, principal, ns, name, config_raw=config_raw, weights=weights,
             readme=readme, options=push_options(form), max_header_bytes=settings.max_header_bytes,
         )
-        body = service.describe_version(adapter, version, base_url(request, settings))
-        body["url"] = f"{base_url(request, settings)}/adapters/{ns}/{name}"
-        body["notes"] = notes
+        body = PublishedVersion(**service.describe_version(adapter, version, base_url(request, settings)),
+                                url=f"{base_url(request, settings)}/adapters/{ns}/{name}", notes=notes)
         return Response(body, status_code=HTTP_201_CREATED)
 
-    @get("/{ns:str}/{name:str}/versions")
-    async def list_versions(self, ns: str, name: str, db: AsyncSession, principal: Principal) -> dict:
+    @get("/{ns:str}/{name:str}/versions", responses=problems(401, 404))
+    async def list_versions(self, ns: NamePart, name: NamePart, db: AsyncSession,
+                            principal: Principal) -> VersionList:
         """Every version, newest first."""
         adapter = await service.get_adapter(db, principal, ns, name)
         rows = await service.versions_of(db, adapter)
         return {"items": [service.describe_version(adapter, v) for v in rows],
                 "aliases": await service.aliases_of(db, adapter)}
 
-    @get("/{ns:str}/{name:str}/versions/{ref:str}")
-    async def get_version(self, ns: str, name: str, ref: str, db: AsyncSession, principal: Principal,
-                          request: Request, settings: Settings) -> dict:
+    @get("/{ns:str}/{name:str}/versions/{ref:str}", responses=problems(401, 404))
+    async def get_version(self, ns: NamePart, name: NamePart, ref: str, db: AsyncSession, principal: Principal,
+                          request: Request, settings: Settings) -> VersionInfo:
         """One version by number, alias or commit."""
         adapter = await service.get_adapter(db, principal, ns, name)
         version = await service.resolve_version(db, adapter, ref)
         return service.describe_version(adapter, version, base_url(request, settings))
 
-    @route("/{ns:str}/{name:str}/versions/{ref:str}/files/{filename:str}", http_method=["GET", "HEAD"])
-    async def download(self, ns: str, name: str, ref: str, filename: str, db: AsyncSession, principal: Principal,
-                       request: Request, store: BlobStore, settings: Settings) -> Response:
+    @route("/{ns:str}/{name:str}/versions/{ref:str}/files/{filename:str}", http_method=["GET", "HEAD"],
+           responses=problems(401, 404, 416), operation_class=file_operation())
+    async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, db: AsyncSession,
+                       principal: Principal, request: Request, store: BlobStore, settings: Settings) -> Response:
         """A file's bytes (Range requests supported), or a redirect to storage on S3."""
         adapter = await service.get_adapter(db, principal, ns, name)
         version = await service.resolve_version(db, adapter, ref)
@@ -162,9 +187,9 @@ class AdapterController(Controller):
         return await serve_file(store, f, request.headers.get("range"), redirect=redirect,
                                 expires=settings.presign_expires_s, head=request.method == "HEAD")
 
-    @put("/{ns:str}/{name:str}/aliases/{alias:str}")
-    async def set_alias(self, ns: str, name: str, alias: str, data: AliasTarget, db: AsyncSession,
-                        principal: Principal) -> dict:
+    @put("/{ns:str}/{name:str}/aliases/{alias:str}", guards=[writer], responses=problems(401, 403, 404, 413))
+    async def set_alias(self, ns: NamePart, name: NamePart, alias: AliasName, data: AliasTarget, db: AsyncSession,
+                        principal: Principal) -> AliasMoved:
         """Point an alias at a version (``latest`` is automatic)."""
         check_alias(alias)
         if alias == "latest":
@@ -183,8 +208,10 @@ class AdapterController(Controller):
         await db.commit()
         return {"alias": alias, "version": version.version, "commit": version.commit}
 
-    @delete("/{ns:str}/{name:str}/aliases/{alias:str}", status_code=200)
-    async def delete_alias(self, ns: str, name: str, alias: str, db: AsyncSession, principal: Principal) -> dict:
+    @delete("/{ns:str}/{name:str}/aliases/{alias:str}", status_code=200, guards=[writer],
+            responses=problems(401, 403, 404))
+    async def delete_alias(self, ns: NamePart, name: NamePart, alias: AliasName, db: AsyncSession,
+                           principal: Principal) -> AliasDeleted:
         """Remove an alias."""
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)
         principal.require_write(ns)

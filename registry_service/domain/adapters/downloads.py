@@ -11,7 +11,9 @@ from ...db.models import File
 from ...errors import NotFound, RangeNotSatisfiable
 from ...storage import BlobNotFoundError, BlobStore, InvalidRangeError, content_disposition
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: ``bytes=start-end``; each bound at most 19 ASCII digits (beyond any file size), so int() never meets a
+#: number too long to convert.
+_RANGE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})\Z")
 MEDIA = {".json": "application/json", ".md": "text/markdown; charset=utf-8", ".safetensors": "application/octet-stream"}
 
 
@@ -27,7 +29,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int | None] | None:
         return None
     m = _RANGE.match(header.strip())
     if not m or (not m.group(1) and not m.group(2)):
-        raise RangeNotSatisfiable(f"malformed Range header {header!r}; use 'bytes=start-end'")
+        raise RangeNotSatisfiable(f"malformed Range header {header[:80]!r}; use 'bytes=start-end' "
+                                  "(numbers of at most 19 digits)")
     first, last = m.group(1), m.group(2)
     if not first:  # suffix range: the last N bytes
         n = int(last)

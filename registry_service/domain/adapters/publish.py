@@ -25,19 +25,20 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sdk.config import AdapterConfig
+from sdk.errors import ValidationFailed
 from sdk.signature import Signature
 
 from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, Event, File, Namespace, UploadSession
 from ...errors import BadRequest, reject
+from ...inputs import json_problem
 from ...names import check_alias, check_part, split_name
 from ...storage import BlobStore
 from ..auth.tokens import Principal
 from ..blob_commits import commit_with_blobs
 from ..payloads import Payload, bytes_payload
 from ..upload_sessions import finalize_session
+from .metadata import check_metadata, clean_tags
 from .validation import CONFIG_FILE, README_FILE, check_weights, parse_config
-
-MAX_TAG_CHARS = 64  # adapter.tags is VARCHAR(64)[]: PostgreSQL would silently cut a longer tag
 
 
 @dataclass
@@ -58,20 +59,16 @@ def _truthy(value: Any) -> bool:
 
 
 def push_options(form: Any) -> PushOptions:
-    """The :class:`PushOptions` in a push's (or an upload finalize's) form fields; 422 for an overlong
-    tag or a NUL character."""
+    """The :class:`PushOptions` in a push's (or an upload finalize's) form fields; 422 for a description
+    or tags out of bounds (:mod:`.metadata`)."""
     tags_raw = form.get("tags") or ""
-    tags = [t.strip() for t in str(tags_raw).replace(";", ",").split(",") if t.strip()]
-    for tag in tags:
-        if len(tag) > MAX_TAG_CHARS:
-            raise reject(f"tag {tag!r} is longer than {MAX_TAG_CHARS} characters",
-                         expected=f"<= {MAX_TAG_CHARS} characters", found=f"{len(tag)} characters")
-    for what, value in [("description", form.get("description")), *(("tag", t) for t in tags)]:
-        if value and "\x00" in str(value):
-            raise reject(f"{what} {str(value)[:80]!r} contains a NUL character", found="NUL (0x00)")
+    tags = clean_tags(str(tags_raw).replace(";", ",").split(","))
+    description = form.get("description")
+    description = None if description is None else str(description)
+    check_metadata(description, tags)
     return PushOptions(
         base_model=(form.get("base_model") or None),
-        description=form.get("description"),
+        description=description,
         tags=tags,
         private=_truthy(form.get("private", "false")),
         alias=(form.get("alias") or None),
@@ -140,6 +137,8 @@ async def prepare_version(sessionmaker: async_sessionmaker[AsyncSession], princi
         if options.alias == "latest":
             raise reject("'latest' is kept by the registry; choose another alias")
     config, _, notes = parse_config(config_raw)
+    if (problem := json_problem(config.to_dict())) is not None:
+        raise reject(f"{CONFIG_FILE} has {problem}", found=CONFIG_FILE)
     async with sessionmaker() as lookup:
         base = await _base_model_for(lookup, ns, name, config, options)
         signature = Signature.from_dict(base.signature)
@@ -149,6 +148,8 @@ async def prepare_version(sessionmaker: async_sessionmaker[AsyncSession], princi
     )
     if (verified := new.get("verified")) is not None:
         await verified
+    if weights.problems:  # NaN/Inf found while the weights were hashed
+        raise ValidationFailed(weights.problems)
     files = [bytes_payload(CONFIG_FILE, config_raw), weights]
     if (readme := new["readme"]) is not None:
         files.append(bytes_payload(README_FILE, readme))
@@ -218,7 +219,8 @@ async def publish_upload(
             verified=verified)
         return (adapter, version, notes), any(f.storage_key == row.staging_key for f in version.files)
 
-    return await finalize_session(db, sessionmaker, store, row, finish.parts, publish_weights)
+    return await finalize_session(db, sessionmaker, store, row, finish.parts, publish_weights,
+                                  max_header_bytes=max_header_bytes)
 
 
 async def _base_model_for(db: AsyncSession, ns: str, name: str, config: AdapterConfig,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import ColumnElement, false, func, or_, select, true
@@ -11,6 +12,11 @@ from ...db.models import Adapter, AdapterVersion, Alias, BaseModel
 from ...errors import NotFound
 from ...names import COMMIT, check_part
 from ..auth.tokens import Principal
+
+#: A version reference that is a number (at most 19 ASCII digits, so int() is cheap) …
+VERSION_NUMBER = re.compile(r"^[0-9]{1,19}\Z")
+#: … and the largest version number there can be (``adapter_version.version`` is a 32-bit integer).
+MAX_VERSION = 2**31 - 1
 
 
 def visible(principal: Principal) -> ColumnElement[bool]:
@@ -38,7 +44,9 @@ async def resolve_version(db: AsyncSession, adapter: Adapter, ref: str | int | N
     """A version by number, alias (``latest`` when ``ref`` is None) or 40-hex commit."""
     ref_s = "latest" if ref is None or ref == "" else str(ref)
     stmt = select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id)
-    if ref_s.isdigit():
+    if VERSION_NUMBER.match(ref_s):  # ASCII digits only: '²' is a digit to str.isdigit, not to int()
+        if int(ref_s) > MAX_VERSION:  # past the column's range: no such version, without asking
+            raise NotFound(f"{adapter.namespace}/{adapter.name} has no version {ref_s!r}")
         stmt = stmt.where(AdapterVersion.version == int(ref_s))
     elif COMMIT.match(ref_s):
         stmt = stmt.where(AdapterVersion.commit == ref_s)

@@ -118,7 +118,7 @@ def check_files(payloads: Sequence[Payload], signature: Mapping[str, Any], *,
     owner: dict[str, str] = {}
     for p in payloads:
         names, found = check_weights_file(p.read_at, p.size, p.filename, expected, max_header_bytes=max_header_bytes)
-        problems += found
+        problems += found + p.problems  # the problems hashing found: NaN/Inf values
         for name in sorted(names):
             if name in owner:
                 problems.append(_duplicate(name, owner[name], p.filename))
@@ -219,7 +219,7 @@ async def save_upload(db: AsyncSession, sessionmaker: async_sessionmaker[AsyncSe
         checked = await asyncio.to_thread(check_files, [payload], base.signature, max_header_bytes=max_header_bytes)
         return await save_files(sessionmaker, store, principal, base, checked, max_header_bytes=max_header_bytes), False
 
-    return await finalize_session(db, sessionmaker, store, upload, parts, keep)
+    return await finalize_session(db, sessionmaker, store, upload, parts, keep, max_header_bytes=max_header_bytes)
 
 
 def _new_files(existing: Mapping[str, BaseModelFile], files: Sequence[CheckedFile]) -> list[CheckedFile]:

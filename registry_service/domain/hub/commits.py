@@ -10,29 +10,38 @@ creates the adapter (public; its base model is the config's ``base_model_name_or
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Any
 
 from litestar import Controller, Request, post
 from litestar.exceptions import HTTPException
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.plugins.problem_details import ProblemDetailsException
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sdk.errors import AdapterError, ValidationFailed
 
+from ...body_limits import body_limit, upload_slot
 from ...errors import UploadRejected, reject
+from ...openapi import TEXT, body_operation, hub_errors
 from ...settings import Settings
 from ...storage import BlobStore
 from ..adapters import service as adapters
 from ..adapters.controller import base_url
 from ..adapters.publish import PushOptions, publish
 from ..adapters.validation import ALLOWED_FILES, CONFIG_FILE, README_FILE, WEIGHTS_FILE
+from ..auth.guards import signed_in, writer
 from ..auth.tokens import Principal
 from ..payloads import bytes_payload
+from ..quotas import check_quota
 from . import service
 from .controller import raw_tail
 from .errors import HubError, RevisionNotFound, hub_error_response
+from .schemas import CommitInfo, PreuploadAnswer, YamlCheck
+
+#: A commit carries its files inline (base64) and is held in memory while it is decoded.
+COMMIT_LIMIT = body_limit(lambda s: s.max_hub_commit_bytes, "the commit",
+                          " (max_hub_commit_bytes); push larger adapters with `adapters push` (upload sessions)")
 
 
 class PreconditionFailed(HubError):
@@ -61,6 +70,8 @@ def parse_commit(body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
             key, value = item["key"], item["value"]
         except (ValueError, KeyError, TypeError) as exc:
             raise reject(f"commit line {number} is not a JSON object with 'key' and 'value'") from exc
+        if not isinstance(value, dict):
+            raise reject(f"commit line {number}: 'value' must be a JSON object, not {type(value).__name__}")
         if key == "header":
             header = value
         elif key == "file":
@@ -70,9 +81,12 @@ def parse_commit(body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
                              found=path, expected=" | ".join(ALLOWED_FILES))
             if value.get("encoding", "base64") != "base64":
                 raise reject(f"{path}: unsupported encoding {value.get('encoding')!r}", expected="base64")
+            content = value.get("content", "")
             try:
-                files[path] = base64.b64decode(value.get("content", ""), validate=True)
-            except binascii.Error as exc:
+                if not isinstance(content, str):
+                    raise TypeError(type(content).__name__)
+                files[path] = base64.b64decode(content, validate=True)
+            except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError; so are non-ASCII characters
                 raise reject(f"{path}: the content is not valid base64") from exc
         elif key == "lfsFile":
             raise reject(f"{value.get('path')!r} was sent as a Git LFS file; this registry takes files inline "
@@ -87,22 +101,32 @@ def parse_commit(body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
     return header, files
 
 
+#: ``preupload``: the files about to be committed.
+PREUPLOAD_BODY = Schema(type=OpenAPIType.OBJECT, required=["files"], properties={"files": Schema(
+    type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT, properties={
+        "path": TEXT, "sample": TEXT, "size": Schema(type=OpenAPIType.INTEGER)}))})
+
+
 class HubCommitController(Controller):
     """``preupload`` and ``commit`` for a repo, and the YAML check the client runs on README.md."""
 
     path = "/api"
     tags = ["hub-compatible"]
     exception_handlers = {HubError: hub_error_response, ProblemDetailsException: hub_error_response,
-                          HTTPException: hub_error_response}
+                          HTTPException: hub_error_response, Exception: hub_error_response}
 
-    @post("/validate-yaml", status_code=200)
-    async def validate_yaml(self, request: Request) -> dict:
-        """Model-card metadata is not interpreted here: nothing to report."""
+    @post("/validate-yaml", status_code=200, guards=[signed_in], responses=hub_errors(413),
+          operation_class=body_operation("application/json", Schema(type=OpenAPIType.OBJECT), "The model card"))
+    async def validate_yaml(self, request: Request) -> YamlCheck:
+        """Model-card metadata is not interpreted here: nothing to report (the body is read, within the
+        app's small body limit, only to end the request cleanly)."""
         await request.body()
         return {"errors": [], "warnings": []}
 
-    @post("/models/{ns:str}/{name:str}/preupload/{rest:path}", status_code=200)
-    async def preupload(self, ns: str, name: str, request: Request, principal: Principal) -> dict:
+    @post("/models/{ns:str}/{name:str}/preupload/{rest:path}", status_code=200,
+          guards=[writer], responses=hub_errors(401, 403, 404, 413, 422), operation_class=body_operation(
+              "application/json", PREUPLOAD_BODY, "The files to be committed"))
+    async def preupload(self, ns: str, name: str, request: Request, principal: Principal) -> PreuploadAnswer:
         """Every file is uploaded inline ("regular"), none is ignored."""
         body = await request.json()
         principal.require_write(ns)
@@ -113,14 +137,25 @@ class HubCommitController(Controller):
         return {"files": [{"path": f.get("path"), "uploadMode": "regular", "shouldIgnore": False}
                           for f in files if isinstance(f, dict)]}
 
-    @post("/models/{ns:str}/{name:str}/commit/{rest:path}", status_code=200)
+    @post("/models/{ns:str}/{name:str}/commit/{rest:path}", status_code=200,
+          guards=[writer, COMMIT_LIMIT], request_max_body_size=None,
+          responses=hub_errors(401, 403, 404, 409, 412, 413, 422), operation_class=body_operation(
+              "application/x-ndjson", TEXT, "One JSON object a line: the header, then each file inline (base64)"))
     async def commit(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
-                     store: BlobStore, settings: Settings) -> dict:
+                     store: BlobStore, settings: Settings) -> CommitInfo:
         """Publish the commit's files as a new version; ``commitOid`` is the version's commit id."""
+        async with upload_slot(request):
+            return await self._commit(ns, name, request, db, principal, store, settings)
+
+    async def _commit(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
+                      store: BlobStore, settings: Settings) -> dict:
         body = await request.body()
         principal.require_write(ns)
         _branch(ns, name, request, "commit")
         header, files = parse_commit(body)
+        del body
+        await check_quota(db, settings, ns, sum(len(data) for data in files.values()))
+        await db.rollback()
         parent = header.get("parentCommit")
         if parent:
             try:
@@ -134,7 +169,8 @@ class HubCommitController(Controller):
         try:
             _, version, _ = await publish(
                 request.app.state.sessionmaker, store, principal, ns, name, config_raw=files[CONFIG_FILE],
-                weights=bytes_payload(WEIGHTS_FILE, files[WEIGHTS_FILE]), readme=files.get(README_FILE),
+                weights=bytes_payload(WEIGHTS_FILE, files[WEIGHTS_FILE], max_header_bytes=settings.max_header_bytes),
+                readme=files.get(README_FILE),
                 options=PushOptions(), max_header_bytes=settings.max_header_bytes,
             )
         except ValidationFailed as exc:

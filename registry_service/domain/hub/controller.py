@@ -16,12 +16,14 @@ from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...openapi import file_operation, hub_errors
 from ...settings import Settings
 from ...storage import BlobStore
 from ..adapters.downloads import serve_file
 from ..auth.tokens import Principal
 from . import service
 from .errors import EntryNotFound, HubError, hub_error_response
+from .schemas import ModelInfo, TreeEntry
 
 
 def raw_tail(request: Request, marker: str) -> str:
@@ -44,9 +46,10 @@ class HubController(Controller):
     # ProblemDetailsException is named too: the app maps it (for the rest of the API) and it sits before
     # HTTPException in the MRO of the service's errors, so HTTPException alone would not win.
     exception_handlers = {HubError: hub_error_response, ProblemDetailsException: hub_error_response,
-                          HTTPException: hub_error_response}
+                          HTTPException: hub_error_response, Exception: hub_error_response}
 
-    @route("/{ns:str}/{name:str}/resolve/{rest:path}", http_method=["GET", "HEAD"])
+    @route("/{ns:str}/{name:str}/resolve/{rest:path}", http_method=["GET", "HEAD"], responses=hub_errors(401, 404, 416),
+           operation_class=file_operation())
     async def resolve(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
                       store: BlobStore, settings: Settings) -> Response:
         """A file of a revision: its bytes (Range supported), or on S3 a 302 to a presigned URL.
@@ -74,21 +77,22 @@ class HubController(Controller):
             response.set_header(key, value)
         return response
 
-    @get("/api/models/{ns:str}/{name:str}")
+    @get("/api/models/{ns:str}/{name:str}", responses=hub_errors(401, 404))
     async def info(self, ns: str, name: str, db: AsyncSession, principal: Principal,
-                   blobs: bool = False) -> dict:
+                   blobs: bool = False) -> ModelInfo:
         """``model_info`` at the default branch (the latest version)."""
         return await self._info(db, principal, ns, name, service.DEFAULT_BRANCH, blobs)
 
-    @get("/api/models/{ns:str}/{name:str}/revision/{rest:path}")
+    @get("/api/models/{ns:str}/{name:str}/revision/{rest:path}", responses=hub_errors(401, 404))
     async def info_at(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
-                      blobs: bool = False) -> dict:
+                      blobs: bool = False) -> ModelInfo:
         """``model_info``/``repo_info`` at a revision; its ``sha`` is the version's commit."""
         revision = unquote(raw_tail(request, f"/{ns}/{name}/revision/").strip("/"))
         return await self._info(db, principal, ns, name, revision, blobs)
 
-    @get("/api/models/{ns:str}/{name:str}/tree/{rest:path}")
-    async def tree(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal) -> list[dict]:
+    @get("/api/models/{ns:str}/{name:str}/tree/{rest:path}", responses=hub_errors(401, 404))
+    async def tree(self, ns: str, name: str, request: Request, db: AsyncSession,
+                   principal: Principal) -> list[TreeEntry]:
         """The files of a revision (a version's files sit at the root: there are no folders)."""
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/tree/"))
         adapter = await service.find_repo(db, principal, ns, name)
@@ -100,7 +104,7 @@ class HubController(Controller):
         return [service.tree_entry(f) for f in version.files]
 
     async def _info(self, db: AsyncSession, principal: Principal, ns: str, name: str, revision: str,
-                    blobs: bool) -> dict:
+                    blobs: bool) -> ModelInfo:
         adapter = await service.find_repo(db, principal, ns, name)
         version = await service.find_revision(db, adapter, revision)
         return service.model_info(adapter, version, blobs=blobs)
