@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from registry_service.app import create_app
 from registry_service.db.models import AdapterVersion
 from registry_service.db.session import async_url
+from registry_service.domain import blob_commits
 from registry_service.settings import Settings
 from registry_service.storage import S3BlobStore, blob_key
 
@@ -136,25 +137,36 @@ async def test_while_the_database_is_down_everything_answers_503_and_heals_by_it
     assert await version_numbers(reg, "alice/up") == [1, 2]
 
 
+@pytest.mark.parametrize("when", ["after storing", "holding the lock"])
 async def test_database_lost_in_the_middle_of_a_push(pg_server: Any, local_registry: Registry, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """PostgreSQL stops after the push stored its blobs: 503, no version; the blobs stay (the README
-    says so) and the retry uses them, after which every stored blob is referenced."""
+                                                     monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """PostgreSQL stops after the push stored its blobs (before its transaction begins, or inside it,
+    once it holds a blob's lock): 503, no version; the blobs stay (the README says so) and the retry
+    uses them, after which every stored blob is referenced."""
     reg = local_registry
     writer = await writer_with_base(reg)
     folder = saved_adapter(tmp_path, seed=3)
-    real_put = reg.store.put_file
-    calls = 0
+    if when == "after storing":
+        real_put, puts = reg.store.put_file, []
 
-    async def put_then_stop_db(source: Any) -> Any:
-        nonlocal calls
-        info = await real_put(source)
-        calls += 1
-        if calls == 2:  # the config and the weights are stored; the rows are not written yet
-            stop_pg(pg_server)
-        return info
+        async def put_then_stop_db(source: Any) -> Any:
+            info = await real_put(source)
+            puts.append(info)
+            if len(puts) == 2:  # the config and the weights are stored; the rows are not written yet
+                stop_pg(pg_server)
+            return info
 
-    monkeypatch.setattr(reg.store, "put_file", put_then_stop_db)
+        monkeypatch.setattr(reg.store, "put_file", put_then_stop_db)
+    else:
+        real_lock, locks = blob_commits.lock_blob, []
+
+        async def lock_then_stop_db(db: Any, sha256: str) -> None:
+            await real_lock(db, sha256)
+            locks.append(sha256)
+            if len(locks) == 1:  # the transaction's next statement meets a closed connection
+                stop_pg(pg_server)
+
+        monkeypatch.setattr(blob_commits, "lock_blob", lock_then_stop_db)
     try:
         assert_unavailable(await pushed(reg, writer, "alice/cut", folder))
     finally:
