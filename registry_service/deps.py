@@ -8,6 +8,7 @@ from litestar import Request
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .domain.auth.guards import PRINCIPAL_STATE
 from .domain.auth.tokens import Principal, resolve
 from .settings import Settings
 from .storage import BlobStore
@@ -20,9 +21,13 @@ async def provide_db(state: State) -> AsyncIterator[AsyncSession]:
 
 
 async def provide_principal(request: Request, db: AsyncSession) -> Principal:
-    """The caller, from the bearer token (anonymous without one)."""
+    """The caller, from the bearer token (anonymous without one); the one a guard found, if any."""
+    known = request.state.get(PRINCIPAL_STATE)
+    if isinstance(known, Principal):
+        return known
     principal = await resolve(db, request.headers.get("authorization"))
     await db.rollback()  # end the read-only transaction before the handler's own work
+    request.state[PRINCIPAL_STATE] = principal
     return principal
 
 

@@ -2,12 +2,12 @@
 (``ADAPTER_REGISTRY_LOG_FORMAT=json``, python-json-logger), for log shippers.
 
 JSON lines carry ``time``, ``level``, ``logger``, ``message``, ``pid``, the ``request_id`` of the
-request being served (when there is one), any fields the code logs as ``extra`` (a merge job's
+request being served (``-`` outside a request), any fields the code logs as ``extra`` (a merge job's
 ``job_id``…), ``exc_info`` for tracebacks, and for uvicorn's access lines ``client``, ``method``,
 ``path`` and ``status``.
 
-The request id comes through :data:`request_id_source`, a function returning the current request's
-id or None; the request-id middleware installs its own at import.
+The request id is the one :mod:`registry_service.request_ids` keeps for the request being handled
+(``-`` outside a request), added to every record by its :class:`~registry_service.request_ids.RequestIdFilter`.
 """
 
 from __future__ import annotations
@@ -15,27 +15,14 @@ from __future__ import annotations
 import logging
 import logging.config
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
+
+from .request_ids import LOG_FORMAT, RequestIdFilter
 
 if TYPE_CHECKING:
     from litestar.logging.config import LoggingConfig
 
 LogFormat = Literal["text", "json"]
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-def _no_request_id() -> str | None:
-    return None
-
-
-#: The current request's id (None outside requests). Replaced by the request-id middleware.
-request_id_source: Callable[[], str | None] = _no_request_id
-
-
-def set_request_id_source(source: Callable[[], str | None]) -> None:
-    """Read request ids for log records from ``source``."""
-    global request_id_source
-    request_id_source = source
 
 
 class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -53,15 +40,6 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:
         """The stream is looked up at every record; nothing to keep."""
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds ``request_id`` to every record (None outside a request)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "request_id", None) is None:
-            record.request_id = request_id_source()
-        return True
 
 
 class AccessFieldsFilter(logging.Filter):
@@ -85,7 +63,7 @@ def log_config(level: str = "info", fmt: LogFormat = "text") -> dict[str, Any]:
         }
         access = formatter
     else:
-        formatter = {"format": TEXT_FORMAT}
+        formatter = {"format": LOG_FORMAT}
         access = {"()": "uvicorn.logging.AccessFormatter",
                   "fmt": '%(asctime)s %(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
                   "use_colors": False}
@@ -115,8 +93,9 @@ def litestar_logging(level: str = "info", fmt: LogFormat = "text") -> LoggingCon
 
     cfg = log_config(level, fmt)
     loggers = {**cfg["loggers"], "litestar": {"handlers": ["default"], "level": level.upper(), "propagate": False}}
+    # Unexpected errors are logged once, by the app's own handler (failures.handle_unexpected).
     return LoggingConfig(filters=cfg["filters"], formatters=cfg["formatters"], handlers=cfg["handlers"],
-                         loggers=loggers, root=cfg["root"])
+                         loggers=loggers, root=cfg["root"], log_exceptions="never")
 
 
 def configure_logging(level: str = "info", fmt: LogFormat = "text") -> None:
@@ -124,4 +103,4 @@ def configure_logging(level: str = "info", fmt: LogFormat = "text") -> None:
     logging.config.dictConfig(log_config(level, fmt))
 
 
-__all__ = ["LogFormat", "configure_logging", "litestar_logging", "log_config", "set_request_id_source"]
+__all__ = ["LogFormat", "configure_logging", "litestar_logging", "log_config"]

@@ -6,8 +6,8 @@
 - Bytes clients moved straight to or from S3 (upload sessions finalized, downloads answered with
   a presigned redirect): :data:`S3_DIRECT_BYTES`, counted where that happens.
 - The state in the database, read when ``/metrics`` is scraped (the same on every API process):
-  upload sessions open, merge jobs queued and running (the queue depth), and whether the database
-  answered.
+  upload sessions open and expired unfinished, merge jobs queued and running (the queue depth), and
+  whether the database answered.
 
 With several API processes (``serve --workers N``) the counters are shared through files in
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multi-process mode; ``serve`` sets it up), so any
@@ -34,6 +34,9 @@ PREFIX = "adapter_registry"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Request latency buckets, seconds: metadata calls take milliseconds, pushes of large files minutes.
 LATENCY_BUCKETS: list[str | float] = [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
+
+#: The upload-session tables, by the ``kind`` label of their gauges.
+SESSION_TABLES = {"adapter": "upload_session", "base_model": "base_model_upload"}
 
 log = logging.getLogger("adapter_registry.metrics")
 
@@ -91,18 +94,21 @@ async def database_state(state: State, timeout: float) -> list[Metric]:
     """Gauges read from the database: upload sessions open, merge jobs by state, database up."""
     up = GaugeMetricFamily(f"{PREFIX}_database_up", "Whether the database answered the last scrape (1) or not (0)")
     sessions = GaugeMetricFamily(f"{PREFIX}_upload_sessions_open",
-                                 "Upload sessions not yet finalized or aborted, by kind (adapter, base_model)",
-                                 labels=["kind"])
+                                 "Upload sessions open and not expired, by kind (adapter, base_model)", labels=["kind"])
+    expired = GaugeMetricFamily(f"{PREFIX}_upload_sessions_expired",
+                                "Upload sessions that expired unfinished, by kind: what they hold in storage stays "
+                                "until a clean-up job removes it (none exists yet)", labels=["kind"])
     jobs = GaugeMetricFamily(f"{PREFIX}_merge_jobs", "Merge jobs waiting (queued: the queue depth) and running",
                              labels=["state"])
 
-    async def read() -> tuple[dict[str, int], dict[str, int]]:
+    async def read() -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
         async with state.sessionmaker() as db:
-            rows = await db.execute(text(
-                "SELECT 'adapter', count(*) FROM upload_session WHERE state IN ('open', 'finalizing') "
-                "UNION ALL SELECT 'base_model', count(*) FROM base_model_upload "
-                "WHERE state IN ('open', 'finalizing')"))
-            open_sessions = {str(kind): int(n) for kind, n in rows}
+            counts = " ".join(f"{'UNION ALL ' if i else ''}SELECT '{kind}', "
+                              "count(*) FILTER (WHERE expires_at IS NULL OR expires_at > now()), "
+                              f"count(*) FILTER (WHERE expires_at <= now()) FROM {table} "
+                              "WHERE state IN ('open', 'finalizing')"
+                              for i, (kind, table) in enumerate(SESSION_TABLES.items()))
+            open_sessions = {str(kind): (int(live), int(dead)) for kind, live, dead in await db.execute(text(counts))}
             rows = await db.execute(text("SELECT state, count(*) FROM merge_job WHERE state IN ('queued', 'running') "
                                          "GROUP BY state"))
             by_state = {"queued": 0, "running": 0} | {str(s): int(n) for s, n in rows}
@@ -115,11 +121,12 @@ async def database_state(state: State, timeout: float) -> list[Metric]:
         up.add_metric([], 0)
         return [up]
     up.add_metric([], 1)
-    for kind, n in sorted(open_sessions.items()):
-        sessions.add_metric([kind], n)
+    for kind, (live, dead) in sorted(open_sessions.items()):
+        sessions.add_metric([kind], live)
+        expired.add_metric([kind], dead)
     for name, n in sorted(by_state.items()):
         jobs.add_metric([name], n)
-    return [up, sessions, jobs]
+    return [up, sessions, expired, jobs]
 
 
 def process_registry() -> Any:

@@ -187,6 +187,28 @@ class Settings(_EnvSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     #: ``json``: one JSON object per log line (time, level, logger, message, request id).
     log_format: Literal["text", "json"] = "text"
+    # --- limits (issue 14, "bounds") ---------------------------------------------------------------
+    #: Request bodies of every route without a larger limit of its own (JSON, sign-in, Hub preupload).
+    max_body_bytes: int = Field(2 * MIB, ge=1, le=1024 * MIB)
+    #: Base-model registration bodies (a signature lists every module of the model).
+    max_signature_body_bytes: int = Field(64 * MIB, ge=1, le=4 * 2**30)
+    #: Hub commits (``HfApi.upload_folder``), whose files come inline as base64 and are held in memory.
+    max_hub_commit_bytes: int = Field(128 * MIB, ge=1, le=4 * 2**30)
+    #: Request bodies above max_body_bytes received at once by one process; more get 503 + Retry-After.
+    max_concurrent_uploads: int = Field(8, ge=1, le=10_000)
+    #: Largest file an upload session accepts (S3's largest object is 5 TiB).
+    max_upload_session_bytes: int = Field(256 * 2**30, ge=1, le=5 * 2**40)
+    #: Seconds an upload session stays open; an expired one is refused (410).
+    upload_session_ttl_s: int = Field(24 * 3600, ge=1, le=30 * 24 * 3600)
+    #: Bytes of files (adapter versions and base-model weights) a namespace may hold; 0 = no limit.
+    namespace_max_bytes: int = Field(0, ge=0)
+    #: Upload sessions a namespace may have open at once; 0 = no limit.
+    namespace_max_open_uploads: int = Field(100, ge=0)
+    #: Largest absolute weight of a merge input.
+    max_merge_weight: float = Field(100.0, gt=0, le=1e6)
+    #: A merge job whose memory estimate is above this is refused when submitted (see merge_jobs/limits.py).
+    max_merge_memory_bytes: int = Field(32 * 2**30, ge=1)
+    # --- end of limits ------------------------------------------------------------------------------
     #: Serve Prometheus metrics at ``/metrics``.
     metrics: bool = True
     #: Seconds ``/readyz`` waits for the database and for storage before it answers 503.
@@ -251,6 +273,12 @@ class Settings(_EnvSettings):
         return out
 
 
+#: The Settings fields of the limits block (issue 14), each read from ``ADAPTER_REGISTRY_<NAME>``.
+LIMIT_FIELDS = ("max_direct_upload_bytes", "max_body_bytes", "max_signature_body_bytes", "max_hub_commit_bytes",
+                "max_concurrent_uploads", "max_upload_session_bytes", "upload_session_ttl_s", "namespace_max_bytes",
+                "namespace_max_open_uploads", "max_merge_weight", "max_merge_memory_bytes")
+
+
 def _default_name() -> str:
     """``host:pid``: how a worker signs the jobs it runs unless told otherwise."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -281,6 +309,8 @@ class WorkerSettings(_EnvSettings):
     scratch_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()))
     #: How this worker signs the jobs it runs.
     name: str = Field(default_factory=_default_name, min_length=1, max_length=200)
+    #: Seconds one run of a job may take; past it the job fails ("timed out") and publishes nothing.
+    job_timeout_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600)
     #: Serve this worker's Prometheus metrics (job durations and outcomes) on this port; unset: none.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     #: Interface of the metrics port.
@@ -309,5 +339,5 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     return out
 
 
-__all__ = ["ENV", "WORKER_ENV", "Settings", "SettingsError", "WorkerSettings", "default_data_dir", "mask_url",
-           "unknown_variables"]
+__all__ = ["ENV", "LIMIT_FIELDS", "WORKER_ENV", "Settings", "SettingsError", "WorkerSettings", "default_data_dir",
+           "mask_url", "unknown_variables"]

@@ -229,16 +229,34 @@ def signature_from_config(config: Mapping[str, Any]) -> Signature:
         raise ConfigError("config.json has no 'model_type'")
     try:
         cfg = transformers.AutoConfig.for_model(**data)
-    except (ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # whatever a config's own checks raise, the config is what is wrong
         raise ConfigError(f"transformers cannot read this config.json: {exc}") from exc
-    archs = data.get("architectures") or []
-    cls = getattr(transformers, archs[0], None) if archs else None
+    cls = model_class(data.get("architectures"))
     with torch.device("meta"):
         try:
             model = cls(cfg) if cls is not None else transformers.AutoModelForCausalLM.from_config(cfg)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except Exception as exc:  # any model class can fail on a config it does not fit
             raise ConfigError(f"cannot build model_type={model_type!r} from this config.json: {exc}") from exc
     return signature_from_model(model)
+
+
+def model_class(architectures: Any) -> type | None:
+    """The transformers model class ``architectures[0]`` names (None without one); anything else in
+    transformers (a function such as ``set_seed``, a config or tokenizer class, an auto class) is a
+    :class:`ConfigError`, so a config never makes the SDK call something that is not a model."""
+    import transformers
+
+    if not architectures:
+        return None
+    if not isinstance(architectures, list) or not isinstance(architectures[0], str):
+        raise ConfigError(f"config.json 'architectures' must be a list of class names, got {architectures!r}")
+    name = architectures[0]
+    cls = getattr(transformers, name, None) if name.isidentifier() and not name.startswith("_") else None
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)
+            and cls is not transformers.PreTrainedModel):
+        raise ConfigError(f"config.json architectures[0] {name[:100]!r} is not a model class of transformers "
+                          f"{transformers.__version__} (e.g. 'LlamaForCausalLM')")
+    return cls
 
 
 # --- checking an adapter against a signature ---------------------------------------------------

@@ -111,6 +111,8 @@ class BaseModelUpload(Base):
     state: Mapped[str] = mapped_column(String(16), default="open")
     created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    #: After this the session is refused (410); NULL only for sessions opened before expiry existed.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Adapter(Base):
@@ -190,6 +192,8 @@ class UploadSession(Base):
     state: Mapped[str] = mapped_column(String(16), default="open")
     created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    #: After this the session is refused (410); NULL only for sessions opened before expiry existed.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class MergeJob(Base):

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,8 @@ _UPLOAD_BLOB_KEY_RE = re.compile(r"blobs/uploads/[0-9a-f]{32}")
 Source: TypeAlias = str | os.PathLike[str] | BinaryIO
 #: A part's bytes for :meth:`BlobStore.write_part`.
 PartData: TypeAlias = bytes | bytearray | memoryview | BinaryIO
+#: Called with every chunk of an object, in order, as it is hashed (a check that shares the read).
+Sink: TypeAlias = Callable[[bytes], None]
 
 
 class StorageError(Exception):
@@ -199,12 +201,15 @@ def check_read(size: int, start: int, length: int) -> tuple[int, int]:
     return start, min(start + length, size)
 
 
-def hash_stream(fileobj: BinaryIO, chunk_size: int = CHUNK_SIZE) -> tuple[str, int]:
-    """sha256 hex digest and size of what ``fileobj`` yields from its position to its end."""
+def hash_stream(fileobj: BinaryIO, chunk_size: int = CHUNK_SIZE, sink: Sink | None = None) -> tuple[str, int]:
+    """sha256 hex digest and size of what ``fileobj`` yields from its position to its end (each
+    chunk also goes to ``sink``, in order, when given)."""
     digest = hashlib.sha256()
     size = 0
     while chunk := fileobj.read(chunk_size):
         digest.update(chunk)
+        if sink is not None:
+            sink(chunk)
         size += len(chunk)
     return digest.hexdigest(), size
 
@@ -343,8 +348,9 @@ class BlobStore(Protocol):
         """Open multipart uploads (for cleaning up abandoned ones)."""
         ...
 
-    async def staging_sha256_and_size(self, staging_key: str) -> tuple[str, int]:
-        """sha256 and size of a staged object, computed by streaming it."""
+    async def staging_sha256_and_size(self, staging_key: str, sink: Sink | None = None) -> tuple[str, int]:
+        """sha256 and size of a staged object, computed by streaming it; every chunk also goes to
+        ``sink`` in order (called in a worker thread)."""
         ...
 
     async def read_staging_range(self, staging_key: str, start: int, length: int) -> bytes:
@@ -382,6 +388,7 @@ __all__ = [
     "InvalidRangeError",
     "MultipartUpload",
     "PartData",
+    "Sink",
     "Source",
     "StorageError",
     "UploadError",

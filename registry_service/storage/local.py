@@ -33,6 +33,7 @@ from .base import (
     IntegrityError,
     MultipartUpload,
     PartData,
+    Sink,
     Source,
     StorageError,
     UploadError,
@@ -316,14 +317,14 @@ class LocalBlobStore:
 
     # -- staged objects -------------------------------------------------------------------------
 
-    async def staging_sha256_and_size(self, staging_key: str) -> tuple[str, int]:
-        """Hash the staged file."""
-        return await asyncio.to_thread(self._staging_sha256_and_size, staging_key)
+    async def staging_sha256_and_size(self, staging_key: str, sink: Sink | None = None) -> tuple[str, int]:
+        """Hash the staged file (feeding ``sink``)."""
+        return await asyncio.to_thread(self._staging_sha256_and_size, staging_key, sink)
 
-    def _staging_sha256_and_size(self, staging_key: str) -> tuple[str, int]:
+    def _staging_sha256_and_size(self, staging_key: str, sink: Sink | None) -> tuple[str, int]:
         try:
             with open(self._staging_path(staging_key), "rb") as f:
-                return hash_stream(f)
+                return hash_stream(f, sink=sink)
         except FileNotFoundError:
             raise BlobNotFoundError(f"nothing staged under {staging_key}") from None
 

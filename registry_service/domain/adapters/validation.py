@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sdk.formats import PICKLE_NAMES
 from sdk.summary import summarize
-from sdk.validation import CONFIG_FILE, CheckedWeights, check_weights, parse_config
+from sdk.validation import CONFIG_FILE, MAX_CONFIG_BYTES, CheckedWeights, check_weights, parse_config
 
 from ...errors import reject
 
@@ -41,6 +41,7 @@ def check_filename(field_name: str, filename: str | None) -> None:
 __all__ = [
     "ALLOWED_FILES",
     "CONFIG_FILE",
+    "MAX_CONFIG_BYTES",
     "README_FILE",
     "WEIGHTS_FILE",
     "CheckedWeights",

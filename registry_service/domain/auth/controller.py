@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ...errors import Forbidden, Unauthorized
 from ...names import PART_PATTERN, check_part
 from ...openapi import problems
+from .guards import signed_in
 from .schemas import TokenCreated, WhoAmI
 from .tokens import Principal, create_token
 
@@ -34,7 +35,7 @@ class TokenController(Controller):
     path = "/api/v1"
     tags = ["auth"]
 
-    @post("/tokens", responses=problems(401, 403, 413))
+    @post("/tokens", guards=[signed_in], responses=problems(401, 403, 413))
     async def create(self, data: NewToken, db: AsyncSession, principal: Principal) -> TokenCreated:
         """Create a token; global admins for any namespace, namespace admins for their own."""
         if not principal.authenticated:

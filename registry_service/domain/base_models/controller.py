@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...body_limits import body_limit, upload_slot
 from ...db.models import BaseModel, BaseModelFile, BaseModelUpload
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...openapi import body_operation, file_operation, form_schema, problems
@@ -27,8 +28,10 @@ from ..adapters.downloads import serve_file
 from ..adapters.schemas import PartStored, UploadEnded, UploadSessionInfo
 from ..adapters.service import describe_adapter, search
 from ..adapters.uploads import PART_BODY
+from ..auth.guards import signed_in, writer
 from ..auth.tokens import Principal
 from ..payloads import upload_payload
+from ..quotas import check_quota
 from . import service, weights
 from .schemas import BaseModelInfo, BaseModelPage, CompatibleAdapters, WeightsFiles
 
@@ -37,6 +40,11 @@ ROOT = "/api/v1/base-models"
 UNCHANGED = ResponseSpec(BaseModelInfo, description="Already there as sent: nothing changed", generate_examples=False)
 #: The direct weights upload: ``*.safetensors`` files as multipart form files.
 WEIGHTS_FORM = form_schema({"model.safetensors": False})
+#: A registration: a signature lists every module of the model, so it may be large.
+REGISTER_LIMIT = body_limit(lambda s: s.max_signature_body_bytes, "the registration")
+#: Weights sent in a form: the direct-upload limit and the multipart framing.
+FILES_LIMIT = body_limit(lambda s: s.max_direct_upload_bytes + 2**20, "the weights form",
+                         "; send larger files through an upload session (POST …/uploads)")
 
 
 class RegisterBaseModel(msgspec.Struct):
@@ -69,7 +77,8 @@ class BaseModelController(Controller):
     path = ROOT
     tags = ["base models"]
 
-    @post("/", responses={**problems(401, 403, 409, 413, 422), 200: UNCHANGED})
+    @post("/", guards=[signed_in, REGISTER_LIMIT], request_max_body_size=None,
+          responses={**problems(401, 403, 409, 413, 422), 200: UNCHANGED})
     async def register(self, data: RegisterBaseModel, db: AsyncSession, principal: Principal, request: Request,
                        settings: Settings) -> Response[BaseModelInfo]:
         """Register a base model (idempotent for the same signature)."""
@@ -119,7 +128,8 @@ class BaseModelController(Controller):
         items = (await weights.files_of(db, [row.id]))[row.id]
         return {"items": [weights.describe_file(f, row, root) for f in items]}
 
-    @post("/{ns:str}/{name:str}/files", responses={**problems(401, 403, 404, 409, 413, 422), 200: UNCHANGED},
+    @post("/{ns:str}/{name:str}/files", guards=[writer, FILES_LIMIT], request_max_body_size=None,
+          responses={**problems(401, 403, 404, 409, 413, 422), 200: UNCHANGED},
           operation_class=body_operation("multipart/form-data", WEIGHTS_FORM, "One or more *.safetensors files"))
     async def upload_files(self, ns: NamePart, name: NamePart, request: Request, db: AsyncSession, principal: Principal,
                            store: BlobStore, settings: Settings) -> Response[BaseModelInfo]:
@@ -128,6 +138,11 @@ class BaseModelController(Controller):
         row = await _base(db, ns, name)
         db.expunge_all()
         await db.rollback()  # no connection held while the files are hashed and checked
+        async with upload_slot(request):
+            return await self._store_files(ns, name, row, request, principal, store, settings)
+
+    async def _store_files(self, ns: str, name: str, row: BaseModel, request: Request, principal: Principal,
+                           store: BlobStore, settings: Settings) -> Response[dict]:
         form = await request.form()
         uploads: dict[str, UploadFile] = {}
         for key, value in form.multi_items():
@@ -139,11 +154,14 @@ class BaseModelController(Controller):
             uploads[filename] = value
         if not uploads:
             raise reject("send one or more *.safetensors files as multipart form files", expected="*.safetensors")
-        payloads = [await upload_payload(u, filename) for filename, u in uploads.items()]
+        payloads = [await upload_payload(u, filename, max_header_bytes=settings.max_header_bytes)
+                    for filename, u in uploads.items()]
         total = sum(p.size for p in payloads)
         if total > settings.max_direct_upload_bytes:
             raise TooLarge(f"{total} bytes in one request; above {settings.max_direct_upload_bytes} use an upload "
                            f"session (POST {ROOT}/{ns}/{name}/uploads)")
+        async with request.app.state.sessionmaker() as quota_db:
+            await check_quota(quota_db, settings, ns, total)
         checked = await asyncio.to_thread(weights.check_files, payloads, row.signature,
                                           max_header_bytes=settings.max_header_bytes)
         files, added = await weights.save_files(request.app.state.sessionmaker, store, principal, row, checked,
@@ -170,7 +188,7 @@ class BaseModelController(Controller):
     # --- upload sessions for large weights files -----------------------------------------------
 
     @post("/{ns:str}/{name:str}/uploads", status_code=HTTP_201_CREATED,
-          responses=problems(401, 403, 404, 409, 413, 422))
+          guards=[writer], responses=problems(401, 403, 404, 409, 413, 422))
     async def start_upload(self, ns: NamePart, name: NamePart, data: NewWeightsUpload, db: AsyncSession,
                            principal: Principal, store: BlobStore, settings: Settings,
                            request: Request) -> UploadSessionInfo:
@@ -179,17 +197,17 @@ class BaseModelController(Controller):
         row = await _base(db, ns, name)
         filename = weights.check_weights_filename(data.filename)
         sha = sessions.declared_sha256(data.sha256)
-        sessions.check_safetensors_size(data.size)
         stored = (await weights.files_of(db, [row.id]))[row.id]
         old = next((f for f in stored if f.filename == filename), None)
         if old is not None and (old.sha256 != sha or old.size != data.size):
             raise weights.not_replaced(old)
         return await sessions.open_session(
-            db, store, settings, BaseModelUpload, owner={"base_model_id": row.id}, filename=filename,
+            db, store, settings, BaseModelUpload, namespace=ns, owner={"base_model_id": row.id}, filename=filename,
             size=data.size, sha256=sha, created_by=principal.name, hint=f"base-{ns}-{name}", direct=False,
             uploads_url=f"{base_url(request, settings)}{ROOT}/{ns}/{name}/uploads")
 
     @put("/{ns:str}/{name:str}/uploads/{upload_id:str}/parts/{part_number:int}",
+         guards=[writer], request_max_body_size=None,
          responses=problems(401, 403, 404, 413, 422), operation_class=PART_BODY)
     async def upload_part(self, ns: NamePart, name: NamePart, upload_id: str, part_number: PartNumber, request: Request,
                           db: AsyncSession, principal: Principal, store: BlobStore) -> Response[PartStored]:
@@ -198,15 +216,17 @@ class BaseModelController(Controller):
         upload = await _open_upload(db, ns, name, upload_id)
         return await sessions.receive_part(upload, part_number, request, db, store)
 
-    @delete("/{ns:str}/{name:str}/uploads/{upload_id:str}", status_code=HTTP_200_OK, responses=problems(401, 403, 404))
+    @delete("/{ns:str}/{name:str}/uploads/{upload_id:str}", status_code=HTTP_200_OK, guards=[writer],
+            responses=problems(401, 403, 404))
     async def abort_upload(self, ns: NamePart, name: NamePart, upload_id: str, db: AsyncSession, principal: Principal,
                            store: BlobStore) -> UploadEnded:
-        """Abandon an upload; its parts are deleted."""
+        """Abandon an upload (an expired one too); its parts are deleted."""
         principal.require_write(ns)
-        return await sessions.abort_session(db, store, await _open_upload(db, ns, name, upload_id), upload_id)
+        upload = await _open_upload(db, ns, name, upload_id, allow_expired=True)
+        return await sessions.abort_session(db, store, upload, upload_id)
 
     @post("/{ns:str}/{name:str}/uploads/{upload_id:str}/finalize", status_code=HTTP_201_CREATED,
-          responses={**problems(401, 403, 404, 409, 413, 422), 200: UNCHANGED})
+          guards=[writer], responses={**problems(401, 403, 404, 409, 413, 422), 200: UNCHANGED})
     async def finalize_upload(self, ns: NamePart, name: NamePart, upload_id: str, data: FinishWeightsUpload,
                               request: Request, db: AsyncSession, principal: Principal, store: BlobStore,
                               settings: Settings) -> Response[BaseModelInfo]:
@@ -229,14 +249,15 @@ async def _base(db: AsyncSession, ns: NamePart, name: NamePart) -> BaseModel:
     return row
 
 
-async def _open_upload(db: AsyncSession, ns: NamePart, name: NamePart, upload_id: str) -> BaseModelUpload:
+async def _open_upload(db: AsyncSession, ns: NamePart, name: NamePart, upload_id: str, *,
+                       allow_expired: bool = False) -> BaseModelUpload:
     """An open upload session of base model ``ns/name``, locked for this transaction."""
     def query(key: uuid.UUID) -> Select[tuple[BaseModelUpload]]:
         return (select(BaseModelUpload).join(BaseModel, BaseModel.id == BaseModelUpload.base_model_id)
                 .where(BaseModelUpload.id == key, BaseModel.namespace == ns, BaseModel.name == name)
                 .with_for_update(of=BaseModelUpload))
 
-    return await sessions.find_open(db, upload_id, query, f"base model {ns}/{name}")
+    return await sessions.find_open(db, upload_id, query, f"base model {ns}/{name}", allow_expired=allow_expired)
 
 
 def _stored(row: BaseModel, files: list[BaseModelFile], added: list[str], root: str) -> Response[BaseModelInfo]:

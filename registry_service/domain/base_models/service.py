@@ -18,11 +18,57 @@ from ...names import split_name
 from ..auth.tokens import Principal
 from .weights import describe_file
 
+#: Bounds on a ``config.json`` registered to build a signature: building the model (on the meta
+#: device, so no memory for weights) still makes every module, and torch refuses sizes past int64.
+MAX_CONFIG_LAYERS = 1024
+MAX_CONFIG_EXPERTS = 1024
+#: Layers × experts: the number of expert blocks the model would have.
+MAX_CONFIG_EXPERT_BLOCKS = 65_536
+MAX_CONFIG_INT = 2**31 - 1
+MAX_CONFIG_DEPTH = 16
+#: Modules of one signature (the largest mixture-of-experts models have under 100,000).
+MAX_SIGNATURE_MODULES = 200_000
+
+
+def config_problems(config: Any, where: str = "config", depth: int = 0) -> list[str]:
+    """Every size in ``config`` (nested configs included) past the bounds above."""
+    if depth > MAX_CONFIG_DEPTH:
+        return [f"{where} is nested more than {MAX_CONFIG_DEPTH} levels deep"]
+    problems: list[str] = []
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    layers = experts = 1
+    for key, value in items:
+        path = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"
+        if isinstance(value, dict | list):
+            problems += config_problems(value, path, depth + 1)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            name = str(key).lower()
+            if abs(value) > MAX_CONFIG_INT:
+                problems.append(f"{path} = {value} is past {MAX_CONFIG_INT}")
+            elif ("layers" in name or name == "n_layer") and value > MAX_CONFIG_LAYERS:
+                problems.append(f"{path} = {value}: at most {MAX_CONFIG_LAYERS} layers")
+            elif "experts" in name and value > MAX_CONFIG_EXPERTS:
+                problems.append(f"{path} = {value}: at most {MAX_CONFIG_EXPERTS} experts")
+            if "layers" in name or name == "n_layer":
+                layers = max(layers, value)
+            elif "experts" in name and "per_tok" not in name:
+                experts = max(experts, value)
+    if not problems and layers * experts > MAX_CONFIG_EXPERT_BLOCKS:
+        problems.append(f"{where}: {layers} layers × {experts} experts is more than {MAX_CONFIG_EXPERT_BLOCKS} "
+                        "expert blocks")
+    return problems
+
 
 async def build_signature(signature: dict[str, Any] | None, config: dict[str, Any] | None) -> Signature:
-    """Parse a given signature, or build one from a ``config.json`` on the meta device."""
+    """Parse a given signature, or build one from a ``config.json`` on the meta device (its sizes
+    bounded first, see :func:`config_problems`); either has at most ``MAX_SIGNATURE_MODULES`` modules."""
     if signature is None and config is None:
         raise BadRequest("give a 'signature' or a 'config' (the model's config.json)")
+    if config is not None and (problems := config_problems(config)):
+        raise BadRequest(f"config.json is out of bounds: {'; '.join(problems[:5])}")
+    modules = signature.get("modules") if isinstance(signature, dict) else None
+    if isinstance(modules, list) and len(modules) > MAX_SIGNATURE_MODULES:
+        raise BadRequest(f"the signature lists {len(modules)} modules; at most {MAX_SIGNATURE_MODULES}")
     try:
         if signature is not None:
             sig = Signature.from_dict(signature)
@@ -32,9 +78,12 @@ async def build_signature(signature: dict[str, Any] | None, config: dict[str, An
                     raise BadRequest("the signature does not match the one built from config.json")
             return sig
         assert config is not None
-        return await asyncio.to_thread(signature_from_config, config)
+        sig = await asyncio.to_thread(signature_from_config, config)
     except AdapterError as exc:
         raise BadRequest(str(exc)) from exc
+    if len(sig.modules) > MAX_SIGNATURE_MODULES:
+        raise BadRequest(f"config.json makes a model of {len(sig.modules)} modules; at most {MAX_SIGNATURE_MODULES}")
+    return sig
 
 
 async def register(

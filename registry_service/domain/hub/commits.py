@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sdk.errors import AdapterError, ValidationFailed
 
+from ...body_limits import body_limit, upload_slot
 from ...errors import UploadRejected, reject
 from ...openapi import TEXT, body_operation, hub_errors
 from ...settings import Settings
@@ -29,12 +30,18 @@ from ..adapters import service as adapters
 from ..adapters.controller import base_url
 from ..adapters.publish import PushOptions, publish
 from ..adapters.validation import ALLOWED_FILES, CONFIG_FILE, README_FILE, WEIGHTS_FILE
+from ..auth.guards import signed_in, writer
 from ..auth.tokens import Principal
 from ..payloads import bytes_payload
+from ..quotas import check_quota
 from . import service
 from .controller import raw_tail
 from .errors import HubError, RevisionNotFound, hub_error_response
 from .schemas import CommitInfo, PreuploadAnswer, YamlCheck
+
+#: A commit carries its files inline (base64) and is held in memory while it is decoded.
+COMMIT_LIMIT = body_limit(lambda s: s.max_hub_commit_bytes, "the commit",
+                          " (max_hub_commit_bytes); push larger adapters with `adapters push` (upload sessions)")
 
 
 class PreconditionFailed(HubError):
@@ -106,17 +113,18 @@ class HubCommitController(Controller):
     path = "/api"
     tags = ["hub-compatible"]
     exception_handlers = {HubError: hub_error_response, ProblemDetailsException: hub_error_response,
-                          HTTPException: hub_error_response}
+                          HTTPException: hub_error_response, Exception: hub_error_response}
 
-    @post("/validate-yaml", status_code=200, responses=hub_errors(413),
+    @post("/validate-yaml", status_code=200, guards=[signed_in], responses=hub_errors(413),
           operation_class=body_operation("application/json", Schema(type=OpenAPIType.OBJECT), "The model card"))
     async def validate_yaml(self, request: Request) -> YamlCheck:
-        """Model-card metadata is not interpreted here: nothing to report."""
+        """Model-card metadata is not interpreted here: nothing to report (the body is read, within the
+        app's small body limit, only to end the request cleanly)."""
         await request.body()
         return {"errors": [], "warnings": []}
 
     @post("/models/{ns:str}/{name:str}/preupload/{rest:path}", status_code=200,
-          responses=hub_errors(401, 403, 404, 413, 422), operation_class=body_operation(
+          guards=[writer], responses=hub_errors(401, 403, 404, 413, 422), operation_class=body_operation(
               "application/json", PREUPLOAD_BODY, "The files to be committed"))
     async def preupload(self, ns: str, name: str, request: Request, principal: Principal) -> PreuploadAnswer:
         """Every file is uploaded inline ("regular"), none is ignored."""
@@ -130,15 +138,24 @@ class HubCommitController(Controller):
                           for f in files if isinstance(f, dict)]}
 
     @post("/models/{ns:str}/{name:str}/commit/{rest:path}", status_code=200,
+          guards=[writer, COMMIT_LIMIT], request_max_body_size=None,
           responses=hub_errors(401, 403, 404, 409, 412, 413, 422), operation_class=body_operation(
               "application/x-ndjson", TEXT, "One JSON object a line: the header, then each file inline (base64)"))
     async def commit(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
                      store: BlobStore, settings: Settings) -> CommitInfo:
         """Publish the commit's files as a new version; ``commitOid`` is the version's commit id."""
+        async with upload_slot(request):
+            return await self._commit(ns, name, request, db, principal, store, settings)
+
+    async def _commit(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
+                      store: BlobStore, settings: Settings) -> dict:
         body = await request.body()
         principal.require_write(ns)
         _branch(ns, name, request, "commit")
         header, files = parse_commit(body)
+        del body
+        await check_quota(db, settings, ns, sum(len(data) for data in files.values()))
+        await db.rollback()
         parent = header.get("parentCommit")
         if parent:
             try:
@@ -152,7 +169,8 @@ class HubCommitController(Controller):
         try:
             _, version, _ = await publish(
                 request.app.state.sessionmaker, store, principal, ns, name, config_raw=files[CONFIG_FILE],
-                weights=bytes_payload(WEIGHTS_FILE, files[WEIGHTS_FILE]), readme=files.get(README_FILE),
+                weights=bytes_payload(WEIGHTS_FILE, files[WEIGHTS_FILE], max_header_bytes=settings.max_header_bytes),
+                readme=files.get(README_FILE),
                 options=PushOptions(), max_header_bytes=settings.max_header_bytes,
             )
         except ValidationFailed as exc:

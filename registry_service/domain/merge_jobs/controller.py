@@ -14,6 +14,7 @@ from ...params import NamePart, Page
 from ...settings import Settings
 from ..adapters.controller import base_url
 from ..adapters.service import get_adapter, resolve_version
+from ..auth.guards import signed_in
 from ..auth.tokens import Principal
 from . import service
 from .lineage import describe_lineage, lineage_of
@@ -28,11 +29,11 @@ class MergeJobController(Controller):
     path = ROOT
     tags = ["merge jobs"]
 
-    @post("/", status_code=HTTP_202_ACCEPTED, responses=problems(401, 403, 413, 422))
+    @post("/", status_code=HTTP_202_ACCEPTED, guards=[signed_in], responses=problems(401, 403, 413, 422))
     async def create(self, data: MergeJobRequest, db: AsyncSession, principal: Principal, request: Request,
                      settings: Settings) -> Response[MergeJobInfo]:
         """Queue a merge: every check runs first (422 lists every problem); a worker runs it."""
-        job = await service.submit(db, principal, data)
+        job = await service.submit(db, principal, data, settings)
         await db.commit()
         body = await service.describe(db, job, base_url(request, settings))
         return Response(body, status_code=HTTP_202_ACCEPTED, headers={"Location": body["url"]})
@@ -57,7 +58,7 @@ class MergeJobController(Controller):
         job = await service.get_job(db, principal, job_id)
         return await service.describe(db, job, base_url(request, settings))
 
-    @post("/{job_id:str}/cancel", status_code=200, responses=problems(401, 403, 404, 409))
+    @post("/{job_id:str}/cancel", status_code=200, guards=[signed_in], responses=problems(401, 403, 404, 409))
     async def cancel(self, job_id: str, db: AsyncSession, principal: Principal, request: Request,
                      settings: Settings) -> MergeJobInfo:
         """Cancel: a queued job at once, a running one at its next step (state stays 'running' until then)."""

@@ -1,10 +1,11 @@
 """Running a merge job on a worker: fetch the pinned inputs, combine them with :mod:`sdk.merging.combine`
 (and merge into the base weights with :mod:`sdk.merging.into_base` for a full model), then publish.
 
-Exactly once: the result is published in one transaction that also locks the job row, checks that
-the job has no result yet, and records the result on it. A worker killed before that commit
-published nothing (blobs it stored are unreferenced content-addressed copies); a worker killed
-after it leaves a job whose retry finds the result and only marks the job succeeded.
+Exactly once: the result's files are stored first (no transaction open, no lock held while they
+move), then one short transaction locks the job row, checks that the job has no result yet, and
+records the result on it (``domain/blob_commits.py``). A worker killed before that commit published
+nothing (blobs it stored are unreferenced content-addressed copies); a worker killed after it leaves
+a job whose retry finds the result and only marks the job succeeded.
 
 Heavy work runs in threads so the worker's event loop keeps its heartbeat. The threads report
 progress and check for cancellation through a :class:`Control` at every step (every tensor of a
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import shutil
@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,13 @@ from ...db.models import AdapterVersion, ApiToken, BaseModel, BaseModelFile, Eve
 from ...db.session import make_engine, make_sessionmaker
 from ...errors import ServiceError
 from ...settings import Settings, WorkerSettings
-from ...storage import BlobStore, blob_key, make_store
-from ..adapters.publish import PushOptions, lock_blob, publish
+from ...storage import BlobStore, make_store
+from ..adapters.publish import PushOptions, insert_version, prepare_version
 from ..auth.tokens import Principal
 from ..base_models.weights import files_of
-from ..payloads import Payload, bytes_payload
+from ..blob_commits import commit_with_blobs
+from ..payloads import Payload, bytes_payload, file_payload
+from ..quotas import check_quota
 from .service import FINAL
 
 log = logging.getLogger("adapter_registry.jobs")
@@ -88,21 +90,34 @@ async def open_runtime(database_url: str, settings: Settings, worker: WorkerSett
         await engine.dispose()
 
 
-class Control:
-    """Progress and cancellation between the job's threads and its watcher (thread-safe)."""
+class JobTimedOut(JobCancelled):
+    """The job ran past the worker's ``job_timeout_s`` (seen at a step, or before publishing)."""
 
-    def __init__(self, step_delay_s: float = 0.0) -> None:
+
+class Control:
+    """Progress, cancellation and the time limit between the job's threads and its watcher (thread-safe)."""
+
+    def __init__(self, step_delay_s: float = 0.0, timeout_s: float | None = None) -> None:
         self.progress = 0.0
         self.cancelled = threading.Event()
         self.step_delay_s = step_delay_s
+        self.timeout_s = timeout_s
+        self._deadline = time.monotonic() + timeout_s if timeout_s else None
+
+    def check(self) -> None:
+        """Stop with :class:`JobTimedOut` past the deadline, :class:`JobCancelled` when cancellation was asked for."""
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self.cancelled.set()
+            raise JobTimedOut()
+        if self.cancelled.is_set():
+            raise JobCancelled()
 
     def step(self, progress: float) -> None:
-        """Record progress (0..1) and stop with :class:`JobCancelled` when cancellation was asked for."""
+        """Record progress (0..1), then :meth:`check`."""
         self.progress = max(self.progress, min(1.0, progress))
         if self.step_delay_s:
             time.sleep(self.step_delay_s)
-        if self.cancelled.is_set():
-            raise JobCancelled()
+        self.check()
 
     def span(self, start: float, stop: float) -> Callable[[float], None]:
         """A step function mapping 0..1 of one phase onto ``start..stop`` of the job."""
@@ -172,31 +187,48 @@ async def run_job(rt: Runtime, job_id: uuid.UUID, *, attempt: int, last_attempt:
     job = await _claim(rt, job_id, attempt)
     if job is None:
         return
-    control = Control(rt.worker.step_delay_s)
+    control = Control(rt.worker.step_delay_s, rt.worker.job_timeout_s)
     watcher = asyncio.create_task(_watch(rt, job_id, control, should_abort))
     scratch = Path(tempfile.mkdtemp(prefix=f"merge-{job_id}-", dir=rt.worker.scratch_dir))
     try:
         await _execute(rt, job, control, scratch)
+    except JobTimedOut:
+        await _finish(rt, job_id, "failed", f"timed out: the job ran longer than {rt.worker.job_timeout_s:g} s "
+                      "(the worker's job_timeout_s); nothing was published")
     except JobCancelled:
         await _finish(rt, job_id, "cancelled")
     except PERMANENT_ERRORS as exc:
-        await _finish(rt, job_id, "failed", _message(exc))
+        if not _transient(exc):
+            await _finish(rt, job_id, "failed", _message(exc))
+            return
+        await _retry_or_fail(rt, job_id, attempt, last_attempt, exc)
     except asyncio.CancelledError:
         control.cancelled.set()  # the worker is shutting down: stop the threads; the queue retries the job
         raise
     except Exception as exc:
-        log.exception("merge job %s: attempt %d failed", job_id, attempt)
-        if last_attempt:
-            await _finish(rt, job_id, "failed", f"attempt {attempt} failed: {_message(exc)}")
-            return
-        await _finish(rt, job_id, "queued", f"attempt {attempt} failed, retrying: {_message(exc)}")
-        raise
+        await _retry_or_fail(rt, job_id, attempt, last_attempt, exc)
     finally:
         control.cancelled.set()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A service error that a retry may fix: an outage of the database or storage (a 5xx)."""
+    return isinstance(exc, ServiceError) and exc.status_code >= 500
+
+
+async def _retry_or_fail(rt: Runtime, job_id: uuid.UUID, attempt: int, last_attempt: bool, exc: Exception) -> None:
+    """After an unexpected error: fail the job on its last attempt, else queue it again and raise
+    ``exc`` (from the ``except`` block that called this) for the queue to retry."""
+    log.error("merge job %s: attempt %d failed", job_id, attempt, exc_info=exc)
+    if last_attempt:
+        await _finish(rt, job_id, "failed", f"attempt {attempt} failed: {_message(exc)}")
+        return
+    await _finish(rt, job_id, "queued", f"attempt {attempt} failed, retrying: {_message(exc)}")
+    raise exc
 
 
 def _message(exc: BaseException) -> str:
@@ -278,24 +310,6 @@ def recipe(job: MergeJob, base: BaseModel) -> dict[str, Any]:
     }
 
 
-def _file_payload(path: Path, filename: str) -> Payload:
-    """A local file as a publish payload (hashed once; read by range; stored from the path)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-
-    def read_at(offset: int, length: int) -> bytes:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            return fh.read(length)
-
-    async def put(store: BlobStore) -> Any:
-        return await store.put_file(path)
-
-    return Payload(filename, h.hexdigest(), path.stat().st_size, read_at, put)
-
-
 async def _execute(rt: Runtime, job: MergeJob, control: Control, scratch: Path) -> None:
     async with rt.sessionmaker() as db:
         base = await db.get_one(BaseModel, job.base_model_id)
@@ -325,7 +339,9 @@ async def _publish_adapter(rt: Runtime, job: MergeJob, base: BaseModel, state: d
     inputs = ", ".join(f"{e['adapter']}@{e['version']} (weight {e['weight']})" for e in job.inputs)
     readme = (f"# Merged LoRA adapter\n\nMade by merge job `{job.id}`: `{job.combination_type}` of {inputs}, on "
               f"base model `{base.namespace}/{base.name}`. The recipe is in `{RECIPE_FILE}`.\n").encode()
-    weights = await asyncio.to_thread(_file_payload, out / "adapter_model.safetensors", "adapter_model.safetensors")
+    weights = await asyncio.to_thread(file_payload, out / "adapter_model.safetensors", "adapter_model.safetensors",
+                                      max_header_bytes=rt.settings.max_header_bytes)
+    _refuse_non_finite([weights])
     extra = bytes_payload(RECIPE_FILE, (json.dumps(recipe(job, base), indent=2, sort_keys=True) + "\n").encode())
     parents = [{**e, "job": str(job.id), "combination_type": job.combination_type,
                 **({"density": job.parameters["density"]} if job.parameters.get("density") is not None else {})}
@@ -335,21 +351,41 @@ async def _publish_adapter(rt: Runtime, job: MergeJob, base: BaseModel, state: d
     options = PushOptions(base_model=f"{base.namespace}/{base.name}", description=job.output.get("description"),
                           tags=list(job.output.get("tags") or []), private=bool(job.output.get("private")),
                           alias=job.output.get("alias"))
-    async with rt.sessionmaker() as db, db.begin():
-        locked = await _lock_unfinished(db, job.id)
+    async with rt.sessionmaker() as db:
+        submitter = await _principal(db, job)
+    prepared = await prepare_version(
+        rt.sessionmaker, submitter, ns, name, config_raw=(out / "adapter_config.json").read_bytes(),
+        weights=weights, readme=readme, options=options, max_header_bytes=rt.settings.max_header_bytes,
+        extra_files=[extra],
+    )
+
+    async def insert(db: AsyncSession, keys: Mapping[str, str]) -> int | None:
+        locked = await _lock_unfinished(db, job.id, control)
         if locked is None:
-            return
-        principal = await _principal(db, locked)
-        _adapter, version, _ = await publish(
-            rt.sessionmaker, rt.store, principal, ns, name, config_raw=(out / "adapter_config.json").read_bytes(),
-            weights=weights, readme=readme, options=options, max_header_bytes=rt.settings.max_header_bytes,
-            parents=parents, db=db, extra_files=[extra],
-        )
+            return None
+        principal = await _principal(db, locked)  # as it is now, under the job's lock
+        principal.require_write(ns)
+        await check_quota(db, rt.settings, ns, sum(p.size for p in (weights, extra)) + len(readme))
+        _adapter, version = await insert_version(db, principal, prepared, keys, parents)
         _succeed(db, locked, result_version_id=version.id)
+        return version.id
+
+    await commit_with_blobs(rt.sessionmaker, rt.store, prepared.files, insert)
 
 
-async def _lock_unfinished(db: AsyncSession, job_id: uuid.UUID) -> MergeJob | None:
-    """The job row, locked, if it still wants a result (the exactly-once check); else marks it and returns None."""
+def _refuse_non_finite(payloads: list[Payload]) -> None:
+    """Fail the job, before anything is stored, when a result holds NaN or Inf values."""
+    problems = [p for payload in payloads for p in payload.problems]
+    if problems:
+        more = f" ({len(problems) - 1} more tensors too)" if len(problems) > 1 else ""
+        raise JobFailed(f"the merge result is not finite, so nothing was published: {problems[0].message}{more}; "
+                        "lower the weights, or check the inputs")
+
+
+async def _lock_unfinished(db: AsyncSession, job_id: uuid.UUID, control: Control) -> MergeJob | None:
+    """The job row, locked, if it still wants a result (the exactly-once check); else marks it and returns None.
+    A job past its time limit or cancelled stops here, before anything is published."""
+    control.check()
     job = await db.get(MergeJob, job_id, with_for_update=True, populate_existing=True)
     if job is None or job.state in FINAL:
         return None
@@ -397,40 +433,38 @@ async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[
     out = scratch / "merged"
     await asyncio.to_thread(merge_adapter_into_base, [base_dir / f.filename for f in files], (state, config), out,
                             kinds=kinds, weight=weight, progress=on_progress, copy_other_files=False)
-    payloads = [await asyncio.to_thread(_file_payload, out / f.filename, f.filename) for f in files]
+    payloads = [await asyncio.to_thread(file_payload, out / f.filename, f.filename,
+                                        max_header_bytes=rt.settings.max_header_bytes) for f in files]
+    _refuse_non_finite(payloads)
     await asyncio.to_thread(control.step, 0.9)
     ns, name = job.output["name"].split("/", 1)
-    created: list[str] = []
-    try:
-        async with rt.sessionmaker() as db, db.begin():
-            locked = await _lock_unfinished(db, job.id)
-            if locked is None:
-                return
-            principal = await _principal(db, locked)
-            principal.require_write(ns)
-            if await db.scalar(select(BaseModel.id).where(BaseModel.namespace == ns, BaseModel.name == name)):
-                raise JobFailed(f"base model {ns}/{name} was registered while the job ran; choose another name")
-            for p in payloads:
-                await lock_blob(db, p.sha256)
-                if not await rt.store.exists(p.sha256):
-                    info = await p.store(rt.store)
-                    created.append(info.sha256)
-            merged = BaseModel(namespace=ns, name=name, revision=f"merge-job-{job.id}", architecture=base.architecture,
-                               model_type=base.model_type, config=base.config, signature=base.signature,
-                               fingerprint=base.fingerprint, created_by=principal.name)
-            db.add(merged)
-            await db.flush()
-            for p in payloads:
-                db.add(BaseModelFile(base_model_id=merged.id, filename=p.filename, size=p.size, sha256=p.sha256,
-                                     storage_key=blob_key(p.sha256), created_by=principal.name))
-            db.add(Event(actor=principal.name, kind="merged-model", subject=f"{ns}/{name}",
-                         data={"job": str(job.id), "recipe": recipe(job, base),
-                               "files": {p.filename: p.sha256 for p in payloads}}))
-            _succeed(db, locked, result_base_model_id=merged.id)
-    except BaseException:
-        for sha in created:  # not committed: nothing references these blobs
-            await rt.store.delete(sha)
-        raise
+
+    async def insert(db: AsyncSession, keys: Mapping[str, str]) -> int | None:
+        locked = await _lock_unfinished(db, job.id, control)
+        if locked is None:
+            return None
+        principal = await _principal(db, locked)
+        principal.require_write(ns)
+        await check_quota(db, rt.settings, ns, sum(p.size for p in payloads))
+        if await db.scalar(select(BaseModel.id).where(BaseModel.namespace == ns, BaseModel.name == name)):
+            raise JobFailed(f"base model {ns}/{name} was registered while the job ran; choose another name")
+        merged = BaseModel(namespace=ns, name=name, revision=f"merge-job-{job.id}", architecture=base.architecture,
+                           model_type=base.model_type, config=base.config, signature=base.signature,
+                           fingerprint=base.fingerprint, created_by=principal.name)
+        db.add(merged)
+        await db.flush()
+        for p in payloads:
+            db.add(BaseModelFile(base_model_id=merged.id, filename=p.filename, size=p.size, sha256=p.sha256,
+                                 storage_key=keys[p.sha256], created_by=principal.name))
+        db.add(Event(actor=principal.name, kind="merged-model", subject=f"{ns}/{name}",
+                     data={"job": str(job.id), "recipe": recipe(job, base),
+                           "files": {p.filename: p.sha256 for p in payloads}}))
+        _succeed(db, locked, result_base_model_id=merged.id)
+        return merged.id
+
+    # the merged files are stored first; the job's lock guards only the decision to publish them
+    await commit_with_blobs(rt.sessionmaker, rt.store, payloads, insert)
 
 
-__all__ = ["RECIPE_FILE", "Control", "JobCancelled", "JobFailed", "Runtime", "open_runtime", "recipe", "run_job"]
+__all__ = ["RECIPE_FILE", "Control", "JobCancelled", "JobFailed", "JobTimedOut", "Runtime", "open_runtime", "recipe",
+           "run_job"]

@@ -13,7 +13,6 @@ moving alias does not change what a queued job merges.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -28,10 +27,14 @@ from sdk.problems import Problem
 from ...db.models import Adapter, AdapterVersion, BaseModel, Event, MergeJob
 from ...errors import BadRequest, Conflict, NotFound, ServiceError, UploadRejected
 from ...names import check_alias, split_name
+from ...settings import Settings
+from ..adapters.metadata import check_output_metadata, clean_tags
 from ..adapters.service import get_adapter, resolve_version
+from ..adapters.validation import WEIGHTS_FILE
 from ..auth.tokens import Principal
 from ..base_models.weights import files_of
 from . import queue
+from .limits import check_svd_rank, check_weight, human_bytes, memory_estimate
 from .schemas import MergeInput, MergeJobRequest, MergeOutput
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -95,10 +98,11 @@ def check_parameters(req: MergeJobRequest, n_inputs: int) -> list[Problem]:
 
 
 async def _resolve_input(db: AsyncSession, principal: Principal, i: int, item: MergeInput,
-                         problems: list[Problem]) -> ResolvedInput | None:
+                         problems: list[Problem], max_weight: float) -> ResolvedInput | None:
     where = f"inputs[{i}] {item.ref!r}"
-    if isinstance(item.weight, bool) or not isinstance(item.weight, (int, float)) or not math.isfinite(item.weight):
-        problems.append(_problem(f"{where}: weight must be a finite number", found=str(item.weight)))
+    bad_weight = check_weight(where, item.weight, max_weight)
+    if bad_weight is not None:
+        problems.append(bad_weight)
         return None
     name, _, ref = str(item.ref).partition("@")
     try:
@@ -207,7 +211,25 @@ def _check_ranks(ctype: str, inputs: list[ResolvedInput], problems: list[Problem
                                      expected="one rank", found=str(sorted(set(ranks.values())))))
 
 
-async def submit(db: AsyncSession, principal: Principal, req: MergeJobRequest) -> MergeJob:
+def _check_size(req: MergeJobRequest, inputs: list[ResolvedInput], base: BaseModel, kind: str,
+                settings: Settings, problems: list[Problem]) -> None:
+    """``svd_rank`` within the inputs' ranks, and the job's memory estimate within the workers' limit."""
+    ranks = [_config_rank(i.version.config or {}) for i in inputs]
+    too_high = check_svd_rank(req.combination_type, req.svd_rank, ranks)
+    if too_high is not None:
+        problems.append(too_high)
+    sizes = [next((f.size for f in i.version.files if f.filename == WEIGHTS_FILE), 0) for i in inputs]
+    targets = {t for i in inputs for t in (i.version.summary or {}).get("targets", [])}
+    need = memory_estimate(req.combination_type, sizes, targets, base.signature, model_output=kind == "model")
+    if need > settings.max_merge_memory_bytes:
+        problems.append(_problem(
+            f"this merge needs about {human_bytes(need)} of memory by the workers' estimate, more than their limit "
+            f"of {human_bytes(settings.max_merge_memory_bytes)} (max_merge_memory_bytes); merge fewer or smaller "
+            "adapters, or use a type without SVD", expected=f"<= {settings.max_merge_memory_bytes} bytes",
+            found=f"{need} bytes"))
+
+
+async def submit(db: AsyncSession, principal: Principal, req: MergeJobRequest, settings: Settings) -> MergeJob:
     """Check ``req`` and queue it (the caller commits): 422 with every problem, or the new job."""
     if not principal.authenticated:
         principal.require_write("-")  # 401 with the usual message
@@ -217,7 +239,9 @@ async def submit(db: AsyncSession, principal: Principal, req: MergeJobRequest) -
     if len(req.inputs) > MAX_INPUTS:
         raise MergeRefused([_problem(f"at most {MAX_INPUTS} inputs", found=str(len(req.inputs)))])
     problems += check_parameters(req, len(req.inputs))
-    resolved = [await _resolve_input(db, principal, i, item, problems) for i, item in enumerate(req.inputs)]
+    problems += check_output_metadata(req.output.description, req.tags)
+    resolved = [await _resolve_input(db, principal, i, item, problems, settings.max_merge_weight)
+                for i, item in enumerate(req.inputs)]
     inputs = [r for r in resolved if r is not None]
     if len(inputs) < len(resolved):  # without every input, further checks would only add noise
         raise MergeRefused(problems)
@@ -229,6 +253,7 @@ async def submit(db: AsyncSession, principal: Principal, req: MergeJobRequest) -
         raise MergeRefused(problems)
     _check_ranks(req.combination_type, inputs, problems)
     kind, out_name = await _check_output(db, principal, req.output, base, inputs, problems)
+    _check_size(req, inputs, base, kind, settings, problems)
     if problems:
         raise MergeRefused(problems)
 
@@ -237,7 +262,7 @@ async def submit(db: AsyncSession, principal: Principal, req: MergeJobRequest) -
         "svd_clamp": req.svd_clamp, "seed": req.seed if req.seed is not None else secrets.randbelow(2**31),
     }
     output = {"kind": kind, "name": out_name, "alias": req.output.alias, "description": req.output.description,
-              "private": bool(req.output.private), "tags": sorted({t.strip() for t in req.tags if t.strip()})}
+              "private": bool(req.output.private), "tags": clean_tags(req.tags)}
     job = MergeJob(
         id=uuid.uuid4(), namespace=out_name.split("/", 1)[0], state="queued", output=output,
         inputs=[i.to_json() for i in inputs], base_model_id=base.id, combination_type=req.combination_type,
