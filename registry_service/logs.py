@@ -65,7 +65,8 @@ def log_config(level: str = "info", fmt: LogFormat = "text") -> dict[str, Any]:
     else:
         formatter = {"format": LOG_FORMAT}
         access = {"()": "uvicorn.logging.AccessFormatter",
-                  "fmt": '%(asctime)s %(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+                  "fmt": '%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(client_addr)s "%(request_line)s" '
+                         '%(status_code)s',
                   "use_colors": False}
     handler = {"()": ConsoleHandler, "filters": ["request_id", "access_fields"]}
     upper = level.upper()
