@@ -41,6 +41,16 @@ SERVICE_VALUES: dict[str, tuple[str, Any]] = {
     "log_format": ("json", "json"),
     "metrics": ("off", False),
     "probe_timeout_s": ("0.5", 0.5),
+    "max_body_bytes": ("4096", 4096),
+    "max_signature_body_bytes": ("1000000", 1000000),
+    "max_hub_commit_bytes": ("2000000", 2000000),
+    "max_concurrent_uploads": ("3", 3),
+    "max_upload_session_bytes": ("1000000000", 1000000000),
+    "upload_session_ttl_s": ("600", 600),
+    "namespace_max_bytes": ("123456789", 123456789),
+    "namespace_max_open_uploads": ("7", 7),
+    "max_merge_weight": ("2.5", 2.5),
+    "max_merge_memory_bytes": ("1000000000", 1000000000),
 }
 WORKER_VALUES: dict[str, tuple[str, Any]] = {
     "concurrency": ("3", 3),
@@ -55,6 +65,7 @@ WORKER_VALUES: dict[str, tuple[str, Any]] = {
     "name": ("worker-7", "worker-7"),
     "metrics_port": ("9101", 9101),
     "metrics_host": ("0.0.0.0", "0.0.0.0"),
+    "job_timeout_s": ("90", 90.0),
 }
 
 
