@@ -39,19 +39,36 @@ def grouped_rows(x: Tensor, routing: Routing, groups: int) -> Tensor:
     return xs.reshape(groups, -1, x.shape[-1])
 
 
+def _grouped_input(x: Tensor, routing: Routing, groups: int) -> Tensor:
+    """:func:`grouped_rows` of a layer's input, reused while the same unchanged tensor comes again (eager)."""
+    if torch.compiler.is_compiling():
+        return grouped_rows(x, routing, groups)
+    version = -1 if x.is_inference() else x._version  # inference tensors keep no version counter
+    last = routing._gathered
+    if last is not None and last[0] is x and last[1] == version and last[2].shape[0] == groups:
+        return last[2]
+    xs = grouped_rows(x, routing, groups)
+    routing._gathered = (x, version, xs)
+    return xs
+
+
 def grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: GroupedWeights, base_out: Tensor | None = None
                    ) -> Tensor:
     """``result`` (the base layer's output) plus each sample's adapter applied to its input ``x``.
 
-    ``base_out`` (the base output without bias) is needed when ``w.dora`` is set.
+    ``base_out`` (the base output without bias) is needed when ``w.dora`` is set. Without autograd the
+    rows are added into ``result`` in place (it is the base layer's fresh output).
     """
     groups = w.a.shape[0]
-    y = torch.bmm(grouped_rows(x, routing, groups).to(w.a.dtype), w.a)
+    y = torch.bmm(_grouped_input(x, routing, groups).to(w.a.dtype), w.a)
     if w.b is not None:
         y = torch.bmm(y, w.b)
     if w.dora is not None:
         assert base_out is not None
         base = grouped_rows(base_out, routing, groups).to(y.dtype)
         y = (w.dora - 1) * base + w.dora * y
-    y = y.reshape(routing.gather.shape[0], *result.shape[1:])
-    return result.index_add(0, routing.gather.to(result.device), y.to(result.dtype))
+    y = y.reshape(routing.gather.shape[0], *result.shape[1:]).to(result.dtype)
+    index = routing.gather.to(result.device)
+    if torch.is_grad_enabled():
+        return result.index_add(0, index, y)
+    return result.index_add_(0, index, y)

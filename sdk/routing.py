@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -50,6 +50,9 @@ class Routing:
     pad: Tensor | None
     slot: Tensor
     members: dict[str, Tensor]
+    #: The last input gathered into group order and the result (layers that share an input, like q/k/v
+    #: projections, gather it once in eager mode; a compiled graph deduplicates the gather itself).
+    _gathered: tuple[Tensor, int, Tensor] | None = field(default=None, repr=False)
 
     @property
     def groups(self) -> int:

@@ -4,7 +4,10 @@ adapters to samples, and the routing gate between threads.
 
 Graphs are captured with Dynamo's cheap backends (``explain``, ``eager``, ``aot_eager``: the last one
 also traces the backward pass): inductor's C++ code generation takes minutes per model on this CPU.
-``bench/bench_compile.py`` compiles with inductor and checks the same things there.
+``bench/bench_compile.py`` compiles a Llama-shaped model with inductor and checks the same things
+there. The matrix of methods × states runs on :class:`~_tiny.ToyLM` (one block, Llama's layer names),
+which Dynamo traces in a fraction of a second; a one-layer Llama covers the prompt methods and LoRA
+inside a real transformers model.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from _tiny import ids, tiny_llama
+from _tiny import ToyLM, ids, tiny_llama
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch import nn
 
@@ -40,8 +43,9 @@ X = ids(batch=4, seq=6)
 MIXED = (["default", "other", "other", "__base__"], ["other", "__base__", "default", "other"])
 
 
-def _model(configs: dict[str, Callable[[], sdk.AdapterConfig]], method: str, second: bool = True) -> sdk.AdapterModel:
-    model = sdk.get_peft_model(tiny_llama(layers=1), configs[method]())
+def _model(configs: dict[str, Callable[[], sdk.AdapterConfig]], method: str, second: bool = True,
+           llama: bool = False) -> sdk.AdapterModel:
+    model = sdk.get_peft_model(tiny_llama(layers=1) if llama else ToyLM(), configs[method]())
     if second:
         model.add_adapter("other", configs[method]())
     return model.eval()
@@ -74,11 +78,20 @@ def test_layer_methods_trace_as_one_graph_in_every_state(method: str) -> None:
 
 @pytest.mark.parametrize("method", PROMPT_METHODS)
 def test_prompt_methods_trace_as_one_graph(method: str) -> None:
-    model = _model(PROMPT_METHODS, method, second=False)
+    model = _model(PROMPT_METHODS, method, second=False, llama=True)
     with torch.no_grad():
         _one_graph(model, input_ids=X)
-        with model.disable_adapter():
-            _one_graph(model, input_ids=X)
+        if method == "prompt":  # disabled: the hook steps aside (the same code for every prompt method)
+            with model.disable_adapter():
+                _one_graph(model, input_ids=X)
+    model.train()
+    _one_graph(model, input_ids=X, labels=X)
+
+
+def test_lora_in_a_transformers_model_traces_as_one_graph() -> None:
+    model = _model(LAYER_METHODS, "lora", llama=True)
+    with torch.no_grad():
+        _one_graph(model, input_ids=X, adapter_names=MIXED[0])
     model.train()
     _one_graph(model, input_ids=X, labels=X)
 
@@ -87,10 +100,11 @@ def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
 
 
-@pytest.mark.parametrize("method", [*LAYER_METHODS, *PROMPT_METHODS])
+@pytest.mark.parametrize("method", [*LAYER_METHODS, "prompt", "prefix", "llama-lora"])
 def test_fullgraph_compile_trains_like_eager(method: str) -> None:
     """Forward and backward through ``torch.compile(model, fullgraph=True)``: same loss, same gradients."""
-    model = _model(LAYER_METHODS | PROMPT_METHODS, method, second=False)
+    llama = method in PROMPT_METHODS or method.startswith("llama-")
+    model = _model(LAYER_METHODS | PROMPT_METHODS, method.removeprefix("llama-"), second=False, llama=llama)
     model.train()
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -159,7 +173,7 @@ def test_a_nested_mixed_call_gives_the_outer_routing_back() -> None:
         want_inner = model(input_ids=X, adapter_names=inner_names).logits
     seen: list[torch.Tensor] = []
     calls: list[int] = []
-    layer = model.base_model.model.layers[0].mlp
+    layer = model.base_model.down_proj
 
     def hook(module: nn.Module, args: Any) -> None:
         if not calls:

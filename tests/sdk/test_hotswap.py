@@ -24,6 +24,12 @@ from sdk.client import Client
 from sdk.client.cache import Cache, CachedVersion, registry_key
 
 X = ids(batch=2, seq=5)
+
+
+def _base() -> torch.nn.Module:
+    return tiny_llama(layers=1)
+
+
 URL = "http://127.0.0.1:9"  # nothing listens there: every pull below must come from the cache
 ADAPTERS: list[dict[str, Any]] = [
     {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
@@ -35,7 +41,7 @@ ADAPTERS: list[dict[str, Any]] = [
 
 def _save(folder: Path, seed: int, **config: Any) -> Path:
     torch.manual_seed(seed)
-    sdk.get_peft_model(tiny_llama(), sdk.LoraConfig(init_lora_weights=False, **config)).save_pretrained(folder)
+    sdk.get_peft_model(_base(), sdk.LoraConfig(init_lora_weights=False, **config)).save_pretrained(folder)
     return folder
 
 
@@ -62,13 +68,13 @@ def pulled(tmp_path: Path) -> list[Path]:
 
 def _fresh(folder: Path) -> torch.Tensor:
     with torch.no_grad():
-        return sdk.AdapterModel.from_pretrained(tiny_llama(), folder)(input_ids=X).logits
+        return sdk.AdapterModel.from_pretrained(_base(), folder)(input_ids=X).logits
 
 
 def test_compiled_model_swaps_three_adapters_without_recompiling(pulled: list[Path]) -> None:
-    model = sdk.AdapterModel.from_pretrained(tiny_llama(), pulled[0])
+    model = sdk.AdapterModel.from_pretrained(_base(), pulled[0])
     sdk.prepare_model_for_compiled_hotswap(model, target_rank=8)
-    counter = CompileCounterWithBackend("aot_eager")
+    counter = CompileCounterWithBackend("eager")
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend=counter)
     outputs = []
@@ -83,7 +89,7 @@ def test_compiled_model_swaps_three_adapters_without_recompiling(pulled: list[Pa
 
 
 def test_refused_swaps_say_what_to_prepare_for_and_change_nothing(pulled: list[Path], tmp_path: Path) -> None:
-    model = sdk.AdapterModel.from_pretrained(tiny_llama(), pulled[0])
+    model = sdk.AdapterModel.from_pretrained(_base(), pulled[0])
     sdk.prepare_model_for_compiled_hotswap(model, target_rank=8)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     config_before = model.peft_config["default"].to_dict()
@@ -109,7 +115,7 @@ def test_a_swapped_model_saves_the_adapter_it_runs(pulled: list[Path], tmp_path:
     zero factors, so the saved folder loads again (with our SDK and with peft) and gives the same outputs."""
     from peft import PeftModel
 
-    model = sdk.AdapterModel.from_pretrained(tiny_llama(), pulled[1])
+    model = sdk.AdapterModel.from_pretrained(_base(), pulled[1])
     sdk.prepare_model_for_compiled_hotswap(model, target_rank=8)
     sdk.hotswap_adapter(model, pulled[2])  # r=2 on q_proj only
     model.save_pretrained(tmp_path / "saved")
@@ -120,5 +126,5 @@ def test_a_swapped_model_saves_the_adapter_it_runs(pulled: list[Path], tmp_path:
         ours = model(input_ids=X).logits
         torch.testing.assert_close(_fresh(tmp_path / "saved"), ours, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(_fresh(pulled[2]), ours, atol=1e-5, rtol=1e-5)
-        theirs = PeftModel.from_pretrained(tiny_llama(), tmp_path / "saved").eval()(input_ids=X).logits
+        theirs = PeftModel.from_pretrained(_base(), tmp_path / "saved").eval()(input_ids=X).logits
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
