@@ -44,24 +44,23 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 if "--inductor-cache" not in sys.argv:  # compile times are only comparable without warm caches
     os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
 
-import torch  # noqa: E402
-from torch._dynamo.testing import CompileCounterWithBackend  # noqa: E402
+import bench_lora as bl
+import peft
+import torch
+import transformers
+from peft.utils.hotswap import hotswap_adapter as peft_hotswap
+from peft.utils.hotswap import prepare_model_for_compiled_hotswap as peft_prepare
+from torch._dynamo.testing import CompileCounterWithBackend
+from transformers import LlamaConfig, LlamaForCausalLM
 
-import bench_lora as bl  # noqa: E402  (bench/ is the script's folder, so it is on the path)
-
-import peft  # noqa: E402, I001
-import transformers  # noqa: E402
-from peft.utils.hotswap import hotswap_adapter as peft_hotswap  # noqa: E402
-from peft.utils.hotswap import prepare_model_for_compiled_hotswap as peft_prepare  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
-
-import sdk  # noqa: E402
+import sdk
 
 N_ADAPTERS = 16
 SETTINGS = {
@@ -268,12 +267,13 @@ def bench_mixed(env: Env, base: torch.nn.Module, vocab: int, warmup: int, reps: 
                      "sdk_vs_base": (ls - lb).abs().max().item()}
             assert diffs["sdk_vs_peft"] < 1e-4 and diffs["compiled_vs_eager"] < 1e-3, diffs
             assert diffs["sdk_vs_base"] > 1e-3, "the adapters change nothing: the comparison would be vacuous"
+            kw = {"input_ids": ids, "use_cache": False}
             times = bl.time_interleaved({
-                "sdk_eager": env.timed(lambda: s(input_ids=ids, adapter_names=per_sample, use_cache=False)),
-                "base_eager": env.timed(lambda: plain(input_ids=ids, use_cache=False)),
-                "sdk_compiled": env.timed(lambda: cs(input_ids=ids, adapter_names=per_sample, use_cache=False)),
-                "base_compiled": env.timed(lambda: cb(input_ids=ids, use_cache=False)),
-                "peft_eager": env.timed(lambda: p(input_ids=ids, adapter_names=per_sample, use_cache=False)),
+                "sdk_eager": env.timed(partial(s, adapter_names=per_sample, **kw)),
+                "base_eager": env.timed(partial(plain, **kw)),
+                "sdk_compiled": env.timed(partial(cs, adapter_names=per_sample, **kw)),
+                "base_compiled": env.timed(partial(cb, **kw)),
+                "peft_eager": env.timed(partial(p, adapter_names=per_sample, **kw)),
             }, warmup, reps)
         eager, comp = ratio_block(times, "sdk_eager", "base_eager"), ratio_block(times, "sdk_compiled", "base_compiled")
         out[f"{batch}x{seq}"] = {
@@ -334,7 +334,8 @@ def bench_hotswap(env: Env, base: torch.nn.Module, ids: torch.Tensor) -> dict:
         fresh = []
         with torch.no_grad():
             for f in folders:
-                fresh.append(sdk.AdapterModel.from_pretrained(copy.deepcopy(base), f)(input_ids=ids, use_cache=False).logits)
+                loaded = sdk.AdapterModel.from_pretrained(copy.deepcopy(base), f)
+                fresh.append(loaded(input_ids=ids, use_cache=False).logits)
         for lib in ("sdk", "peft"):
             if lib == "sdk":
                 model = sdk.AdapterModel.from_pretrained(copy.deepcopy(base), folders[0])
@@ -391,8 +392,9 @@ def report(results: dict) -> str:
         key = "compile_s"
         lines.append(f"  compile s: sdk {statistics.median(r[key]['sdk']):.1f}, peft "
                      f"{statistics.median(r[key]['peft']):.1f}  (sdk/peft {r['ratio_compile_time']:.3f})")
-        lines.append(f"  compiled ms: sdk {ms(t['sdk_compiled']['median_s'])}, peft {ms(t['peft_compiled']['median_s'])}"
-                     f"  (sdk/peft {r['ratio_compiled']:.3f});  eager ms: sdk {ms(t['sdk_eager']['median_s'])}, "
+        lines.append(f"  compiled ms: sdk {ms(t['sdk_compiled']['median_s'])}, "
+                     f"peft {ms(t['peft_compiled']['median_s'])}  (sdk/peft {r['ratio_compiled']:.3f})")
+        lines.append(f"  eager ms: sdk {ms(t['sdk_eager']['median_s'])}, "
                      f"peft {ms(t['peft_eager']['median_s'])}  (sdk/peft {r['ratio_eager']:.3f})")
     for shape, r in (results.get("mixed") or {}).items():
         t = r["times"]
@@ -403,8 +405,9 @@ def report(results: dict) -> str:
     for dtype, r in (results.get("half") or {}).items():
         t = r["times"]
         line = (f"{dtype}: adapters {r['adapter_dtypes']}, logits equal peft's: {r['exact_match_peft']} "
-                f"(max |Δ| {r['max_abs_diff']['sdk_vs_peft_eager']:.2e}); eager ms sdk {ms(t['sdk_eager']['median_s'])}"
-                f", peft {ms(t['peft_eager']['median_s'])} (sdk/peft {r['ratio_eager']:.3f})")
+                f"(max |Δ| {r['max_abs_diff']['sdk_vs_peft_eager']:.2e}); "
+                f"eager ms sdk {ms(t['sdk_eager']['median_s'])}, peft {ms(t['peft_eager']['median_s'])} "
+                f"(sdk/peft {r['ratio_eager']:.3f})")
         if "ratio_compiled" in r:
             line += (f"; compiled ms sdk {ms(t['sdk_compiled']['median_s'])}, peft "
                      f"{ms(t['peft_compiled']['median_s'])} (sdk/peft {r['ratio_compiled']:.3f})")

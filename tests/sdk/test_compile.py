@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import torch
 from _tiny import ToyLM, ids, tiny_llama
-from torch._dynamo.testing import CompileCounterWithBackend
 from torch import nn
+from torch._dynamo.testing import CompileCounterWithBackend
 
 import sdk
 

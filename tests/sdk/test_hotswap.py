@@ -106,7 +106,7 @@ def test_refused_swaps_say_what_to_prepare_for_and_change_nothing(pulled: list[P
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert model.peft_config["default"].to_dict() == config_before
     compiled = torch.compile(model, backend="eager")
-    with pytest.raises(sdk.AdapterStateError, match="before torch.compile"):
+    with pytest.raises(sdk.AdapterStateError, match=r"before torch\.compile"):
         sdk.prepare_model_for_compiled_hotswap(compiled)
 
 
