@@ -11,7 +11,8 @@ Sections:
                compiled forward, batch 4 x 128, eval, ``no_grad`` (eager forwards for information)
 2. ``train``   the same for a training step: forward with labels, backward, AdamW step (the model is
                compiled, the optimizer is not); compile time = first step − median step
-3. ``mixed``   16 adapters with random non-zero B, ``adapter_names=[f"a{i % 16}"]`` per sample, batch 64 x 1
+3. ``mixed``   on ``bench_lora.py``'s larger model (hidden 1024, intermediate 2816, 4 layers, vocab 8000),
+               16 adapters with random non-zero B, ``adapter_names=[f"a{i % 16}"]`` per sample, batch 64 x 1
                and 64 x 16: sdk against the plain base model (no adapter layers), eager and compiled; peft
                eager for information. Logits must match peft's (and eager sdk's) before timing
 4. ``half``    bf16 and fp16 base models (adapters float32 in both libraries): logits against peft's and
@@ -443,7 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--half-eager-only", action="store_true", help="skip compiling the bf16/fp16 models")
     ap.add_argument("--inductor-cache", action="store_true", help="keep inductor's caches on (compile times shrink)")
     ap.add_argument("--retries", type=float, default=None)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: time this process's CPU time (steadier on a shared machine; use with --threads 1)")
     args = ap.parse_args(argv)
+    if args.clock == "cpu":
+        bl.CLOCK = time.process_time
 
     torch.set_num_threads(args.threads)
     mode = "quick" if args.quick else "full"
@@ -462,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             "transformers": transformers.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "sdk_commit": bl._git_describe(),
             "loadavg_start": os.getloadavg(), "inductor_caches": "on" if args.inductor_cache else "off",
+            "clock": args.clock,
             "gpu": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else None}
     bl.log(f"[bench] {mode} run on {meta['device']}, torch {meta['torch']}, {meta['threads']} threads")
     results: dict[str, Any] = {"env": meta}
@@ -473,8 +479,14 @@ def main(argv: list[str] | None = None) -> int:
             results[sec] = bench_infer(env, base, ids, *plan["infer"], rounds)
         elif sec == "train":
             results[sec] = bench_train(env, base, ids, *plan["train"], rounds)
-        elif sec == "mixed":
-            results[sec] = bench_mixed(env, base, cfg.vocab_size, *plan["mixed"])
+        elif sec == "mixed":  # on bench_lora's larger model, where the issue measured mixed batches
+            torch.manual_seed(0)
+            big = bl.llama_config()
+            mixed_base = LlamaForCausalLM(big).eval().to(env.device)
+            for q in mixed_base.parameters():
+                q.requires_grad_(False)
+            results[sec] = bench_mixed(env, mixed_base, big.vocab_size, *plan["mixed"])
+            del mixed_base
         elif sec == "half":
             results[sec] = bench_half(env, base, ids, *plan["half"], compiled_too=not args.half_eager_only)
         elif sec == "hotswap":
@@ -488,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_end"] = os.getloadavg()
     print(f"sdk vs peft {meta['peft']} | torch {meta['torch']} | {meta['device']}"
           f"{' (' + meta['gpu'] + ')' if meta['gpu'] else ''} | {meta['threads']} threads on {meta['cpu_count']} "
-          f"CPUs | sdk at {meta['sdk_commit']} | {mode} run | inductor caches {meta['inductor_caches']}")
+          f"CPUs | sdk at {meta['sdk_commit']} | {mode} run | inductor caches {meta['inductor_caches']} | "
+          f"{meta['clock']} clock")
     print("Llama 512/1376, 2 layers, 8 heads, vocab 4000; LoRA r=16 alpha=32 on q,k,v,o_proj; batch 4x128")
     print()
     print(report(results))
