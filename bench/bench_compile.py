@@ -456,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     bl.RETRY_FACTOR = args.retries if args.retries is not None else (0 if args.quick else 1)
     rounds = args.compile_rounds or plan["compile"]
     env = Env(args.device)
+    bl.DEVICE = env.device
     cfg = llama_config()
     torch.manual_seed(0)
     base = LlamaForCausalLM(cfg).eval().to(env.device)
