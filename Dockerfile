@@ -1,11 +1,14 @@
-# The registry service image (API and workers share it).
+# The registry service image (API and workers share it): the package installed as a wheel would be,
+# migrations included. Settings come from the environment (see docker-compose.yml).
 FROM python:3.11-slim
-WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+WORKDIR /src
+COPY pyproject.toml README.md ./
 COPY sdk ./sdk
 COPY registry_service ./registry_service
-COPY migrations ./migrations
 RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
- && pip install --no-cache-dir -e ".[server]"
+ && pip install --no-cache-dir ".[server]" \
+ && rm -rf /src
+WORKDIR /data
+ENV ADAPTER_REGISTRY_HOST=0.0.0.0 ADAPTER_REGISTRY_DATA_DIR=/data
 EXPOSE 8000
-CMD ["adapter-registry", "serve", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/data"]
+CMD ["adapter-registry", "serve"]

@@ -5,11 +5,12 @@
    adapter. It reads the header and one small chunk, so both should take about the same time.
    Peers in the same run: ``safetensors.safe_open`` listing keys and shapes (also header-only)
    and ``safetensors.torch.load_file`` (what a naive validator does: load everything).
-2. Metadata reads: ``adapter-registry serve`` (one uvicorn worker, embedded PostgreSQL) answering
-   ``GET /api/v1/adapters/{ns}/{name}/versions/latest`` under a closed-loop load generator on
-   loopback (separate processes), next to ``GET /api/v1/health`` (one trivial query) as reference.
+2. Metadata reads: ``adapter-registry serve`` (``--workers N`` API processes, embedded PostgreSQL)
+   answering ``GET /api/v1/adapters/{ns}/{name}/versions/latest`` under a closed-loop load generator
+   on loopback (separate processes), next to ``GET /api/v1/health`` (one trivial query) and
+   ``GET /livez`` (no database) as references.
 
-Run: ``.venv/bin/python bench/bench_registry.py [--quick] [--json out.json]``
+Run: ``.venv/bin/python bench/bench_registry.py [--quick] [--workers 1 2] [--reads-only] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -186,19 +187,20 @@ def load_python(url: str, seconds: float, procs: int = 2, concurrency: int = 16,
             "p99_ms": lat[int(len(lat) * 0.99)] * 1e3, "elapsed_s": elapsed}
 
 
-def bench_reads(quick: bool) -> dict:
+def bench_reads(quick: bool, workers: int = 1) -> dict:
     import httpx
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-registry-"))
     port = free_port()
     exe = shutil.which("adapter-registry", path=str(Path(sys.executable).parent)) or "adapter-registry"
     server = subprocess.Popen([exe, "serve", "--port", str(port), "--data-dir", str(data_dir), "--log-level",
-                               "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "warning", "--workers", str(workers)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
+        for _ in range(240):
             try:
-                if httpx.get(base + "/api/v1/health", timeout=1).status_code == 200:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200 and (data_dir / "admin-token").exists():
                     break
             except httpx.HTTPError:
                 pass
@@ -221,14 +223,19 @@ def bench_reads(quick: bool) -> dict:
             httpx.post(base + "/api/v1/adapters/bench/tiny/versions", files=files, data={"base_model": "meta/tiny"},
                        headers=auth, timeout=60).raise_for_status()
         seconds = 3.0 if quick else 10.0
-        load(base + "/api/v1/health", 1.0)  # warm up
+        load(base + "/api/v1/health", 2.0)  # warm up (every process)
+        livez = load(base + "/livez", seconds)
         health = load(base + "/api/v1/health", seconds)
         version = load(base + "/api/v1/adapters/bench/tiny/versions/latest", seconds)
         private_auth = load(base + "/api/v1/adapters/bench/tiny/versions/latest", seconds, headers=auth)
-        return {"health": health, "get_version": version, "get_version_with_token": private_auth}
+        return {"livez": livez, "health": health, "get_version": version, "get_version_with_token": private_auth}
     finally:
-        server.kill()
-        server.wait()
+        server.terminate()  # graceful: the embedded PostgreSQL stops too
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -236,11 +243,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10 MB only, short load runs")
     ap.add_argument("--json", type=Path, help="write results here")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1], help="API process counts to measure")
+    ap.add_argument("--reads-only", action="store_true", help="skip the validation part")
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
+    rows = [] if args.reads_only else validation_table(args.quick)
+    all_reads = {}
+    for workers in args.workers:
+        print(f"\n== metadata reads ({workers} API process(es), embedded PostgreSQL; wrk -t1 -c16 if installed) ==")
+        reads = all_reads[workers] = bench_reads(args.quick, workers)
+        for name, r in reads.items():
+            print(f"{name:>24}: {r['req_s']:8.0f} req/s  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
+                  f"errors {r['errors']}")
+        print(f"GET version / health throughput: {reads['get_version']['req_s'] / reads['health']['req_s']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"validation": rows, "reads": all_reads}, indent=2))
+
+
+def validation_table(quick: bool) -> list[dict]:
+    """Run and print the validation part."""
     print("== upload validation (median) ==")
-    rows = bench_validation(args.quick)
+    rows = bench_validation(quick)
     print(f"{'adapter':>8} {'bytes':>14} {'ours ms':>9} {'safe_open ms':>13} {'load_file ms':>13} {'load/ours':>10}")
     for r in rows:
         print(f"{r['size']:>8} {r['bytes']:>14,} {r['ours_ms']:>9.2f} {r['safe_open_ms']:>13.2f} "
@@ -249,15 +273,7 @@ def main() -> None:
         ratio = rows[1]["ours_ms"] / rows[0]["ours_ms"]
         verdict = "PASS" if ratio < 2.0 else "MISS"
         print(f"1 GB / 10 MB validation time: {ratio:.2f}  (goal: about the same, < 2x)  {verdict}")
-
-    print("\n== metadata reads (1 uvicorn worker, embedded PostgreSQL; wrk -t1 -c16 if installed) ==")
-    reads = bench_reads(args.quick)
-    for name, r in reads.items():
-        print(f"{name:>24}: {r['req_s']:8.0f} req/s  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
-              f"errors {r['errors']}")
-    print(f"GET version / health throughput: {reads['get_version']['req_s'] / reads['health']['req_s']:.2f}")
-    if args.json:
-        args.json.write_text(json.dumps({"validation": rows, "reads": reads}, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

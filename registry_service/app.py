@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 from sdk.errors import AdapterError, ValidationFailed
 
 from .db.models import ApiToken
-from .db.session import apply_migrations, make_engine, make_sessionmaker, start_embedded_postgres
+from .db.session import apply_migrations, head_revision, make_engine, make_sessionmaker, start_embedded_postgres
 from .deps import provide_db, provide_principal, provide_settings, provide_store
 from .domain.adapters.controller import AdapterController
 from .domain.adapters.uploads import UploadController
@@ -33,8 +33,11 @@ from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
 from .failures import handle_unexpected, http_problem
 from .inputs import RegistryRequest, reject_nul_parameters
+from .logs import litestar_logging
+from .metrics import mark_process_dead, metrics, prometheus_config
 from .openapi import problems
-from .request_ids import RequestIdMiddleware, logging_config
+from .probes import livez, readyz
+from .request_ids import RequestIdMiddleware
 from .settings import Settings
 from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, UploadError, make_store
 from .web import WebUIPlugin
@@ -79,7 +82,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             url, pg = await asyncio.to_thread(start_embedded_postgres, settings.data_dir)
         if settings.apply_migrations:
             await asyncio.to_thread(apply_migrations, url)
-        engine = make_engine(url)
+        await asyncio.to_thread(head_revision)  # read the packaged migrations once, for /readyz
+        engine = make_engine(url, settings.database_pool_size, settings.database_max_overflow)
         state.engine = engine
         state.sessionmaker = make_sessionmaker(engine)
         state.settings = settings
@@ -95,6 +99,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             yield
         finally:
             await engine.dispose()
+            mark_process_dead()
             if pg is not None:  # stop the embedded PostgreSQL with the service (SIGTERM included)
                 await asyncio.to_thread(pg.cleanup)
 
@@ -113,9 +118,11 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         UploadError: lambda exc: BadRequest(str(exc)),
         HTTPException: http_problem,
     }
+    observability = [metrics] if settings.metrics else []
     app = Litestar(
-        route_handlers=[health, BaseModelController, AdapterController, TokenController, UploadController,
-                        MergeJobController, LineageController, HubController, HubCommitController],
+        route_handlers=[health, livez, readyz, *observability, BaseModelController, AdapterController,
+                        TokenController, UploadController, MergeJobController, LineageController, HubController,
+                        HubCommitController],
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal),
@@ -123,6 +130,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         lifespan=[lifespan],
+        middleware=[prometheus_config().middleware] if settings.metrics else [],
         request_class=RegistryRequest,
         before_request=reject_nul_parameters,
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True,
@@ -130,7 +138,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
                  WebUIPlugin()],  # after problem details: it makes their errors HTML pages for browsers
         # outages (database, storage) become 503/502; anything else unexpected is logged and a 500
         exception_handlers={Exception: handle_unexpected},
-        logging_config=logging_config(),  # request ids in every log line
+        logging_config=litestar_logging(settings.log_level, settings.log_format),  # request ids in every line
         openapi_config=OpenAPIConfig(title="Adapter registry", version="1", path="/schema"),
         request_max_body_size=settings.max_body_bytes,  # routes that take more say so (see body_limits)
         debug=settings.debug,

@@ -11,9 +11,8 @@ The public surface:
   even a 404 of an unknown path carries the header);
 - :func:`current_request_id` says the id of the request being handled (``None`` outside one);
 - :class:`RequestIdFilter` gives log records a ``request_id`` attribute (``"-"`` outside a
-  request), for formats such as ``%(request_id)s``; add it to the log handlers;
-- :func:`logging_config` is the app's logging set-up (Litestar's, with the filter on its handlers
-  and the id in its format).
+  request), for formats such as :data:`LOG_FORMAT`; :mod:`registry_service.logs` puts it on every
+  log handler (text or JSON lines).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import re
 import uuid
 from contextvars import ContextVar
 
-from litestar.logging.config import LoggingConfig, default_handlers
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -90,14 +88,5 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def logging_config() -> LoggingConfig:
-    """Litestar's logging set-up (root and ``litestar`` loggers through its queue handler) with every
-    handler adding ``request_id`` and the format showing it. Unexpected errors are logged by the
-    app's own handler (``failures.handle_unexpected``), so Litestar's exception logging is off."""
-    handlers = {name: {**spec, "filters": ["request_id"]} for name, spec in default_handlers.items()}
-    return LoggingConfig(filters={"request_id": {"()": RequestIdFilter}}, handlers=handlers,
-                         formatters={"standard": {"format": LOG_FORMAT}}, log_exceptions="never")
-
-
 __all__ = ["LOG_FORMAT", "MAX_REQUEST_ID_LENGTH", "REQUEST_ID_HEADER", "RequestIdFilter", "RequestIdMiddleware",
-           "current_request_id", "logging_config", "new_request_id", "sane_request_id"]
+           "current_request_id", "new_request_id", "sane_request_id"]

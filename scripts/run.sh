@@ -4,7 +4,7 @@
 # `adapter-registry serve` (e.g. --port 8080 --data-dir ./data). `--demo` runs the SDK tour instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh dev
+bash scripts/setup.sh server
 if [ "${1:-}" = "--demo" ]; then
   exec .venv/bin/python -m sdk.demo
 fi

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from ..migrations import ALEMBIC_INI
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def async_url(url: str) -> str:
@@ -71,13 +76,14 @@ def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
         raise DatabaseUnreachable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
 
 
-def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine with a pool sized for the API process.
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
+    """An asyncpg engine with a pool sized for the API process (``pool_size`` kept, ``max_overflow``
+    more under load).
 
     Pooled connections are checked before use (``pool_pre_ping``), so after PostgreSQL restarts the
     pool replaces its dead connections by itself; a connection that cannot be made raises
     :class:`DatabaseUnreachable` within :data:`CONNECT_TIMEOUT_S`."""
-    engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
+    engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
                                  connect_args={"timeout": CONNECT_TIMEOUT_S})
     event.listen(engine.sync_engine, "do_connect", _connect)
     return engine
@@ -88,14 +94,40 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic's configuration from the packaged ``alembic.ini`` (migrations ship inside the package,
+    so an installed wheel finds them), for the database at ``url``."""
+    from alembic.config import Config
+
+    cfg = Config(str(ALEMBIC_INI))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
+    return cfg
+
+
 def apply_migrations(url: str) -> None:
     """Upgrade the database to the newest Alembic revision."""
     from alembic import command
-    from alembic.config import Config
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    command.upgrade(alembic_config(url), "head")
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
-    command.upgrade(cfg, "head")
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration this package ships."""
+    from alembic.script import ScriptDirectory
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations under {Path(ALEMBIC_INI).parent}")
+    return head
+
+
+async def current_revision(conn: AsyncConnection) -> str | None:
+    """The migration the database is at (None before the first one)."""
+    exists = (await conn.execute(text("SELECT to_regclass('alembic_version') IS NOT NULL"))).scalar_one()
+    if not exists:
+        return None
+    return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one_or_none()

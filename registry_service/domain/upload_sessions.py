@@ -29,8 +29,9 @@ from sdk.nonfinite import scanner_for
 
 from ..body_limits import check_length, too_large, upload_slot
 from ..errors import BadRequest, Gone, NotFound, UploadRejected, reject
+from ..metrics import S3_DIRECT_BYTES
 from ..settings import Settings
-from ..storage import MIN_PART_SIZE, BlobInfo, BlobStore, is_direct_key
+from ..storage import MIN_PART_SIZE, BlobInfo, BlobStore, LocalBlobStore, is_direct_key
 from ..storage.base import check_sha256
 from .blob_commits import CommitOutcomeUnknown
 from .payloads import Payload
@@ -212,6 +213,8 @@ async def finalize_session(db: AsyncSession, sessionmaker: async_sessionmaker[As
             if not check.cancelled():
                 check.exception()  # raised through publish, or an error of publish's came first
         state = "done"
+        if not isinstance(store, LocalBlobStore):  # the parts went to S3 through presigned URLs
+            S3_DIRECT_BYTES.labels("upload").inc(row.size)
     finally:
         await release_storage(store, row, keep=kept)
         async with sessionmaker() as db2, db2.begin():

@@ -37,7 +37,9 @@ def make_store(settings: Settings) -> BlobStore:
     """S3 when a bucket is configured, else a directory under the data dir."""
     if settings.uses_s3:
         assert settings.s3_bucket
-        return S3BlobStore(settings.s3_bucket, endpoint_url=settings.s3_endpoint, region=settings.s3_region)
+        return S3BlobStore(settings.s3_bucket, endpoint_url=settings.s3_endpoint, region=settings.s3_region,
+                           public_endpoint_url=settings.s3_public_endpoint,
+                           max_pool_connections=settings.s3_max_connections)
     return LocalBlobStore(settings.data_dir / "blobs")
 
 

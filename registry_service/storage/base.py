@@ -283,6 +283,10 @@ class BlobStore(Protocol):
         """Whether the blob is stored."""
         ...
 
+    async def ping(self) -> None:
+        """Raise :class:`StorageError` unless the storage answers and can be written (readiness probe)."""
+        ...
+
     async def size(self, ref: str) -> int:
         """Size in bytes of a stored blob; :class:`BlobNotFoundError` if absent."""
         ...

@@ -156,6 +156,12 @@ class LocalBlobStore:
                     raise IntegrityError("the source changed while it was being stored")
         return info
 
+    async def ping(self) -> None:
+        """The blob directory must exist and be writable."""
+        folder = self.root / "blobs" / "sha256"
+        if not await asyncio.to_thread(os.access, folder, os.W_OK | os.X_OK):
+            raise StorageError(f"blob directory {folder} is missing or not writable")
+
     async def exists(self, ref: str) -> bool:
         """Whether the blob file exists."""
         return await asyncio.to_thread(self._blob_path(ref).is_file)

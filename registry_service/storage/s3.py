@@ -26,7 +26,7 @@ from typing import Any
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .base import (
     CHUNK_SIZE,
@@ -165,6 +165,15 @@ class S3BlobStore:
     async def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (call once at start-up)."""
         await asyncio.to_thread(self._ensure_bucket)
+
+    async def ping(self) -> None:
+        """The bucket must answer (HEAD bucket)."""
+        try:
+            await asyncio.to_thread(self._client.head_bucket, Bucket=self.bucket)
+        except ClientError as exc:
+            raise StorageError(f"bucket {self.bucket}: {_message(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 is unreachable: {exc}") from exc
 
     def _ensure_bucket(self) -> None:
         try:

@@ -9,6 +9,7 @@ from litestar.response import Redirect, Stream
 
 from ...db.models import File
 from ...errors import NotFound, RangeNotSatisfiable
+from ...metrics import S3_DIRECT_BYTES
 from ...storage import BlobNotFoundError, BlobStore, InvalidRangeError, content_disposition
 
 #: ``bytes=start-end``; each bound at most 19 ASCII digits (beyond any file size), so int() never meets a
@@ -72,6 +73,7 @@ async def serve_file(
     if redirect and not head:
         url = await store.presigned_get_url(f.storage_key, f.filename, expires=expires)
         if url:
+            S3_DIRECT_BYTES.labels("download").inc(f.size)
             return Redirect(url, status_code=302, headers={"X-Content-Sha256": f.sha256})
     rng = parse_range(range_header, f.size)
     start, end = (0, None) if rng is None else rng

@@ -16,6 +16,7 @@ from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...metrics import S3_DIRECT_BYTES
 from ...openapi import file_operation, hub_errors
 from ...settings import Settings
 from ...storage import BlobStore
@@ -70,6 +71,8 @@ class HubController(Controller):
             # Only a redirect to ANOTHER origin: a same-origin one would be followed by the client's HEAD,
             # and storage does not answer with the metadata headers.
             if url and _origin(url) != _origin(str(request.base_url)):
+                if request.method == "GET":
+                    S3_DIRECT_BYTES.labels("download").inc(f.size)
                 return Redirect(url, status_code=302, headers=meta)
         response = await serve_file(store, f, request.headers.get("range"), redirect=False,
                                     head=request.method == "HEAD")

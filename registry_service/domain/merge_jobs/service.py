@@ -349,6 +349,12 @@ async def mark_stalled(sessionmaker: async_sessionmaker[AsyncSession], job_id: s
         db.add(Event(actor=actor, kind="merge-job", subject=str(job_id), data={"state": state, "note": note}))
 
 
+async def job_state(sessionmaker: async_sessionmaker[AsyncSession], job_id: str) -> str | None:
+    """The state of merge job ``job_id`` (None when there is no such job), for the worker's logs and metrics."""
+    async with sessionmaker() as db:
+        return (await db.execute(select(MergeJob.state).where(MergeJob.id == uuid.UUID(str(job_id))))).scalar()
+
+
 async def describe(db: AsyncSession, job: MergeJob, root: str = "") -> dict[str, Any]:
     """The JSON form of a job, with its result once there is one."""
     base = await db.get(BaseModel, job.base_model_id)

@@ -1,0 +1,1 @@
+"""Alembic revisions (files named NNNN_*.py; Alembic skips this one)."""
