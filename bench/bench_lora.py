@@ -27,6 +27,7 @@ Usage::
     .venv/bin/python bench/bench_lora.py --quick    # smoke test (< 1 minute)
     .venv/bin/python bench/bench_lora.py --json out.json
     .venv/bin/python bench/bench_lora.py --only mixed
+    .venv/bin/python bench/bench_lora.py --device cuda   # the same on a GPU
 """
 
 from __future__ import annotations
@@ -170,6 +171,13 @@ def _foreign_share(before: tuple[int, int] | None, after: tuple[int, int] | None
     return max(other - 2, 0) / hz / wall  # 2 jiffies of slack for the 10 ms resolution
 
 
+#: What ``time_interleaved`` reads: wall time, or (``--clock cpu`` in bench_compile) this process's CPU time,
+#: which other processes on a shared machine disturb much less (use it with one thread).
+CLOCK: Callable[[], float] = time.perf_counter
+#: Where models and inputs live (``--device``); timed calls on CUDA are followed by a synchronize.
+DEVICE = torch.device("cpu")
+
+
 def time_interleaved(
     fns: dict[str, Callable[[], object]], warmup: int, reps: int, max_foreign: float = 0.10
 ) -> dict[str, list[float]]:
@@ -199,9 +207,11 @@ def time_interleaved(
             round_t: dict[str, float] = {}
             j0, w0 = _cpu_jiffies(), time.perf_counter()
             for k in order:
-                t0 = time.perf_counter()
+                t0 = CLOCK()
                 fns[k]()
-                round_t[k] = time.perf_counter() - t0
+                if DEVICE.type == "cuda":
+                    torch.cuda.synchronize(DEVICE)
+                round_t[k] = CLOCK() - t0
             share = _foreign_share(j0, _cpu_jiffies(), time.perf_counter() - w0)
             dest = noisy if share > max_foreign else clean
             for k in keys:
@@ -368,7 +378,7 @@ def bench_mixed(base, vocab, warmup, reps, batch=64) -> dict:
     for m in (s, p, plain):
         m.eval()
     g = torch.Generator().manual_seed(7)
-    ids = torch.randint(0, vocab, (batch, 1), generator=g)
+    ids = torch.randint(0, vocab, (batch, 1), generator=g).to(DEVICE)
     per_sample = [f"a{i % N_MIXED_ADAPTERS}" for i in range(batch)]
     with torch.inference_mode():
         ls = s(input_ids=ids, adapter_names=per_sample, use_cache=False).logits
@@ -545,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads (default: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument(
         "--retries",
         type=float,
@@ -562,18 +573,19 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     mode = "quick" if args.quick else "full"
-    global RETRY_FACTOR
+    global RETRY_FACTOR, DEVICE
+    DEVICE = torch.device(args.device)
     RETRY_FACTOR = args.retries if args.retries is not None else (0 if args.quick else 1)
     plan = SETTINGS[mode]
     sections = args.only or [k for k, (w, n) in plan.items() if n > 0]
 
     cfg = llama_config()
     torch.manual_seed(args.seed)
-    base = LlamaForCausalLM(cfg).eval()
+    base = LlamaForCausalLM(cfg).eval().to(DEVICE)
     for q in base.parameters():
         q.requires_grad_(False)
     g = torch.Generator().manual_seed(args.seed + 1)
-    inputs = torch.randint(0, cfg.vocab_size, (4, 128), generator=g)
+    inputs = torch.randint(0, cfg.vocab_size, (4, 128), generator=g).to(DEVICE)
 
     env = {
         "mode": mode,
@@ -583,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "device": str(DEVICE),
         "threads": torch.get_num_threads(),
         "attn_implementation": getattr(cfg, "_attn_implementation", None),
         "dtype": str(next(base.parameters()).dtype),

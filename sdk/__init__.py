@@ -27,6 +27,7 @@ from .errors import (
     TargetModulesNotFoundError,
     UnsupportedLayerError,
 )
+from .hotswap import hotswap_adapter, hotswap_adapter_from_state_dict, prepare_model_for_compiled_hotswap
 from .kbit import prepare_model_for_kbit_training
 from .merge_files import combine_lora_adapter_dirs, merge_adapter_into_base
 from .merging.combine import combine_lora_adapters
@@ -125,9 +126,12 @@ __all__ = [
     "default_client",
     "get_method",
     "get_peft_model",
+    "hotswap_adapter",
+    "hotswap_adapter_from_state_dict",
     "load",
     "merge",
     "merge_adapter_into_base",
+    "prepare_model_for_compiled_hotswap",
     "prepare_model_for_kbit_training",
     "pull",
     "push",

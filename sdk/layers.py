@@ -8,16 +8,44 @@ by walking modules that derive from :class:`AdapterModule`, never by matching pa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import ClassVar
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import ClassVar, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from .errors import AdapterStateError, MergeError
 from .merging import add_delta
-from .routing import ROUTING
+from .routing import Routing
 from .targeting import ModelView, module_kind
+
+T = TypeVar("T")
+
+
+class VersionedCache(Generic[T]):
+    """One value built from some tensors (a layer's stacked adapter weights for a mixed batch), kept while
+    it is asked for with the same key and none of those tensors changed in place (version counters)."""
+
+    __slots__ = ("key", "tensors", "value", "versions")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the value (call it when the layer's adapters change)."""
+        self.key: Hashable = None
+        self.tensors: tuple[Tensor, ...] = ()
+        self.versions: tuple[int, ...] = ()
+        self.value: T | None = None
+
+    def get(self, key: Hashable, build: Callable[[], tuple[T, Sequence[Tensor]]]) -> T:
+        """The value for ``key``; ``build`` returns a new one and the tensors it was built from."""
+        if self.key == key and self.versions == tuple(t._version for t in self.tensors):
+            return self.value  # type: ignore[return-value]
+        value, tensors = build()
+        self.key, self.value, self.tensors = key, value, tuple(tensors)
+        self.versions = tuple(t._version for t in self.tensors)
+        return value
 
 
 class AdapterModule(nn.Module):
@@ -35,6 +63,20 @@ class AdapterModule(nn.Module):
         self.base_layer = base_layer
         self.active: tuple[str, ...] = ()
         self.disabled = False
+        self._route: Routing | None = None  # the mixed batch being run, set by AdapterModel
+
+    # --- mixed batches -----------------------------------------------------------------------
+    def begin_routing(self, routing: Routing) -> None:
+        """Apply each adapter to its own samples (``routing``) in the forwards until :meth:`end_routing`.
+
+        Called by ``AdapterModel`` outside any compiled region, so a layer may prepare tables here
+        (stacked weights…) that its forward then reads as plain tensors.
+        """
+        self._route = routing
+
+    def end_routing(self) -> None:
+        """Back to the active adapters."""
+        self._route = None
 
     # --- the protocol AdapterModel relies on ------------------------------------------------
     def adapter_names(self) -> list[str]:
@@ -87,12 +129,13 @@ class AdapterLayer(AdapterModule):
     def add_updates(self, x: Tensor, result: Tensor, update: Callable[[Tensor, str], Tensor]) -> Tensor:
         """``result`` plus each adapter's contribution ``update(x, name)``: per sample under a mixed-batch
         routing (only the rows routed to an adapter see it), else every live adapter (none while disabled)."""
-        routing = ROUTING.get()
+        routing = self._route
         if routing is not None:
             routing.check_batch(x.shape[0])
-            names = set(self.adapter_names())
-            for name, idx in routing.indices(x.device).items():
+            names = self.adapter_names()
+            for name, idx in routing.members.items():
                 if name in names:
+                    idx = idx.to(x.device)
                     result = result.index_add(0, idx, update(x.index_select(0, idx), name).to(result.dtype))
             return result
         if self.disabled:

@@ -21,7 +21,7 @@ from .formats import adapter_state_dict, load_adapter_state, read_adapter_weight
 from .layers import AdapterLayer, AdapterModule, iter_adapter_modules, replace_module
 from .methods import composition_problem, config_from_dict, get_method, merge_refusal
 from .quantization import keep_trainable_layout_everywhere
-from .routing import BASE_ADAPTER, ROUTING, Routing
+from .routing import BASE_ADAPTER, Routing, RoutingGate
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
 
@@ -34,6 +34,9 @@ class AdapterModel(nn.Module):
         self.base_model = model
         self.peft_config: dict[str, AdapterConfig] = {}
         self._active: list[str] = []
+        self._gate = RoutingGate()
+        self._routings: list[Routing] = []  # mixed batches running (nested calls stack up)
+        self._module_list: list[AdapterModule] | None = None  # adapter modules, until the structure changes
         for p in model.parameters():
             p.requires_grad_(False)
         if config is not None:
@@ -78,6 +81,15 @@ class AdapterModel(nn.Module):
     def _modules_with_adapters(self) -> Iterator[tuple[str, AdapterModule]]:
         return iter_adapter_modules(self.base_model)
 
+    def _adapter_modules(self) -> list[AdapterModule]:
+        """Every adapter module, cached until adapters are added or removed (read on each mixed batch)."""
+        if self._module_list is None:
+            self._module_list = [m for _, m in self._modules_with_adapters()]
+        return self._module_list
+
+    def _structure_changed(self) -> None:
+        self._module_list = None
+
     def _check_names(self, names: Sequence[str]) -> None:
         unknown = [n for n in names if n not in self.peft_config]
         if unknown:
@@ -103,7 +115,10 @@ class AdapterModel(nn.Module):
             raise AdapterStateError(f"cannot add adapter {adapter_name!r}: {clash}")
         if not config.base_model_name_or_path:
             config.base_model_name_or_path = _name_or_path(self.base_model)
-        tuner.inject(self.base_model, config, adapter_name)
+        try:
+            tuner.inject(self.base_model, config, adapter_name)
+        finally:
+            self._structure_changed()
         self.peft_config[adapter_name] = config
         self._update_trainable()
 
@@ -137,6 +152,7 @@ class AdapterModel(nn.Module):
                 module.delete_adapter(adapter_name)
             if not module.adapter_names():
                 replace_module(self.base_model, path, module.unwrap(merge=False))
+        self._structure_changed()
         del self.peft_config[adapter_name]
         if adapter_name in self._active:
             rest = [n for n in self._active if n != adapter_name] or self.adapter_names[:1]
@@ -173,33 +189,78 @@ class AdapterModel(nn.Module):
                 self.merge_adapter(merged)
 
     # --- forward / generate -------------------------------------------------------------------
-    def _routing(self, adapter_names: Sequence[str], batch: int | None) -> Routing:
+    def _routing(self, adapter_names: Sequence[str], args: Sequence[Any], kwargs: dict[str, Any], expand: int = 1
+                 ) -> Routing:
         if self.training:
             raise MixedBatchError("mixed-adapter batches (adapter_names=...) are for inference; call model.eval()")
+        if isinstance(adapter_names, str):
+            raise MixedBatchError("adapter_names takes one adapter name per sample (a list), not a single string")
         if self._merged_names():
             raise MixedBatchError("mixed-adapter batches need unmerged adapters; call unmerge_adapter() first")
         names = list(adapter_names)
         self._check_names([n for n in set(names) if n != BASE_ADAPTER])
+        batch, device = _batch_and_device(args, kwargs)
         if batch is not None and batch != len(names):
             raise MixedBatchError(
                 f"adapter_names has {len(names)} entries but the batch has {batch} samples; give one per sample"
             )
-        return Routing(tuple(names))
+        if device is None:
+            device = next((p.device for p in self.base_model.parameters()), torch.device("cpu"))
+        return Routing.build([n for n in names for _ in range(expand)], device)
 
+    @torch.compiler.disable
+    def _enter_call(self, adapter_names: Sequence[str] | None, args: Sequence[Any], kwargs: dict[str, Any],
+                    expand: int = 1) -> tuple[Routing | None, bool]:
+        """Take the gate for one call and, for a mixed batch, give every adapter module its routing."""
+        if adapter_names is None:
+            return None, self._gate.acquire(routed=False)
+        routing = self._routing(adapter_names, args, kwargs, expand)
+        token = self._gate.acquire(routed=True)
+        self._routings.append(routing)
+        try:
+            for m in self._adapter_modules():
+                m.begin_routing(routing)
+        except BaseException:
+            self._exit_call((routing, token))
+            raise
+        return routing, token
+
+    @torch.compiler.disable
+    def _exit_call(self, entered: tuple[Routing | None, bool]) -> None:
+        """Undo :meth:`_enter_call` (a nested mixed batch gives the outer routing back)."""
+        routing, token = entered
+        if routing is None:
+            self._gate.release(False, token)
+            return
+        try:
+            self._routings.pop()
+            for m in self._adapter_modules():
+                if self._routings:
+                    m.begin_routing(self._routings[-1])
+                else:
+                    m.end_routing()
+        finally:
+            self._gate.release(True, token)
+
+    @torch.compiler.disable(recursive=False)
     def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         """Call the wrapped model; ``adapter_names`` picks an adapter per sample.
 
         In training mode, methods' extra loss terms (e.g. AdaLoRA's orthogonal regulariser) are
         added to ``output.loss`` when the output has one.
+
+        ``torch.compile`` leaves this frame and its helpers alone: they only prepare a mixed batch's
+        routing. It compiles :meth:`_run` (one graph, no break), which reads the routing as tensors, so
+        a new list of ``adapter_names`` reuses the compiled graph instead of specialising it.
         """
-        if adapter_names is None:
-            return self._add_extra_loss(self.base_model(*args, **kwargs))
-        routing = self._routing(adapter_names, _batch_size(args, kwargs))
-        token = ROUTING.set(routing)
+        entered = self._enter_call(adapter_names, args, kwargs)
         try:
-            return self.base_model(*args, **kwargs)
+            return self._run(args, kwargs)
         finally:
-            ROUTING.reset(token)
+            self._exit_call(entered)
+
+    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._add_extra_loss(self.base_model(*args, **kwargs))
 
     def _add_extra_loss(self, output: Any) -> Any:
         loss = getattr(output, "loss", None)
@@ -235,17 +296,12 @@ class AdapterModel(nn.Module):
 
     def generate(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         """The wrapped model's ``generate``; ``adapter_names`` picks an adapter per prompt."""
-        if adapter_names is None:
-            return self.base_model.generate(*args, **kwargs)
-        routing = self._routing(adapter_names, _batch_size(args, kwargs))
         expand = int(kwargs.get("num_beams") or 1) * int(kwargs.get("num_return_sequences") or 1)
-        if expand > 1:
-            routing = Routing(tuple(n for n in routing.names for _ in range(expand)))
-        token = ROUTING.set(routing)
+        entered = self._enter_call(adapter_names, args, kwargs, expand)
         try:
             return self.base_model.generate(*args, **kwargs)
         finally:
-            ROUTING.reset(token)
+            self._exit_call(entered)
 
     # --- merging -----------------------------------------------------------------------------
     def _merged_names(self) -> list[str]:
@@ -291,6 +347,7 @@ class AdapterModel(nn.Module):
             self.merge_adapter(adapter_names, safe_merge=safe_merge)
         for path, module in list(self._modules_with_adapters()):
             replace_module(self.base_model, path, module.unwrap(merge=merge))
+        self._structure_changed()
         self.peft_config.clear()
         self._active = []
         return self.base_model
@@ -445,11 +502,14 @@ def _name_or_path(model: nn.Module) -> str | None:
     return getattr(cfg, "name_or_path", None) or getattr(cfg, "_name_or_path", None) or None
 
 
-def _batch_size(args: Sequence[Any], kwargs: dict[str, Any]) -> int | None:
+def _batch_and_device(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[int | None, torch.device | None]:
+    """The batch size and device of a call's main input (None where there is no tensor to tell)."""
     first = args[0] if args else next(
         (kwargs[k] for k in ("input_ids", "inputs_embeds", "pixel_values", "x", "input") if k in kwargs), None
     )
-    return first.shape[0] if isinstance(first, torch.Tensor) and first.dim() > 0 else None
+    if isinstance(first, torch.Tensor) and first.dim() > 0:
+        return first.shape[0], first.device
+    return None, None
 
 
 def get_peft_model(model: nn.Module, config: AdapterConfig, adapter_name: str = "default") -> AdapterModel:

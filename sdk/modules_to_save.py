@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .errors import TargetModulesNotFoundError
 from .layers import AdapterModule, inside_adapter_module, replace_module
-from .routing import ROUTING, Routing
+from .routing import Routing
 from .targeting import matches_name_list
 
 
@@ -47,7 +47,7 @@ class ModulesToSave(AdapterModule):
         self.active = tuple(n for n in self.active if n != name)
 
     def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
-        routing = ROUTING.get()
+        routing = self._route
         if routing is None:
             module = self.base_layer if self.disabled or not self.active else self.copies[self.active[0]]
             return module(x, *args, **kwargs)
@@ -56,8 +56,9 @@ class ModulesToSave(AdapterModule):
     def _mixed(self, routing: Routing, x: Tensor, *args: object, **kwargs: object) -> Tensor:
         routing.check_batch(x.shape[0])
         result = self.base_layer(x, *args, **kwargs)
-        for name, idx in routing.indices(x.device).items():
+        for name, idx in routing.members.items():
             if name in self.copies:
+                idx = idx.to(x.device)
                 result = result.index_copy(0, idx, self.copies[name](x.index_select(0, idx), *args, **kwargs))
         return result
 

@@ -1,12 +1,22 @@
 """Mixed batches: which adapter each sample of a batch uses, while a forward runs.
 
-``AdapterModel`` sets :data:`ROUTING` around a forward with ``adapter_names=[...]``; adapter
-modules read it and apply each adapter to its own rows only (``__base__``: no adapter).
+``AdapterModel`` builds one :class:`Routing` per call with ``adapter_names=[...]`` and hands it to
+every adapter module (``begin_routing``) before the base model runs, and takes it back
+(``end_routing``) afterwards. Modules keep what they need as plain attributes, so their forward
+reads no context variable or thread-local and ``torch.compile`` traces it without a graph break:
+the routing's index tensors become graph inputs, so a new assignment of adapters to samples (same
+batch size) reuses the compiled graph.
+
+Because the routing lives on the model's modules for the duration of a call, calls on one model
+must not overlap with a routed call: :class:`RoutingGate` serialises a routed call against every
+other call of the same model (calls without ``adapter_names`` still run concurrently with each
+other). Asyncio needs nothing extra: a forward never yields to the event loop.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -18,67 +28,131 @@ from .errors import MixedBatchError
 BASE_ADAPTER = "__base__"
 
 
-@dataclass
+@dataclass(eq=False)
 class Routing:
-    """Which adapter each sample of a batch uses; index tensors are built once per device."""
+    """Which adapter each sample of a batch uses, as index tensors on the input's device.
+
+    Samples are grouped by adapter (``unique``, in order of first appearance; ``__base__`` samples
+    belong to no group) and every group is padded to the largest group's size ``G``, so that a
+    layer can run one batched matmul over ``U`` groups:
+
+    - ``gather`` (U·G): the samples of group 0, then of group 1, …; a padding entry repeats the
+      group's first sample;
+    - ``pad`` (U·G): 1.0 for real entries and 0.0 for padding, or None when no group is padded;
+    - ``slot`` (batch): 0 for a ``__base__`` sample, ``1 + u`` for a sample of group ``u``;
+    - ``members``: each adapter's sample indices (for layers that loop over adapters).
+    """
 
     names: tuple[str, ...]
-    unique: tuple[str, ...] = ()
-    _indices: dict[torch.device, dict[str, Tensor]] = field(default_factory=dict)
-    _padded: dict[torch.device, tuple[Tensor, Tensor, Tensor, int]] = field(default_factory=dict)
+    unique: tuple[str, ...]
+    batch: int
+    gather: Tensor
+    pad: Tensor | None
+    slot: Tensor
+    members: dict[str, Tensor]
+    #: The last input gathered into group order and the result (layers that share an input, like q/k/v
+    #: projections, gather it once in eager mode; a compiled graph deduplicates the gather itself).
+    _gathered: tuple[Tensor, int, Tensor] | None = field(default=None, repr=False)
 
-    def __post_init__(self) -> None:
-        seen: dict[str, None] = {}
-        for n in self.names:
+    @property
+    def groups(self) -> int:
+        """Number of adapter groups (U)."""
+        return len(self.unique)
+
+    @property
+    def group_size(self) -> int:
+        """Rows per group after padding (G)."""
+        return self.gather.shape[0] // max(len(self.unique), 1)
+
+    @classmethod
+    def build(cls, names: Sequence[str], device: torch.device | str = "cpu") -> Routing:
+        """The routing of a batch whose sample ``i`` uses adapter ``names[i]``."""
+        names = tuple(names)
+        groups: dict[str, list[int]] = {}
+        for i, n in enumerate(names):
             if n != BASE_ADAPTER:
-                seen.setdefault(n, None)
-        self.unique = tuple(seen)
+                groups.setdefault(n, []).append(i)
+        g = max((len(v) for v in groups.values()), default=0)
+        gather: list[int] = []
+        pad: list[float] = []
+        slot = [0] * len(names)
+        for u, members in enumerate(groups.values()):
+            gather += members + [members[0]] * (g - len(members))
+            pad += [1.0] * len(members) + [0.0] * (g - len(members))
+            for i in members:
+                slot[i] = u + 1
+
+        def as_tensor(v: list[int]) -> Tensor:
+            return torch.tensor(v, dtype=torch.long, device=device)
+
+        padded = 0.0 in pad
+        return cls(
+            names=names,
+            unique=tuple(groups),
+            batch=len(names),
+            gather=as_tensor(gather),
+            pad=torch.tensor(pad, dtype=torch.float32, device=device) if padded else None,
+            slot=as_tensor(slot),
+            members={n: as_tensor(v) for n, v in groups.items()},
+        )
 
     def check_batch(self, batch: int) -> None:
         """Refuse a batch whose size differs from the number of names."""
-        if batch != len(self.names):
+        if batch != self.batch:
             raise MixedBatchError(
-                f"adapter_names has {len(self.names)} entries but the batch has {batch} samples; "
+                f"adapter_names has {self.batch} entries but the batch has {batch} samples; "
                 "give exactly one adapter name per sample ('__base__' for none)"
             )
 
-    def indices(self, device: torch.device) -> dict[str, Tensor]:
-        """Sample indices of each adapter (``__base__`` excluded)."""
-        got = self._indices.get(device)
-        if got is None:
-            got = {
-                u: torch.tensor([i for i, n in enumerate(self.names) if n == u], dtype=torch.long, device=device)
-                for u in self.unique
-            }
-            self._indices[device] = got
-        return got
 
-    def padded(self, device: torch.device) -> tuple[Tensor, Tensor | None, Tensor, int]:
-        """Index tables for a grouped batched matmul.
+class RoutingGate:
+    """Keeps a routed call of a model from overlapping any other call of the same model.
 
-        Returns ``(gather, keep, target, G)``: ``gather`` (U·G) lists each adapter's samples
-        padded to G with sample 0; ``keep`` are the positions in it that are real samples (None
-        when no group needed padding) and ``target`` the sample each of those belongs to.
-        """
-        got = self._padded.get(device)
-        if got is None:
-            groups = [[i for i, n in enumerate(self.names) if n == u] for u in self.unique]
-            g = max((len(x) for x in groups), default=0)
-            gather: list[int] = []
-            keep: list[int] = []
-            target: list[int] = []
-            for u, members in enumerate(groups):
-                gather.extend(members + [0] * (g - len(members)))
-                keep.extend(range(u * g, u * g + len(members)))
-                target.extend(members)
+    Plain calls (no routing) enter together; a routed call waits until none runs and keeps new
+    ones out until it ends. A call nested inside a routed call on the same thread (a hook that calls
+    the model again) enters at once, as it would have in the same context.
+    """
 
-            def as_tensor(v: list[int]) -> Tensor:
-                return torch.tensor(v, dtype=torch.long, device=device)
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._plain = 0
+        self._owner: int | None = None
+        self._waiting = 0  # routed calls waiting: new plain calls let them go first
 
-            padding = len(keep) != len(gather)
-            got = (as_tensor(gather), as_tensor(keep) if padding else None, as_tensor(target), g)
-            self._padded[device] = got
-        return got
+    def acquire(self, routed: bool) -> bool:
+        """Enter for one call (``routed``: it sets a routing); returns the token to :meth:`release` with."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:  # nested in this thread's routed call
+                return False
+            if routed:
+                self._waiting += 1
+                while self._owner is not None or self._plain:
+                    self._cond.wait()
+                self._waiting -= 1
+                self._owner = me
+            else:
+                while self._owner is not None or self._waiting:
+                    self._cond.wait()
+                self._plain += 1
+            return True
 
+    def release(self, routed: bool, token: bool) -> None:
+        """Leave again (``token``: what :meth:`acquire` returned)."""
+        if not token:
+            return
+        with self._cond:
+            if routed:
+                self._owner = None
+            else:
+                self._plain -= 1
+            self._cond.notify_all()
 
-ROUTING: ContextVar[Routing | None] = ContextVar("adapter_routing", default=None)
+    def __deepcopy__(self, memo: dict[int, object]) -> RoutingGate:
+        return RoutingGate()  # a copied model is another model: it gets a gate of its own
+
+    def __getstate__(self) -> dict[str, object]:
+        return {}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__()  # type: ignore[misc]

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from ..config import AdapterConfig
 from ..errors import ConfigError
-from ..layers import AdapterLayer
-from ..routing import ROUTING
+from ..grouped import GroupedWeights, grouped_linear
+from ..layers import AdapterLayer, VersionedCache
+from ..routing import Routing
 from ..signature import ExpectedTensor
 from ..targeting import DEFAULT_TARGETS, ModelView, module_kind, pattern_key
 from .config_checks import check_layers, check_number, check_patterns, check_positive_int, normalise_name_lists
@@ -106,6 +107,8 @@ class LycorisLayer(AdapterLayer):
         self.rank_dropout_rescale: dict[str, bool] = {}
         self.module_dropout: dict[str, float] = {}
         self.kind = module_kind(base_layer)
+        self._mix_cache: VersionedCache[GroupedWeights] = VersionedCache()
+        self._mix: GroupedWeights | None = None  # stacked ΔWᵀ of the running mixed batch (Linear only)
 
     def rebuild(self, name: str) -> Tensor:
         """ΔW (unscaled, any shape with the weight's element count) from the adapter's factors."""
@@ -118,6 +121,7 @@ class LycorisLayer(AdapterLayer):
         self.rank_dropout[name] = float(config.rank_dropout)
         self.rank_dropout_rescale[name] = bool(getattr(config, "rank_dropout_scale", True))
         self.module_dropout[name] = float(config.module_dropout)
+        self._mix_cache.clear()
         self._refresh()
 
     def adapter_names(self) -> list[str]:
@@ -130,6 +134,7 @@ class LycorisLayer(AdapterLayer):
         del self.factors[name]
         for meta in (self.scaling, self.rank_dropout, self.rank_dropout_rescale, self.module_dropout):
             meta.pop(name, None)
+        self._mix_cache.clear()
 
     def delta_weight(self, name: str) -> Tensor:
         return (self.rebuild(name) * self.scaling[name]).reshape(self.base_layer.weight.shape)
@@ -140,8 +145,9 @@ class LycorisLayer(AdapterLayer):
         p = self.rank_dropout[name]
         if self.training and p > 0.0:
             keep = (torch.rand(delta.shape[0], device=delta.device) > p).to(delta.dtype)
-            if self.rank_dropout_rescale[name] and keep.sum() > 0:
-                keep = keep / keep.mean()
+            if self.rank_dropout_rescale[name]:  # (no data-dependent branch: it would break a compiled graph)
+                mean = keep.mean()
+                keep = keep / torch.where(mean > 0, mean, torch.ones_like(mean))
             delta = delta * keep.view(-1, *([1] * (delta.dim() - 1)))
         return delta
 
@@ -153,22 +159,47 @@ class LycorisLayer(AdapterLayer):
 
     def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
         result = self.base_layer(x, *args, **kwargs)
-        routing = ROUTING.get()
+        routing = self._route
         if routing is not None:
             routing.check_batch(x.shape[0])
-            for name, idx in routing.indices(x.device).items():
+            if self._mix is not None:
+                return grouped_linear(x, result, routing, self._mix)
+            for name, idx in routing.members.items():  # Conv2d: one adapter at a time
                 if name in self.factors:
+                    idx = idx.to(x.device)
                     extra = self._apply(x.index_select(0, idx), self.delta_weight(name))
                     result = result.index_add(0, idx, extra.to(result.dtype))
             return result
         if self.disabled:
             return result
         for name in self._live:
+            extra = self._apply(x, self._train_delta(name))
             p = self.module_dropout[name]
-            if self.training and p > 0.0 and float(torch.rand(1)) < p:
-                continue  # module dropout: skip this adapter for the whole step
-            result = result + self._apply(x, self._train_delta(name)).to(result.dtype)
+            if self.training and p > 0.0:  # module dropout: this adapter is left out of the whole step
+                extra = extra * (torch.rand((), device=extra.device) >= p).to(extra.dtype)
+            result = result + extra.to(result.dtype)
         return result
+
+    def begin_routing(self, routing: Routing) -> None:
+        super().begin_routing(routing)
+        linear = self.kind != "Conv2d" and any(n in self.factors for n in routing.unique)
+        self._mix = self._mix_cache.get(routing.unique, lambda: self._stack(routing.unique)) if linear else None
+
+    def end_routing(self) -> None:
+        super().end_routing()
+        self._mix = None
+
+    def _stack(self, names: tuple[str, ...]) -> tuple[GroupedWeights, list[Tensor]]:
+        """ΔWᵀ (U, in, out) of ``names``, zeros where an adapter is absent."""
+        here = [n for n in names if n in self.factors]
+        sources = [t for n in here for t in self.factors[n].values()]
+        out_f, in_f = self.base_layer.weight.shape[:2]
+        stack = torch.zeros(len(names), in_f, out_f, dtype=sources[0].dtype, device=sources[0].device)
+        with torch.no_grad():
+            for u, n in enumerate(names):
+                if n in self.factors:
+                    stack[u] = self.delta_weight(n).t()
+        return GroupedWeights(stack), sources
 
 
 class LycorisTuner(LayerTuner):

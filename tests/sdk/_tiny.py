@@ -44,3 +44,31 @@ class ConvNet(nn.Module):
 def ids(batch: int = 3, seq: int = 7, seed: int = 123) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 100, (batch, seq), generator=g)
+
+
+class ToyLM(nn.Module):
+    """A one-block language model whose layers carry Llama's projection names: fast to trace with Dynamo.
+
+    Returns transformers' ``CausalLMOutput`` (``loss`` when ``labels`` are given), like a real model.
+    """
+
+    def __init__(self, seed: int = 0, vocab: int = 100, width: int = 16) -> None:
+        torch.manual_seed(seed)
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab, width)
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.down_proj = nn.Linear(width, width)
+        self.lm_head = nn.Linear(width, vocab)
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> object:
+        from transformers.modeling_outputs import CausalLMOutput
+
+        h = self.embed_tokens(input_ids)
+        h = self.q_proj(h) * torch.sigmoid(self.k_proj(h)) + self.v_proj(h)
+        logits = self.lm_head(self.down_proj(torch.relu(h)))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        return CausalLMOutput(loss=loss, logits=logits)

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import MergeError
-from ...layers import AdapterLayer
-from ...routing import ROUTING, Routing
+from ...layers import AdapterLayer, VersionedCache
+from ...routing import Routing
 from ...targeting import module_kind
 
 
@@ -27,6 +27,9 @@ class IA3Layer(AdapterLayer):
         self.ia3_l = nn.ParameterDict()
         self.feedforward: dict[str, bool] = {}
         self.kind = module_kind(base_layer)
+        self._mix_cache: VersionedCache[tuple[Tensor | None, Tensor | None]] = VersionedCache()
+        #: Per-slot input and output scales of the running mixed batch (row 0: ones, for ``__base__``).
+        self._mix: tuple[Tensor | None, Tensor | None] = (None, None)
 
     # --- shapes -------------------------------------------------------------------------
     @property
@@ -57,6 +60,7 @@ class IA3Layer(AdapterLayer):
                                                                                              device=w.device)
         self.ia3_l[name] = nn.Parameter(vec)
         self.feedforward[name] = feedforward
+        self._mix_cache.clear()
         self._refresh()
 
     def adapter_names(self) -> list[str]:
@@ -68,6 +72,7 @@ class IA3Layer(AdapterLayer):
     def _delete(self, name: str) -> None:
         del self.ia3_l[name]
         self.feedforward.pop(name, None)
+        self._mix_cache.clear()
 
     # --- forward -------------------------------------------------------------------------
     def _scales(self, names: Sequence[str]) -> tuple[Tensor | None, Tensor | None]:
@@ -87,7 +92,7 @@ class IA3Layer(AdapterLayer):
         return scale.view(-1, 1, 1) if self.kind == "Conv2d" else scale
 
     def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
-        routing = ROUTING.get()
+        routing = self._route
         if routing is not None:
             return self._mixed(x, routing, *args, **kwargs)
         if self.disabled or not self._live:
@@ -100,32 +105,49 @@ class IA3Layer(AdapterLayer):
             result = (result.to(scale_out.dtype) * self._shape_for(scale_out, result)).to(result.dtype)
         return result
 
-    def _per_sample(self, routing: Routing, batch: int, side_in: bool, like: Tensor) -> Tensor | None:
-        """(batch, features) scales, ones for samples whose adapter does not scale this side."""
-        rows: Tensor | None = None
-        for name, idx in routing.indices(like.device).items():
-            if name not in self.ia3_l or self.feedforward[name] != side_in:
-                continue
-            vec = self.ia3_l[name].flatten()
-            if rows is None:
-                rows = torch.ones(batch, vec.numel(), dtype=vec.dtype, device=vec.device)
-            rows = rows.index_copy(0, idx, vec.expand(idx.numel(), -1))
-        return rows
+    def begin_routing(self, routing: Routing) -> None:
+        super().begin_routing(routing)
+        present = any(n in self.ia3_l for n in routing.unique)
+        none: tuple[Tensor | None, Tensor | None] = (None, None)
+        self._mix = self._mix_cache.get(routing.unique, lambda: self._tables(routing.unique)) if present else none
+
+    def end_routing(self) -> None:
+        super().end_routing()
+        self._mix = (None, None)
+
+    def _tables(self, names: tuple[str, ...]) -> tuple[tuple[Tensor | None, Tensor | None], list[Tensor]]:
+        """(1 + U, features) input and output scales; ones in row 0 and for adapters that leave that side alone."""
+        here = [n for n in names if n in self.ia3_l]
+        sources = [self.ia3_l[n] for n in here]
+        tables: list[Tensor | None] = []
+        with torch.no_grad():
+            for side_in in (True, False):
+                if not any(self.feedforward[n] == side_in for n in here):
+                    tables.append(None)
+                    continue
+                ref = next(self.ia3_l[n] for n in here if self.feedforward[n] == side_in)
+                table = torch.ones(1 + len(names), ref.numel(), dtype=ref.dtype, device=ref.device)
+                for u, n in enumerate(names):
+                    if n in self.ia3_l and self.feedforward[n] == side_in:
+                        table[1 + u] = self.ia3_l[n].flatten()
+                tables.append(table)
+        return (tables[0], tables[1]), sources
+
+    def _per_sample(self, table: Tensor, routing: Routing, like: Tensor) -> Tensor:
+        """Each sample's scale, shaped to broadcast over ``like`` (channels are dim 1 on Conv2d, last otherwise)."""
+        rows = table.index_select(0, routing.slot.to(table.device))
+        if self.kind == "Conv2d":
+            return rows.view(like.shape[0], -1, 1, 1)
+        return rows.view(like.shape[0], *([1] * (like.dim() - 2)), -1)
 
     def _mixed(self, x: Tensor, routing: Routing, *args: object, **kwargs: object) -> Tensor:
         routing.check_batch(x.shape[0])
-        batch = x.shape[0]
-        scale_in = self._per_sample(routing, batch, True, x)
-        if scale_in is not None:
-            view = scale_in.view(batch, -1, 1, 1) if self.kind == "Conv2d" else scale_in.view(
-                batch, *([1] * (x.dim() - 2)), -1)
-            x = (x.to(scale_in.dtype) * view).to(x.dtype)
+        table_in, table_out = self._mix
+        if table_in is not None:
+            x = (x.to(table_in.dtype) * self._per_sample(table_in, routing, x)).to(x.dtype)
         result = self.base_layer(x, *args, **kwargs)
-        scale_out = self._per_sample(routing, batch, False, result)
-        if scale_out is not None:
-            view = scale_out.view(batch, -1, 1, 1) if self.kind == "Conv2d" else scale_out.view(
-                batch, *([1] * (result.dim() - 2)), -1)
-            result = (result.to(scale_out.dtype) * view).to(result.dtype)
+        if table_out is not None:
+            result = (result.to(table_out.dtype) * self._per_sample(table_out, routing, result)).to(result.dtype)
         return result
 
     # --- merging: multiplicative ---------------------------------------------------------------

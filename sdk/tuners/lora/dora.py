@@ -71,8 +71,8 @@ def dora_extra(layer: LoraLayer, x: Tensor, name: str, base_out: Tensor) -> Tens
         base_part = (base_out - bias) if bias is not None else base_out
     else:
         base_part = F.linear(dropped.to(weight.dtype), weight)
-    lora_part = F.linear(F.linear(dropped.to(a.dtype), a), b) * scaling
-    return (factor - 1) * base_part.to(a.dtype) + factor * lora_part
+    lora_part = F.linear(F.linear(dropped.to(a.dtype), a), b)
+    return (factor - 1) * base_part.to(a.dtype) + factor * lora_part * scaling
 
 
 def merged_delta(layer: LoraLayer, name: str, base_weight: Tensor) -> Tensor:

@@ -1,8 +1,10 @@
 """LoRA layers for ``nn.Linear``, transformers' ``Conv1D``, ``nn.Embedding`` and ``nn.Conv2d``.
 
 Each layer keeps its factors in ``ParameterDict``s keyed by adapter name: ``lora_A[name]`` is
-r×in and ``lora_B[name]`` is out×r, as on disk. Mixed batches on linear layers run as two
-grouped batched matmuls instead of a Python loop over adapters.
+r×in and ``lora_B[name]`` is out×r, as on disk. ``scaling[name]`` is a float, or a 0-d tensor after
+:func:`~sdk.hotswap.prepare_model_for_compiled_hotswap` (so a compiled graph reads it as an input).
+Mixed batches on linear layers run as two grouped batched matmuls (:mod:`sdk.grouped`) instead of
+a Python loop over adapters.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...layers import AdapterLayer, Conv1DFeatures
+from ...grouped import GroupedWeights, grouped_linear
+from ...layers import AdapterLayer, Conv1DFeatures, VersionedCache
 from ...merging import LayerKind, lora_delta
-from ...routing import ROUTING, Routing
-from .dora import dora_extra, merged_delta
+from ...routing import Routing
+from .dora import dora_extra, lora_out_in, merged_delta, row_norm, weight_out_in
 
 
 class LoraLayer(AdapterLayer):
@@ -37,8 +40,9 @@ class LoraLayer(AdapterLayer):
         self.lora_magnitude_vector = nn.ParameterDict()  # DoRA adapters only
         self._dora_merged: dict[str, Tensor] = {}  # what merging each DoRA adapter added
         self.r: dict[str, int] = {}
-        self.scaling: dict[str, float] = {}
+        self.scaling: dict[str, float | Tensor] = {}
         self.dropout_p: dict[str, float] = {}
+        self._mix_cache: VersionedCache[GroupedWeights] = VersionedCache()  # stacked weights of a mixed batch
 
     # --- shapes, overridden per kind -----------------------------------------------------
     @property
@@ -83,7 +87,7 @@ class LoraLayer(AdapterLayer):
         self.r[name] = r
         self.scaling[name] = scaling
         self.dropout_p[name] = float(dropout)
-        self._stack = None
+        self._mix_cache.clear()
         self._refresh()
 
     def _init(self, a: Tensor, b: Tensor, r: int, init: bool | str) -> None:
@@ -101,11 +105,19 @@ class LoraLayer(AdapterLayer):
         return list(self.lora_A.keys())
 
     def adapter_tensors(self, name: str) -> dict[str, Tensor]:
+        """A and B at the adapter's own rank: views of the first ``r`` rows/columns when the factors are
+        zero-padded for hot-swapping (:mod:`sdk.hotswap`)."""
         a_key, b_key = self.disk_names
-        out: dict[str, Tensor] = {a_key: self.lora_A[name], b_key: self.lora_B[name]}
+        a, b, r = self.lora_A[name], self.lora_B[name], self.r[name]
+        out: dict[str, Tensor] = {a_key: a if a.shape[0] == r else a.narrow(0, 0, r),
+                                  b_key: b if b.shape[1] == r else b.narrow(1, 0, r)}
         if name in self.lora_magnitude_vector:
             out["lora_magnitude_vector"] = self.lora_magnitude_vector[name]
         return out
+
+    def adapter_parameters(self, name: str) -> list[nn.Parameter]:
+        params = [self.lora_A[name], self.lora_B[name]]
+        return params + ([self.lora_magnitude_vector[name]] if name in self.lora_magnitude_vector else [])
 
     def _delete(self, name: str) -> None:
         for store in (self.lora_A, self.lora_B):
@@ -114,7 +126,7 @@ class LoraLayer(AdapterLayer):
             del self.lora_magnitude_vector[name]
         for meta in (self.r, self.scaling, self.dropout_p):
             meta.pop(name, None)
-        self._stack = None
+        self._mix_cache.clear()
 
     def delta_weight(self, name: str) -> Tensor:
         return lora_delta(self.lora_A[name], self.lora_B[name], self.scaling[name], self.kind)
@@ -154,70 +166,77 @@ class LoraLinear(LoraLayer):
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
-        self._stack: tuple | None = None  # (names, params, their versions, A stack, B stack)
+        self._mix: GroupedWeights | None = None  # this layer's stacked weights for the running mixed batch
 
     def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
         result = self.base_layer(x, *args, **kwargs)
-        routing = ROUTING.get()
+        routing = self._route
         if routing is not None:
-            return self._mixed(x, result, routing)
-        if self.disabled:
+            routing.check_batch(x.shape[0])
+            if self._mix is None:
+                return result
+            return grouped_linear(x, result, routing, self._mix, self._without_bias(result)
+                                  if self._mix.dora is not None else None)
+        if self.disabled or not self._live:
             return result
+        out_dtype = result.dtype
         base_out = result
         for name in self._live:
             if name in self.lora_magnitude_vector:
-                result = result + dora_extra(self, x, name, base_out).to(result.dtype)
+                result = result + dora_extra(self, x, name, base_out)
                 continue
             a, b = self.lora_A[name], self.lora_B[name]
+            scale = self.scaling[name]
             h = F.linear(self._dropout(x, name).to(a.dtype), a)
-            flat = h.reshape(-1, h.shape[-1])
-            if result.dtype == b.dtype:
-                result = torch.addmm(result.reshape(-1, result.shape[-1]), flat, b.t(), alpha=self.scaling[name])
+            if result.dtype == b.dtype and not isinstance(scale, Tensor):
+                flat = h.reshape(-1, h.shape[-1])
+                result = torch.addmm(result.reshape(-1, result.shape[-1]), flat, b.t(), alpha=scale)
                 result = result.view(*h.shape[:-1], -1)
-            else:
-                result = result + (F.linear(h, b) * self.scaling[name]).to(result.dtype)
-        return result
+            else:  # half-precision base: add in the adapter's float32, round once at the end (as PEFT)
+                result = result + F.linear(h, b) * scale
+        return result.to(out_dtype)
 
-    def _stacked(self, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
-        """A (U, in, R) and scaled B (U, R, out) for ``names``; zeros where an adapter is absent.
+    def _without_bias(self, result: Tensor) -> Tensor:
+        bias = getattr(self.base_layer, "bias", None)
+        return result - bias if bias is not None else result
 
-        Cached until the adapters change (checked through the tensors' version counters)."""
-        cached = self._stack
-        if cached is not None and cached[0] == names and cached[2] == tuple(p._version for p in cached[1]):
-            return cached[3], cached[4]
-        names = tuple(n if n not in self.lora_magnitude_vector else "" for n in names)  # DoRA: not stacked
-        params = [p for n in names if n in self.lora_A for p in (self.lora_A[n], self.lora_B[n])]
-        rmax = max((self.r[n] for n in names if n in self.r), default=1)
-        ref = params[0] if params else self.base_layer.weight
+    def begin_routing(self, routing: Routing) -> None:
+        super().begin_routing(routing)
+        present = any(n in self.lora_A for n in routing.unique)
+        self._mix = self._mix_cache.get(routing.unique, lambda: self._stack(routing.unique)) if present else None
+
+    def end_routing(self) -> None:
+        super().end_routing()
+        self._mix = None
+
+    def _stack(self, names: tuple[str, ...]) -> tuple[GroupedWeights, list[Tensor]]:
+        """A (U, in, R), scaled B (U, R, out) and DoRA factors for ``names``; zeros where an adapter is absent."""
+        here = [n for n in names if n in self.lora_A]
+        rmax = max(self.lora_A[n].shape[0] for n in here)
+        ref = self.lora_A[here[0]]
         dtype = ref.dtype if ref.is_floating_point() else torch.float32
         a_st = torch.zeros(len(names), self.in_features, rmax, dtype=dtype, device=ref.device)
         b_st = torch.zeros(len(names), rmax, self.out_features, dtype=dtype, device=ref.device)
+        dora = None
+        sources: list[Tensor] = []
+        if any(n in self.lora_magnitude_vector for n in here):
+            dora = torch.ones(len(names), 1, self.out_features, dtype=dtype, device=ref.device)
+            sources.append(self.base_layer.weight)
         with torch.no_grad():
             for u, n in enumerate(names):
-                if n in self.lora_A:
-                    r = self.r[n]
-                    a_st[u, :, :r] = self.lora_A[n].t()
-                    b_st[u, :r, :] = self.lora_B[n].t() * self.scaling[n]
-        self._stack = (names, params, tuple(p._version for p in params), a_st, b_st)
-        return a_st, b_st
-
-    def _mixed(self, x: Tensor, result: Tensor, routing: Routing) -> Tensor:
-        routing.check_batch(x.shape[0])
-        if not routing.unique or not any(n in self.lora_A for n in routing.unique):
-            return result
-        a_st, b_st = self._stacked(routing.unique)
-        gather, keep, target, g = routing.padded(x.device)
-        u = len(routing.unique)
-        xs = x.index_select(0, gather).to(a_st.dtype).reshape(u, -1, x.shape[-1])
-        y = torch.bmm(torch.bmm(xs, a_st), b_st).reshape(u * g, *result.shape[1:])
-        if keep is not None:  # drop the padding rows
-            y = y.index_select(0, keep)
-        out = result.index_add(0, target, y.to(result.dtype))
-        for name, idx in routing.indices(x.device).items():
-            if name in self.lora_magnitude_vector:
-                extra = dora_extra(self, x.index_select(0, idx), name, result.index_select(0, idx))
-                out = out.index_add(0, idx, extra.to(out.dtype))
-        return out
+                if n not in self.lora_A:
+                    continue
+                a, b, scale = self.lora_A[n], self.lora_B[n], self.scaling[n]
+                r = a.shape[0]
+                a_st[u, :, :r] = a.t()
+                b_st[u, :r, :] = b.t() * scale
+                sources += [a, b] + ([scale] if isinstance(scale, Tensor) else [])
+                if dora is not None and n in self.lora_magnitude_vector:
+                    magnitude = self.lora_magnitude_vector[n]
+                    weight = weight_out_in(self).detach().to(dtype)
+                    dora[u, 0, :] = magnitude / row_norm(weight + lora_out_in(self, n))
+                    sources.append(magnitude)
+        return GroupedWeights(a_st, b_st, dora), sources
 
 
 class LoraConv1D(Conv1DFeatures, LoraLinear):

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ...errors import AdapterStateError, MixedBatchError
 from ...layers import AdapterModule
-from ...routing import ROUTING
+from ...routing import Routing
 from .calls import rewrite_call
 from .config import PromptLearningConfig
 from .encoders import VirtualTokenEncoder
@@ -90,20 +90,18 @@ class PromptLearningLayer(AdapterModule):
         self._handle.remove()
         return self.base_layer
 
+    def begin_routing(self, routing: Routing) -> None:
+        mine = [n for n in routing.unique if n in self.encoders]
+        if mine:
+            raise MixedBatchError(
+                f"prompt adapters {mine} cannot be mixed per sample (adapter_names=...): their virtual tokens "
+                "change the sequence length of the whole batch; run one batch per prompt adapter"
+            )
+        super().begin_routing(routing)
+
     # --- the hook on the model ------------------------------------------------------------------
     def _rewrite(self, host: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.disabled or not self.encoders:
-            return None
-        routing = ROUTING.get()
-        if routing is not None:
-            mine = [n for n in routing.unique if n in self.encoders]
-            if mine:
-                raise MixedBatchError(
-                    f"prompt adapters {mine} cannot be mixed per sample (adapter_names=...): their virtual tokens "
-                    "change the sequence length of the whole batch; run one batch per prompt adapter"
-                )
-            return None
-        if not self.active:
+        if self.disabled or not self.encoders or self._route is not None or not self.active:
             return None
         if len(args) > len(self._positional):
             raise AdapterStateError(f"{type(host).__name__} got {len(args)} positional arguments; pass them by name")

@@ -1,0 +1,74 @@
+"""Grouped matmuls for mixed batches: every adapter's samples in one batched matmul, no loop over adapters.
+
+A linear-like adapter layer stacks the weights of the adapters in a batch (``U`` of them, zeros where
+it lacks one) and :func:`grouped_linear` multiplies each group of samples (see
+:class:`~sdk.routing.Routing`) by its adapter's weights with ``torch.bmm``, then adds the rows back to
+their samples with one ``index_add``. The shapes depend only on ``U`` and the group size, so a compiled
+graph serves every assignment of adapters to samples with the same group layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .routing import Routing
+
+
+@dataclass(eq=False)
+class GroupedWeights:
+    """A layer's weights for the adapters of one mixed batch, in the batch's group order.
+
+    ``a`` is ``(U, in, R)`` and ``b`` ``(U, R, out)`` with the scaling folded in (LoRA), or ``a`` is a full
+    ``(U, in, out)`` ΔWᵀ and ``b`` None (LoHa, LoKr). ``dora`` ``(U, 1, out)`` holds DoRA's ``m/‖W+ΔW‖``
+    per adapter (1 for adapters without DoRA), or is None when no adapter of the batch uses DoRA here.
+    """
+
+    a: Tensor
+    b: Tensor | None = None
+    dora: Tensor | None = None
+
+
+def grouped_rows(x: Tensor, routing: Routing, groups: int) -> Tensor:
+    """``x``'s samples in group order as ``(groups, G·rest…, features)``, padding rows zeroed."""
+    xs = x.index_select(0, routing.gather.to(x.device))
+    if routing.pad is not None:
+        xs = xs * routing.pad.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    return xs.reshape(groups, -1, x.shape[-1])
+
+
+def _grouped_input(x: Tensor, routing: Routing, groups: int) -> Tensor:
+    """:func:`grouped_rows` of a layer's input, reused while the same unchanged tensor comes again (eager)."""
+    if torch.compiler.is_compiling():
+        return grouped_rows(x, routing, groups)
+    version = -1 if x.is_inference() else x._version  # inference tensors keep no version counter
+    last = routing._gathered
+    if last is not None and last[0] is x and last[1] == version and last[2].shape[0] == groups:
+        return last[2]
+    xs = grouped_rows(x, routing, groups)
+    routing._gathered = (x, version, xs)
+    return xs
+
+
+def grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: GroupedWeights, base_out: Tensor | None = None
+                   ) -> Tensor:
+    """``result`` (the base layer's output) plus each sample's adapter applied to its input ``x``.
+
+    ``base_out`` (the base output without bias) is needed when ``w.dora`` is set. Without autograd the
+    rows are added into ``result`` in place (it is the base layer's fresh output).
+    """
+    groups = w.a.shape[0]
+    y = torch.bmm(_grouped_input(x, routing, groups).to(w.a.dtype), w.a)
+    if w.b is not None:
+        y = torch.bmm(y, w.b)
+    if w.dora is not None:
+        assert base_out is not None
+        base = grouped_rows(base_out, routing, groups).to(y.dtype)
+        y = (w.dora - 1) * base + w.dora * y
+    y = y.reshape(routing.gather.shape[0], *result.shape[1:]).to(result.dtype)
+    index = routing.gather.to(result.device)
+    if torch.is_grad_enabled():
+        return result.index_add(0, index, y)
+    return result.index_add_(0, index, y)
