@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 from sdk.errors import AdapterError, ValidationFailed
 
 from .db.models import ApiToken
-from .db.session import apply_migrations, head_revision, make_engine, make_sessionmaker, start_embedded_postgres
+from .db.session import head_revision, make_engine, make_sessionmaker, open_database
 from .deps import provide_db, provide_principal, provide_settings, provide_store
 from .domain.adapters.controller import AdapterController
 from .domain.adapters.uploads import UploadController
@@ -76,12 +76,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         state = app.state
-        url = settings.database_url
-        pg = None
-        if url is None:
-            url, pg = await asyncio.to_thread(start_embedded_postgres, settings.data_dir)
-        if settings.apply_migrations:
-            await asyncio.to_thread(apply_migrations, url)
+        url, pg = await asyncio.to_thread(open_database, settings.database_url, settings.data_dir,
+                                          migrate=settings.apply_migrations)
         await asyncio.to_thread(head_revision)  # read the packaged migrations once, for /readyz
         engine = make_engine(url, settings.database_pool_size, settings.database_max_overflow)
         state.engine = engine

@@ -50,17 +50,14 @@ def _worker_settings(**options: Any) -> WorkerSettings:
         raise _fail(exc) from None
 
 
-def _migrated_database(settings: Settings) -> tuple[str, object]:
-    """The database URL (starting the embedded PostgreSQL if none is configured), migrated.
+def _migrated_database(settings: Settings, *, force: bool = False) -> tuple[str, Any]:
+    """The database URL (starting the embedded PostgreSQL if none is configured), migrated unless the
+    settings say not to (``force``: always, as ``migrate`` does).
 
     Returns the embedded server's handle too: keep it referenced while the database is used."""
-    from .db.session import apply_migrations, start_embedded_postgres
+    from .db.session import open_database
 
-    url, server = settings.database_url, None
-    if url is None:
-        url, server = start_embedded_postgres(settings.data_dir)
-    apply_migrations(url)
-    return url, server
+    return open_database(settings.database_url, settings.data_dir, migrate=force or settings.apply_migrations)
 
 
 @app.command()
@@ -92,7 +89,7 @@ def migrate(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory of the embedded default.")] = None,
 ) -> None:
     """Apply database migrations (the service also applies them when it starts)."""
-    _migrated_database(_settings(data_dir))
+    _migrated_database(_settings(data_dir), force=True)
     typer.echo("database is at the newest schema revision")
 
 

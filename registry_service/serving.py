@@ -61,20 +61,16 @@ def app_from_env() -> Litestar:
     return create_app(Settings.from_env())
 
 
-def prepare_database(settings: Settings) -> tuple[dict[str, str], object | None]:
+def prepare_database(settings: Settings) -> tuple[dict[str, str], Any]:
     """Start the embedded PostgreSQL if no database is configured, and apply migrations (when the
     settings say so); returns the environment the API processes need and the embedded server's
     handle (keep it referenced until the processes are gone)."""
-    from .db.session import apply_migrations, start_embedded_postgres
+    from .db.session import open_database
 
     env = settings.to_env()
-    url, server = settings.database_url, None
-    if url is None:
-        url, server = start_embedded_postgres(settings.data_dir)
-        env[ENV + "DATABASE_URL"] = url
-    if settings.apply_migrations:
-        apply_migrations(url)
-        env[ENV + "APPLY_MIGRATIONS"] = "false"  # done once, here
+    url, server = open_database(settings.database_url, settings.data_dir, migrate=settings.apply_migrations)
+    env[ENV + "DATABASE_URL"] = url
+    env[ENV + "APPLY_MIGRATIONS"] = "false"  # done once, here
     return env, server
 
 

