@@ -94,9 +94,11 @@ def litestar_logging(level: str = "info", fmt: LogFormat = "text") -> LoggingCon
 
     cfg = log_config(level, fmt)
     loggers = {**cfg["loggers"], "litestar": {"handlers": ["default"], "level": level.upper(), "propagate": False}}
-    # Unexpected errors are logged once, by the app's own handler (failures.handle_unexpected).
+    # Unexpected errors are logged once, by the app's own handler (failures.handle_unexpected). The root
+    # logger is left to the process (serve and worker set it up with this same configuration): an app made
+    # inside another program (tests, a notebook) does not take over that program's logging.
     return LoggingConfig(filters=cfg["filters"], formatters=cfg["formatters"], handlers=cfg["handlers"],
-                         loggers=loggers, root=cfg["root"], log_exceptions="never")
+                         loggers=loggers, configure_root_logger=False, log_exceptions="never")
 
 
 def configure_logging(level: str = "info", fmt: LogFormat = "text") -> None:
