@@ -12,6 +12,7 @@ from typing import TypedDict
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
 from sqlalchemy import func, select, text
@@ -30,8 +31,10 @@ from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
 from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
+from .failures import handle_unexpected, http_problem
 from .inputs import RegistryRequest, reject_nul_parameters
 from .openapi import problems
+from .request_ids import RequestIdMiddleware, logging_config
 from .settings import Settings
 from .storage import BlobNotFoundError, BlobStore, InvalidRangeError, UploadError, make_store
 from .web import WebUIPlugin
@@ -108,8 +111,9 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         BlobNotFoundError: lambda exc: NotFound(f"stored bytes are missing: {exc}"),
         InvalidRangeError: lambda exc: RangeNotSatisfiable(str(exc)),
         UploadError: lambda exc: BadRequest(str(exc)),
+        HTTPException: http_problem,
     }
-    return Litestar(
+    app = Litestar(
         route_handlers=[health, BaseModelController, AdapterController, TokenController, UploadController,
                         MergeJobController, LineageController, HubController, HubCommitController],
         dependencies={
@@ -124,10 +128,16 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True,
                                                            exception_to_problem_detail_map=problem_map)),
                  WebUIPlugin()],  # after problem details: it makes their errors HTML pages for browsers
+        # outages (database, storage) become 503/502; anything else unexpected is logged and a 500
+        exception_handlers={Exception: handle_unexpected},
+        logging_config=logging_config(),  # request ids in every log line
         openapi_config=OpenAPIConfig(title="Adapter registry", version="1", path="/schema"),
         request_max_body_size=settings.max_body_bytes,  # routes that take more say so (see body_limits)
         debug=settings.debug,
     )
+    # outermost, so that every response (a 404 of the router too) carries X-Request-ID
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    return app
 
 
 __all__ = ["ServiceError", "create_app"]

@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from litestar import Request, Response
 from litestar.plugins.problem_details import ProblemDetailsException
 
 from sdk.problems import Problem
+
+from .request_ids import current_request_id
+
+#: Seconds a client is asked to wait (``Retry-After``) before retrying after a 503.
+RETRY_AFTER_S = 5
 
 
 class ServiceError(ProblemDetailsException):
@@ -26,6 +32,13 @@ class ServiceError(ProblemDetailsException):
             extra=extra,
             headers=headers,
         )
+
+    def to_response(self, request: Request) -> Response[dict[str, Any]]:
+        """The problem detail; a 5xx one also names the request (``request_id``), to find it in the logs."""
+        response = super().to_response(request)
+        if self.status_code >= 500 and isinstance(response.content, dict):
+            response.content["request_id"] = current_request_id()
+        return response
 
 
 class Unauthorized(ServiceError):
@@ -67,6 +80,32 @@ class BadRequest(ServiceError):
 
 class RangeNotSatisfiable(ServiceError):
     status, title, kind = 416, "Range not satisfiable", "range"
+
+
+class InternalError(ServiceError):
+    """An unexpected error (a bug): the log has its traceback under the response's request id."""
+
+    status, title, kind = 500, "Internal error", "internal"
+
+    def __init__(self, detail: str = "the registry failed to handle this request; the service log has the "
+                                     "details under this request id") -> None:
+        super().__init__(detail)
+
+
+class ServiceUnavailable(ServiceError):
+    """503: a service the registry needs (the database, blob storage) cannot be reached right now;
+    ``Retry-After`` says when to try again."""
+
+    status, title, kind = 503, "Service unavailable", "unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = RETRY_AFTER_S) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class BadGateway(ServiceError):
+    """502: blob storage answered, but with an error."""
+
+    status, title, kind = 502, "Storage error", "storage-error"
 
 
 class UploadRejected(ServiceError):

@@ -31,6 +31,7 @@ REASONS = {
     412: "A precondition of the request does not hold any more.",
     413: "The body is larger than this route accepts.",
     416: "The Range header is malformed or outside the file.",
+    502: "The storage answered with an error.",
     422: "The upload or request is understood but does not fit: every problem is listed.",
     503: "The database or the storage is unavailable for a moment; retry after Retry-After seconds.",
 }
@@ -57,6 +58,8 @@ class ProblemDetails(TypedDict):
     problems: NotRequired[list[ProblemItem]]
     #: 400s of malformed parameters: which parameter and why
     extra: NotRequired[list[dict[str, Any]] | dict[str, Any] | None]
+    #: 5xx: the request's id (also in ``X-Request-ID``), under which the service logged what happened
+    request_id: NotRequired[str | None]
 
 
 class HubErrorBody(TypedDict):

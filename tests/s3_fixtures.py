@@ -221,6 +221,7 @@ class SeaweedProcess:
             f"-master.port={p['master']}",
             f"-master.port.grpc={p['master'] + 10000}",
             "-master.volumeSizeLimitMB=1024",
+            "-master.electionTimeout=1s",  # one master: a restart need not wait 10 s to elect itself
             f"-volume.port={p['volume']}",
             f"-volume.port.grpc={p['volume'] + 10000}",
             "-volume.max=1000",
@@ -246,18 +247,7 @@ class SeaweedProcess:
         for _attempt in range(3):
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.ports = dict(zip(("master", "volume", "filer", "s3"), pick_port_pairs(4), strict=True))
-            env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
-            with open(self.log_path, "ab") as log:
-                self.process = subprocess.Popen(
-                    self._command(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    cwd=self.base_dir,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
+            self._launch()
             try:
                 self._wait_ready(timeout)
                 return
@@ -268,6 +258,26 @@ class SeaweedProcess:
                 if not port_clash:
                     break
         raise RuntimeError(last_error)
+
+    def restart(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        """Start the stopped server again on the same ports and data (for outage tests: clients keep
+        their endpoint, and the stored objects are back)."""
+        self._launch()
+        self._wait_ready(timeout)
+
+    def _launch(self) -> None:
+        env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self._command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.base_dir,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
 
     def _wait_ready(self, timeout: float) -> None:
         """Poll until the S3 port answers, then until a probe object can be written."""

@@ -32,6 +32,7 @@ from ..errors import BadRequest, Gone, NotFound, UploadRejected, reject
 from ..settings import Settings
 from ..storage import MIN_PART_SIZE, BlobInfo, BlobStore, is_direct_key
 from ..storage.base import check_sha256
+from .blob_commits import CommitOutcomeUnknown
 from .payloads import Payload
 from .quotas import check_quota
 
@@ -190,7 +191,8 @@ async def finalize_session(db: AsyncSession, sessionmaker: async_sessionmaker[As
     """Join the parts of ``row``'s upload and ``publish`` the file, which must await the size, sha256
     and NaN/Inf check it is given before it keeps anything (that read overlaps its validation). The
     session ends 'done' or 'failed' (committed on its own), its storage released either way; the
-    uploaded object itself stays only where ``publish`` says it kept it."""
+    uploaded object itself stays only where ``publish`` says it kept it, or where a version may now
+    reference it (the COMMIT that would have recorded it failed: :class:`.blob_commits.CommitOutcomeUnknown`)."""
     check_parts(row, parts)
     row.state = "finalizing"
     await db.commit()
@@ -202,6 +204,9 @@ async def finalize_session(db: AsyncSession, sessionmaker: async_sessionmaker[As
         check = asyncio.ensure_future(_check_uploaded(store, row, max_header_bytes))
         try:
             result, kept = await publish(payload, check)
+        except CommitOutcomeUnknown:
+            kept = True
+            raise
         finally:
             await asyncio.wait([check])  # never delete the object under a running hash
             if not check.cancelled():

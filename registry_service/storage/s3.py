@@ -80,12 +80,18 @@ def _message(exc: ClientError) -> str:
     return f"{error.get('Code', '?')}: {error.get('Message', '')}".strip()
 
 
+#: Seconds to wait for a connection to storage (botocore's default, 60, would hold a request for
+#: minutes across retries before an unreachable endpoint answers 503).
+CONNECT_TIMEOUT_S = 5
+
+
 def _client_config(max_pool_connections: int) -> Config:
     """Path-style SigV4, and checksums only where S3 requires them (older S3-compatible servers
     reject the CRC trailers newer botocore adds by default)."""
     return Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
+        connect_timeout=CONNECT_TIMEOUT_S,
         retries={"max_attempts": 4, "mode": "standard"},
         max_pool_connections=max_pool_connections,
         request_checksum_calculation="when_required",

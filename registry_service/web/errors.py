@@ -16,6 +16,8 @@ from litestar.exceptions import HTTPException
 from litestar.response import Template
 from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_500_INTERNAL_SERVER_ERROR
 
+from ..failures import problem_for
+from ..request_ids import current_request_id
 from .session import COOKIE
 
 log = logging.getLogger("adapter_registry.web")
@@ -37,20 +39,25 @@ def is_page_request(request: Request) -> bool:
     return "text/html" in (request.headers.get("accept") or "")
 
 
-def error_page(request: Request, status: int, title: str, detail: str) -> Template:
-    """The error page."""
-    return Template("error.html", status_code=status, media_type=MediaType.HTML,
+def error_page(request: Request, status: int, title: str, detail: str,
+               headers: Mapping[str, str] | None = None) -> Template:
+    """The error page (a 5xx one names the request id, to find it in the service log)."""
+    if status >= HTTP_500_INTERNAL_SERVER_ERROR and (request_id := current_request_id()):
+        detail = f"{detail} (request id {request_id})"
+    return Template("error.html", status_code=status, media_type=MediaType.HTML, headers=dict(headers or {}),
                     context={"status": status, "title": title, "detail": detail, "path": request.url.path,
                              "viewer": None, "has_session": COOKIE in request.cookies})
 
 
 def page_for(request: Request, exc: Exception) -> Template:
-    """The error page for ``exc``: its status and message; internal errors say nothing about internals."""
+    """The error page for ``exc``: its status and message; internal errors say nothing about internals,
+    and an outage of the database or storage is its 503/502 (with ``Retry-After``)."""
     if not isinstance(exc, HTTPException):
-        log.exception("error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_page(request, HTTP_500_INTERNAL_SERVER_ERROR, "Something went wrong",
-                          "The registry could not show this page. Try again; if it keeps failing, the service "
-                          "log has the details.")
+        exc = problem_for(request, exc)
+        if exc.status_code == HTTP_500_INTERNAL_SERVER_ERROR:
+            return error_page(request, HTTP_500_INTERNAL_SERVER_ERROR, "Something went wrong",
+                              "The registry could not show this page. Try again; if it keeps failing, the "
+                              "service log has the details.")
     status = exc.status_code
     title = getattr(exc, "title", None) or ("Not found" if status == HTTP_404_NOT_FOUND else "Error")
     detail = str(exc.detail or "")
@@ -58,7 +65,7 @@ def page_for(request: Request, exc: Exception) -> Template:
         detail = f"There is no page at {request.url.path}."
     if status >= HTTP_500_INTERNAL_SERVER_ERROR:
         detail = "The registry could not show this page. Try again later."
-    return error_page(request, status, title, detail)
+    return error_page(request, status, title, detail, exc.headers)
 
 
 def browser_aware(original: Handler | None) -> Handler:

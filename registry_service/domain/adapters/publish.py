@@ -1,12 +1,10 @@
-"""Publishing a version: validate first, then store blobs and rows in one transaction.
+"""Publishing a version: validate first, then store the blobs, then insert the rows in one short
+transaction (:func:`..blob_commits.commit_with_blobs`: no transaction is open while bytes move).
 
-A failed push leaves nothing behind: validation happens before anything is written, and if
-the transaction fails after blobs were written, the blobs this push created are deleted while
-the push still holds the per-blob advisory locks (so a concurrent push of the same bytes
-cannot start referencing a blob that is about to go).
-
-A file whose bytes are stored already (under their content key, or under the key another file
-row recorded) is not stored again: its row records the existing key.
+A failed push leaves nothing behind: validation happens before anything is written, and if the
+transaction fails before COMMIT, the blobs this push stored are deleted unless another version
+references them by then. A file whose bytes are stored already (under their content key, or under
+the key another file row recorded) is not stored again: its row records the existing key.
 
 :func:`publish` takes the weights from a push or, through :func:`publish_upload`, from a finished
 upload session.
@@ -18,11 +16,11 @@ import asyncio
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,8 +32,9 @@ from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, Event, File,
 from ...errors import BadRequest, reject
 from ...inputs import json_problem
 from ...names import check_alias, check_part, split_name
-from ...storage import BlobStore, blob_key
+from ...storage import BlobStore
 from ..auth.tokens import Principal
+from ..blob_commits import commit_with_blobs
 from ..payloads import Payload, bytes_payload
 from ..upload_sessions import finalize_session
 from .metadata import check_metadata, clean_tags
@@ -90,32 +89,42 @@ class UploadFinish:
     sha256: str | None = None
 
 
-async def publish(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    store: BlobStore,
-    principal: Principal,
-    ns: str,
-    name: str,
-    *,
-    config_raw: bytes,
-    weights: Payload,
-    readme: bytes | None,
-    options: PushOptions,
-    max_header_bytes: int,
-    parents: list[dict[str, Any]] | None = None,
-    db: AsyncSession | None = None,
-    extra_files: Sequence[Payload] = (),
-    verified: Awaitable[Any] | None = None,
-) -> tuple[Adapter, AdapterVersion, list[str]]:
-    """Validate and publish a new version of ``ns/name``; returns (adapter, version, notes).
+@dataclass
+class PreparedVersion:
+    """A version that passed validation, ready to be stored and inserted."""
 
-    ``db``: a session inside an open transaction (e.g. one already holding a blob's lock) to write
-    in; the caller commits it. Without it, publishing runs in its own transaction.
+    ns: str
+    name: str
+    base: BaseModel
+    config: AdapterConfig
+    files: list[Payload]
+    #: the version's summary, with the fingerprint of the base model it was validated against
+    summary: dict[str, Any]
+    options: PushOptions
+    notes: list[str]
+
+
+class NewVersion(TypedDict):
+    """What a new version is made of, as :func:`prepare_version` and :func:`publish` take it.
+
     ``extra_files``: more files of the version written by the registry itself (a merge job's
     ``merge_recipe.json``); their names must not clash with the adapter's own files.
     ``verified``: a check still running on the weights (an upload's sha256), awaited after the
-    validation and before anything is written, so the two overlap.
-    """
+    validation, so the two overlap."""
+
+    config_raw: bytes
+    weights: Payload
+    readme: bytes | None
+    options: PushOptions
+    max_header_bytes: int
+    extra_files: NotRequired[Sequence[Payload]]
+    verified: NotRequired[Awaitable[Any] | None]
+
+
+async def prepare_version(sessionmaker: async_sessionmaker[AsyncSession], principal: Principal, ns: str, name: str,
+                          **new: Unpack[NewVersion]) -> PreparedVersion:
+    """Check the caller, the names and the files of a new version of ``ns/name``; nothing is written."""
+    options, weights, config_raw = new["options"], new["weights"], new["config_raw"]
     check_part(ns, "namespace")
     check_part(name, "adapter name")
     principal.require_write(ns)
@@ -135,56 +144,48 @@ async def publish(
         signature = Signature.from_dict(base.signature)
     checked = await asyncio.to_thread(
         check_weights, weights.read_at, weights.size, config, signature,
-        allow_untrained=options.untrained, max_header_bytes=max_header_bytes,
+        allow_untrained=options.untrained, max_header_bytes=new["max_header_bytes"],
     )
-    if verified is not None:
+    if (verified := new.get("verified")) is not None:
         await verified
     if weights.problems:  # NaN/Inf found while the weights were hashed
         raise ValidationFailed(weights.problems)
     files = [bytes_payload(CONFIG_FILE, config_raw), weights]
-    if readme is not None:
+    if (readme := new["readme"]) is not None:
         files.append(bytes_payload(README_FILE, readme))
-    for extra in extra_files:
+    for extra in new.get("extra_files", ()):
         if any(f.filename == extra.filename for f in files):
             raise BadRequest(f"{extra.filename} is already a file of this version")
         files.append(extra)
-    created: list[str] = []
+    summary = checked.summary | {"base_fingerprint": base.fingerprint}  # what it was validated against
+    return PreparedVersion(ns, name, base, config, files, summary, options, notes)
 
-    async def store_and_insert(db: AsyncSession) -> tuple[Adapter, AdapterVersion]:
-        try:
-            keys: dict[str, str] = {}
-            for sha in sorted({f.sha256 for f in files}):
-                await lock_blob(db, sha)
-                key = await stored_key(db, store, sha)
-                if key is None:
-                    payload = next(f for f in files if f.sha256 == sha)
-                    info = await payload.store(store)
-                    if info.sha256 != sha:
-                        raise reject(f"{payload.filename} changed while it was being stored", tensor=None,
-                                     expected=sha, found=info.sha256)
-                    key = info.key
-                    created.append(key)
-                keys[sha] = key
-            summary = checked.summary | {"base_fingerprint": base.fingerprint}  # what it was validated against
-            return await _insert_version(db, principal, ns, name, base, config, files, keys, options,
-                                         summary, parents or [])
-        except BaseException:
-            for key in created:  # the advisory locks are released only after this
-                await store.delete(key)
-            raise
 
-    if db is not None:
-        adapter, version = await store_and_insert(db)
-        return adapter, version, notes
-    async with sessionmaker() as own:
-        try:
-            async with own.begin():
-                adapter, version = await store_and_insert(own)
-        except BaseException:
-            for key in created:  # a failed commit: the blobs are not referenced
-                await store.delete(key)
-            raise
-    return adapter, version, notes
+async def insert_version(db: AsyncSession, principal: Principal, prepared: PreparedVersion,
+                         keys: Mapping[str, str], parents: list[dict[str, Any]] | None = None
+                         ) -> tuple[Adapter, AdapterVersion]:
+    """Insert the version's rows in ``db``'s transaction (``keys``: where each file's bytes are stored,
+    by sha256); numbering, aliases and the push event included."""
+    p = prepared
+    return await _insert_version(db, principal, p.ns, p.name, p.base, p.config, p.files, keys, p.options,
+                                 p.summary, parents or [])
+
+
+async def publish(sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, principal: Principal, ns: str,
+                  name: str, *, parents: list[dict[str, Any]] | None = None, **new: Unpack[NewVersion]
+                  ) -> tuple[Adapter, AdapterVersion, list[str]]:
+    """Validate and publish a new version of ``ns/name`` (``parents``: its lineage); returns (adapter,
+    version, notes). The files are stored before the version's short transaction (see
+    :mod:`..blob_commits`)."""
+    prepared = await prepare_version(sessionmaker, principal, ns, name, **new)
+
+    async def insert(db: AsyncSession, keys: Mapping[str, str]) -> tuple[Adapter, AdapterVersion]:
+        return await insert_version(db, principal, prepared, keys, parents)
+
+    inserted = await commit_with_blobs(sessionmaker, store, prepared.files, insert)
+    assert inserted is not None  # insert always publishes
+    adapter, version = inserted
+    return adapter, version, prepared.notes
 
 
 async def publish_upload(
@@ -220,26 +221,6 @@ async def publish_upload(
 
     return await finalize_session(db, sessionmaker, store, row, finish.parts, publish_weights,
                                   max_header_bytes=max_header_bytes)
-
-
-async def lock_blob(db: AsyncSession, sha256: str) -> None:
-    """Take the blob's advisory lock until ``db``'s transaction ends (stores and deletes of a blob
-    happen under it, so no push starts referencing a blob that is about to go)."""
-    await db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"), {"k": sha256})
-
-
-async def stored_key(db: AsyncSession, store: BlobStore, sha256: str) -> str | None:
-    """Where the bytes of ``sha256`` are stored already: the content key, or a key a file row
-    recorded (a direct upload's); ``None`` if nowhere. Call it under the blob's lock."""
-    if await store.exists(sha256):
-        return blob_key(sha256)
-    recorded = (await db.execute(
-        select(File.storage_key).where(File.sha256 == sha256, File.storage_key != blob_key(sha256)).distinct()
-    )).scalars().all()
-    for key in recorded:
-        if await store.exists(key):
-            return key
-    return None
 
 
 async def _base_model_for(db: AsyncSession, ns: str, name: str, config: AdapterConfig,
@@ -282,7 +263,7 @@ async def _insert_version(
     base: BaseModel,
     config: AdapterConfig,
     files: list[Payload],
-    keys: dict[str, str],
+    keys: Mapping[str, str],
     options: PushOptions,
     summary: dict[str, Any],
     parents: list[dict[str, Any]],

@@ -4,9 +4,9 @@ A base model may carry its weights (one file, or the shards of a sharded checkpo
 merges into the base can run on the server. Every file is checked from its header alone before
 anything is kept: each tensor must be ``<module path>.<param>`` of a module of the stored
 signature, with exactly the shape the signature records, in a floating-point dtype, and no tensor
-may sit in two files. Storing follows the adapter push (``adapters/publish.py``): per-blob advisory
-locks, and the blobs this upload created are deleted if the transaction fails, so a refused upload
-leaves no row and no blob.
+may sit in two files. Storing follows the adapter push (``domain/blob_commits.py``): the bytes are
+stored before a short transaction inserts the rows, and the blobs this upload stored are deleted
+if that transaction fails before COMMIT, so a refused upload leaves no row and no blob.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sdk.errors import ValidationFailed
@@ -27,8 +27,9 @@ from sdk.safetensors_header import ReadAt, bytes_reader, non_float_problems, rea
 
 from ...db.models import BaseModel, BaseModelFile, BaseModelUpload, Event
 from ...errors import Conflict, reject
-from ...storage import BlobStore, blob_key
+from ...storage import BlobStore
 from ..auth.tokens import Principal
+from ..blob_commits import commit_with_blobs
 from ..payloads import Payload
 from ..upload_sessions import finalize_session
 
@@ -166,48 +167,45 @@ def describe_file(f: BaseModelFile, base: BaseModel, root: str) -> dict[str, Any
 async def save_files(sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, principal: Principal,
                      base: BaseModel, files: Sequence[CheckedFile], *,
                      max_header_bytes: int) -> tuple[list[BaseModelFile], list[str]]:
-    """Store checked files and their rows in one transaction; returns (all files now, filenames added).
+    """Store checked files, then insert their rows in one short transaction (the bytes move before
+    it: :func:`..blob_commits.commit_with_blobs`); returns (all files now, filenames added).
 
     Re-sending a file that is already there byte for byte changes nothing; a different file under
     an existing name is a 409, and so is a tensor that another stored file already holds (422).
     """
-    created: list[str] = []
     async with sessionmaker() as db:
-        try:
-            async with db.begin():
-                # NO KEY UPDATE: serializes uploads to this base model without blocking adapter pushes'
-                # foreign-key checks (KEY SHARE) on the same row.
-                locked = await db.execute(select(BaseModel.id).where(BaseModel.id == base.id)
-                                          .with_for_update(key_share=True))
-                if locked.scalar_one_or_none() is None:
-                    raise Conflict(f"base model {base.namespace}/{base.name} is gone")
-                existing = {f.filename: f for f in (await files_of(db, [base.id]))[base.id]}
-                new = _new_files(existing, files)
-                await _check_against_stored(store, existing, new, max_header_bytes)
-                for sha in sorted({c.payload.sha256 for c in new}):
-                    await db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"), {"k": sha})
-                    if not await store.exists(sha):
-                        payload = next(c.payload for c in new if c.payload.sha256 == sha)
-                        info = await payload.store(store)
-                        if info.sha256 != sha:
-                            raise reject(f"{payload.filename} changed while it was being stored",
-                                         expected=sha, found=info.sha256)
-                        created.append(sha)
-                for c in new:
-                    db.add(BaseModelFile(base_model_id=base.id, filename=c.payload.filename, size=c.payload.size,
-                                         sha256=c.payload.sha256, storage_key=blob_key(c.payload.sha256),
-                                         created_by=principal.name))
-                if new:
-                    db.add(Event(actor=principal.name, kind="base-weights",
-                                 subject=f"{base.namespace}/{base.name}",
-                                 data={"files": {c.payload.filename: c.payload.sha256 for c in new}}))
-                await db.flush()
-                now = (await files_of(db, [base.id]))[base.id]
-        except BaseException:
-            for sha in created:  # the advisory locks are released only after this
-                await store.delete(sha)
-            raise
-    return now, [c.payload.filename for c in new]
+        before = {f.filename: f for f in (await files_of(db, [base.id]))[base.id]}
+    new = _new_files(before, files)
+    if not new:
+        return list(before.values()), []
+    await _check_against_stored(store, before, new, max_header_bytes)
+
+    async def insert(db: AsyncSession, keys: Mapping[str, str]) -> tuple[list[BaseModelFile], list[str]]:
+        # NO KEY UPDATE: serializes uploads to this base model without blocking adapter pushes'
+        # foreign-key checks (KEY SHARE) on the same row.
+        locked = await db.execute(select(BaseModel.id).where(BaseModel.id == base.id).with_for_update(key_share=True))
+        if locked.scalar_one_or_none() is None:
+            raise Conflict(f"base model {base.namespace}/{base.name} is gone")
+        existing = {f.filename: f for f in (await files_of(db, [base.id]))[base.id]}
+        added = _new_files(existing, files)
+        if any(c.payload.sha256 not in keys for c in added):
+            raise Conflict(f"the weights of {base.namespace}/{base.name} changed during this upload; send it again")
+        # files stored by a concurrent upload since the check above (rare): their headers, under the row lock
+        await _check_against_stored(store, {n: f for n, f in existing.items() if n not in before}, added,
+                                    max_header_bytes)
+        for c in added:
+            db.add(BaseModelFile(base_model_id=base.id, filename=c.payload.filename, size=c.payload.size,
+                                 sha256=c.payload.sha256, storage_key=keys[c.payload.sha256],
+                                 created_by=principal.name))
+        if added:
+            db.add(Event(actor=principal.name, kind="base-weights", subject=f"{base.namespace}/{base.name}",
+                         data={"files": {c.payload.filename: c.payload.sha256 for c in added}}))
+        await db.flush()
+        return (await files_of(db, [base.id]))[base.id], [c.payload.filename for c in added]
+
+    saved = await commit_with_blobs(sessionmaker, store, [c.payload for c in new], insert)
+    assert saved is not None  # insert always answers
+    return saved
 
 
 async def save_upload(db: AsyncSession, sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore,

@@ -113,7 +113,7 @@ class HubCommitController(Controller):
     path = "/api"
     tags = ["hub-compatible"]
     exception_handlers = {HubError: hub_error_response, ProblemDetailsException: hub_error_response,
-                          HTTPException: hub_error_response}
+                          HTTPException: hub_error_response, Exception: hub_error_response}
 
     @post("/validate-yaml", status_code=200, guards=[signed_in], responses=hub_errors(413),
           operation_class=body_operation("application/json", Schema(type=OpenAPIType.OBJECT), "The model card"))

@@ -46,7 +46,7 @@ class HubController(Controller):
     # ProblemDetailsException is named too: the app maps it (for the rest of the API) and it sits before
     # HTTPException in the MRO of the service's errors, so HTTPException alone would not win.
     exception_handlers = {HubError: hub_error_response, ProblemDetailsException: hub_error_response,
-                          HTTPException: hub_error_response}
+                          HTTPException: hub_error_response, Exception: hub_error_response}
 
     @route("/{ns:str}/{name:str}/resolve/{rest:path}", http_method=["GET", "HEAD"], responses=hub_errors(401, 404, 416),
            operation_class=file_operation())

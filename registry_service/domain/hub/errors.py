@@ -11,6 +11,8 @@ from __future__ import annotations
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from ...failures import problem_for
+
 #: The message the client recognises as "the token itself is bad" (it then does not claim the repo is missing).
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 
@@ -53,14 +55,15 @@ class EntryNotFound(HubError):
 
 
 def hub_error_response(request: Request, exc: Exception) -> Response:
-    """Exception handler of the hub routes: HF-style JSON error with ``X-Error-Code``/``X-Error-Message``."""
+    """Exception handler of the hub routes: HF-style JSON error with ``X-Error-Code``/``X-Error-Message``.
+    An exception of no other kind is an outage (503/502, with ``Retry-After``) or a bug (500), logged."""
+    if not isinstance(exc, HubError | HTTPException):
+        exc = problem_for(request, exc)
     if isinstance(exc, HubError):
         status, code, message, extra = exc.status, exc.code, exc.message, exc.headers
-    elif isinstance(exc, HTTPException):
+    else:
         status, code, extra = exc.status_code, "", dict(exc.headers or {})
         message = exc.detail or str(exc)
-    else:  # pragma: no cover - only registered for the two types above
-        raise exc
     header_message = message
     if status == 401 and not code and request.headers.get("authorization"):
         # a token was sent but is unknown, revoked, expired or malformed: the client must not call that "not found"

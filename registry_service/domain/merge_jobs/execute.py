@@ -1,10 +1,11 @@
 """Running a merge job on a worker: fetch the pinned inputs, combine them with :mod:`sdk.merging.combine`
 (and merge into the base weights with :mod:`sdk.merging.into_base` for a full model), then publish.
 
-Exactly once: the result is published in one transaction that also locks the job row, checks that
-the job has no result yet, and records the result on it. A worker killed before that commit
-published nothing (blobs it stored are unreferenced content-addressed copies); a worker killed
-after it leaves a job whose retry finds the result and only marks the job succeeded.
+Exactly once: the result's files are stored first (no transaction open, no lock held while they
+move), then one short transaction locks the job row, checks that the job has no result yet, and
+records the result on it (``domain/blob_commits.py``). A worker killed before that commit published
+nothing (blobs it stored are unreferenced content-addressed copies); a worker killed after it leaves
+a job whose retry finds the result and only marks the job succeeded.
 
 Heavy work runs in threads so the worker's event loop keeps its heartbeat. The threads report
 progress and check for cancellation through a :class:`Control` at every step (every tensor of a
@@ -23,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,11 @@ from ...db.models import AdapterVersion, ApiToken, BaseModel, BaseModelFile, Eve
 from ...db.session import make_engine, make_sessionmaker
 from ...errors import ServiceError
 from ...settings import Settings, WorkerSettings
-from ...storage import BlobStore, blob_key, make_store
-from ..adapters.publish import PushOptions, lock_blob, publish
+from ...storage import BlobStore, make_store
+from ..adapters.publish import PushOptions, insert_version, prepare_version
 from ..auth.tokens import Principal
 from ..base_models.weights import files_of
+from ..blob_commits import commit_with_blobs
 from ..payloads import Payload, bytes_payload, file_payload
 from ..quotas import check_quota
 from .service import FINAL
@@ -196,23 +198,37 @@ async def run_job(rt: Runtime, job_id: uuid.UUID, *, attempt: int, last_attempt:
     except JobCancelled:
         await _finish(rt, job_id, "cancelled")
     except PERMANENT_ERRORS as exc:
-        await _finish(rt, job_id, "failed", _message(exc))
+        if not _transient(exc):
+            await _finish(rt, job_id, "failed", _message(exc))
+            return
+        await _retry_or_fail(rt, job_id, attempt, last_attempt, exc)
     except asyncio.CancelledError:
         control.cancelled.set()  # the worker is shutting down: stop the threads; the queue retries the job
         raise
     except Exception as exc:
-        log.exception("merge job %s: attempt %d failed", job_id, attempt)
-        if last_attempt:
-            await _finish(rt, job_id, "failed", f"attempt {attempt} failed: {_message(exc)}")
-            return
-        await _finish(rt, job_id, "queued", f"attempt {attempt} failed, retrying: {_message(exc)}")
-        raise
+        await _retry_or_fail(rt, job_id, attempt, last_attempt, exc)
     finally:
         control.cancelled.set()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A service error that a retry may fix: an outage of the database or storage (a 5xx)."""
+    return isinstance(exc, ServiceError) and exc.status_code >= 500
+
+
+async def _retry_or_fail(rt: Runtime, job_id: uuid.UUID, attempt: int, last_attempt: bool, exc: Exception) -> None:
+    """After an unexpected error: fail the job on its last attempt, else queue it again and raise
+    ``exc`` (from the ``except`` block that called this) for the queue to retry."""
+    log.error("merge job %s: attempt %d failed", job_id, attempt, exc_info=exc)
+    if last_attempt:
+        await _finish(rt, job_id, "failed", f"attempt {attempt} failed: {_message(exc)}")
+        return
+    await _finish(rt, job_id, "queued", f"attempt {attempt} failed, retrying: {_message(exc)}")
+    raise exc
 
 
 def _message(exc: BaseException) -> str:
@@ -335,18 +351,26 @@ async def _publish_adapter(rt: Runtime, job: MergeJob, base: BaseModel, state: d
     options = PushOptions(base_model=f"{base.namespace}/{base.name}", description=job.output.get("description"),
                           tags=list(job.output.get("tags") or []), private=bool(job.output.get("private")),
                           alias=job.output.get("alias"))
-    async with rt.sessionmaker() as db, db.begin():
+    async with rt.sessionmaker() as db:
+        submitter = await _principal(db, job)
+    prepared = await prepare_version(
+        rt.sessionmaker, submitter, ns, name, config_raw=(out / "adapter_config.json").read_bytes(),
+        weights=weights, readme=readme, options=options, max_header_bytes=rt.settings.max_header_bytes,
+        extra_files=[extra],
+    )
+
+    async def insert(db: AsyncSession, keys: Mapping[str, str]) -> int | None:
         locked = await _lock_unfinished(db, job.id, control)
         if locked is None:
-            return
-        principal = await _principal(db, locked)
+            return None
+        principal = await _principal(db, locked)  # as it is now, under the job's lock
+        principal.require_write(ns)
         await check_quota(db, rt.settings, ns, sum(p.size for p in (weights, extra)) + len(readme))
-        _adapter, version, _ = await publish(
-            rt.sessionmaker, rt.store, principal, ns, name, config_raw=(out / "adapter_config.json").read_bytes(),
-            weights=weights, readme=readme, options=options, max_header_bytes=rt.settings.max_header_bytes,
-            parents=parents, db=db, extra_files=[extra],
-        )
+        _adapter, version = await insert_version(db, principal, prepared, keys, parents)
         _succeed(db, locked, result_version_id=version.id)
+        return version.id
+
+    await commit_with_blobs(rt.sessionmaker, rt.store, prepared.files, insert)
 
 
 def _refuse_non_finite(payloads: list[Payload]) -> None:
@@ -414,38 +438,32 @@ async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[
     _refuse_non_finite(payloads)
     await asyncio.to_thread(control.step, 0.9)
     ns, name = job.output["name"].split("/", 1)
-    created: list[str] = []
-    try:
-        async with rt.sessionmaker() as db, db.begin():
-            locked = await _lock_unfinished(db, job.id, control)
-            if locked is None:
-                return
-            principal = await _principal(db, locked)
-            principal.require_write(ns)
-            await check_quota(db, rt.settings, ns, sum(p.size for p in payloads))
-            if await db.scalar(select(BaseModel.id).where(BaseModel.namespace == ns, BaseModel.name == name)):
-                raise JobFailed(f"base model {ns}/{name} was registered while the job ran; choose another name")
-            for p in payloads:
-                await lock_blob(db, p.sha256)
-                if not await rt.store.exists(p.sha256):
-                    info = await p.store(rt.store)
-                    created.append(info.sha256)
-            merged = BaseModel(namespace=ns, name=name, revision=f"merge-job-{job.id}", architecture=base.architecture,
-                               model_type=base.model_type, config=base.config, signature=base.signature,
-                               fingerprint=base.fingerprint, created_by=principal.name)
-            db.add(merged)
-            await db.flush()
-            for p in payloads:
-                db.add(BaseModelFile(base_model_id=merged.id, filename=p.filename, size=p.size, sha256=p.sha256,
-                                     storage_key=blob_key(p.sha256), created_by=principal.name))
-            db.add(Event(actor=principal.name, kind="merged-model", subject=f"{ns}/{name}",
-                         data={"job": str(job.id), "recipe": recipe(job, base),
-                               "files": {p.filename: p.sha256 for p in payloads}}))
-            _succeed(db, locked, result_base_model_id=merged.id)
-    except BaseException:
-        for sha in created:  # not committed: nothing references these blobs
-            await rt.store.delete(sha)
-        raise
+
+    async def insert(db: AsyncSession, keys: Mapping[str, str]) -> int | None:
+        locked = await _lock_unfinished(db, job.id, control)
+        if locked is None:
+            return None
+        principal = await _principal(db, locked)
+        principal.require_write(ns)
+        await check_quota(db, rt.settings, ns, sum(p.size for p in payloads))
+        if await db.scalar(select(BaseModel.id).where(BaseModel.namespace == ns, BaseModel.name == name)):
+            raise JobFailed(f"base model {ns}/{name} was registered while the job ran; choose another name")
+        merged = BaseModel(namespace=ns, name=name, revision=f"merge-job-{job.id}", architecture=base.architecture,
+                           model_type=base.model_type, config=base.config, signature=base.signature,
+                           fingerprint=base.fingerprint, created_by=principal.name)
+        db.add(merged)
+        await db.flush()
+        for p in payloads:
+            db.add(BaseModelFile(base_model_id=merged.id, filename=p.filename, size=p.size, sha256=p.sha256,
+                                 storage_key=keys[p.sha256], created_by=principal.name))
+        db.add(Event(actor=principal.name, kind="merged-model", subject=f"{ns}/{name}",
+                     data={"job": str(job.id), "recipe": recipe(job, base),
+                           "files": {p.filename: p.sha256 for p in payloads}}))
+        _succeed(db, locked, result_base_model_id=merged.id)
+        return merged.id
+
+    # the merged files are stored first; the job's lock guards only the decision to publish them
+    await commit_with_blobs(rt.sessionmaker, rt.store, payloads, insert)
 
 
 __all__ = ["RECIPE_FILE", "Control", "JobCancelled", "JobFailed", "JobTimedOut", "Runtime", "open_runtime", "recipe",
