@@ -129,6 +129,21 @@ async def writer_with_base(reg: Registry, namespace: str = "alice") -> str:
     return writer
 
 
+async def sql(reg: Registry, statement: str) -> None:
+    """Run one SQL statement in the registry's database (to set up a state no request makes)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from registry_service.db.session import async_url
+
+    engine = create_async_engine(async_url(reg.db_url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
 async def snapshot(reg: Registry) -> tuple[dict[str, int], list[str]]:
     """Row counts of every table and the blob keys: what a failed upload must leave unchanged."""
     from sqlalchemy import text
@@ -148,7 +163,7 @@ async def snapshot(reg: Registry) -> tuple[dict[str, int], list[str]]:
 
 
 __all__ = ["TEMPLATE_DB", "Registry", "_db_url", "json", "push_files", "register_base", "saved_adapter", "snapshot",
-           "tiny_gpt2", "tiny_llama", "writer_with_base"]
+           "sql", "tiny_gpt2", "tiny_llama", "writer_with_base"]
 
 
 async def put_parts(reg: Registry, session: dict, data: bytes, token: str) -> list[list]:

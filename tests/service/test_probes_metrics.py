@@ -11,11 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from registry_testkit import Registry, push_files, register_base, saved_adapter, tiny_llama
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from registry_testkit import Registry, push_files, register_base, saved_adapter, sql, tiny_llama
 
-from registry_service.db.session import async_url, head_revision, make_engine
+from registry_service.db.session import head_revision, make_engine
 
 PUSH_PATH = "/api/v1/adapters/{ns}/{name}/versions"
 
@@ -30,15 +28,6 @@ async def scrape(reg: Registry) -> list[tuple[str, dict[str, str], float]]:
 def total(samples: list[tuple[str, dict[str, str], float]], name: str,
           where: Callable[[dict[str, str]], bool] = lambda labels: True) -> float:
     return sum(v for n, labels, v in samples if n == name and where(labels))
-
-
-async def sql(reg: Registry, statement: str) -> None:
-    engine = create_async_engine(async_url(reg.db_url))
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 async def test_livez_and_readyz_when_all_is_well(registry: Registry) -> None:

@@ -85,22 +85,16 @@ def test_the_tables_cover_every_field() -> None:
     assert set(WORKER_VALUES) == set(WorkerSettings.model_fields)
 
 
-def test_every_service_setting_is_read_from_its_variable(clean_env: pytest.MonkeyPatch) -> None:
-    defaults = Settings()
-    for field, (raw, value) in SERVICE_VALUES.items():
+@pytest.mark.parametrize(("model", "prefix", "table"), [(Settings, "ADAPTER_REGISTRY_", SERVICE_VALUES),
+                                                         (WorkerSettings, "ADAPTER_REGISTRY_WORKER_", WORKER_VALUES)])
+def test_every_setting_is_read_from_its_variable(clean_env: pytest.MonkeyPatch, model: Any, prefix: str,
+                                                 table: dict[str, tuple[str, Any]]) -> None:
+    defaults = model()
+    for field, (raw, value) in table.items():
         assert getattr(defaults, field) != value, f"pick a non-default value for {field}"
-        clean_env.setenv(f"ADAPTER_REGISTRY_{field.upper()}", raw)
-    settings = Settings.from_env()
-    assert {f: getattr(settings, f) for f in SERVICE_VALUES} == {f: v for f, (_, v) in SERVICE_VALUES.items()}
-
-
-def test_every_worker_setting_is_read_from_its_variable(clean_env: pytest.MonkeyPatch) -> None:
-    defaults = WorkerSettings()
-    for field, (raw, value) in WORKER_VALUES.items():
-        assert getattr(defaults, field) != value, f"pick a non-default value for {field}"
-        clean_env.setenv(f"ADAPTER_REGISTRY_WORKER_{field.upper()}", raw)
-    settings = WorkerSettings.from_env()
-    assert {f: getattr(settings, f) for f in WORKER_VALUES} == {f: v for f, (_, v) in WORKER_VALUES.items()}
+        clean_env.setenv(f"{prefix}{field.upper()}", raw)
+    settings = model.from_env()
+    assert {f: getattr(settings, f) for f in table} == {f: v for f, (_, v) in table.items()}
 
 
 def test_options_win_over_the_environment_and_none_means_not_given(clean_env: pytest.MonkeyPatch) -> None:

@@ -7,23 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from registry_testkit import Registry, push_files, register_base, saved_adapter, tiny_llama
+from registry_testkit import push_files, register_base, saved_adapter, sql, tiny_llama
 from safetensors.torch import save_file
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-
-from registry_service.db.session import async_url
 
 MiB = 2**20
-
-
-async def sql(reg: Registry, statement: str) -> None:
-    engine = create_async_engine(async_url(reg.db_url))
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 async def test_sessions_have_a_maximum_size(registry_with) -> None:
