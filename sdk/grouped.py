@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .layers import AdapterModule, VersionedCache
 from .routing import Routing
 
 
@@ -72,3 +73,33 @@ def grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: GroupedWeight
     if torch.is_grad_enabled():
         return result.index_add(0, index, y)
     return result.index_add_(0, index, y)
+
+
+class GroupedLayer(AdapterModule):
+    """An adapter layer that stacks its adapters' weights for a mixed batch when the routing begins.
+
+    Subclasses say whether they take part (:meth:`groups_here`) and build the stack (:meth:`stack`);
+    the stack is kept across calls while the batch's adapters and their weights stay the same.
+    """
+
+    def __init__(self, base_layer: torch.nn.Module) -> None:
+        super().__init__(base_layer)
+        self._mix_cache: VersionedCache[GroupedWeights] = VersionedCache()
+        self._mix: GroupedWeights | None = None  # this layer's stack for the running mixed batch
+
+    def groups_here(self, routing: Routing) -> bool:
+        """Whether this layer runs ``routing`` as grouped matmuls (no: it handles the routing itself)."""
+        return False
+
+    def stack(self, names: tuple[str, ...]) -> tuple[GroupedWeights, list[Tensor]]:
+        """The weights of ``names`` in that order (zeros for adapters absent here) and the tensors read."""
+        raise NotImplementedError
+
+    def begin_routing(self, routing: Routing) -> None:
+        super().begin_routing(routing)
+        use = self.groups_here(routing)
+        self._mix = self._mix_cache.get(routing.unique, lambda: self.stack(routing.unique)) if use else None
+
+    def end_routing(self) -> None:
+        super().end_routing()
+        self._mix = None

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from ..config import AdapterConfig
 from ..errors import ConfigError
-from ..grouped import GroupedWeights, grouped_linear
-from ..layers import AdapterLayer, VersionedCache
+from ..grouped import GroupedLayer, GroupedWeights, grouped_linear
+from ..layers import AdapterLayer
 from ..routing import Routing
 from ..signature import ExpectedTensor
 from ..targeting import DEFAULT_TARGETS, ModelView, module_kind, pattern_key
@@ -96,7 +96,7 @@ def weight_dims(entry: ModuleEntry) -> tuple[int, int, tuple[int, ...]]:
     return weight[0], weight[1], ()
 
 
-class LycorisLayer(AdapterLayer):
+class LycorisLayer(GroupedLayer, AdapterLayer):
     """Holds each adapter's factors and adds ``x ↦ ΔW·x`` with ΔW rebuilt by the method."""
 
     def __init__(self, base_layer: nn.Module) -> None:
@@ -107,8 +107,6 @@ class LycorisLayer(AdapterLayer):
         self.rank_dropout_rescale: dict[str, bool] = {}
         self.module_dropout: dict[str, float] = {}
         self.kind = module_kind(base_layer)
-        self._mix_cache: VersionedCache[GroupedWeights] = VersionedCache()
-        self._mix: GroupedWeights | None = None  # stacked ΔWᵀ of the running mixed batch (Linear only)
 
     def rebuild(self, name: str) -> Tensor:
         """ΔW (unscaled, any shape with the weight's element count) from the adapter's factors."""
@@ -180,16 +178,10 @@ class LycorisLayer(AdapterLayer):
             result = result + extra.to(result.dtype)
         return result
 
-    def begin_routing(self, routing: Routing) -> None:
-        super().begin_routing(routing)
-        linear = self.kind != "Conv2d" and any(n in self.factors for n in routing.unique)
-        self._mix = self._mix_cache.get(routing.unique, lambda: self._stack(routing.unique)) if linear else None
+    def groups_here(self, routing: Routing) -> bool:
+        return self.kind != "Conv2d" and any(n in self.factors for n in routing.unique)  # Conv2d: one at a time
 
-    def end_routing(self) -> None:
-        super().end_routing()
-        self._mix = None
-
-    def _stack(self, names: tuple[str, ...]) -> tuple[GroupedWeights, list[Tensor]]:
+    def stack(self, names: tuple[str, ...]) -> tuple[GroupedWeights, list[Tensor]]:
         """ΔWᵀ (U, in, out) of ``names``, zeros where an adapter is absent."""
         here = [n for n in names if n in self.factors]
         sources = [t for n in here for t in self.factors[n].values()]

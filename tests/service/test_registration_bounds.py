@@ -28,31 +28,28 @@ async def register(reg: Registry, config: dict) -> tuple[int, str]:
     return r.status_code, r.json().get("detail", "")
 
 
-@pytest.mark.parametrize("architecture", ["set_seed", "AutoModel", "LlamaConfig", "PreTrainedModel", "__class__",
-                                          "os.system"])
-async def test_architectures_must_name_a_model_class(registry_with, architecture: str) -> None:
+async def test_architectures_must_name_a_model_class(registry_with) -> None:
     """Main called whatever transformers attribute ``architectures[0]`` named (``set_seed(config)``)."""
     reg = await registry_with()
-    status, detail = await register(reg, llama_config(architectures=[architecture]))
-    assert status == 400, detail
-    assert "is not a model class of transformers" in detail and architecture[:20] in detail
+    for architecture in ["set_seed", "AutoModel", "LlamaConfig", "PreTrainedModel", "__class__", "os.system"]:
+        status, detail = await register(reg, llama_config(architectures=[architecture]))
+        assert status == 400, detail
+        assert "is not a model class of transformers" in detail and architecture[:20] in detail
 
 
-@pytest.mark.parametrize(("changes", "named"), [
-    ({"num_hidden_layers": 1_000_000}, "config.num_hidden_layers = 1000000: at most 1024 layers"),
-    ({"hidden_size": 10**30}, "config.hidden_size"),
-    ({"num_hidden_layers": 128, "num_local_experts": 1024}, "128 layers × 1024 experts"),
-    ({"text_config": {"num_hidden_layers": 5000}}, "config.text_config.num_hidden_layers"),
-])
-async def test_config_sizes_are_bounded(registry_with, changes: dict, named: str) -> None:
+async def test_config_sizes_are_bounded(registry_with) -> None:
+    """Sizes past the bounds are refused before the model is built (main built a 1,000,000-layer model
+    on the meta device, using gigabytes); a config within them still registers."""
     reg = await registry_with()
-    status, detail = await register(reg, llama_config(**changes))
-    assert status == 400, detail
-    assert named in detail
-
-
-async def test_a_config_that_builds_still_registers(registry_with) -> None:
-    reg = await registry_with()
+    for changes, named in [
+        ({"num_hidden_layers": 1_000_000}, "config.num_hidden_layers = 1000000: at most 1024 layers"),
+        ({"hidden_size": 10**30}, "config.hidden_size"),
+        ({"num_hidden_layers": 128, "num_local_experts": 1024}, "128 layers × 1024 experts"),
+        ({"text_config": {"num_hidden_layers": 5000}}, "config.text_config.num_hidden_layers"),
+    ]:
+        status, detail = await register(reg, llama_config(**changes))
+        assert status == 400, detail
+        assert named in detail
     assert (await register(reg, llama_config()))[0] == 201
 
 
@@ -87,8 +84,9 @@ async def test_description_and_tags_are_bounded_on_push_and_patch(registry_with,
     assert ok.status_code == 201, ok.text
     for body in [{"description": "y" * (MAX_DESCRIPTION_CHARS + 1)}, {"tags": [f"u{i}" for i in range(MAX_TAGS + 1)]},
                  {"tags": ["z" * 65]}, {"description": "nul \x00"}]:
-        r = await reg.client.patch(url, json=body, headers=reg.auth(alice))
-        assert r.status_code in (400, 422), (body, r.text)  # 400: a bound the OpenAPI schema declares
+        r = await reg.client.patch(url, json=body, headers=reg.auth(alice))  # the PATCH body's declared bounds
+        assert r.status_code == 400, (body, r.text)
+        assert next(iter(body)) in r.text or "NUL" in r.text
     big = await reg.client.patch(url, json={"description": "y" * (8 * 2**20)}, headers=reg.auth(alice))
     assert big.status_code == 413, big.text
     kept = (await reg.client.get(url)).json()

@@ -27,7 +27,7 @@ from ..payloads import upload_payload
 from ..quotas import check_quota
 from . import service
 from .downloads import serve_file
-from .metadata import MAX_TAG_CHARS, check_metadata, clean_tags
+from .metadata import MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS, check_metadata, clean_tags
 from .publish import publish, push_options
 from .schemas import AdapterInfo, AdapterPage, AliasDeleted, AliasMoved, PublishedVersion, VersionInfo, VersionList
 from .service import MAX_VERSION
@@ -56,8 +56,9 @@ async def read_small(upload: UploadFile | str, limit: int, what: str) -> bytes:
 class AdapterPatch(msgspec.Struct):
     """Editable adapter fields (omitted ones stay as they are)."""
 
-    description: str | None = None
-    tags: list[Annotated[str, msgspec.Meta(max_length=MAX_TAG_CHARS)]] | None = None
+    description: Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION_CHARS)] | None = None
+    tags: Annotated[list[Annotated[str, msgspec.Meta(max_length=MAX_TAG_CHARS)]],
+                    msgspec.Meta(max_length=MAX_TAGS)] | None = None
     visibility: Literal["public", "private"] | None = None
 
 

@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...grouped import GroupedWeights, grouped_linear
-from ...layers import AdapterLayer, Conv1DFeatures, VersionedCache
+from ...grouped import GroupedLayer, GroupedWeights, grouped_linear
+from ...layers import AdapterLayer, Conv1DFeatures
 from ...merging import LayerKind, lora_delta
 from ...routing import Routing
 from .dora import dora_extra, lora_out_in, merged_delta, row_norm, weight_out_in
 
 
-class LoraLayer(AdapterLayer):
+class LoraLayer(GroupedLayer, AdapterLayer):
     """Shared bookkeeping of the LoRA layer kinds."""
 
     kind: ClassVar[LayerKind]
@@ -42,7 +42,6 @@ class LoraLayer(AdapterLayer):
         self.r: dict[str, int] = {}
         self.scaling: dict[str, float | Tensor] = {}
         self.dropout_p: dict[str, float] = {}
-        self._mix_cache: VersionedCache[GroupedWeights] = VersionedCache()  # stacked weights of a mixed batch
 
     # --- shapes, overridden per kind -----------------------------------------------------
     @property
@@ -164,10 +163,6 @@ class LoraLinear(LoraLayer):
     kind: ClassVar[LayerKind] = "linear"
     supports_dora: ClassVar[bool] = True
 
-    def __init__(self, base_layer: nn.Module) -> None:
-        super().__init__(base_layer)
-        self._mix: GroupedWeights | None = None  # this layer's stacked weights for the running mixed batch
-
     def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
         result = self.base_layer(x, *args, **kwargs)
         routing = self._route
@@ -200,16 +195,10 @@ class LoraLinear(LoraLayer):
         bias = getattr(self.base_layer, "bias", None)
         return result - bias if bias is not None else result
 
-    def begin_routing(self, routing: Routing) -> None:
-        super().begin_routing(routing)
-        present = any(n in self.lora_A for n in routing.unique)
-        self._mix = self._mix_cache.get(routing.unique, lambda: self._stack(routing.unique)) if present else None
+    def groups_here(self, routing: Routing) -> bool:
+        return any(n in self.lora_A for n in routing.unique)
 
-    def end_routing(self) -> None:
-        super().end_routing()
-        self._mix = None
-
-    def _stack(self, names: tuple[str, ...]) -> tuple[GroupedWeights, list[Tensor]]:
+    def stack(self, names: tuple[str, ...]) -> tuple[GroupedWeights, list[Tensor]]:
         """A (U, in, R), scaled B (U, R, out) and DoRA factors for ``names``; zeros where an adapter is absent."""
         here = [n for n in names if n in self.lora_A]
         rmax = max(self.lora_A[n].shape[0] for n in here)
