@@ -306,7 +306,7 @@ class AdapterModel(nn.Module):
     # --- merging -----------------------------------------------------------------------------
     def _merged_names(self) -> list[str]:
         seen: dict[str, None] = {}
-        for _, m in self._modules_with_adapters():
+        for m in self._adapter_modules():
             if isinstance(m, AdapterLayer):
                 for n in m.merged:
                     seen.setdefault(n, None)
