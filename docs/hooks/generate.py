@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import tempfile
+import textwrap
 import warnings
 from typing import Any
 
@@ -208,7 +209,7 @@ def field_comments(cls: type) -> dict[str, str]:
     """The ``#:`` comment lines right above each field of a settings class."""
     comments: dict[str, str] = {}
     pending: list[str] = []
-    for line in inspect.getsource(cls).splitlines():
+    for line in textwrap.dedent(inspect.getsource(cls)).splitlines():
         stripped = line.strip()
         field = re.match(r"^    ([a-z_][a-z0-9_]*)\s*:", line)
         if stripped.startswith("#:"):
