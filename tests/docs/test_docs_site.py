@@ -134,3 +134,13 @@ def test_undocumented_public_names_and_settings_warn(caplog: pytest.LogCaptureFi
         c: int = 3
 
     assert hook.field_comments(Some) == {"a": "Documented.", "c": "Two lines of comment."}
+
+
+def test_readme_links_stay_in_the_repository() -> None:
+    """The README stands alone on GitHub: every link is relative and points at a file of the repository."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert any(link.startswith("docs/") for link in links)
+    for link in links:
+        assert not re.match(r"^[a-z]+:|^/", link), f"the README links outside the repository: {link}"
+        assert (ROOT / link.split("#", 1)[0]).is_file(), f"the README links to a missing file: {link}"
