@@ -148,14 +148,23 @@ def _schema_type(schema: dict[str, Any]) -> str:
     if "$ref" in schema:
         return schema["$ref"].rsplit("/", 1)[-1]
     if "oneOf" in schema or "anyOf" in schema:
-        return " \\| ".join(_schema_type(s) for s in schema.get("oneOf", schema.get("anyOf", [])))
-    if schema.get("type") == "array":
+        return " or ".join(_schema_type(s) for s in schema.get("oneOf", schema.get("anyOf", [])))
+    if schema.get("enum"):
+        return "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
+    kind = schema.get("type", "any")
+    if kind == "array":
         return f"array of {_schema_type(schema.get('items', {}))}"
-    return str(schema.get("type", "any"))
+    return " or ".join(kind) if isinstance(kind, list) else str(kind)
+
+
+def _link(type_name: str, schemas: dict[str, Any]) -> str:
+    """A type name, linked to its section when it is one of the document's schemas."""
+    words = type_name.split(" ")
+    return " ".join(f"[{w}](#{w.lower()})" if w in schemas else w for w in words)
 
 
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    return " ".join(str(text).split()).replace("|", "&#124;")
 
 
 def rest_reference() -> str:
@@ -169,6 +178,7 @@ def rest_reference() -> str:
            f"{schema['info']['title']}, generated from the service's OpenAPI document (the same one a running "
            "service serves at `/schema/openapi.json`, browsable at `/schema`). Errors are RFC 9457 problem details "
            "(`application/problem+json`). Authentication: `Authorization: Bearer <token>`.", ""]
+    schemas: dict[str, Any] = schema.get("components", {}).get("schemas", {})
     by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
     for path, item in schema["paths"].items():
         for method, op in item.items():
@@ -191,14 +201,32 @@ def rest_reference() -> str:
                 out.append("")
             body = op.get("requestBody")
             if body:
-                kinds = ", ".join(f"`{k}`" for k in body.get("content", {}))
+                kinds = ", ".join(f"`{k}` ({_link(_schema_type(v.get('schema', {})), schemas)})"
+                                  for k, v in body.get("content", {}).items())
                 out += [f"Request body: {kinds}.", ""]
             responses = op.get("responses") or {}
             if responses:
-                out += ["| status | description |", "|---|---|"]
+                out += ["| status | body | description |", "|---|---|---|"]
                 for code, resp in sorted(responses.items()):
-                    out.append(f"| {code} | {_cell(resp.get('description', ''))} |")
+                    bodies = ", ".join(_link(_schema_type(v.get("schema", {})), schemas)
+                                       for v in (resp.get("content") or {}).values())
+                    out.append(f"| {code} | {bodies} | {_cell(resp.get('description', ''))} |")
                 out.append("")
+    out += ["## Schemas", ""]
+    for name, spec in sorted(schemas.items()):
+        out += [f"### {name}", ""]
+        if spec.get("description"):
+            out += [_cell(spec["description"]), ""]
+        props = spec.get("properties") or {}
+        required = set(spec.get("required") or [])
+        if props:
+            out += ["| field | type | required | description |", "|---|---|---|---|"]
+            for field, prop in props.items():
+                out.append(f"| `{field}` | {_cell(_link(_schema_type(prop), schemas))} | "
+                           f"{'yes' if field in required else 'no'} | {_cell(prop.get('description', ''))} |")
+            out.append("")
+        elif spec.get("enum"):
+            out += ["One of " + ", ".join(f"`{v}`" for v in spec["enum"]) + ".", ""]
     out += ["## The document", "", "??? note \"openapi.json\"", "", "    ```json"]
     out += ["    " + line for line in json.dumps(schema, indent=1, sort_keys=True).splitlines()]
     out += ["    ```", ""]
