@@ -299,3 +299,11 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         for path, make in GENERATED.items():
             files.append(File.generated(config, path, content=make()))
     return files
+
+
+_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):<code>~?([^<]*)</code>")
+
+
+def on_page_content(html: str, **_: Any) -> str:
+    """Docstrings are written with Sphinx roles (``:class:`X```); show them as plain code names."""
+    return _ROLE.sub(r"<code>\1</code>", html)
