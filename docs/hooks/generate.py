@@ -27,11 +27,13 @@ log = logging.getLogger("mkdocs.hooks.generate")
 #: Sections of the SDK reference: a name goes to the first section whose test its module passes.
 SDK_SECTIONS: list[tuple[str, str]] = [
     ("Registry client", "sdk"),  # functions defined in sdk/__init__.py itself
+    ("Registry client", "sdk.client"),
     ("Models", "sdk.model"),
     ("Method configs", "sdk.tuners."),
     ("Methods table", "sdk.methods"),
     ("Configs (base)", "sdk.config"),
     ("Training", "sdk.training"),
+    ("Training", "sdk.integrations"),
     ("Merging", "sdk.merg"),
     ("torch.compile and hot-swap", "sdk.hotswap"),
     ("Quantization", "sdk.kbit"),
