@@ -98,6 +98,7 @@ def client_reference() -> str:
 
 def error_tree() -> str:
     """The exception classes of the SDK and its client as an indented tree, then their reference."""
+    import sdk
     import sdk.client
     import sdk.errors
 
@@ -106,7 +107,11 @@ def error_tree() -> str:
     roots = sorted((c for c in classes if not any(b in classes for b in c.__bases__)), key=lambda c: c.__name__)
 
     def public(c: type) -> str:
-        return f"sdk.{c.__name__}" if c.__name__ in __import__("sdk").__all__ else f"{c.__module__}.{c.__name__}"
+        """The name a user imports the class by."""
+        for package in (sdk, sdk.client):
+            if c.__name__ in package.__all__ and getattr(package, c.__name__) is c:
+                return f"{package.__name__}.{c.__name__}"
+        return f"{c.__module__}.{c.__name__}"
 
     lines = ["# Errors", "",
              "Every error the SDK and its client raise derives from `sdk.AdapterError`; most also derive from the "
