@@ -10,6 +10,7 @@ without a comment, is a warning, which ``mkdocs build --strict`` turns into a fa
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -43,12 +44,14 @@ SDK_SECTIONS: list[tuple[str, str]] = [
 
 
 def undocumented(names: list[str], namespace: Any) -> list[str]:
-    """The names whose object has no docstring of its own (a class inheriting one does not count)."""
+    """The names whose object has no docstring of its own (a class inheriting one does not count, nor the
+    signature a dataclass is given in place of one)."""
     out = []
     for name in names:
         obj = getattr(namespace, name)
         doc = obj.__dict__.get("__doc__") if isinstance(obj, type) else getattr(obj, "__doc__", None)
-        if not (doc and doc.strip()):
+        generated = isinstance(obj, type) and dataclasses.is_dataclass(obj) and doc and doc.startswith(f"{name}(")
+        if not (doc and doc.strip()) or generated:  # a dataclass without one gets its signature as __doc__
             out.append(name)
     return out
 

@@ -4,6 +4,7 @@ name, every command, every REST route and every setting."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import importlib.util
 import logging
@@ -114,8 +115,12 @@ def test_undocumented_public_names_and_settings_warn(caplog: pytest.LogCaptureFi
     class Inherits(ValueError):
         pass
 
-    namespace = SimpleNamespace(documented=documented, bare=bare, Inherits=Inherits)
-    assert hook.undocumented(["documented", "bare", "Inherits"], namespace) == ["bare", "Inherits"]
+    @dataclasses.dataclass
+    class Plain:
+        x: int
+
+    namespace = SimpleNamespace(documented=documented, bare=bare, Inherits=Inherits, Plain=Plain)
+    assert hook.undocumented(["documented", "bare", "Inherits", "Plain"], namespace) == ["bare", "Inherits", "Plain"]
 
     import sdk
 
