@@ -32,6 +32,7 @@ from .publish import publish, push_options
 from .schemas import AdapterInfo, AdapterPage, AliasDeleted, AliasMoved, PublishedVersion, VersionInfo, VersionList
 from .service import MAX_VERSION
 from .validation import CONFIG_FILE, MAX_CONFIG_BYTES, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
+from .visibility import change_visibility
 
 ROOT = "/api/v1/adapters"
 #: The push form (``POST …/versions``): the version's files, and fields that come with them.
@@ -100,7 +101,8 @@ class AdapterController(Controller):
     @patch("/{ns:str}/{name:str}", guards=[writer], responses=problems(401, 403, 404, 413))
     async def edit_adapter(self, ns: NamePart, name: NamePart, data: AdapterPatch, db: AsyncSession,
                            principal: Principal) -> AdapterInfo:
-        """Change description, tags or visibility (writers of the namespace)."""
+        """Change description, tags (writers of the namespace) or visibility (namespace admins only: an admin
+        token of the namespace, or a global admin)."""
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)
         principal.require_write(ns)
         if data.visibility is not None and data.visibility not in ("public", "private"):
@@ -111,7 +113,7 @@ class AdapterController(Controller):
         if data.tags is not None:
             adapter.tags = clean_tags(data.tags)
         if data.visibility is not None:
-            adapter.visibility = data.visibility
+            change_visibility(db, principal, adapter, data.visibility)
         adapter.updated_at = dt.datetime.now(dt.UTC)
         db.add(Event(actor=principal.name, kind="edit", subject=f"{ns}/{name}",
                      data={k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}))

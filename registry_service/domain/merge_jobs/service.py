@@ -153,6 +153,10 @@ async def _check_output(db: AsyncSession, principal: Principal, out: MergeOutput
                     f"output adapter {full} is for base model {existing.base_model.namespace}/"
                     f"{existing.base_model.name}, whose signature differs from the inputs'",
                     expected=base.fingerprint, found=existing.base_model.fingerprint))
+            if out.private and existing.visibility != "private":
+                problems.append(_problem(f"output adapter {full} is public; a merge cannot make it private (change "
+                                         "it with PATCH, a namespace admin, or leave output.private out)",
+                                         expected="public (output.private omitted)", found="output.private=true"))
         private_out = existing.visibility == "private" if existing is not None else out.private
         if private_inputs and not private_out:
             problems.append(_problem(f"inputs {private_inputs} are private; the output adapter must be private too "
