@@ -29,7 +29,9 @@ from ..errors import NotFound, Unauthorized
 from ..params import Page
 from ..settings import Settings
 from .lineage import layout
-from .session import check_token, clear_token_cookie, set_token_cookie, stale_cookie
+from .session import check_token, clear_token_cookie, stale_cookie
+from .session import sign_in as open_session
+from .session import sign_out as end_session
 from .views import list_url, public_root, snippets, summarize_signature
 
 PAGE_SIZE = 20
@@ -176,7 +178,7 @@ class JobPages(Controller):
 
 
 class SignInPages(Controller):
-    """Signing in with an API token (kept in an HttpOnly cookie) and out again."""
+    """Signing in with an API token (a server-side session, its id in an HttpOnly cookie) and out again."""
 
     include_in_schema = False
 
@@ -187,25 +189,26 @@ class SignInPages(Controller):
         return render(request, viewer, "sign_in.html", next=_safe_next(next_page), error=None)
 
     @post("/sign-in", status_code=303)
-    async def sign_in(self, request: Request, db: AsyncSession) -> Response:
-        """Check the token like the API does; on success keep it in a cookie and go back."""
+    async def sign_in(self, request: Request, db: AsyncSession, settings: Settings) -> Response:
+        """Check the token like the API does; on success open a session (its id in a cookie) and go back."""
         form = await request.form()
         target = _safe_next(form.get("next"))
         try:
-            await check_token(db, str(form.get("token") or ""))
+            principal = await check_token(db, str(form.get("token") or ""))
         except Unauthorized as exc:
             await db.rollback()
             return render(request, None, "sign_in.html", status=401, next=target, error=str(exc.detail))
-        await db.rollback()
         response: Response = Redirect(target, status_code=303)
-        set_token_cookie(response, request, str(form.get("token")))
+        await open_session(db, request, settings, principal, response)
+        await db.commit()
         return response
 
     @post("/sign-out", status_code=303)
-    async def sign_out(self) -> Response:
-        """Forget the token."""
+    async def sign_out(self, request: Request, db: AsyncSession) -> Response:
+        """End the session."""
         response: Response = Redirect("/", status_code=303)
-        clear_token_cookie(response)
+        await end_session(db, request, response)
+        await db.commit()
         return response
 
 

@@ -83,6 +83,28 @@ class Principal:
 ANONYMOUS = Principal()
 
 
+async def issue_token(
+    db: AsyncSession,
+    *,
+    namespace: str | None,
+    scopes: Iterable[str],
+    name: str = "",
+    expires_in: dt.timedelta | None = None,
+) -> tuple[str, ApiToken]:
+    """Store a new token; returns its plain text (the only time it is available) and its row. ``expires_in``
+    None: it never expires (callers apply the configured default and maximum first, :func:`token_lifetime`)."""
+    scopes = sorted(set(scopes))
+    bad = [s for s in scopes if s not in SCOPES]
+    if bad or not scopes:
+        raise BadRequest(f"scopes must be a non-empty subset of {list(SCOPES)}, got {scopes}")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    expires = dt.datetime.now(dt.UTC) + expires_in if expires_in else None
+    row = ApiToken(token_sha256=hash_token(token), name=name, namespace=namespace, scopes=scopes, expires_at=expires)
+    db.add(row)
+    await db.flush()
+    return token, row
+
+
 async def create_token(
     db: AsyncSession,
     *,
@@ -91,17 +113,19 @@ async def create_token(
     name: str = "",
     expires_in: dt.timedelta | None = None,
 ) -> str:
-    """Store a new token and return its plain text (the only time it is available); ``expires_in``
-    None: it never expires (callers apply the configured default and maximum first)."""
-    scopes = sorted(set(scopes))
-    bad = [s for s in scopes if s not in SCOPES]
-    if bad or not scopes:
-        raise BadRequest(f"scopes must be a non-empty subset of {list(SCOPES)}, got {scopes}")
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    expires = dt.datetime.now(dt.UTC) + expires_in if expires_in else None
-    db.add(ApiToken(token_sha256=hash_token(token), name=name, namespace=namespace, scopes=scopes, expires_at=expires))
-    await db.flush()
+    """:func:`issue_token`, the plain text only."""
+    token, _ = await issue_token(db, namespace=namespace, scopes=scopes, name=name, expires_in=expires_in)
     return token
+
+
+def token_lifetime(requested_s: int | None, *, default_s: int, max_s: int) -> dt.timedelta | None:
+    """How long a new token lives: ``requested_s`` seconds (None: ``default_s``; 0: never), within ``max_s``
+    (0: no maximum). None means it never expires; 400 when the request asks for more than the maximum."""
+    seconds = default_s if requested_s is None else requested_s
+    if max_s and (seconds == 0 or seconds > max_s):
+        asked = "never to expire" if seconds == 0 else f"{seconds} s"
+        raise BadRequest(f"a token lives at most {max_s} s here (token_max_ttl_s); this one asked for {asked}")
+    return dt.timedelta(seconds=seconds) if seconds else None
 
 
 def token_principal(row: ApiToken | None, *, now: dt.datetime | None = None) -> Principal:
