@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sdk.methods import registered_methods
 
 from ..domain.adapters import service as adapters
+from ..domain.adapters.redaction import inputs_view, withheld
 from ..domain.auth.tokens import Principal
 from ..domain.base_models import service as base_models
 from ..domain.base_models import weights
@@ -114,6 +115,7 @@ class PageController(Controller):
         same_signature = await base_models.same_signature(db, base)
         recorded = (version.summary or {}).get("base_fingerprint")
         lineage = await lineage_of(db, viewer, adapter, version)
+        hidden = withheld(version, await inputs_view(db, viewer, [version]))  # files naming unreadable inputs
         full = f"{adapter.namespace}/{adapter.name}"
         return render(
             request, viewer, "adapter.html", adapter=adapter, full_name=full, version=version, versions=versions,
@@ -123,7 +125,7 @@ class PageController(Controller):
             snippets=snippets(public_root(request, settings), full, version.version,
                               private=adapter.visibility != "public"),
             api_files=f"/api/v1/adapters/{full}/versions/{version.version}/files",
-            version_size=sum(f.size for f in version.files),
+            version_size=sum(f.size for f in version.files), withheld=hidden,
         )
 
     @get("/base-models")
