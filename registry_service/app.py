@@ -27,7 +27,7 @@ from .deps import provide_db, provide_principal, provide_settings, provide_store
 from .domain.adapters.controller import AdapterController
 from .domain.adapters.uploads import UploadController
 from .domain.auth.controller import TokenController
-from .domain.auth.tokens import create_token
+from .domain.auth.tokens import issue_token
 from .domain.base_models.controller import BaseModelController
 from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
@@ -61,7 +61,7 @@ async def bootstrap_admin_token(state: State, settings: Settings) -> str | None:
         await db.execute(text("SELECT pg_advisory_xact_lock(727275)"))
         if (await db.execute(select(func.count()).select_from(ApiToken))).scalar_one():
             return None
-        token = await create_token(db, namespace=None, scopes=["admin"], name="bootstrap-admin")
+        token, _ = await issue_token(db, namespace=None, scopes=["admin"], name="bootstrap-admin")
     path = settings.data_dir / "admin-token"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -134,7 +134,7 @@ def token(
     from sdk.durations import parse_duration
 
     from .db.session import make_engine, make_sessionmaker
-    from .domain.auth.tokens import create_token, token_lifetime
+    from .domain.auth.tokens import issue_token, token_lifetime
     from .errors import ServiceError
 
     settings = _settings(data_dir)
@@ -151,7 +151,8 @@ def token(
         engine = make_engine(url)
         try:
             async with make_sessionmaker(engine)() as db, db.begin():
-                return await create_token(db, namespace=namespace, scopes=scope, name=name, expires_in=lifetime)
+                token, _ = await issue_token(db, namespace=namespace, scopes=scope, name=name, expires_in=lifetime)
+                return token
         finally:
             await engine.dispose()
 

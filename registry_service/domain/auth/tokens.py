@@ -105,19 +105,6 @@ async def issue_token(
     return token, row
 
 
-async def create_token(
-    db: AsyncSession,
-    *,
-    namespace: str | None,
-    scopes: Iterable[str],
-    name: str = "",
-    expires_in: dt.timedelta | None = None,
-) -> str:
-    """:func:`issue_token`, the plain text only."""
-    token, _ = await issue_token(db, namespace=namespace, scopes=scopes, name=name, expires_in=expires_in)
-    return token
-
-
 def token_lifetime(requested_s: int | None, *, default_s: int, max_s: int) -> dt.timedelta | None:
     """How long a new token lives: ``requested_s`` seconds (None: ``default_s``; 0: never), within ``max_s``
     (0: no maximum). None means it never expires; 400 when the request asks for more than the maximum."""
