@@ -115,3 +115,37 @@ async def test_the_service_does_not_print_the_bootstrap_token_into_its_log(db_ur
     out, err = capfd.readouterr()
     assert token.startswith("arg_") and token not in out + err
     assert "Created an admin token; it is in" in out
+
+
+def test_the_token_command_takes_expires_in(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from typer.testing import CliRunner
+
+    from registry_service.cli import app
+    from registry_service.db.session import async_url
+
+    monkeypatch.setenv("ADAPTER_REGISTRY_DATABASE_URL", db_url)
+    monkeypatch.setenv("ADAPTER_REGISTRY_APPLY_MIGRATIONS", "false")
+    run = CliRunner().invoke
+    made = run(app, ["token", "--namespace", "alice", "--scope", "write", "--expires-in", "2h",
+                     "--data-dir", str(tmp_path)])
+    assert made.exit_code == 0, made.output
+    token = made.stdout.strip()
+
+    async def seconds_left() -> float:
+        engine = create_async_engine(async_url(db_url))
+        try:
+            async with engine.connect() as conn:
+                return float((await conn.execute(text("SELECT extract(epoch FROM expires_at - now()) FROM api_token "
+                                                      "WHERE namespace = 'alice'"))).scalar_one())
+        finally:
+            await engine.dispose()
+
+    left = asyncio.run(seconds_left())
+    assert token.startswith("arg_") and 7100 < float(left) <= 7200
+    for bad, says in (("5y", "is not a duration"), ("never", "token_max_ttl_s")):
+        refused = run(app, ["token", "--namespace", "alice", "--expires-in", bad, "--data-dir", str(tmp_path)])
+        assert refused.exit_code == 2 and says in refused.output, refused.output
