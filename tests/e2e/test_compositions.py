@@ -14,7 +14,6 @@ from e2e_server import Server
 from safetensors.torch import load as load_safetensors
 from test_client import logits, register_tiny, saved_adapter, tiny_gpt2, tiny_llama, uniq
 
-import sdk
 from sdk.client import Client, RegistryError, RegistryNotFound
 from sdk.errors import ValidationFailed
 from sdk.tuners.lora import arrow as arrow_mod
