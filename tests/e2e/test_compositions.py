@@ -4,6 +4,7 @@ server), load with ``Client.load``/``sdk.load`` (equal to PEFT's Arrow and stack
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,9 @@ import torch
 from e2e_server import Server
 from safetensors.torch import load as load_safetensors
 from test_client import logits, register_tiny, saved_adapter, tiny_gpt2, tiny_llama, uniq
+from typer.testing import CliRunner
 
+from sdk.cli import app
 from sdk.client import Client, RegistryError, RegistryNotFound
 from sdk.errors import ValidationFailed
 from sdk.tuners.lora import arrow as arrow_mod
@@ -72,6 +75,15 @@ def test_stacked_composition_with_weights_equals_peft_cat(server: Server, tmp_pa
         found = c.http.json("GET", "/api/v1/compositions", params={"q": "mix", "base_model": base})
         assert [i["name"] for i in found["items"]] == [f"{ns}/mix"]
         got = logits(c.load(tiny_llama(), f"{ns}/mix"))
+        opts = ["--url", server.url, "--token", server.token(ns, "write"), "--cache-dir", str(tmp_path / "cli")]
+        made = CliRunner().invoke(app, [*opts, "compositions", "create", f"{ns}/cli-router", f"{experts[0][0]}@1",
+                                        experts[1][0], "--routing", "arrow", "--top-k", "1", "--alias", "prod"])
+        assert made.exit_code == 0, made.output
+        assert f"{ns}/cli-router@1" in made.output and "arrow, 2 members" in made.output
+        shown = CliRunner().invoke(app, [*opts, "compositions", "show", f"{ns}/cli-router@prod", "--json"])
+        assert json.loads(shown.stdout)["routing"]["top_k"] == 1
+        listed = CliRunner().invoke(app, [*opts, "compositions", "ls", "--q", "cli-router"])
+        assert f"{ns}/cli-router" in listed.stdout
     theirs = peft.PeftModel.from_pretrained(tiny_llama(), str(experts[0][1]), adapter_name="a")
     theirs.load_adapter(str(experts[1][1]), adapter_name="b")
     theirs.add_weighted_adapter(["a", "b"], [0.5, -1.25], "mix", combination_type="cat")
