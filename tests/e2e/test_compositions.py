@@ -75,6 +75,11 @@ def test_stacked_composition_with_weights_equals_peft_cat(server: Server, tmp_pa
         found = c.http.json("GET", "/api/v1/compositions", params={"q": "mix", "base_model": base})
         assert [i["name"] for i in found["items"]] == [f"{ns}/mix"]
         got = logits(c.load(tiny_llama(), f"{ns}/mix"))
+        page = httpx.get(f"{server.url}/compositions/{ns}/mix")
+        assert page.status_code == 200 and "stacked" in page.text
+        for adapter, _ in experts:  # members linked, and one lineage edge from each
+            assert f'href="/adapters/{adapter}/versions/1"' in page.text
+            assert f"{adapter}@1</a> → {ns}/mix@1" in page.text
         opts = ["--url", server.url, "--token", server.token(ns, "write"), "--cache-dir", str(tmp_path / "cli")]
         made = CliRunner().invoke(app, [*opts, "compositions", "create", f"{ns}/cli-router", f"{experts[0][0]}@1",
                                         experts[1][0], "--routing", "arrow", "--top-k", "1", "--alias", "prod"])
@@ -113,5 +118,6 @@ def test_members_must_be_readable_and_fit_one_base(server: Server, tmp_path: Pat
         with pytest.raises(RegistryNotFound):  # the composition is private with its member
             stranger.composition(f"{ns}/hidden")
         assert stranger.http.json("GET", "/api/v1/compositions", params={"q": "hidden"})["items"] == []
+    assert httpx.get(f"{server.url}/compositions/{ns}/hidden").status_code == 404
     with Client(server.url, cache_dir=tmp_path / "anon", quiet=True) as anon, pytest.raises(RegistryNotFound):
         anon.load(tiny_gpt2(), f"{ns}/hidden")
