@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db.models import Adapter, BaseModel, Composition, CompositionAlias, CompositionVersion
 from ...errors import NotFound
-from ...names import COMMIT, check_part
-from ..adapters.service import MAX_VERSION, VERSION_NUMBER
+from ..adapters.service import find_version, get_named
 from ..adapters.service import visible as adapter_visible
 from ..auth.tokens import Principal
 
@@ -20,43 +19,19 @@ PROTOTYPES_FILE = "arrow_prototypes.safetensors"
 
 def visible(principal: Principal) -> ColumnElement[bool]:
     """SQL condition: compositions the caller may see."""
-    if principal.is_admin:
-        return true()
-    own = Composition.namespace == principal.namespace if principal.namespace and principal.scopes else false()
-    return or_(Composition.visibility == "public", own)
+    return adapter_visible(principal, Composition)
 
 
 async def get_composition(db: AsyncSession, principal: Principal, ns: str, name: str, *, lock: bool = False
                           ) -> Composition:
     """The composition ``ns/name``; 404 when missing or private to someone else."""
-    check_part(ns, "namespace")
-    check_part(name, "composition name")
-    stmt = select(Composition).where(Composition.namespace == ns, Composition.name == name, visible(principal))
-    if lock:
-        stmt = stmt.with_for_update(of=Composition)
-    row = (await db.execute(stmt)).unique().scalar_one_or_none()
-    if row is None:
-        raise NotFound(f"composition {ns}/{name} not found")
-    return row
+    return await get_named(db, principal, Composition, "composition", ns, name, lock=lock)
 
 
 async def resolve_version(db: AsyncSession, comp: Composition, ref: str | None) -> CompositionVersion:
     """A version by number, alias (``latest`` when ``ref`` is None) or 40-hex commit."""
-    ref_s = ref or "latest"
-    stmt = select(CompositionVersion).where(CompositionVersion.composition_id == comp.id)
-    if VERSION_NUMBER.match(ref_s):
-        if int(ref_s) > MAX_VERSION:
-            raise NotFound(f"{comp.namespace}/{comp.name} has no version {ref_s!r}")
-        stmt = stmt.where(CompositionVersion.version == int(ref_s))
-    elif COMMIT.match(ref_s):
-        stmt = stmt.where(CompositionVersion.commit == ref_s)
-    else:
-        stmt = stmt.join(CompositionAlias, CompositionAlias.version_id == CompositionVersion.id).where(
-            CompositionAlias.composition_id == comp.id, CompositionAlias.name == ref_s)
-    row = (await db.execute(stmt)).scalar_one_or_none()
-    if row is None:
-        raise NotFound(f"{comp.namespace}/{comp.name} has no version {ref_s!r}")
-    return row
+    return await find_version(db, ref, f"{comp.namespace}/{comp.name}", CompositionVersion, CompositionAlias,
+                              "composition_id", comp.id)
 
 
 async def require_members_readable(db: AsyncSession, principal: Principal, comp: Composition,
