@@ -1,7 +1,7 @@
 """compositions: named, versioned combinations of adapter versions (stacked or Arrow-routed)
 
 Revision ID: 0011
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-03 12:30:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0011"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
