@@ -145,7 +145,7 @@ def _serve(data_dir: Path) -> tuple[subprocess.Popen, str, str]:
     server = subprocess.Popen([exe, "serve", "--port", str(port), "--data-dir", str(data_dir), "--log-level",
                                "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(480):
+    for _ in range(1200):  # a loaded machine starts PostgreSQL slowly
         try:
             if httpx.get(url + "/readyz", timeout=1).status_code == 200 and (data_dir / "admin-token").exists():
                 return server, url, (data_dir / "admin-token").read_text().strip()
@@ -217,6 +217,29 @@ def bench_load(base: torch.nn.Module, paths: list[str], inputs: torch.Tensor, re
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def print_forward(results: dict) -> None:
+    """Section 1 for people."""
+    f = results["forward"]
+    print(f"forward (batch 4 x 128, {EXPERTS} experts, top_k {TOP_K}) on {results['device']}:")
+    for k in ("sdk", "peft", "base"):
+        print(f"  {k:5s} {f['median_ms'][k]:8.2f} ms   peak +{f['peak_mib'][k]:8.1f} MiB")
+    for key, goal in GOALS.items():
+        name = key.split()[1]
+        lo, hi = f[f"{name}_ci95"]
+        verdict = "PASS" if f[name] <= goal else "MISS"
+        print(f"  {key:18s} {f[name]:.3f} (95% CI {lo:.3f}-{hi:.3f})  goal <= {goal:.2f}  {verdict}")
+    print(f"  peft/base {f['peft/base']:.3f}; max |Δlogit| sdk vs peft {f['max_abs_logit_diff']:.2e}")
+
+
+def print_load(results: dict) -> None:
+    """Section 2 for people."""
+    ld = results["load"]
+    print(f"load ({EXPERTS}-member Arrow composition, to first logits): registry {ld['registry_load_s']:.3f} s, "
+          f"local {ld['local_build_s']:.3f} s (prototypes alone {ld['prototype_compute_s']:.3f} s); "
+          f"publish {ld['publish_s']:.2f} s; prototypes file {ld['prototypes_bytes']} bytes; "
+          f"max |Δlogit| {ld['max_abs_logit_diff']:.1e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few rounds (smoke test)")
@@ -237,27 +260,12 @@ def main() -> None:
         if args.only in (None, "forward"):
             bl.log("forward: sdk Arrow vs PEFT Arrow vs base")
             results["forward"] = bench_forward(base, paths, inputs, 2 if args.quick else 5, 5 if args.quick else 30)
+            print_forward(results)
         if args.only in (None, "load") and bl.DEVICE.type == "cpu":
             bl.log("load: registry composition (stored prototypes) vs local build")
             results["load"] = bench_load(base, paths, inputs[:1, :16].cpu(), 2 if args.quick else 7)
+            print_load(results)
     results["noise"] = dict(bl.STATS)
-    if "forward" in results:
-        f = results["forward"]
-        print(f"forward (batch 4 x 128, {EXPERTS} experts, top_k {TOP_K}) on {results['device']}:")
-        for k in ("sdk", "peft", "base"):
-            print(f"  {k:5s} {f['median_ms'][k]:8.2f} ms   peak +{f['peak_mib'][k]:8.1f} MiB")
-        for key, goal in GOALS.items():
-            name = key.split()[1]
-            lo, hi = f[f"{name}_ci95"]
-            verdict = "PASS" if f[name] <= goal else "MISS"
-            print(f"  {key:18s} {f[name]:.3f} (95% CI {lo:.3f}-{hi:.3f})  goal <= {goal:.2f}  {verdict}")
-        print(f"  peft/base {f['peft/base']:.3f}; max |Δlogit| sdk vs peft {f['max_abs_logit_diff']:.2e}")
-    if "load" in results:
-        ld = results["load"]
-        print(f"load ({EXPERTS}-member Arrow composition, to first logits): registry {ld['registry_load_s']:.3f} s, "
-              f"local {ld['local_build_s']:.3f} s (prototypes alone {ld['prototype_compute_s']:.3f} s); "
-              f"publish {ld['publish_s']:.2f} s; prototypes file {ld['prototypes_bytes']} bytes; "
-              f"max |Δlogit| {ld['max_abs_logit_diff']:.1e}")
     print(f"rounds {bl.STATS['rounds']}, noisy {bl.STATS['noisy_rounds']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
