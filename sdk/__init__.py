@@ -40,6 +40,8 @@ from .tuners.ia3 import IA3Config
 from .tuners.loha import LoHaConfig
 from .tuners.lokr import LoKrConfig
 from .tuners.lora import LoraConfig
+from .tuners.lora.arrow import ArrowConfig
+from .tuners.lora.arrow_model import create_arrow_model
 from .tuners.prompt import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 
 if TYPE_CHECKING:
@@ -100,6 +102,7 @@ __all__ = [
     "AdapterModel",
     "AdapterNameError",
     "AdapterStateError",
+    "ArrowConfig",
     "ConfigError",
     "FormatError",
     "IA3Config",
@@ -123,6 +126,7 @@ __all__ = [
     "combine_lora_adapter_dirs",
     "combine_lora_adapters",
     "config_from_dict",
+    "create_arrow_model",
     "default_client",
     "get_method",
     "get_peft_model",

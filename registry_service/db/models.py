@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -245,6 +246,58 @@ class MergeJob(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class Composition(Base):
+    """A named, versioned combination of adapter versions for one base model (``ns/name``, like an adapter)."""
+
+    __tablename__ = "composition"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(96))
+    name: Mapped[str] = mapped_column(String(96))
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id"), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    visibility: Mapped[str] = mapped_column(String(8), default="public")
+    next_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    base_model: Mapped[BaseModel] = relationship(lazy="joined")
+
+
+class CompositionVersion(Base):
+    """One immutable version of a composition: members pinned by commit and how they combine.
+
+    ``members``: ``[{"adapter": "ns/name", "version", "commit", "role": "task"|"general", "weight"}]``;
+    ``routing``: ``{"kind": "stacked"}`` or ``{"kind": "arrow", "top_k", "router_temperature", "use_gks",
+    "rng_seed"}``. For Arrow, ``prototypes`` holds the safetensors file of every layer's prototypes
+    (computed once, at publish), with its sha256.
+    """
+
+    __tablename__ = "composition_version"
+    __table_args__ = (UniqueConstraint("composition_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    composition_id: Mapped[int] = mapped_column(ForeignKey("composition.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    commit: Mapped[str] = mapped_column(String(40), unique=True)
+    members: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    routing: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    prototypes: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    prototypes_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    prototypes_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CompositionAlias(Base):
+    """A movable name for a composition version (``latest`` is kept by the service)."""
+
+    __tablename__ = "composition_alias"
+    composition_id: Mapped[int] = mapped_column(ForeignKey("composition.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("composition_version.id", ondelete="CASCADE"))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class Event(Base):
     """Append-only audit log: pushes, alias moves, deletions, jobs."""
 
@@ -258,6 +311,7 @@ class Event(Base):
 
 
 __all__ = [
-    "Adapter", "AdapterVersion", "Alias", "ApiToken", "Base", "BaseModel", "BaseModelFile", "BaseModelUpload", "Event",
+    "Adapter", "AdapterVersion", "Alias", "ApiToken", "Base", "BaseModel", "BaseModelFile", "BaseModelUpload",
+    "Composition", "CompositionAlias", "CompositionVersion", "Event",
     "File", "MergeJob", "Namespace", "UploadSession", "WebSession", "_now",
 ]

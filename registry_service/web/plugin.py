@@ -18,6 +18,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from ..settings import Settings
+from .composition_pages import CompositionPages
 from .errors import page_crash, wrap_handlers
 from .headers import page_response_headers
 from .pages import JobPages, PageController, SignInPages
@@ -42,7 +43,7 @@ def template_environment() -> Environment:
 
 def web_router() -> Router:
     """The pages, with the signed-in viewer (from the cookie) as a dependency."""
-    return Router(path="/", route_handlers=[PageController, JobPages, SignInPages],
+    return Router(path="/", route_handlers=[PageController, JobPages, SignInPages, CompositionPages],
                   dependencies={"viewer": Provide(provide_viewer)}, exception_handlers={Exception: page_crash},
                   response_headers=page_response_headers(), include_in_schema=False)
 

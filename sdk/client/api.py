@@ -29,7 +29,7 @@ from ..validation import check_weights, parse_config
 from . import trust
 from .cache import Cache, CachedVersion, registry_key
 from .config import ClientConfig
-from .http import Http, StorageIO, json_body
+from .http import Http, RegistryNotFound, StorageIO, json_body
 from .merges import MergeJob, follow, merge_request
 from .transfers import download, upload_parts
 from .trust import UnsafeResponse
@@ -350,6 +350,20 @@ class Client:
         """Cancel a queued or running merge job (a running one stops at its next step)."""
         return MergeJob.from_json(self.http.json("POST", f"/api/v1/merge-jobs/{job_id}/cancel", idempotent=False))
 
+    # --- compositions ------------------------------------------------------------------------
+    def create_composition(self, name: str, members: Sequence[str | tuple[str, float] | dict[str, Any]],
+                           routing: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Publish a composition version; see :func:`sdk.client.compositions.create_composition`."""
+        from .compositions import create_composition
+
+        return create_composition(self, name, members, routing, **kwargs)
+
+    def composition(self, ref: str) -> dict[str, Any]:
+        """A composition version (``ns/name[@version|alias|commit]``) with its pinned members."""
+        from .compositions import composition_version
+
+        return composition_version(self, ref)
+
     # --- pulling and loading --------------------------------------------------------------
     def pull(self, ref: str, version: int | str | None = None) -> Path:
         """A local folder with the adapter's files. A version pinned by number or commit that is
@@ -387,8 +401,22 @@ class Client:
 
     def load(self, model: nn.Module, ref: str, adapter_name: str = "default", *, version: int | str | None = None,
              is_trainable: bool = False, activate: bool = True) -> AdapterModel:
-        """Pull ``ref`` and inject it into ``model`` (a plain model, or an ``AdapterModel`` to add to)."""
-        folder = self.pull(ref, version)
+        """Pull ``ref`` and inject it into ``model`` (a plain model, or an ``AdapterModel`` to add to).
+
+        A ``ref`` that names a composition rather than an adapter loads the composition into a plain
+        model: its members routed with Arrow, or stacked (see :mod:`sdk.client.compositions`)."""
+        try:
+            folder = self.pull(ref, version)
+        except RegistryNotFound:
+            if isinstance(model, AdapterModel) or version is not None:
+                raise
+            from .compositions import load_composition
+
+            try:
+                return load_composition(self, model, ref)
+            except RegistryNotFound:
+                pass
+            raise
         if isinstance(model, AdapterModel):
             model.load_adapter(folder, adapter_name, is_trainable=is_trainable)
             if activate:

@@ -20,45 +20,68 @@ VERSION_NUMBER = re.compile(r"^[0-9]{1,19}\Z")
 MAX_VERSION = 2**31 - 1
 
 
-def visible(principal: Principal) -> ColumnElement[bool]:
-    """SQL condition: adapters the caller may see (public ones, and private ones it can read)."""
+def visible(principal: Principal, table: Any = Adapter) -> ColumnElement[bool]:
+    """SQL condition: rows of ``table`` (adapters, or another table with ``namespace`` and ``visibility``)
+    the caller may see: public ones, and private ones it can read."""
     if principal.is_admin:
         return true()
-    own = Adapter.namespace == principal.namespace if principal.namespace and principal.scopes else false()
-    return or_(Adapter.visibility == "public", own)
+    own = table.namespace == principal.namespace if principal.namespace and principal.scopes else false()
+    return or_(table.visibility == "public", own)
+
+
+async def get_named(db: AsyncSession, principal: Principal, table: Any, what: str, ns: str, name: str, *,
+                    lock: bool = False) -> Any:
+    """The ``what`` ``ns/name`` of ``table``; 404 when missing or private to someone else."""
+    check_part(ns, "namespace")
+    check_part(name, f"{what} name")
+    stmt = select(table).where(table.namespace == ns, table.name == name, visible(principal, table))
+    if lock:
+        stmt = stmt.with_for_update(of=table)
+    row = (await db.execute(stmt)).unique().scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"{what} {ns}/{name} not found")
+    return row
 
 
 async def get_adapter(db: AsyncSession, principal: Principal, ns: str, name: str, *, lock: bool = False) -> Adapter:
     """The adapter ``ns/name``; 404 when missing or private to someone else."""
-    check_part(ns, "namespace")
-    check_part(name, "adapter name")
-    stmt = select(Adapter).where(Adapter.namespace == ns, Adapter.name == name, visible(principal))
-    if lock:
-        stmt = stmt.with_for_update(of=Adapter)
-    row = (await db.execute(stmt)).unique().scalar_one_or_none()
+    return await get_named(db, principal, Adapter, "adapter", ns, name, lock=lock)
+
+
+def version_ref(ref: str | int | None, owner: str) -> tuple[str, str]:
+    """What a version reference is: ``("number", digits)``, ``("commit", hex)`` or ``("alias", name)``
+    (``latest`` when ``ref`` is None); a number past the column's range is not found, without asking."""
+    ref_s = "latest" if ref is None or ref == "" else str(ref)
+    if VERSION_NUMBER.match(ref_s):  # ASCII digits only: '²' is a digit to str.isdigit, not to int()
+        if int(ref_s) > MAX_VERSION:
+            raise NotFound(f"{owner} has no version {ref_s!r}")
+        return "number", ref_s
+    return ("commit" if COMMIT.match(ref_s) else "alias"), ref_s
+
+
+async def find_version(db: AsyncSession, ref: str | int | None, owner: str, versions: Any, aliases: Any,
+                       owner_key: str, owner_id: int) -> Any:
+    """A row of ``versions`` (``version``, ``commit``, ``<owner_key>``) by number, alias of ``aliases``
+    (``latest`` when ``ref`` is None) or 40-hex commit; 404 naming ``owner`` when there is none."""
+    kind, ref_s = version_ref(ref, owner)
+    stmt = select(versions).where(getattr(versions, owner_key) == owner_id)
+    if kind == "number":
+        stmt = stmt.where(versions.version == int(ref_s))
+    elif kind == "commit":
+        stmt = stmt.where(versions.commit == ref_s)
+    else:
+        stmt = stmt.join(aliases, aliases.version_id == versions.id).where(
+            getattr(aliases, owner_key) == owner_id, aliases.name == ref_s)
+    row = (await db.execute(stmt)).scalar_one_or_none()
     if row is None:
-        raise NotFound(f"adapter {ns}/{name} not found")
+        raise NotFound(f"{owner} has no version {ref_s!r}")
     return row
 
 
 async def resolve_version(db: AsyncSession, adapter: Adapter, ref: str | int | None) -> AdapterVersion:
     """A version by number, alias (``latest`` when ``ref`` is None) or 40-hex commit."""
-    ref_s = "latest" if ref is None or ref == "" else str(ref)
-    stmt = select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id)
-    if VERSION_NUMBER.match(ref_s):  # ASCII digits only: '²' is a digit to str.isdigit, not to int()
-        if int(ref_s) > MAX_VERSION:  # past the column's range: no such version, without asking
-            raise NotFound(f"{adapter.namespace}/{adapter.name} has no version {ref_s!r}")
-        stmt = stmt.where(AdapterVersion.version == int(ref_s))
-    elif COMMIT.match(ref_s):
-        stmt = stmt.where(AdapterVersion.commit == ref_s)
-    else:
-        stmt = stmt.join(Alias, Alias.version_id == AdapterVersion.id).where(
-            Alias.adapter_id == adapter.id, Alias.name == ref_s
-        )
-    row = (await db.execute(stmt)).scalar_one_or_none()
-    if row is None:
-        raise NotFound(f"{adapter.namespace}/{adapter.name} has no version {ref_s!r}")
-    return row
+    return await find_version(db, ref, f"{adapter.namespace}/{adapter.name}", AdapterVersion, Alias, "adapter_id",
+                              adapter.id)
 
 
 async def versions_of(db: AsyncSession, adapter: Adapter, *, limit: int | None = None) -> list[AdapterVersion]:
