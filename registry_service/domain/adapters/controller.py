@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -10,7 +9,6 @@ from litestar import Controller, Request, Response, delete, get, patch, post, pu
 from litestar.datastructures import UploadFile
 from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...body_limits import body_limit, upload_slot
@@ -27,7 +25,8 @@ from ..payloads import upload_payload
 from ..quotas import check_quota
 from . import service
 from .downloads import serve_file
-from .metadata import MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS, check_metadata, clean_tags
+from .editing import edit_metadata, move_alias
+from .metadata import MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS
 from .publish import publish, push_options
 from .schemas import AdapterInfo, AdapterPage, AliasDeleted, AliasMoved, PublishedVersion, VersionInfo, VersionList
 from .service import MAX_VERSION
@@ -102,19 +101,9 @@ class AdapterController(Controller):
                            principal: Principal) -> AdapterInfo:
         """Change description, tags or visibility (writers of the namespace)."""
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)
-        principal.require_write(ns)
-        if data.visibility is not None and data.visibility not in ("public", "private"):
-            raise BadRequest("visibility must be 'public' or 'private'")
-        check_metadata(data.description, data.tags)
-        if data.description is not None:
-            adapter.description = data.description
-        if data.tags is not None:
-            adapter.tags = clean_tags(data.tags)
-        if data.visibility is not None:
-            adapter.visibility = data.visibility
-        adapter.updated_at = dt.datetime.now(dt.UTC)
-        db.add(Event(actor=principal.name, kind="edit", subject=f"{ns}/{name}",
-                     data={k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}))
+        changed = edit_metadata(adapter, principal, description=data.description, tags=data.tags,
+                                visibility=data.visibility)
+        db.add(Event(actor=principal.name, kind="edit", subject=f"{ns}/{name}", data=changed))
         await db.commit()
         return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
 
@@ -196,16 +185,7 @@ class AdapterController(Controller):
         if alias == "latest":
             raise BadRequest("'latest' always points at the newest version and cannot be moved")
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)
-        principal.require_write(ns)
-        version = await service.resolve_version(db, adapter, data.version)
-        now = dt.datetime.now(dt.UTC)
-        await db.execute(
-            insert(Alias).values(adapter_id=adapter.id, name=alias, version_id=version.id, updated_at=now)
-            .on_conflict_do_update(index_elements=["adapter_id", "name"],
-                                   set_={"version_id": version.id, "updated_at": now})
-        )
-        db.add(Event(actor=principal.name, kind="alias", subject=f"{ns}/{name}",
-                     data={"alias": alias, "version": version.version}))
+        version = await move_alias(db, adapter, principal, alias, data.version)
         await db.commit()
         return {"alias": alias, "version": version.version, "commit": version.commit}
 
