@@ -371,8 +371,6 @@ def test_signed_in_downloads_and_file_viewer(page: Page, catalog: Catalog) -> No
     response = page.request.get(href)
     assert response.status == 200 and "no-store" in response.headers["cache-control"]
     assert httpx.get(f"{catalog.srv.url}{href}").status_code == 404  # no cookie: as if it did not exist
-    other = httpx.post(f"{catalog.srv.url}/sign-in", data={"token": catalog.other_token, "next": "/"})
-    assert httpx.get(f"{catalog.srv.url}{href}", cookies=other.cookies).status_code == 404
 
     page.locator("#files a.file", has_text="adapter_config.json").click()
     expect(page.locator("h1")).to_have_text("adapter_config.json")
@@ -381,6 +379,10 @@ def test_signed_in_downloads_and_file_viewer(page: Page, catalog: Catalog) -> No
     page.goto(f"/adapters/{catalog.chat}/versions/2/view/README.md")
     expect(page.locator(".markdown h1")).to_have_text("Chat helper")
     expect(page.locator("pre.file-text")).to_contain_text("license: apache-2.0")
+    page.locator("form[action='/sign-out'] button").click()
+    sign_in(page, catalog.other_token, "/")  # signed in, but to another namespace
+    assert page.request.get(href).status == 404
+    assert page.request.get(href.replace("/files/", "/view/")).status == 404
 
 
 def test_writers_edit_aliases_description_and_tags(page: Page, catalog: Catalog) -> None:
