@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import Adapter, AdapterVersion, File
 from ..domain.adapters import service as adapters
-from ..domain.adapters.downloads import serve_file
+from ..domain.adapters.downloads import count_download, serve_file
 from ..domain.auth.tokens import Principal
 from ..errors import NotFound
 from ..settings import Settings
@@ -45,9 +45,11 @@ class FilePages(Controller):
                        viewer: Principal, store: BlobStore, settings: Settings) -> Response:
         """The file's bytes (Range supported; on S3 a redirect to a short-lived URL), as the API serves them."""
         adapter, _, f = await _find(db, viewer, ns, name, ref, filename)
-        private = adapter.visibility != "public"
+        private, adapter_id = adapter.visibility != "public", adapter.id
         db.expunge_all()
         await db.rollback()  # give the connection back before a long download
+        await count_download(request.app.state.sessionmaker, adapter_id, f, request.headers.get("range"),
+                             request.method)
         redirect = settings.redirect_downloads and settings.uses_s3
         response = await serve_file(store, f, request.headers.get("range"), redirect=redirect,
                                     expires=settings.presign_expires_s)

@@ -39,7 +39,7 @@ from .views import list_url, page_numbers, public_root, snippets, summarize_sign
 PAGE_SIZE = 20
 MAX_VERSIONS_SHOWN = 100
 #: How the adapter list can be sorted: query value -> label.
-SORTS = {"updated": "recently updated", "name": "name", "created": "newest"}
+SORTS = {"updated": "recently updated", "name": "name", "downloads": "most downloaded", "created": "newest"}
 
 
 def render(request: Request, viewer: Principal | None, template: str, *, status: int = 200, **context: Any) -> Template:

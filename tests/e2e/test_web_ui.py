@@ -235,6 +235,16 @@ def test_paging_sorting_and_namespace_pages(plain_page: Page, catalog: Catalog, 
     page.goto(f"/adapters?q={catalog.ns}&tag=bulk&page=9")
     expect(page.locator(".notice")).to_contain_text("Page 9 is past the end: there are 2 pages")
     assert cards(page) == []
+    weights = "/versions/1/files/adapter_model.safetensors"
+    for url in (f"/api/v1/adapters/{catalog.ns}/bulk-07{weights}", f"/adapters/{catalog.ns}/bulk-07{weights}",
+                f"/{catalog.ns}/bulk-07/resolve/1/adapter_model.safetensors"):  # API, web page, Hub API
+        assert httpx.get(f"{catalog.srv.url}{url}", follow_redirects=True).status_code == 200
+    assert httpx.get(f"{catalog.srv.url}/api/v1/adapters/{catalog.ns}/bulk-03{weights}",
+                     headers={"Range": "bytes=10-20"}).status_code == 206  # a later part: not a new download
+    page.goto(f"/adapters?q={catalog.ns}&tag=bulk&sort=downloads")
+    expect(page.locator("ul.cards .card").first).to_contain_text("3 downloads")
+    assert cards(page)[0] == f"{catalog.ns}/bulk-07"
+    assert "0 downloads" in page.locator("ul.cards .card", has_text=f"{catalog.ns}/bulk-03").inner_text()
     page.goto(f"/adapters?q={catalog.ns}&tag=bulk&sort=name")
     assert cards(page) == [f"{catalog.ns}/bulk-{i:02d}" for i in range(20)]  # by name, not newest first
     page.locator("a[rel=next]").click()

@@ -24,7 +24,7 @@ from ..auth.tokens import Principal
 from ..payloads import upload_payload
 from ..quotas import check_quota
 from . import service
-from .downloads import serve_file
+from .downloads import count_download, serve_file
 from .editing import edit_metadata, move_alias
 from .metadata import MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS
 from .publish import publish, push_options
@@ -171,8 +171,11 @@ class AdapterController(Controller):
         f = next((f for f in version.files if f.filename == filename), None)
         if f is None:
             raise NotFound(f"{ns}/{name}@{version.version} has no file {filename!r}")
+        adapter_id = adapter.id
         db.expunge_all()
         await db.rollback()  # give the connection back before a long download
+        await count_download(request.app.state.sessionmaker, adapter_id, f, request.headers.get("range"),
+                             request.method)
         redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
         return await serve_file(store, f, request.headers.get("range"), redirect=redirect,
                                 expires=settings.presign_expires_s, head=request.method == "HEAD")

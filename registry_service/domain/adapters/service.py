@@ -25,6 +25,7 @@ SORTS = {
     "updated": (Adapter.updated_at.desc(), Adapter.id.desc()),
     "name": (Adapter.namespace, Adapter.name),
     "created": (Adapter.created_at.desc(), Adapter.id.desc()),
+    "downloads": (Adapter.downloads.desc(), Adapter.id.desc()),
 }
 
 

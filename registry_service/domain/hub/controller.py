@@ -20,7 +20,7 @@ from ...metrics import S3_DIRECT_BYTES
 from ...openapi import file_operation, hub_errors
 from ...settings import Settings
 from ...storage import BlobStore
-from ..adapters.downloads import serve_file
+from ..adapters.downloads import count_download, serve_file
 from ..auth.tokens import Principal
 from . import service
 from .errors import EntryNotFound, HubError, hub_error_response
@@ -62,9 +62,11 @@ class HubController(Controller):
         adapter = await service.find_repo(db, principal, ns, name)
         version = await service.find_revision(db, adapter, revision)
         f = service.find_file(adapter, version, path)
-        commit = version.commit
+        commit, adapter_id = version.commit, adapter.id
         db.expunge_all()
         await db.rollback()  # give the connection back before a long download
+        await count_download(request.app.state.sessionmaker, adapter_id, f, request.headers.get("range"),
+                             request.method)
         meta = service.file_headers(f, commit)
         if settings.redirect_downloads and settings.uses_s3:
             url = await store.presigned_get_url(f.storage_key, f.filename, expires=settings.presign_expires_s)
