@@ -44,9 +44,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         stop_server(srv)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One Debian Chromium (never a downloaded one) for every browser test of the session."""
+    """One Debian Chromium (never a downloaded one) per browser test module: Playwright's sync API keeps an
+    event loop running while it is open, which the asyncio tests of later modules must not meet."""
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
