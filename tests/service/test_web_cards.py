@@ -26,9 +26,10 @@ def test_markdown_keeps_tables_and_code_and_drops_html_and_script_links() -> Non
 
 
 def test_front_matter_chips_and_metrics() -> None:
+    metrics = b", ".join(b"{name: f1, value: %d}" % i for i in range(80))
     card = model_card(b"---\nlicense: mit\ndatasets: [a, b]\ntags: " + str([f"t{i}" for i in range(50)]).encode()
                       + b"\nmodel-index:\n- results:\n  - task: {type: qa}\n    dataset: {name: squad}\n"
-                      b"    metrics: [" + b", ".join(b"{name: f1, value: %d}" % i for i in range(80)) + b"]\n---\n# Hi\n")
+                      b"    metrics: [" + metrics + b"]\n---\n# Hi\n")
     assert card.chips["License"] == ["mit"] and card.chips["Datasets"] == ["a", "b"]
     assert len(card.chips["Tags"]) == MAX_CHIPS
     assert len(card.metrics) == MAX_METRICS and card.metrics[0].task == "qa" and card.metrics[0].dataset == "squad"
