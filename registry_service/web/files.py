@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db.models import Adapter, AdapterVersion, File
 from ..domain.adapters import service as adapters
 from ..domain.adapters.downloads import count_download, serve_file
+from ..domain.adapters.caching import fixed_ref
+from ..domain.adapters.redaction import InputsView, inputs_view, withheld, withheld_message
 from ..domain.auth.tokens import Principal
 from ..errors import NotFound
 from ..settings import Settings
@@ -26,13 +28,16 @@ MAX_VIEW_BYTES = 1 * 2**20
 
 
 async def _find(db: AsyncSession, viewer: Principal, ns: str, name: str, ref: str,
-                filename: str) -> tuple[Adapter, AdapterVersion, File]:
+                filename: str) -> tuple[Adapter, AdapterVersion, File, InputsView]:
     adapter = await adapters.get_adapter(db, viewer, ns, name)
     version = await adapters.resolve_version(db, adapter, ref)
     f = next((f for f in version.files if f.filename == filename), None)
     if f is None:
         raise NotFound(f"{ns}/{name}@{version.version} has no file {filename!r}")
-    return adapter, version, f
+    view = await inputs_view(db, viewer, [version])
+    if filename in withheld(version, view):  # it names inputs this viewer cannot read
+        raise NotFound(withheld_message(f"{ns}/{name}", version.version, filename))
+    return adapter, version, f, view
 
 
 class FilePages(Controller):
@@ -44,15 +49,16 @@ class FilePages(Controller):
     async def download(self, request: Request, ns: str, name: str, ref: str, filename: str, db: AsyncSession,
                        viewer: Principal, store: BlobStore, settings: Settings) -> Response:
         """The file's bytes (Range supported; on S3 a redirect to a short-lived URL), as the API serves them."""
-        adapter, _, f = await _find(db, viewer, ns, name, ref, filename)
-        private, adapter_id = adapter.visibility != "public", adapter.id
+        adapter, _, f, view = await _find(db, viewer, ns, name, ref, filename)
+        private, adapter_id = adapter.visibility != "public" or not view.all_public, adapter.id
         db.expunge_all()
         await db.rollback()  # give the connection back before a long download
         await count_download(request.app.state.sessionmaker, adapter_id, f, request.headers.get("range"),
                              request.method)
         redirect = settings.redirect_downloads and settings.uses_s3
         response = await serve_file(store, f, request.headers.get("range"), redirect=redirect,
-                                    expires=settings.presign_expires_s)
+                                    expires=settings.presign_expires_s, public=not private, fixed=fixed_ref(ref),
+                                    if_none_match=request.headers.get("if-none-match"))
         if private:  # answered because of this browser's sign-in: no shared cache may keep it
             response.set_header("Cache-Control", "private, no-store")
             response.set_header("Vary", "Cookie")
@@ -62,7 +68,7 @@ class FilePages(Controller):
     async def view(self, request: Request, ns: str, name: str, ref: str, filename: str, db: AsyncSession,
                    viewer: Principal, store: BlobStore) -> Template:
         """A config pretty-printed, a README as its card next to its source, other files described."""
-        adapter, version, f = await _find(db, viewer, ns, name, ref, filename)
+        adapter, version, f, _ = await _find(db, viewer, ns, name, ref, filename)
         text: str | None = None
         card = None
         if f.filename.endswith((".json", ".md", ".txt")) and f.size <= MAX_VIEW_BYTES:

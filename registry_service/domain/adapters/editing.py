@@ -17,23 +17,17 @@ from .service import resolve_version
 
 
 def edit_metadata(adapter: Adapter, principal: Principal, *, description: str | None = None,
-                  tags: list[str] | None = None, visibility: str | None = None) -> dict[str, Any]:
-    """Apply the given fields (None: unchanged) to ``adapter`` (read with ``lock=True``) and record the
-    event in its session; returns what changed."""
+                  tags: list[str] | None = None) -> dict[str, Any]:
+    """Apply the given description and tags (None: unchanged) to ``adapter`` (read with ``lock=True``);
+    returns what changed. Visibility has its own rules (``visibility.change_visibility``)."""
     principal.require_write(adapter.namespace)
-    if visibility is not None and visibility not in ("public", "private"):
-        raise BadRequest("visibility must be 'public' or 'private'")
     check_metadata(description, tags)
     if description is not None:
         adapter.description = description
     if tags is not None:
         adapter.tags = clean_tags(tags)
-    if visibility is not None:
-        adapter.visibility = visibility
     adapter.updated_at = dt.datetime.now(dt.UTC)
-    changed = {k: v for k, v in (("description", description), ("tags", tags), ("visibility", visibility))
-               if v is not None}
-    return changed
+    return {k: v for k, v in (("description", description), ("tags", tags)) if v is not None}
 
 
 async def move_alias(db: Any, adapter: Adapter, principal: Principal, alias: str, ref: str | int) -> AdapterVersion:
