@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import Adapter, AdapterVersion, File
 from ..domain.adapters import service as adapters
-from ..domain.adapters.downloads import count_download, serve_file
 from ..domain.adapters.caching import fixed_ref
+from ..domain.adapters.downloads import count_download, serve_file
 from ..domain.adapters.redaction import InputsView, inputs_view, withheld, withheld_message
 from ..domain.auth.tokens import Principal
 from ..errors import NotFound
