@@ -141,6 +141,8 @@ class Adapter(Base):
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
     visibility: Mapped[str] = mapped_column(String(8), default="public")
     next_version: Mapped[int] = mapped_column(Integer, default=1)
+    #: Whole downloads of its weights, any version, any route (see ``domain.adapters.downloads``).
+    downloads: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

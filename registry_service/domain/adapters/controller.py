@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -10,7 +9,6 @@ from litestar import Controller, Request, Response, delete, get, patch, post, pu
 from litestar.datastructures import UploadFile
 from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...body_limits import body_limit, upload_slot
@@ -27,8 +25,9 @@ from ..payloads import upload_payload
 from ..quotas import check_quota
 from . import service
 from .caching import fixed_ref, json_response
-from .downloads import serve_file
-from .metadata import MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS, check_metadata, clean_tags
+from .downloads import count_download, serve_file
+from .editing import edit_metadata, move_alias
+from .metadata import MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS
 from .publish import publish, push_options
 from .redaction import inputs_view, withheld, withheld_message
 from .schemas import AdapterInfo, AdapterPage, AliasDeleted, AliasMoved, PublishedVersion, VersionInfo, VersionList
@@ -106,19 +105,13 @@ class AdapterController(Controller):
         """Change description, tags (writers of the namespace) or visibility (namespace admins only: an admin
         token of the namespace, or a global admin)."""
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)
-        principal.require_write(ns)
-        if data.visibility is not None and data.visibility not in ("public", "private"):
-            raise BadRequest("visibility must be 'public' or 'private'")
-        check_metadata(data.description, data.tags)
-        if data.description is not None:
-            adapter.description = data.description
-        if data.tags is not None:
-            adapter.tags = clean_tags(data.tags)
+        changed: dict[str, Any] = edit_metadata(adapter, principal, description=data.description, tags=data.tags)
         if data.visibility is not None:
+            if data.visibility not in ("public", "private"):
+                raise BadRequest("visibility must be 'public' or 'private'")
             change_visibility(db, principal, adapter, data.visibility)
-        adapter.updated_at = dt.datetime.now(dt.UTC)
-        db.add(Event(actor=principal.name, kind="edit", subject=f"{ns}/{name}",
-                     data={k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}))
+            changed["visibility"] = data.visibility
+        db.add(Event(actor=principal.name, kind="edit", subject=f"{ns}/{name}", data=changed))
         await db.commit()
         return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
 
@@ -195,9 +188,12 @@ class AdapterController(Controller):
         f = next((f for f in version.files if f.filename == filename), None)
         if f is None:
             raise NotFound(f"{ns}/{name}@{version.version} has no file {filename!r}")
+        adapter_id = adapter.id
         public = adapter.visibility == "public" and view.all_public
         db.expunge_all()
         await db.rollback()  # give the connection back before a long download
+        await count_download(request.app.state.sessionmaker, adapter_id, f, request.headers.get("range"),
+                             request.method)
         redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
         return await serve_file(store, f, request.headers.get("range"), redirect=redirect,
                                 expires=settings.presign_expires_s, head=request.method == "HEAD",
@@ -211,16 +207,7 @@ class AdapterController(Controller):
         if alias == "latest":
             raise BadRequest("'latest' always points at the newest version and cannot be moved")
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)
-        principal.require_write(ns)
-        version = await service.resolve_version(db, adapter, data.version)
-        now = dt.datetime.now(dt.UTC)
-        await db.execute(
-            insert(Alias).values(adapter_id=adapter.id, name=alias, version_id=version.id, updated_at=now)
-            .on_conflict_do_update(index_elements=["adapter_id", "name"],
-                                   set_={"version_id": version.id, "updated_at": now})
-        )
-        db.add(Event(actor=principal.name, kind="alias", subject=f"{ns}/{name}",
-                     data={"alias": alias, "version": version.version}))
+        version = await move_alias(db, adapter, principal, alias, data.version)
         await db.commit()
         return {"alias": alias, "version": version.version, "commit": version.commit}
 

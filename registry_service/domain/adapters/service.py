@@ -18,6 +18,16 @@ from .redaction import InputsView, redact_parents, visible_files
 VERSION_NUMBER = re.compile(r"^[0-9]{1,19}\Z")
 #: … and the largest version number there can be (``adapter_version.version`` is a 32-bit integer).
 MAX_VERSION = 2**31 - 1
+#: Search text: at most this many words are used, each cut to this many characters.
+MAX_SEARCH_WORDS = 8
+MAX_WORD_CHARS = 64
+#: Orders a search can be sorted in: name -> ORDER BY columns.
+SORTS = {
+    "updated": (Adapter.updated_at.desc(), Adapter.id.desc()),
+    "name": (Adapter.namespace, Adapter.name),
+    "created": (Adapter.created_at.desc(), Adapter.id.desc()),
+    "downloads": (Adapter.downloads.desc(), Adapter.id.desc()),
+}
 
 
 def visible(principal: Principal, table: Any = Adapter) -> ColumnElement[bool]:
@@ -112,8 +122,12 @@ async def search(
     q: str | None = None,
     page: int = 1,
     page_size: int = 20,
+    namespace: str | None = None,
+    sort: str = "updated",
 ) -> tuple[list[Adapter], int]:
-    """Adapters matching every given filter, newest first, with the total count."""
+    """Adapters matching every given filter, with the total count; newest first, or in another of
+    :data:`SORTS`. ``q``'s words must each appear (any order, any case) in the name, namespace,
+    description, a tag, or the base model's name."""
     stmt = select(Adapter).join(BaseModel, BaseModel.id == Adapter.base_model_id).where(visible(principal))
     if base_model:
         ns, _, name = base_model.partition("/")
@@ -124,17 +138,34 @@ async def search(
         stmt = stmt.where(Adapter.method == method.upper())
     if tag:
         stmt = stmt.where(Adapter.tags.contains([tag]))
-    if q:
-        like = f"%{q}%"
-        stmt = stmt.where(or_(Adapter.name.ilike(like), Adapter.namespace.ilike(like), Adapter.description.ilike(like)))
+    if namespace:
+        stmt = stmt.where(Adapter.namespace == namespace)
+    for condition in text_conditions(q):
+        stmt = stmt.where(condition)
     total = (await db.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
     page = max(page, 1)
+    order = SORTS.get(sort, SORTS["updated"])
     rows = (
-        await db.execute(
-            stmt.order_by(Adapter.updated_at.desc(), Adapter.id.desc()).limit(page_size).offset((page - 1) * page_size)
-        )
+        await db.execute(stmt.order_by(*order).limit(page_size).offset((page - 1) * page_size))
     ).unique().scalars()
     return list(rows), total
+
+
+def search_words(q: str | None) -> list[str]:
+    """The words of a search text (at most :data:`MAX_SEARCH_WORDS`, each cut to :data:`MAX_WORD_CHARS`)."""
+    return [w[:MAX_WORD_CHARS] for w in (q or "").split()[:MAX_SEARCH_WORDS]]
+
+
+def text_conditions(q: str | None) -> list[ColumnElement[bool]]:
+    """One SQL condition per word of ``q``: the word (``%`` and ``_`` taken literally) appears, in any case,
+    in the adapter's name, namespace, description or tags, or in its base model's ``ns/name``."""
+    out = []
+    for word in search_words(q):
+        like = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        fields = (Adapter.name, Adapter.namespace, Adapter.description, func.array_to_string(Adapter.tags, " "),
+                  BaseModel.namespace + "/" + BaseModel.name)
+        out.append(or_(*(f.ilike(like, escape="\\") for f in fields)))
+    return out
 
 
 def describe_adapter(row: Adapter, aliases: dict[str, int] | None = None) -> dict[str, Any]:

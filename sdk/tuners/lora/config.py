@@ -48,6 +48,12 @@ class LoraConfig(AdapterConfig):
     """Low-rank adaptation: ΔW = B·A·(alpha/r), with A r×in and B out×r."""
 
     peft_type: ClassVar[str] = "LORA"
+    display_name: ClassVar[str] = "LoRA"
+
+    @classmethod
+    def method_name(cls, raw: Mapping[str, Any] | None = None) -> str:
+        """"DoRA" for a LoRA config with ``use_dora``."""
+        return "DoRA" if cls.peft_type == "LORA" and raw and raw.get("use_dora") is True else super().method_name(raw)
     ignored_keys: ClassVar[frozenset[str]] = _IGNORED
     unsupported: ClassVar[Mapping[str, Callable[[Any], bool]]] = _UNSUPPORTED
 
