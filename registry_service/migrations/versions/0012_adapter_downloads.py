@@ -1,7 +1,7 @@
 """adapter download counts
 
 Revision ID: 0012
-Revises: 0006
+Revises: 0011
 Create Date: 2027-02-01 10:00:00
 
 ``adapter.downloads`` counts whole downloads of an adapter's weights (any version, through the API,
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0006"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
