@@ -161,6 +161,8 @@ class AdapterVersion(Base):
     max_lora_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: the base model's weights revision the version was validated against
     base_revision: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: the adapter's own license (push field ``license``, else the model card's ``license:``)
+    license: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     files: Mapped[list[File]] = relationship(lazy="selectin", order_by="File.filename")
 

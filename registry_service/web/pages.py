@@ -18,8 +18,10 @@ from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sdk.methods import registered_methods
+from sdk.serving_compat import ENGINES, VLLM_MAX_LORA_RANKS
 
 from ..domain.adapters import service as adapters
+from ..domain.adapters.alias_history import recent_moves
 from ..domain.auth.tokens import Principal
 from ..domain.base_models import service as base_models
 from ..domain.base_models import weights
@@ -71,18 +73,25 @@ class PageController(Controller):
     @get("/adapters")
     async def adapter_list(self, request: Request, db: AsyncSession, viewer: Principal, q: str | None = None,
                            base_model: str | None = None, method: str | None = None, tag: str | None = None,
-                           page: Page = 1) -> Template:
-        """Adapters filtered by text, base model, method and tag, a page at a time."""
+                           page: Page = 1, serves: str | None = None, max_lora_rank: str | None = None
+                           ) -> Template:
+        """Adapters filtered by text, base model, method, tag and serving engine, a page at a time."""
         filters = {"q": (q or "").strip(), "base_model": base_model or "", "method": method or "",
-                   "tag": (tag or "").strip()}
+                   "tag": (tag or "").strip(), "serves": serves if serves in ENGINES else "",
+                   "max_lora_rank": max_lora_rank if (max_lora_rank or "").isdigit() and len(max_lora_rank or "") < 10
+                   else ""}
         page = max(page, 1)
         items, total = await adapters.search(db, viewer, base_model=filters["base_model"] or None,
                                              method=filters["method"] or None, tag=filters["tag"] or None,
-                                             q=filters["q"] or None, page=page, page_size=PAGE_SIZE)
+                                             q=filters["q"] or None, page=page, page_size=PAGE_SIZE,
+                                             serves=filters["serves"] or None,
+                                             max_lora_rank=int(filters["max_lora_rank"]) if filters["max_lora_rank"]
+                                             else None)
         bases = await base_models.search(db, None, limit=200)
         pages = _pages(total)
         return render(request, viewer, "adapters.html", items=items, total=total, page=page, pages=pages,
-                      filters=filters, bases=bases, methods=registered_methods(),
+                      filters=filters, bases=bases, methods=registered_methods(), engines=ENGINES,
+                      lora_ranks=VLLM_MAX_LORA_RANKS,
                       prev_url=list_url("/adapters", filters, page=page - 1) if page > 1 else None,
                       next_url=list_url("/adapters", filters, page=page + 1) if page < pages else None,
                       q=filters["q"])
@@ -122,6 +131,8 @@ class PageController(Controller):
                               private=adapter.visibility != "public"),
             api_files=f"/api/v1/adapters/{full}/versions/{version.version}/files",
             version_size=sum(f.size for f in version.files),
+            serving=adapters.serving_of(version), alias_moves=await recent_moves(db, adapter.id),
+            base_license_restrictive=settings.restrictive(base.license),
         )
 
     @get("/base-models")

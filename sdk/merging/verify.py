@@ -156,8 +156,9 @@ def check_combination(
         x = _probes(mine.a.shape[1], probes, generator)
         for _, f in present:
             if f.a.shape[1] != mine.a.shape[1] or f.b.shape[0] != mine.b.shape[0]:
-                raise MergeCheckFailed(f"module {path!r}: the merged factors {tuple(mine.b.shape)}·{tuple(mine.a.shape)}"
-                                       f" do not fit the inputs' {tuple(f.b.shape)}·{tuple(f.a.shape)}", path)
+                raise MergeCheckFailed(f"module {path!r}: the merged factors {tuple(mine.b.shape)}·"
+                                       f"{tuple(mine.a.shape)} do not fit the inputs' {tuple(f.b.shape)}·"
+                                       f"{tuple(f.a.shape)}", path)
         y = _apply(mine, x)
         target = sum((w * _apply(f, x) for w, f in present), torch.zeros_like(y))
         error = _relative(y - target, target)
@@ -193,6 +194,15 @@ def _factorwise(present: Sequence[tuple[float, _Factors]], x: Tensor) -> Tensor:
     return b @ (a @ x)
 
 
+def _layout(w: Tensor, a: Tensor, b: Tensor) -> str | None:
+    """The layout of a 2-D weight the factors fit when no kind was given (a square one reads as Linear)."""
+    if w.shape == (b.shape[0], a.shape[1]):
+        return "linear"
+    if w.shape == (a.shape[1], b.shape[0]):
+        return "conv1d"
+    return None
+
+
 def check_merged_weights(
     read_base: Callable[[str], Tensor], read_merged: Callable[[str], Tensor], adapter: Mapping[str, Tensor],
     settings: LoraSettings, kinds: Mapping[str, str], *, weight: float = 1.0, probes: int = PROBES, seed: int = 0,
@@ -221,8 +231,13 @@ def check_merged_weights(
         scale = settings.scaling_for(path, int(a.shape[0])) * weight
         w, wm = base.flatten(1).double(), merged.flatten(1).double()
         a2, b2 = a.flatten(1).double(), b.flatten(1).double()
+        kind = kinds.get(path) or _layout(w, a2, b2)
+        if kind is None or w.shape != ((a2.shape[1], b2.shape[0]) if kind in ("conv1d", "embedding")
+                                       else (b2.shape[0], a2.shape[1])):
+            raise MergeCheckFailed(f"{name}: the adapter's factors {tuple(b.shape)}·{tuple(a.shape)} do not fit the "
+                                   f"weight {tuple(base.shape)} ({kind or 'no layout fits'})", name)
         x = _probes(w.shape[1], probes, generator)
-        if kinds.get(path) in ("conv1d", "embedding"):  # weight in×out: ΔW = (B·A)ᵀ
+        if kind in ("conv1d", "embedding"):  # weight in×out: ΔW = (B·A)ᵀ
             delta = a2.T @ (b2.T @ x) * scale
         else:
             delta = b2 @ (a2 @ x) * scale
