@@ -23,9 +23,11 @@ so a check costs ``O(probes · r · (in + out))`` per module.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -194,13 +196,13 @@ def _factorwise(present: Sequence[tuple[float, _Factors]], x: Tensor) -> Tensor:
     return b @ (a @ x)
 
 
-def _layout(w: Tensor, a: Tensor, b: Tensor) -> str | None:
-    """The layout of a 2-D weight the factors fit when no kind was given (a square one reads as Linear)."""
-    if w.shape == (b.shape[0], a.shape[1]):
-        return "linear"
-    if w.shape == (a.shape[1], b.shape[0]):
-        return "conv1d"
-    return None
+def _layout(w: Tensor, a: Tensor, b: Tensor, fan_in_fan_out: bool) -> str | None:
+    """The layout of a 2-D weight the factors fit when no kind was given (a square one: Conv1D with
+    ``fan_in_fan_out``, else Linear), as :mod:`.into_base` decides it."""
+    linear, conv1d = w.shape == (b.shape[0], a.shape[1]), w.shape == (a.shape[1], b.shape[0])
+    if linear and conv1d:
+        return "conv1d" if fan_in_fan_out else "linear"
+    return "linear" if linear else "conv1d" if conv1d else None
 
 
 def check_merged_weights(
@@ -223,7 +225,7 @@ def check_merged_weights(
     worst_tolerance = 0.0
     for path, pair in halves.items():
         name = f"{path}.weight"
-        (a, _), (b, _) = pair["a"], pair["b"]
+        (a, embedding), (b, _) = pair["a"], pair["b"]
         base, merged = read_base(name), read_merged(name)
         if merged.shape != base.shape or merged.dtype != base.dtype:
             raise MergeCheckFailed(f"{name}: the merged tensor is {merged.dtype} {tuple(merged.shape)}, the base "
@@ -231,7 +233,7 @@ def check_merged_weights(
         scale = settings.scaling_for(path, int(a.shape[0])) * weight
         w, wm = base.flatten(1).double(), merged.flatten(1).double()
         a2, b2 = a.flatten(1).double(), b.flatten(1).double()
-        kind = kinds.get(path) or _layout(w, a2, b2)
+        kind = "embedding" if embedding else kinds.get(path) or _layout(w, a2, b2, settings.fan_in_fan_out)
         if kind is None or w.shape != ((a2.shape[1], b2.shape[0]) if kind in ("conv1d", "embedding")
                                        else (b2.shape[0], a2.shape[1])):
             raise MergeCheckFailed(f"{name}: the adapter's factors {tuple(b.shape)}·{tuple(a.shape)} do not fit the "
@@ -260,5 +262,31 @@ def check_merged_weights(
     return check
 
 
-__all__ = ["EXACT_TYPES", "PROBES", "MergeCheck", "MergeCheckFailed", "check_combination", "check_merged_weights",
+def check_merged_files(
+    base_files: Sequence[str | Path], merged_files: Sequence[str | Path], adapter: Mapping[str, Tensor],
+    settings: LoraSettings, kinds: Mapping[str, str], *, weight: float = 1.0, probes: int = PROBES, seed: int = 0,
+) -> MergeCheck:
+    """:func:`check_merged_weights` over safetensors files (base shards and the merged ones), reading one
+    tensor at a time (never a whole shard)."""
+    from safetensors import safe_open
+
+    with contextlib.ExitStack() as stack:
+        def reader(files: Sequence[str | Path]) -> Callable[[str], Tensor]:
+            where: dict[str, Any] = {}
+            for f in files:
+                handle = stack.enter_context(safe_open(str(f), framework="pt"))
+                where.update(dict.fromkeys(handle.keys(), handle))
+
+            def read(name: str) -> Tensor:
+                if name not in where:
+                    raise MergeCheckFailed(f"{name}: missing from the files", name)
+                return where[name].get_tensor(name)
+            return read
+
+        return check_merged_weights(reader(base_files), reader(merged_files), adapter, settings, kinds,
+                                    weight=weight, probes=probes, seed=seed)
+
+
+__all__ = ["EXACT_TYPES", "PROBES", "MergeCheck", "MergeCheckFailed", "check_combination", "check_merged_files",
+           "check_merged_weights",
            "dtype_tolerance"]

@@ -370,31 +370,16 @@ def _check_published_adapter(job: MergeJob, inputs: Inputs, out: Path) -> dict[s
 def _check_merged_model(job: MergeJob, base_files: list[Path], out_files: list[Path], adapter: Mapping[str, Any],
                         config: Any, weight: float, kinds: Mapping[str, str]) -> dict[str, Any]:
     """Check the merged model files about to be published against the base files and the adapter
-    (:func:`sdk.merging.verify.check_merged_weights`), reading one tensor at a time."""
-    from safetensors import safe_open
-
+    (:func:`sdk.merging.verify.check_merged_files`); the job fails, naming the tensor, when one breaks W + ΔW."""
     from sdk.merging.options import LoraSettings
-    from sdk.merging.verify import MergeCheckFailed, check_merged_weights
+    from sdk.merging.verify import MergeCheckFailed, check_merged_files
 
-    with contextlib.ExitStack() as stack:
-        def index(files: list[Path]) -> Callable[[str], torch.Tensor]:
-            where = {}
-            for f in files:
-                handle = stack.enter_context(safe_open(str(f), framework="pt"))
-                where.update(dict.fromkeys(handle.keys(), handle))
-
-            def read(name: str) -> torch.Tensor:
-                if name not in where:
-                    raise MergeCheckFailed(f"{name}: missing from the files", name)
-                return where[name].get_tensor(name)
-            return read
-
-        try:
-            check = check_merged_weights(index(base_files), index(out_files), adapter, LoraSettings.from_config(config),
-                                         kinds, weight=weight, seed=int(job.parameters.get("seed") or 0))
-        except MergeCheckFailed as exc:
-            raise JobFailed("the merged weights failed their check on probe inputs (W + ΔW), so nothing was "
-                            f"published: {exc}") from exc
+    try:
+        check = check_merged_files(base_files, out_files, adapter, LoraSettings.from_config(config), kinds,
+                                   weight=weight, seed=int(job.parameters.get("seed") or 0))
+    except MergeCheckFailed as exc:
+        raise JobFailed("the merged weights failed their check on probe inputs (W + ΔW), so nothing was "
+                        f"published: {exc}") from exc
     return check.to_json()
 
 
