@@ -36,3 +36,20 @@ def alias_rm(
 ) -> None:
     """Remove an alias."""
     respond(ctx, as_json, lambda c: c.delete_alias(name, alias), lambda _: typer.echo(f"removed {name}@{alias}"))
+
+
+@app.command("history")
+def alias_history(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="namespace/name")],
+    alias: Annotated[str, typer.Argument(help="The alias.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Every move of an alias, newest first: when, to which version (commit), by whom."""
+
+    def show(body: dict[str, Any]) -> None:
+        for m in body["items"]:
+            target = f"version {m['version']} (commit {m['commit'][:12]})" if m["version"] else "removed"
+            typer.echo(printable(f"{m['at']}  {name}@{alias} -> {target}  by {m['moved_by'] or '?'}"))
+
+    respond(ctx, as_json, lambda c: c.alias_history(name, alias), show)

@@ -210,10 +210,12 @@ class Client:
         return self.http.json("GET", f"/api/v1/adapters/{ns}/{n}/versions")["items"]
 
     def ls(self, *, base_model: str | None = None, method: str | None = None, tag: str | None = None,
-           q: str | None = None, page: int = 1) -> dict[str, Any]:
-        """Search adapters."""
+           q: str | None = None, page: int = 1, serves: str | None = None,
+           max_lora_rank: int | None = None) -> dict[str, Any]:
+        """Search adapters (``serves``/``max_lora_rank``: by the serving report of their latest version)."""
         params = {k: v for k, v in {"base_model": base_model, "method": method, "tag": tag, "q": q,
-                                     "page": page}.items() if v is not None}
+                                     "page": page, "serves": serves, "max_lora_rank": max_lora_rank}.items()
+                  if v is not None}
         return self.http.json("GET", "/api/v1/adapters", params=params)
 
     def set_alias(self, name: str, alias: str, version: int | str) -> dict[str, Any]:
@@ -221,6 +223,12 @@ class Client:
         ns, n, _ = parse_ref(name)
         _check(alias_problem(alias))
         return self.http.json("PUT", f"/api/v1/adapters/{ns}/{n}/aliases/{alias}", json={"version": version})
+
+    def alias_history(self, name: str, alias: str, *, limit: int = 100) -> dict[str, Any]:
+        """Every move of ``alias`` (newest first, at most ``limit``): ``{alias, current, items}``."""
+        ns, n, _ = parse_ref(name)
+        _check(alias_problem(alias))
+        return self.http.json("GET", f"/api/v1/adapters/{ns}/{n}/aliases/{alias}/history", params={"limit": limit})
 
     def delete_alias(self, name: str, alias: str) -> dict[str, Any]:
         """Remove ``alias``."""
