@@ -200,22 +200,32 @@ def vllm(f: AdapterFacts) -> EngineVerdict:
     return EngineVerdict("yes", "; ".join(notes) + _copies_note(f), requires, {"max_lora_rank": rank})
 
 
+def _weights_only_refusal(f: AdapterFacts, engine: str, layers: frozenset[str], *, rslora: bool,
+                          embeddings: bool) -> EngineVerdict | None:
+    """Refusals of a server that loads only lora_A/lora_B weights, with one scale per adapter, into ``layers``."""
+    if (refused := _common(f, engine)) is not None:
+        return refused
+    if f.extra_tensors or f.biases:
+        return _no(f"{engine} loads only lora_A/lora_B weights; this adapter's {_extra(f)} would be ignored")
+    if f.use_rslora and not rslora:
+        return _no(f"{engine} scales by lora_alpha/r; rsLoRA's lora_alpha/√r would not be applied")
+    if f.embedding and not embeddings:
+        return _no(f"{engine} maps lora_A/lora_B weights only; LoRA on embeddings (lora_embedding_A/B) is not served")
+    if f.uneven_scale:
+        return _no(f"{engine} applies one scale (lora_alpha/r) to every module; {f.uneven_scale}")
+    unknown = sorted(set(f.targets) - layers)
+    if unknown:
+        return _no(f"{engine} has no LoRA layer for {', '.join(unknown)}")
+    if f.max_rank is None:
+        return _no("the adapter has no LoRA factors")
+    return None
+
+
 def sglang(f: AdapterFacts) -> EngineVerdict:
     """SGLang: python/sglang/srt/lora/ (lora_A/lora_B weights only, one scale lora_alpha/r per adapter,
     target names normalized by utils.get_normalized_target_modules; --max-lora-rank, --lora-target-modules)."""
-    if (refused := _common(f, "SGLang")) is not None:
+    if (refused := _weights_only_refusal(f, "SGLang", SGLANG_TARGETS, rslora=False, embeddings=True)) is not None:
         return refused
-    if f.extra_tensors or f.biases:
-        return _no(f"SGLang loads only lora_A/lora_B weights; this adapter's {_extra(f)} would be dropped")
-    if f.use_rslora:
-        return _no("SGLang scales by lora_alpha/r; rsLoRA's lora_alpha/√r would not be applied")
-    if f.uneven_scale:
-        return _no(f"SGLang applies one scale (lora_alpha/r) to every module; {f.uneven_scale}")
-    unknown = sorted(set(f.targets) - SGLANG_TARGETS)
-    if unknown:
-        return _no(f"SGLang has no LoRA layer for {', '.join(unknown)}")
-    if f.max_rank is None:
-        return _no("the adapter has no LoRA factors")
     return EngineVerdict("yes", f"targets {', '.join(f.targets)} are SGLang LoRA modules; rank {f.max_rank}"
                          + _copies_note(f),
                          [f"--max-lora-rank {f.max_rank}", f"--lora-target-modules {' '.join(f.targets)}"],
@@ -224,20 +234,10 @@ def sglang(f: AdapterFacts) -> EngineVerdict:
 
 def tgi(f: AdapterFacts) -> EngineVerdict:
     """TGI: server/text_generation_server/adapters/lora.py (LoraConfig keeps r, lora_alpha, use_rslora, target
-    modules; map_weights_for_model takes ``<module>.lora_A.weight``/``lora_B.weight`` only)."""
-    if (refused := _common(f, "TGI")) is not None:
+    modules; map_weights_for_model takes ``<module>.lora_A.weight``/``lora_B.weight`` only; ranks are padded
+    for the SGMV kernels)."""
+    if (refused := _weights_only_refusal(f, "TGI", TGI_TARGETS, rslora=True, embeddings=False)) is not None:
         return refused
-    if f.extra_tensors or f.biases:
-        return _no(f"TGI maps only lora_A/lora_B weights; this adapter's {_extra(f)} would be ignored")
-    if f.embedding:
-        return _no("TGI maps lora_A/lora_B weights only; LoRA on embeddings (lora_embedding_A/B) is not served")
-    if f.uneven_scale:
-        return _no(f"TGI applies one scale (lora_alpha/r) to every module; {f.uneven_scale}")
-    unknown = sorted(set(f.targets) - TGI_TARGETS)
-    if unknown:
-        return _no(f"TGI's models have no adapter slot for {', '.join(unknown)}")
-    if f.max_rank is None:
-        return _no("the adapter has no LoRA factors")
     return EngineVerdict("yes", f"targets {', '.join(f.targets)} have adapter slots; ranks are padded for the "
                          "SGMV kernels" + ("; rsLoRA's scale is applied" if f.use_rslora else "") + _copies_note(f),
                          ["--lora-adapters <id>"])

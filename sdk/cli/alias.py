@@ -9,12 +9,13 @@ import typer
 from .common import JsonOpt, printable, respond
 
 app = typer.Typer(no_args_is_help=True, help="Move or remove the aliases of an adapter.")
+NameArg = Annotated[str, typer.Argument(help="namespace/name")]
 
 
 @app.command("set")
 def alias_set(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="namespace/name")],
+    name: NameArg,
     alias: Annotated[str, typer.Argument(help="The alias (not 'latest').")],
     version: Annotated[str, typer.Argument(help="Version number or commit.")],
     as_json: JsonOpt = False,
@@ -30,7 +31,7 @@ def alias_set(
 @app.command("rm")
 def alias_rm(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="namespace/name")],
+    name: NameArg,
     alias: Annotated[str, typer.Argument(help="The alias to remove.")],
     as_json: JsonOpt = False,
 ) -> None:
@@ -39,12 +40,8 @@ def alias_rm(
 
 
 @app.command("history")
-def alias_history(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="namespace/name")],
-    alias: Annotated[str, typer.Argument(help="The alias.")],
-    as_json: JsonOpt = False,
-) -> None:
+def alias_history(ctx: typer.Context, name: NameArg, alias: Annotated[str, typer.Argument(help="The alias.")],
+                  as_json: JsonOpt = False) -> None:
     """Every move of an alias, newest first: when, to which version (commit), by whom."""
 
     def show(body: dict[str, Any]) -> None:

@@ -325,10 +325,7 @@ async def _execute(rt: Runtime, job: MergeJob, control: Control, scratch: Path) 
     await asyncio.to_thread(control.step, 0.15 if model_output else 0.7)
     inputs = Inputs(tensors, configs)
     if model_output:
-        combined = None
-        if len(tensors) > 1:  # the combination itself is checked in memory; the merged files below
-            combined = await asyncio.to_thread(_check_combination, job, inputs, state, config)
-        await _merge_model(rt, job, base, state, config, weight, control, scratch, combined)
+        await _merge_model(rt, job, base, state, config, weight, control, scratch, inputs)
     else:
         await _publish_adapter(rt, job, base, state, config, control, scratch, inputs)
 
@@ -384,19 +381,19 @@ def _check_merged_model(job: MergeJob, base_files: list[Path], out_files: list[P
 
 
 async def _publish_adapter(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[str, torch.Tensor], config: Any,
-                           control: Control, scratch: Path, inputs: Inputs) -> None:
+                           control: Control, scratch: Path, loaded: Inputs) -> None:
     from sdk.formats import save_adapter
 
     out = scratch / "out"
     config.base_model_name_or_path = f"{base.namespace}/{base.name}"
     await asyncio.to_thread(save_adapter, out, config, state)
-    verification = await asyncio.to_thread(_check_published_adapter, job, inputs, out)
     inputs = ", ".join(f"{e['adapter']}@{e['version']} (weight {e['weight']})" for e in job.inputs)
     readme = (f"# Merged LoRA adapter\n\nMade by merge job `{job.id}`: `{job.combination_type}` of {inputs}, on "
               f"base model `{base.namespace}/{base.name}`. The recipe is in `{RECIPE_FILE}`.\n").encode()
     weights = await asyncio.to_thread(file_payload, out / "adapter_model.safetensors", "adapter_model.safetensors",
                                       max_header_bytes=rt.settings.max_header_bytes)
     _refuse_non_finite([weights])
+    verification = await asyncio.to_thread(_check_published_adapter, job, loaded, out)
     extra = bytes_payload(RECIPE_FILE, (json.dumps(recipe(job, base) | {"verification": verification}, indent=2,
                                                    sort_keys=True) + "\n").encode())
     parents = [{**e, "job": str(job.id), "combination_type": job.combination_type,
@@ -466,7 +463,7 @@ def _succeed(db: AsyncSession, job: MergeJob, **result: int) -> None:
 
 
 async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[str, torch.Tensor], config: Any,
-                       weight: float, control: Control, scratch: Path, combined: dict[str, Any] | None) -> None:
+                       weight: float, control: Control, scratch: Path, inputs: Inputs) -> None:
     from sdk.merge_files import merge_adapter_into_base
     from sdk.merging.into_base import MergeProgress
 
@@ -491,12 +488,15 @@ async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[
     out = scratch / "merged"
     await asyncio.to_thread(merge_adapter_into_base, [base_dir / f.filename for f in files], (state, config), out,
                             kinds=kinds, weight=weight, progress=on_progress, copy_other_files=False)
-    merged_check = await asyncio.to_thread(_check_merged_model, job, [base_dir / f.filename for f in files],
-                                           [out / f.filename for f in files], state, config, weight, kinds)
-    verification = {"into_base": merged_check, **({"combination": combined} if combined else {})}
     payloads = [await asyncio.to_thread(file_payload, out / f.filename, f.filename,
                                         max_header_bytes=rt.settings.max_header_bytes) for f in files]
     _refuse_non_finite(payloads)
+    combined = None
+    if len(inputs.tensors) > 1:  # the combination is checked in memory, the merged files against it
+        combined = await asyncio.to_thread(_check_combination, job, inputs, state, config)
+    merged_check = await asyncio.to_thread(_check_merged_model, job, [base_dir / f.filename for f in files],
+                                           [out / f.filename for f in files], state, config, weight, kinds)
+    verification = {"into_base": merged_check, **({"combination": combined} if combined else {})}
     await asyncio.to_thread(control.step, 0.9)
     ns, name = job.output["name"].split("/", 1)
 
