@@ -99,8 +99,8 @@ def _relative(err: Tensor, ref: Tensor) -> float:
 
 @dataclass(frozen=True)
 class _Factors:
-    a: Tensor  # r × in (flattened), float64
-    b: Tensor  # out × r (flattened), float64
+    a: Tensor  # r × in (flattened), as stored
+    b: Tensor  # out × r (flattened), as stored
     scaling: float
 
 
@@ -114,7 +114,7 @@ def _factors(tensors: Mapping[str, Tensor], settings: LoraSettings, where: str) 
         if set(pair) != {"a", "b"}:
             raise MergeCheckFailed(f"{where}: module {path!r} has only one of its two LoRA factors", path)
         a, b = pair["a"][0], pair["b"][0]
-        out[path] = _Factors(a.flatten(1).double(), b.flatten(1).double(), settings.scaling_for(path, int(a.shape[0])))
+        out[path] = _Factors(a.flatten(1), b.flatten(1), settings.scaling_for(path, int(a.shape[0])))
     return out, other
 
 
@@ -123,7 +123,8 @@ def _probes(n_in: int, count: int, generator: torch.Generator) -> Tensor:
 
 
 def _apply(f: _Factors, x: Tensor) -> Tensor:
-    return f.b @ (f.a @ x) * f.scaling
+    """``s·B·A·x`` in float64 (one module's factors converted at a time)."""
+    return f.b.double() @ (f.a.double() @ x) * f.scaling
 
 
 def check_combination(
@@ -190,9 +191,11 @@ def check_combination(
 
 def _factorwise(present: Sequence[tuple[float, _Factors]], x: Tensor) -> Tensor:
     """``(Σ √|wᵢsᵢ|·Bᵢ)(Σ sign(wᵢsᵢ)·√|wᵢsᵢ|·Aᵢ)·x``: what PEFT's ``linear`` combination gives."""
-    a = sum((math.copysign(math.sqrt(abs(w * f.scaling)), w * f.scaling) * f.a for w, f in present),
-            torch.zeros_like(present[0][1].a))
-    b = sum((math.sqrt(abs(w * f.scaling)) * f.b for w, f in present), torch.zeros_like(present[0][1].b))
+    first = present[0][1]
+    a = sum((math.copysign(math.sqrt(abs(w * f.scaling)), w * f.scaling) * f.a.double() for w, f in present),
+            torch.zeros(first.a.shape, dtype=torch.float64))
+    b = sum((math.sqrt(abs(w * f.scaling)) * f.b.double() for w, f in present),
+            torch.zeros(first.b.shape, dtype=torch.float64))
     return b @ (a @ x)
 
 

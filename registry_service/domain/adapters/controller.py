@@ -179,11 +179,11 @@ class AdapterController(Controller):
 
     @get("/{ns:str}/{name:str}/versions", responses=problems(401, 404))
     async def list_versions(self, ns: NamePart, name: NamePart, db: AsyncSession,
-                            principal: Principal) -> VersionList:
+                            principal: Principal, settings: Settings) -> VersionList:
         """Every version, newest first."""
         adapter = await service.get_adapter(db, principal, ns, name)
         rows = await service.versions_of(db, adapter)
-        return {"items": [service.describe_version(adapter, v) for v in rows],
+        return {"items": [service.describe_version(adapter, v, restrictive=settings.restrictive) for v in rows],
                 "aliases": await service.aliases_of(db, adapter)}
 
     @get("/{ns:str}/{name:str}/versions/{ref:str}", responses=problems(401, 404))
