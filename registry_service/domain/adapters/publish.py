@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import re
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,15 +90,18 @@ def _license(value: Any) -> str | None:
     return text or None
 
 
-_CARD_LICENSE = re.compile(r"\A---\s*\n(?:.*\n)*?license:\s*[\"']?([^\"'\n]+?)[\"']?\s*\n(?:.*\n)*?---", re.MULTILINE)
-
-
 def card_license(readme: bytes | None) -> str | None:
     """The ``license:`` of a model card's YAML front matter (the Hub's convention), if any."""
-    if not readme:
+    lines = (readme or b"")[:65536].decode("utf-8", "replace").splitlines()
+    if not lines or lines[0].strip() != "---":
         return None
-    found = _CARD_LICENSE.match(readme[:65536].decode("utf-8", "replace"))
-    return _license(found.group(1)) if found else None
+    for line in lines[1:]:
+        if line.strip() == "---":
+            return None
+        key, _, value = line.partition(":")
+        if key.strip() == "license" and value.strip():
+            return _license(value.strip().strip("\"'"))
+    return None
 
 
 @dataclass
