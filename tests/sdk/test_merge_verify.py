@@ -11,7 +11,7 @@ import torch
 from _tiny import tiny_gpt2, tiny_llama
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from sdk.formats import read_adapter_weights, read_config
 from sdk.merging.combine import combine_lora_adapters
@@ -124,3 +124,28 @@ def test_into_base_check_reads_transposed_layouts(tmp_path: Path) -> None:
     out_sd["transformer.wte.weight"][7, 3] += 0.5
     with pytest.raises(MergeCheckFailed, match=r"transformer\.wte\.weight"):
         check_merged_weights(base_sd.__getitem__, out_sd.__getitem__, adapter, settings, kinds)
+
+
+def test_merge_into_base_with_verify_refuses_a_corrupted_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sdk.merge_files
+    from sdk.merge_files import merge_adapter_into_base
+
+    tiny_llama().save_pretrained(tmp_path / "base")
+    torch.manual_seed(4)
+    peft_model = get_peft_model(tiny_llama(), PeftLoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"],
+                                                             init_lora_weights=False, use_rslora=True))
+    peft_model.save_pretrained(tmp_path / "ad")
+    real = sdk.merge_files.merge_lora_into_shards
+
+    def corrupt(*args: object, **kwargs: object) -> object:
+        report = real(*args, **kwargs)  # type: ignore[arg-type]
+        out = tmp_path / "out" / "model.safetensors"
+        tensors = load_file(out)
+        tensors["model.layers.0.self_attn.q_proj.weight"] *= 1.001
+        save_file(tensors, out)
+        return report
+
+    monkeypatch.setattr(sdk.merge_files, "merge_lora_into_shards", corrupt)
+    merge_adapter_into_base(tmp_path / "base", tmp_path / "ad", tmp_path / "out")  # unchecked: no error
+    with pytest.raises(MergeCheckFailed, match=r"model\.layers\.0\.self_attn\.q_proj\.weight"):
+        merge_adapter_into_base(tmp_path / "base", tmp_path / "ad", tmp_path / "out", verify=True)
