@@ -61,9 +61,11 @@ def upgrade() -> None:
 def _backfill_reports() -> None:
     import json
 
+    bind = op.get_bind()
+    if not bind.execute(sa.text("SELECT EXISTS (SELECT 1 FROM adapter_version)")).scalar():
+        return  # a new database: nothing to compute (and the SDK need not be imported)
     from sdk.serving_compat import facts_from_summary, serving_report
 
-    bind = op.get_bind()
     last = 0
     while True:
         rows = bind.execute(sa.text("SELECT id, config, summary FROM adapter_version WHERE id > :last ORDER BY id "
