@@ -2,7 +2,7 @@
 
 from .api import AliasMoved, Client, PushResult, ResolvedRef, check_folder, parse_ref
 from .cache import Cache
-from .config import ClientConfig, save_login
+from .config import ClientConfig, forget_login, save_login
 from .http import RegistryAuthError, RegistryError, RegistryNotFound, RegistryUnavailable
 from .merges import MergeJob, MergeJobFailed
 from .transfers import IntegrityError
@@ -24,6 +24,7 @@ __all__ = [
     "ResolvedRef",
     "UnsafeResponse",
     "check_folder",
+    "forget_login",
     "parse_ref",
     "save_login",
 ]

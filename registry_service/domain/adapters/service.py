@@ -15,6 +15,7 @@ from ...db.models import Adapter, AdapterVersion, Alias, BaseModel
 from ...errors import NotFound
 from ...names import COMMIT, check_part
 from ..auth.tokens import Principal
+from .redaction import InputsView, redact_parents, visible_files
 
 #: A version reference that is a number (at most 19 ASCII digits, so int() is cheap) …
 VERSION_NUMBER = re.compile(r"^[0-9]{1,19}\Z")
@@ -163,10 +164,13 @@ def serving_of(v: AdapterVersion) -> dict[str, Any]:
 
 
 def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "",
-                     restrictive: Callable[[str | None], bool] | None = None) -> dict[str, Any]:
-    """The JSON form of a version, with its files and their download URLs; ``restrictive`` (the settings' test)
-    flags a base model's restrictive license."""
+                     view: InputsView | None = None, restrictive: Callable[[str | None], bool] | None = None
+                     ) -> dict[str, Any]:
+    """The JSON form of a version, with its files and their download URLs; ``view``: what the reader may
+    see of a merged version's inputs (:mod:`.redaction`; None: a version with no parents); ``restrictive``
+    (the settings' test) flags a base model's restrictive license."""
     root = f"{base_url}/api/v1/adapters/{adapter.namespace}/{adapter.name}/versions/{v.version}/files"
+    view = view or InputsView()
     base = adapter.base_model
     return {
         "adapter": f"{adapter.namespace}/{adapter.name}",
@@ -174,12 +178,12 @@ def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "",
         "commit": v.commit,
         "config": v.config,
         "summary": v.summary,
-        "parents": v.parents,
+        "parents": redact_parents(v.parents or [], view),
         "created_by": v.created_by,
         "created_at": v.created_at.isoformat() if v.created_at else None,
         "files": [
             {"filename": f.filename, "size": f.size, "sha256": f.sha256, "url": f"{root}/{f.filename}"}
-            for f in v.files
+            for f in visible_files(v, view)
         ],
         "serving": serving_of(v),
         "merge_check": v.merge_check,

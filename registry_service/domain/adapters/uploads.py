@@ -133,7 +133,7 @@ class UploadController(Controller):
         if settings.restrictive(adapter.base_model.license):
             notes.append(restrictive_note(adapter.base_model))
         body = PublishedVersion(**service.describe_version(adapter, version, base_url(request, settings),
-                                                           settings.restrictive), notes=notes)
+                                                           restrictive=settings.restrictive), notes=notes)
         return Response(body, status_code=HTTP_201_CREATED)
 
 
