@@ -1,7 +1,7 @@
 """verified merges, serving compatibility, alias history, base licenses
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0006
 Create Date: 2027-02-01 10:00:00
 
 - ``adapter_version``: ``merge_check`` (a merge job's probe check of what it published), ``serving``
@@ -23,7 +23,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0010"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
