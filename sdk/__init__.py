@@ -73,9 +73,9 @@ def push(model_or_dir: AdapterModel | str | Path, name: str, base_model: str | N
     return default_client().push(model_or_dir, name, base_model, **kwargs)
 
 
-def pull(ref: str, version: int | str | None = None) -> Path:
-    """A local folder with ``ns/name[@ref]``; see ``Client.pull``."""
-    return default_client().pull(ref, version)
+def pull(ref: str, version: int | str | None = None, *, expect_commit: str | None = None) -> Path:
+    """A local folder with ``ns/name[@ref]`` (named by its commit); see ``Client.pull``."""
+    return default_client().pull(ref, version, expect_commit=expect_commit)
 
 
 def load(model: nn.Module, ref: str, adapter_name: str = "default", **kwargs: Any) -> AdapterModel:
@@ -89,10 +89,11 @@ def merge(inputs: Sequence[str | tuple[str, float]], output: str, **kwargs: Any)
 
 
 def register_base_model(model_or_config: nn.Module | dict[str, Any] | str | Path, name: str,
-                        revision: str | None = None, *, weights: WeightsArg = False) -> dict[str, Any]:
+                        revision: str | None = None, *, weights: WeightsArg = False,
+                        license: str | None = None) -> dict[str, Any]:
     """Register a base model's signature, and with ``weights`` its safetensors weights (``True``: the
     model's own); see ``Client.register_base_model``."""
-    return default_client().register_base_model(model_or_config, name, revision, weights=weights)
+    return default_client().register_base_model(model_or_config, name, revision, weights=weights, license=license)
 
 
 __all__ = [

@@ -85,6 +85,8 @@ class BaseModel(Base):
     config: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     signature: Mapped[dict[str, Any]] = mapped_column(JSONB)
     fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    #: the license of the weights (an SPDX id or a name such as ``llama3.1``); see ``Settings.restrictive_licenses``
+    license: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -153,7 +155,8 @@ class AdapterVersion(Base):
     """One immutable published version of an adapter."""
 
     __tablename__ = "adapter_version"
-    __table_args__ = (UniqueConstraint("adapter_id", "version"),)
+    __table_args__ = (UniqueConstraint("adapter_id", "version"),
+                      Index("ix_adapter_version_serves", "serves", postgresql_using="gin"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     adapter_id: Mapped[int] = mapped_column(ForeignKey("adapter.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
@@ -163,6 +166,17 @@ class AdapterVersion(Base):
     parents: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    #: a merge job's probe check of the published bytes (:mod:`sdk.merging.verify`)
+    merge_check: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    #: the serving-compatibility report (:mod:`sdk.serving_compat`); NULL: published before 0010, computed on read
+    serving: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    #: engines the report says load it (search key), and the ``--max-lora-rank`` vLLM needs
+    serves: Mapped[list[str] | None] = mapped_column(ARRAY(String(16)), nullable=True)
+    max_lora_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: the base model's weights revision the version was validated against
+    base_revision: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: the adapter's own license (push field ``license``, else the model card's ``license:``)
+    license: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     files: Mapped[list[File]] = relationship(lazy="selectin", order_by="File.filename")
 
@@ -188,6 +202,21 @@ class Alias(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("adapter_version.id", ondelete="CASCADE"))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AliasMove(Base):
+    """One move of an alias (kept for ever): where it pointed from then on; ``version`` NULL when removed."""
+
+    __tablename__ = "alias_move"
+    __table_args__ = (Index("ix_alias_move_adapter_alias", "adapter_id", "alias", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapter.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    commit: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    previous_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    moved_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class UploadSession(Base):
@@ -241,6 +270,8 @@ class MergeJob(Base):
     result_base_model_id: Mapped[int | None] = mapped_column(
         ForeignKey("base_model.id", ondelete="SET NULL"), nullable=True)
     token_id: Mapped[int | None] = mapped_column(ForeignKey("api_token.id", ondelete="SET NULL"), nullable=True)
+    #: the probe check of the result before it was published (:mod:`sdk.merging.verify`)
+    verification: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -313,7 +344,7 @@ class Event(Base):
 
 
 __all__ = [
-    "Adapter", "AdapterVersion", "Alias", "ApiToken", "Base", "BaseModel", "BaseModelFile", "BaseModelUpload",
-    "Composition", "CompositionAlias", "CompositionVersion", "Event",
+    "Adapter", "AdapterVersion", "Alias", "AliasMove", "ApiToken", "Base", "BaseModel", "BaseModelFile",
+    "BaseModelUpload", "Composition", "CompositionAlias", "CompositionVersion", "Event",
     "File", "MergeJob", "Namespace", "UploadSession", "WebSession", "_now",
 ]

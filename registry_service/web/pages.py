@@ -19,8 +19,10 @@ from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sdk.methods import method_name, registered_methods
+from sdk.serving_compat import ENGINES, VLLM_MAX_LORA_RANKS
 
 from ..domain.adapters import service as adapters
+from ..domain.adapters.alias_history import recent_moves
 from ..domain.adapters.redaction import inputs_view, withheld
 from ..domain.adapters.validation import README_FILE
 from ..domain.auth.tokens import Principal
@@ -99,25 +101,32 @@ class PageController(Controller):
     @get("/adapters")
     async def adapter_list(self, request: Request, db: AsyncSession, viewer: Principal, q: str | None = None,
                            base_model: str | None = None, method: str | None = None, tag: str | None = None,
-                           sort: str | None = None, page: Page = 1) -> Template:
-        """Adapters filtered by text, base model (by its signature, like the base model's page), method
-        and tag, sorted, a page at a time."""
-        return await self._list(request, db, viewer, "/adapters", None, q, base_model, method, tag, sort, page)
+                           sort: str | None = None, page: Page = 1, serves: str | None = None,
+                           max_lora_rank: str | None = None) -> Template:
+        """Adapters filtered by text, base model (by its signature, like the base model's page), method,
+        tag and serving engine, sorted, a page at a time."""
+        return await self._list(request, db, viewer, "/adapters", None, q, base_model, method, tag, sort, page,
+                                serves, max_lora_rank)
 
     @get("/adapters/{ns:str}")
     async def namespace_page(self, request: Request, ns: str, db: AsyncSession, viewer: Principal,
                              q: str | None = None, base_model: str | None = None, method: str | None = None,
-                             tag: str | None = None, sort: str | None = None, page: Page = 1) -> Template:
+                             tag: str | None = None, sort: str | None = None, page: Page = 1,
+                             serves: str | None = None, max_lora_rank: str | None = None) -> Template:
         """The adapters of one namespace (its private ones too, for a reader of the namespace)."""
         check_part(ns, "namespace")
-        return await self._list(request, db, viewer, f"/adapters/{ns}", ns, q, base_model, method, tag, sort, page)
+        return await self._list(request, db, viewer, f"/adapters/{ns}", ns, q, base_model, method, tag, sort, page,
+                                serves, max_lora_rank)
 
     async def _list(self, request: Request, db: AsyncSession, viewer: Principal, here: str, ns: str | None,
                     q: str | None, base_model: str | None, method: str | None, tag: str | None, sort: str | None,
-                    page: int) -> Template:
+                    page: int, serves: str | None = None, max_lora_rank: str | None = None) -> Template:
+        rank = (max_lora_rank or "").strip()
         filters = {"q": " ".join(adapters.search_words(q)), "base_model": (base_model or "").strip(),
                    "method": (method or "").strip().upper(), "tag": (tag or "").strip(),
-                   "sort": sort if sort in SORTS and sort != "updated" else ""}
+                   "sort": sort if sort in SORTS and sort != "updated" else "",
+                   "serves": serves if serves in ENGINES else "",
+                   "max_lora_rank": rank if rank.isdigit() and len(rank) < 10 else ""}
         page = max(page, 1)
         fingerprint, unknown_base = None, False
         if filters["base_model"]:  # follow the signature: adapters pushed under another name of it fit too
@@ -132,11 +141,15 @@ class PageController(Controller):
             items, total = await adapters.search(db, viewer, fingerprint=fingerprint,
                                                  method=filters["method"] or None, tag=filters["tag"] or None,
                                                  q=filters["q"] or None, page=page, page_size=PAGE_SIZE,
-                                                 namespace=ns, sort=filters["sort"] or "updated")
+                                                 namespace=ns, sort=filters["sort"] or "updated",
+                                                 serves=filters["serves"] or None,
+                                                 max_lora_rank=int(filters["max_lora_rank"])
+                                                 if filters["max_lora_rank"] else None)
         bases = await base_models.search(db, None, limit=200)
         methods = [(m, method_name(m)) for m in registered_methods()]
         return render(request, viewer, "adapters.html", items=items, total=total, filters=filters, bases=bases,
-                      methods=methods, sorts=SORTS, here=here, namespace=ns, unknown_base=unknown_base,
+                      methods=methods, sorts=SORTS, engines=ENGINES, lora_ranks=VLLM_MAX_LORA_RANKS,
+                      here=here, namespace=ns, unknown_base=unknown_base,
                       q=filters["q"], **_paging(here, filters, page, total))
 
     @get("/adapters/{ns:str}/{name:str}")
@@ -180,6 +193,8 @@ class PageController(Controller):
             files_url=f"/adapters/{full}/versions/{version.version}/files",
             version_size=sum(f.size for f in version.files), can_write=viewer.can_write(adapter.namespace),
             withheld=hidden,
+            serving=adapters.serving_of(version), alias_moves=await recent_moves(db, adapter.id),
+            base_license_restrictive=settings.restrictive(base.license),
         )
 
     @get("/base-models")

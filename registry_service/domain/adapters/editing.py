@@ -12,6 +12,7 @@ from ...db.models import Adapter, AdapterVersion, Alias, Event
 from ...errors import BadRequest
 from ...names import check_alias
 from ..auth.tokens import Principal
+from .alias_history import record_moves
 from .metadata import check_metadata, clean_tags
 from .service import resolve_version
 
@@ -38,6 +39,7 @@ async def move_alias(db: Any, adapter: Adapter, principal: Principal, alias: str
     principal.require_write(adapter.namespace)
     version = await resolve_version(db, adapter, ref)
     now = dt.datetime.now(dt.UTC)
+    await record_moves(db, adapter.id, [alias], version, principal.name)
     await db.execute(
         insert(Alias).values(adapter_id=adapter.id, name=alias, version_id=version.id, updated_at=now)
         .on_conflict_do_update(index_elements=["adapter_id", "name"],

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, func, or_, select, true
+from sqlalchemy import ColumnElement, exists, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from sdk.serving_compat import facts_from_summary, serving_report
 
 from ...db.models import Adapter, AdapterVersion, Alias, BaseModel
 from ...errors import NotFound
@@ -124,10 +127,14 @@ async def search(
     page_size: int = 20,
     namespace: str | None = None,
     sort: str = "updated",
+    serves: str | None = None,
+    max_lora_rank: int | None = None,
 ) -> tuple[list[Adapter], int]:
     """Adapters matching every given filter, with the total count; newest first, or in another of
     :data:`SORTS`. ``q``'s words must each appear (any order, any case) in the name, namespace,
-    description, a tag, or the base model's name."""
+    description, a tag, or the base model's name. ``serves`` (an engine of
+    :data:`sdk.serving_compat.ENGINES`) and ``max_lora_rank`` (vLLM's ``--max-lora-rank``) filter on the
+    serving report of the adapter's latest version."""
     stmt = select(Adapter).join(BaseModel, BaseModel.id == Adapter.base_model_id).where(visible(principal))
     if base_model:
         ns, _, name = base_model.partition("/")
@@ -142,6 +149,8 @@ async def search(
         stmt = stmt.where(Adapter.namespace == namespace)
     for condition in text_conditions(q):
         stmt = stmt.where(condition)
+    if serves or max_lora_rank is not None:
+        stmt = stmt.where(_serving_filter(serves, max_lora_rank))
     total = (await db.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
     page = max(page, 1)
     order = SORTS.get(sort, SORTS["updated"])
@@ -168,6 +177,20 @@ def text_conditions(q: str | None) -> list[ColumnElement[bool]]:
     return out
 
 
+def _serving_filter(serves: str | None, max_lora_rank: int | None) -> ColumnElement[bool]:
+    """SQL condition: the adapter's latest version loads on ``serves`` and needs vLLM's ``--max-lora-rank``
+    at most ``max_lora_rank`` (which implies vLLM)."""
+    latest = (select(AdapterVersion.id).join(Alias, Alias.version_id == AdapterVersion.id)
+              .where(Alias.adapter_id == Adapter.id, Alias.name == "latest"))
+    conditions = [AdapterVersion.id.in_(latest.scalar_subquery())]
+    engines = [e for e in (serves, "vllm" if max_lora_rank is not None else None) if e]
+    if engines:
+        conditions.append(AdapterVersion.serves.contains(engines))
+    if max_lora_rank is not None:
+        conditions.append(AdapterVersion.max_lora_rank <= max_lora_rank)
+    return exists(select(AdapterVersion.id).where(AdapterVersion.adapter_id == Adapter.id, *conditions))
+
+
 def describe_adapter(row: Adapter, aliases: dict[str, int] | None = None) -> dict[str, Any]:
     """The JSON form of an adapter."""
     out: dict[str, Any] = {
@@ -187,12 +210,22 @@ def describe_adapter(row: Adapter, aliases: dict[str, int] | None = None) -> dic
     return out
 
 
+def serving_of(v: AdapterVersion) -> dict[str, Any]:
+    """The version's serving-compatibility report (computed from its config and summary if none was stored)."""
+    if v.serving is not None:
+        return v.serving
+    return serving_report(facts_from_summary(v.config or {}, v.summary or {}))
+
+
 def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "",
-                     view: InputsView | None = None) -> dict[str, Any]:
+                     view: InputsView | None = None, restrictive: Callable[[str | None], bool] | None = None
+                     ) -> dict[str, Any]:
     """The JSON form of a version, with its files and their download URLs; ``view``: what the reader may
-    see of a merged version's inputs (:mod:`.redaction`; None: a version with no parents)."""
+    see of a merged version's inputs (:mod:`.redaction`; None: a version with no parents); ``restrictive``
+    (the settings' test) flags a base model's restrictive license."""
     root = f"{base_url}/api/v1/adapters/{adapter.namespace}/{adapter.name}/versions/{v.version}/files"
     view = view or InputsView()
+    base = adapter.base_model
     return {
         "adapter": f"{adapter.namespace}/{adapter.name}",
         "version": v.version,
@@ -206,4 +239,10 @@ def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "",
             {"filename": f.filename, "size": f.size, "sha256": f.sha256, "url": f"{root}/{f.filename}"}
             for f in visible_files(v, view)
         ],
+        "serving": serving_of(v),
+        "merge_check": v.merge_check,
+        "license": v.license,
+        "base_model": {"name": f"{base.namespace}/{base.name}", "revision": base.revision,
+                       "validated_revision": v.base_revision, "license": base.license,
+                       "license_restrictive": bool(restrictive and restrictive(base.license))},
     }

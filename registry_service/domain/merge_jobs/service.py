@@ -401,6 +401,7 @@ async def describe(db: AsyncSession, job: MergeJob, root: str = "", viewer: Prin
         "cancel_requested": job.cancel_requested, "inputs": inputs, "combination_type": job.combination_type,
         "parameters": job.parameters, "output": job.output,
         "base_model": f"{base.namespace}/{base.name}" if base else None, "result": result,
+        "verification": job.verification,
         "attempts": job.attempts, "worker": job.worker, "created_by": job.created_by,
         "created_at": iso(job.created_at), "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
         "updated_at": iso(job.updated_at), "url": f"{root}/api/v1/merge-jobs/{job.id}",
