@@ -29,6 +29,7 @@ from .domain.auth.tokens import create_token
 from .domain.base_models.controller import BaseModelController
 from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
+from .domain.lifecycle.routes import LIFECYCLE_ROUTES
 from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
 from .failures import handle_unexpected, http_problem
@@ -118,7 +119,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app = Litestar(
         route_handlers=[health, livez, readyz, *observability, BaseModelController, AdapterController,
                         TokenController, UploadController, MergeJobController, LineageController, HubController,
-                        HubCommitController],
+                        HubCommitController, *LIFECYCLE_ROUTES],
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal),

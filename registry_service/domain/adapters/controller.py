@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...body_limits import body_limit, upload_slot
-from ...db.models import Alias, Event
+from ...db.models import Alias
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...names import check_alias
 from ...openapi import TEXT, body_operation, file_operation, form_schema, problems
@@ -23,6 +23,7 @@ from ...settings import Settings
 from ...storage import BlobStore
 from ..auth.guards import writer
 from ..auth.tokens import Principal
+from ..events import new_event
 from ..payloads import upload_payload
 from ..quotas import check_quota
 from . import service
@@ -110,11 +111,14 @@ class AdapterController(Controller):
             adapter.description = data.description
         if data.tags is not None:
             adapter.tags = clean_tags(data.tags)
-        if data.visibility is not None:
+        if data.visibility is not None and data.visibility != adapter.visibility:
+            db.add(new_event("visibility.changed", principal, namespace=ns, adapter=name,
+                             details={"from": adapter.visibility, "to": data.visibility}))
             adapter.visibility = data.visibility
         adapter.updated_at = dt.datetime.now(dt.UTC)
-        db.add(Event(actor=principal.name, kind="edit", subject=f"{ns}/{name}",
-                     data={k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}))
+        edited = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None and k != "visibility"}
+        if edited:
+            db.add(new_event("adapter.edited", principal, namespace=ns, adapter=name, details=edited))
         await db.commit()
         return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
 
@@ -198,14 +202,16 @@ class AdapterController(Controller):
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)
         principal.require_write(ns)
         version = await service.resolve_version(db, adapter, data.version)
+        before = (await service.aliases_of(db, adapter)).get(alias)
         now = dt.datetime.now(dt.UTC)
         await db.execute(
             insert(Alias).values(adapter_id=adapter.id, name=alias, version_id=version.id, updated_at=now)
             .on_conflict_do_update(index_elements=["adapter_id", "name"],
                                    set_={"version_id": version.id, "updated_at": now})
         )
-        db.add(Event(actor=principal.name, kind="alias", subject=f"{ns}/{name}",
-                     data={"alias": alias, "version": version.version}))
+        if before != version.version:
+            db.add(new_event("alias.set" if before is None else "alias.moved", principal, namespace=ns, adapter=name,
+                             details={"alias": alias, "version": version.version, "from": before}))
         await db.commit()
         return {"alias": alias, "version": version.version, "commit": version.commit}
 
@@ -223,7 +229,7 @@ class AdapterController(Controller):
         if row is None:
             raise NotFound(f"{ns}/{name} has no alias {alias!r}")
         await db.delete(row)
-        db.add(Event(actor=principal.name, kind="alias-delete", subject=f"{ns}/{name}", data={"alias": alias}))
+        db.add(new_event("alias.removed", principal, namespace=ns, adapter=name, details={"alias": alias}))
         await db.commit()
         return {"deleted": alias}
 

@@ -49,6 +49,8 @@ class VersionInfo(TypedDict):
     parents: list[dict[str, Any]] | None
     created_by: str | None
     created_at: str | None
+    #: When, by whom and why it was yanked (``purged``: its files were removed); null for a live version.
+    yanked: dict[str, Any] | None
     files: list[FileInfo]
 
 

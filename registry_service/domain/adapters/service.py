@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db.models import Adapter, AdapterVersion, Alias, BaseModel
-from ...errors import NotFound
+from ...errors import Gone, NotFound
 from ...names import COMMIT, check_part
 from ..auth.tokens import Principal
 
@@ -40,8 +40,10 @@ async def get_adapter(db: AsyncSession, principal: Principal, ns: str, name: str
     return row
 
 
-async def resolve_version(db: AsyncSession, adapter: Adapter, ref: str | int | None) -> AdapterVersion:
-    """A version by number, alias (``latest`` when ``ref`` is None) or 40-hex commit."""
+async def resolve_version(db: AsyncSession, adapter: Adapter, ref: str | int | None, *,
+                          yanked_ok: bool = False) -> AdapterVersion:
+    """A version by number, alias (``latest`` when ``ref`` is None) or 40-hex commit; 410 Gone with the
+    reason for a yanked version (unless ``yanked_ok``), and for ``latest`` when every version is yanked."""
     ref_s = "latest" if ref is None or ref == "" else str(ref)
     stmt = select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id)
     if VERSION_NUMBER.match(ref_s):  # ASCII digits only: '²' is a digit to str.isdigit, not to int()
@@ -56,8 +58,22 @@ async def resolve_version(db: AsyncSession, adapter: Adapter, ref: str | int | N
         )
     row = (await db.execute(stmt)).scalar_one_or_none()
     if row is None:
+        if ref_s == "latest" and adapter.next_version > 1:
+            raise Gone(f"every version of {adapter.namespace}/{adapter.name} is yanked or purged")
         raise NotFound(f"{adapter.namespace}/{adapter.name} has no version {ref_s!r}")
+    if row.yanked_at is not None and not yanked_ok:
+        why = row.yank_reason or "no reason given"
+        raise Gone(f"{adapter.namespace}/{adapter.name}@{row.version} was yanked: {why}",
+                   extra={"version": row.version, "yanked": yank_info(row)})
     return row
+
+
+def yank_info(v: AdapterVersion) -> dict[str, Any] | None:
+    """When, by whom and why a version was yanked (and whether its files were purged); None if it was not."""
+    if v.yanked_at is None:
+        return None
+    return {"at": v.yanked_at.isoformat(), "by": v.yanked_by, "reason": v.yank_reason or "",
+            "purged": v.purged_at is not None}
 
 
 async def versions_of(db: AsyncSession, adapter: Adapter, *, limit: int | None = None) -> list[AdapterVersion]:
@@ -144,6 +160,7 @@ def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "") ->
         "parents": v.parents,
         "created_by": v.created_by,
         "created_at": v.created_at.isoformat() if v.created_at else None,
+        "yanked": yank_info(v),
         "files": [
             {"filename": f.filename, "size": f.size, "sha256": f.sha256, "url": f"{root}/{f.filename}"}
             for f in v.files
