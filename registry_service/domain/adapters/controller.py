@@ -24,6 +24,7 @@ from ...storage import BlobStore
 from ..auth.guards import writer
 from ..auth.tokens import Principal
 from ..events import new_event
+from ..lifecycle.controller import AdapterDeletes
 from ..payloads import upload_payload
 from ..quotas import check_quota
 from . import service
@@ -69,7 +70,7 @@ class AliasTarget(msgspec.Struct):
     version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | Annotated[str, msgspec.Meta(max_length=64)]
 
 
-class AdapterController(Controller):
+class AdapterController(AdapterDeletes, Controller):
     """``/api/v1/adapters``"""
 
     path = ROOT

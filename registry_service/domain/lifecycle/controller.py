@@ -1,6 +1,7 @@
 """Deletion routes: ``DELETE /api/v1/adapters/{ns}/{name}/versions/{ref}`` (yank, ``?purge=true``
 also removes the files), ``DELETE /api/v1/adapters/{ns}/{name}`` and
-``DELETE /api/v1/base-models/{ns}/{name}``; and the Hub's ``DELETE /api/repos/delete``."""
+``DELETE /api/v1/base-models/{ns}/{name}`` (mixed into the controllers of those paths, which own
+their other methods), and the Hub's ``DELETE /api/repos/delete``."""
 
 from __future__ import annotations
 
@@ -25,13 +26,10 @@ from . import service
 Reason = Annotated[str, Parameter(max_length=service.MAX_REASON_CHARS, description="why (shown with the 410)")]
 
 
-class LifecycleController(Controller):
-    """Yanking, purging and deleting through the registry's API."""
+class AdapterDeletes:
+    """Yank, purge and delete routes, mixed into the adapters controller (``/api/v1/adapters``)."""
 
-    path = "/api/v1"
-    tags = ["deletion"]
-
-    @delete("/adapters/{ns:str}/{name:str}/versions/{ref:str}", status_code=200, guards=[writer],
+    @delete("/{ns:str}/{name:str}/versions/{ref:str}", status_code=200, guards=[writer],
             responses=problems(400, 401, 403, 404, 409))
     async def yank_version(self, ns: NamePart, name: NamePart, ref: str, request: Request, db: AsyncSession,
                            principal: Principal, store: BlobStore, reason: Reason = "",
@@ -41,14 +39,18 @@ class LifecycleController(Controller):
         removed = await service.yank(db, principal, ns, name, ref, reason, purge=purge)
         return await service.commit_and_discard(db, request.app.state.sessionmaker, store, removed)
 
-    @delete("/adapters/{ns:str}/{name:str}", status_code=200, responses=problems(401, 403, 404))
+    @delete("/{ns:str}/{name:str}", status_code=200, responses=problems(401, 403, 404))
     async def delete_adapter(self, ns: NamePart, name: NamePart, request: Request, db: AsyncSession,
                              principal: Principal, store: BlobStore) -> dict[str, Any]:
         """Delete an adapter with every version (namespace admins)."""
         removed = await service.delete_adapter(db, principal, ns, name)
         return await service.commit_and_discard(db, request.app.state.sessionmaker, store, removed)
 
-    @delete("/base-models/{ns:str}/{name:str}", status_code=200, responses=problems(401, 403, 404, 409))
+
+class BaseModelDeletes:
+    """The delete route, mixed into the base models controller (``/api/v1/base-models``)."""
+
+    @delete("/{ns:str}/{name:str}", status_code=200, responses=problems(401, 403, 404, 409))
     async def delete_base_model(self, ns: NamePart, name: NamePart, request: Request, db: AsyncSession,
                                 principal: Principal, store: BlobStore) -> dict[str, Any]:
         """Delete a base model and its weights (namespace admins); refused while anything depends on it."""
@@ -88,4 +90,4 @@ class HubDeleteController(Controller):
         await service.commit_and_discard(db, request.app.state.sessionmaker, store, removed)
 
 
-__all__ = ["HubDeleteController", "LifecycleController"]
+__all__ = ["AdapterDeletes", "BaseModelDeletes", "HubDeleteController"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..events.controller import EventController
 from ..webhooks.controller import WebhookController
-from .controller import HubDeleteController, LifecycleController
+from .controller import HubDeleteController
 
-LIFECYCLE_ROUTES = [LifecycleController, HubDeleteController, EventController, WebhookController]
+LIFECYCLE_ROUTES = [HubDeleteController, EventController, WebhookController]
 
 __all__ = ["LIFECYCLE_ROUTES"]

@@ -1,0 +1,158 @@
+"""Deletion: yanking (410 with the reason, out of latest, no alias on it), purging (bytes removed
+unless shared), deleting adapters and base models (refused while something depends on them), and
+the audit events these and other writes leave."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from registry_testkit import Registry, push_files, saved_adapter, snapshot, writer_with_base
+
+
+async def _push(reg: Registry, token: str, name: str, folder: Path, **data: str) -> dict:
+    r = await reg.client.post(f"/api/v1/adapters/{name}/versions", files=push_files(folder),
+                              data={"base_model": "meta/tiny-llama", **data}, headers=reg.auth(token))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def test_yank_answers_410_leaves_latest_and_refuses_aliases(local_registry: Registry, tmp_path: Path) -> None:
+    reg = local_registry
+    writer = await writer_with_base(reg)
+    await _push(reg, writer, "alice/a", saved_adapter(tmp_path, seed=1), alias="prod")
+    v2 = await _push(reg, writer, "alice/a", saved_adapter(tmp_path, seed=2))
+    h = reg.auth(writer)
+    # an alias on it: refused, naming the alias
+    r = await reg.client.delete("/api/v1/adapters/alice/a/versions/1", params={"reason": "bad data"}, headers=h)
+    assert r.status_code == 409 and "prod" in r.json()["detail"] and r.json()["aliases"] == ["prod"]
+    assert (await reg.client.delete("/api/v1/adapters/alice/a/aliases/prod", headers=h)).status_code == 200
+    # anonymous and foreign writers cannot yank
+    assert (await reg.client.delete("/api/v1/adapters/alice/a/versions/1")).status_code == 401
+    bob = await reg.token("bob", "write")
+    assert (await reg.client.delete("/api/v1/adapters/alice/a/versions/1", headers=reg.auth(bob))).status_code == 403
+    # an alias cannot name what to yank
+    assert (await reg.client.delete("/api/v1/adapters/alice/a/versions/latest", headers=h)).status_code == 400
+    r = await reg.client.delete("/api/v1/adapters/alice/a/versions/1", params={"reason": "bad data"}, headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json()["yanked"]["reason"] == "bad data" and not r.json()["yanked"]["purged"]
+    for path in ("/api/v1/adapters/alice/a/versions/1",
+                 "/api/v1/adapters/alice/a/versions/1/files/adapter_config.json",
+                 "/alice/a/resolve/1/adapter_config.json", "/api/models/alice/a/revision/1"):
+        got = await reg.client.get(path, headers=h)
+        assert got.status_code == 410, (path, got.text)
+        assert "bad data" in got.text
+    listed = (await reg.client.get("/api/v1/adapters/alice/a/versions", headers=h)).json()
+    assert [v["yanked"] is not None for v in listed["items"]] == [False, True]
+    # no alias may point at it
+    r = await reg.client.put("/api/v1/adapters/alice/a/aliases/prod", json={"version": 1}, headers=h)
+    assert r.status_code == 410
+    # yanking the newest moves latest back; yanking every version leaves latest gone (410)
+    v3 = await _push(reg, writer, "alice/a", saved_adapter(tmp_path, seed=3))
+    assert (await reg.client.delete("/api/v1/adapters/alice/a/versions/3", headers=h)).status_code == 200
+    latest = (await reg.client.get("/api/v1/adapters/alice/a/versions/latest", headers=h)).json()
+    assert latest["version"] == 2 and latest["commit"] == v2["commit"]
+    r = await reg.client.delete(f"/api/v1/adapters/alice/a/versions/{v2['commit']}", headers=h)
+    assert r.status_code == 200
+    r = await reg.client.get("/api/v1/adapters/alice/a/versions/latest", headers=h)
+    assert r.status_code == 410 and "every version" in r.json()["detail"]
+    assert (await reg.client.get("/alice/a/resolve/main/adapter_config.json", headers=h)).status_code == 410
+    # a new push is the latest again
+    v4 = await _push(reg, writer, "alice/a", saved_adapter(tmp_path, seed=4))
+    assert v4["version"] == 4 and v3["version"] == 3
+    assert (await reg.client.get("/api/v1/adapters/alice/a/versions/latest", headers=h)).json()["version"] == 4
+
+
+async def test_purge_removes_bytes_only_where_unshared(registry: Registry, tmp_path: Path) -> None:
+    reg = registry
+    writer = await writer_with_base(reg)
+    folder = saved_adapter(tmp_path, seed=1)
+    one = await _push(reg, writer, "alice/a", folder)
+    await _push(reg, writer, "alice/b", folder)  # the same bytes, in another adapter
+    other = await _push(reg, writer, "alice/a", saved_adapter(tmp_path, seed=2))
+    weights_of = {f["filename"]: f["sha256"] for f in other["files"]}["adapter_model.safetensors"]
+    shared = {f["filename"]: f["sha256"] for f in one["files"]}["adapter_model.safetensors"]
+    h = reg.auth(writer)
+    # purging needs a namespace admin
+    r = await reg.client.delete("/api/v1/adapters/alice/a/versions/2", params={"purge": "true"}, headers=h)
+    assert r.status_code == 403
+    admin = reg.auth(await reg.token("alice", "admin"))
+    for n in (1, 2):
+        r = await reg.client.delete(f"/api/v1/adapters/alice/a/versions/{n}", params={"purge": "true",
+                                    "reason": "leaked data"}, headers=admin)
+        assert r.status_code == 200 and r.json()["yanked"]["purged"], r.text
+    assert not await reg.store.exists(weights_of)  # only version 2 of alice/a had these bytes
+    assert await reg.store.exists(shared)  # alice/b still uses them
+    assert (await reg.client.get("/api/v1/adapters/alice/b/versions/1/files/adapter_model.safetensors?stream=1")
+            ).status_code == 200
+    r = await reg.client.get("/api/v1/adapters/alice/a/versions/2", headers=h)
+    assert r.status_code == 410 and r.json()["yanked"]["purged"] is True
+
+
+async def test_delete_adapter_and_base_model(local_registry: Registry, tmp_path: Path) -> None:
+    reg = local_registry
+    writer = await writer_with_base(reg)
+    pushed = await _push(reg, writer, "alice/a", saved_adapter(tmp_path, seed=1))
+    admin = reg.auth(await reg.token("alice", "admin"))
+    assert (await reg.client.delete("/api/v1/adapters/alice/a", headers=reg.auth(writer))).status_code == 403
+    # the base model is in use: refused, naming the adapter
+    r = await reg.client.delete("/api/v1/base-models/meta/tiny-llama", headers=reg.auth(reg.admin))
+    assert r.status_code == 409 and "alice/a (adapter)" in r.json()["detail"], r.text
+    r = await reg.client.delete("/api/v1/adapters/alice/a", headers=admin)
+    assert r.status_code == 200 and r.json() == {"deleted": "alice/a", "versions": 1}
+    assert (await reg.client.get("/api/v1/adapters/alice/a")).status_code == 404
+    assert (await reg.client.delete("/api/v1/adapters/alice/a", headers=admin)).status_code == 404
+    for f in pushed["files"]:
+        assert not await reg.store.exists(f["sha256"])
+    # alice's admin token does not cover meta's base model; the global admin's does
+    assert (await reg.client.delete("/api/v1/base-models/meta/tiny-llama", headers=admin)).status_code == 403
+    r = await reg.client.delete("/api/v1/base-models/meta/tiny-llama", headers=reg.auth(reg.admin))
+    assert r.status_code == 200, r.text
+    assert (await reg.client.get("/api/v1/base-models/meta/tiny-llama")).status_code == 404
+    # the name can be used again
+    counts, _ = await snapshot(reg)
+    assert counts["adapter"] == 0 and counts["base_model"] == 0
+
+
+async def test_every_write_is_an_event_for_namespace_admins(local_registry: Registry, tmp_path: Path) -> None:
+    reg = local_registry
+    writer = await writer_with_base(reg)
+    h = reg.auth(writer)
+    pushed = await reg.client.post("/api/v1/adapters/alice/a/versions", files=push_files(saved_adapter(tmp_path)),
+                                   data={"base_model": "meta/tiny-llama"}, headers=h)
+    push_request = pushed.headers["x-request-id"]
+    await reg.client.put("/api/v1/adapters/alice/a/aliases/prod", json={"version": 1}, headers=h)
+    await _push(reg, writer, "alice/a", saved_adapter(tmp_path, seed=2))
+    await reg.client.put("/api/v1/adapters/alice/a/aliases/prod", json={"version": 2}, headers=h)
+    await reg.client.delete("/api/v1/adapters/alice/a/aliases/prod", headers=h)
+    await reg.client.patch("/api/v1/adapters/alice/a", json={"visibility": "private", "description": "x"}, headers=h)
+    await reg.client.delete("/api/v1/adapters/alice/a/versions/1", params={"reason": "old"}, headers=h)
+    # writers cannot read the log; namespace admins (and global admins) can
+    assert (await reg.client.get("/api/v1/events", params={"namespace": "alice"}, headers=h)).status_code == 403
+    assert (await reg.client.get("/api/v1/events", params={"namespace": "alice"})).status_code == 401
+    admin_token = await reg.token("alice", "admin")
+    r = await reg.client.get("/api/v1/events", params={"namespace": "alice", "adapter": "a"},
+                             headers=reg.auth(admin_token))
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    kinds = [e["kind"] for e in items]
+    assert kinds == ["version.yanked", "adapter.edited", "visibility.changed", "alias.removed", "alias.moved",
+                     "push", "alias.set", "push"], kinds
+    first_push = items[-1]
+    assert first_push["request_id"] == push_request
+    assert first_push["actor"]["name"] and first_push["actor"]["token_id"] is not None
+    assert first_push["details"]["version"] == 1
+    assert items[4]["details"] == {"alias": "prod", "version": 2, "from": 1}
+    assert items[2]["details"] == {"from": "public", "to": "private"}
+    # a bounded page with a cursor walks the whole log, newest first, without repeats
+    seen: list[int] = []
+    cursor = None
+    for _ in range(10):
+        params = {"namespace": "alice", "limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = (await reg.client.get("/api/v1/events", params=params, headers=reg.auth(admin_token))).json()
+        seen += [e["id"] for e in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen)) >= len(items)
+    assert (await reg.client.get("/api/v1/events", params={"namespace": "alice", "limit": 1000},
+                                 headers=reg.auth(admin_token))).status_code == 400
