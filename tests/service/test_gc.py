@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-
 from registry_testkit import Registry, push_files, saved_adapter, sql, writer_with_base
 
 from registry_service.db.session import make_engine, make_sessionmaker
@@ -79,7 +78,8 @@ class RacingStore:
     async def put_file(self, source: Any) -> Any:
         info = await self.inner.put_file(source)
         if not self.reports:
-            self.reports.append(await collect(self.reg.client.app.state.sessionmaker, self.inner, self.reg.settings, grace_s=0))
+            maker = self.reg.client.app.state.sessionmaker  # this runs in the app's event loop
+            self.reports.append(await collect(maker, self.inner, self.reg.settings, grace_s=0))
         return info
 
 
