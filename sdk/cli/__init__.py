@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from . import adapters, alias, base_models, cache, check, login, merges
+from . import adapters, alias, base_models, cache, check, lifecycle, login, merges
 from .common import JsonOpt, RootGroup, State
 
 __all__ = ["app", "main"]
@@ -32,6 +32,8 @@ app.add_typer(alias.app, name="alias")
 app.add_typer(base_models.app, name="base-models")
 app.add_typer(cache.app, name="cache")
 app.add_typer(merges.jobs_app, name="jobs")
+app.add_typer(lifecycle.app)
+app.add_typer(lifecycle.webhooks_app, name="webhooks")
 
 
 @app.callback()
