@@ -31,7 +31,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(500 if len(receiver.received) <= receiver.fail else 204)
@@ -114,7 +114,8 @@ async def test_deliveries_are_signed_and_retried_after_a_500(registry_with: Any,
     log = (await reg.client.get(f"/api/v1/namespaces/alice/webhooks/{hook['id']}/deliveries", headers=admin)).json()
     assert [(d["state"], d["attempts"], d["last_status"]) for d in log["items"]] == [("delivered", 2, 204)]
     # deleting the webhook ends its deliveries and its log
-    assert (await reg.client.delete(f"/api/v1/namespaces/alice/webhooks/{hook['id']}", headers=admin)).status_code == 200
+    gone = await reg.client.delete(f"/api/v1/namespaces/alice/webhooks/{hook['id']}", headers=admin)
+    assert gone.status_code == 200
     assert (await reg.client.get(f"/api/v1/namespaces/alice/webhooks/{hook['id']}/deliveries",
                                  headers=admin)).status_code == 404
 
