@@ -23,6 +23,8 @@ from ..domain.adapters import service as adapters
 from ..domain.auth.tokens import Principal
 from ..domain.base_models import service as base_models
 from ..domain.base_models import weights
+from ..domain.events.access import is_namespace_admin
+from ..domain.events.controller import adapter_activity
 from ..domain.merge_jobs import service as merge_jobs
 from ..domain.merge_jobs.lineage import lineage_of
 from ..errors import NotFound, Unauthorized
@@ -115,7 +117,9 @@ class PageController(Controller):
         full = f"{adapter.namespace}/{adapter.name}"
         return render(
             request, viewer, "adapter.html", adapter=adapter, full_name=full, version=version, versions=versions,
-            aliases=aliases, aliases_by_version=by_version, latest=adapter.next_version - 1, base=base,
+            aliases=aliases, aliases_by_version=by_version, latest=aliases.get("latest", adapter.next_version - 1),
+            base=base, activity=await adapter_activity(db, viewer, ns, name),
+            can_write=viewer.can_write(ns), can_admin=is_namespace_admin(viewer, ns),
             same_signature=same_signature, fits=recorded in (None, base.fingerprint),
             recorded_fingerprint=recorded, lineage=lineage, drawing=layout(lineage),
             snippets=snippets(public_root(request, settings), full, version.version,

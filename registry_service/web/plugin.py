@@ -18,6 +18,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from .errors import page_crash, wrap_handlers
+from .lifecycle import LifecyclePages
 from .pages import JobPages, PageController, SignInPages
 from .session import provide_viewer
 from .views import human_count, human_size
@@ -40,7 +41,7 @@ def template_environment() -> Environment:
 
 def web_router() -> Router:
     """The pages, with the signed-in viewer (from the cookie) as a dependency."""
-    return Router(path="/", route_handlers=[PageController, JobPages, SignInPages],
+    return Router(path="/", route_handlers=[PageController, JobPages, SignInPages, LifecyclePages],
                   dependencies={"viewer": Provide(provide_viewer)}, exception_handlers={Exception: page_crash},
                   include_in_schema=False)
 

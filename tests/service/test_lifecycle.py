@@ -156,3 +156,28 @@ async def test_every_write_is_an_event_for_namespace_admins(local_registry: Regi
     assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen)) >= len(items)
     assert (await reg.client.get("/api/v1/events", params={"namespace": "alice", "limit": 1000},
                                  headers=reg.auth(admin_token))).status_code == 400
+
+
+async def test_the_adapter_page_lists_activity_and_yanks_with_confirmation(local_registry: Registry,
+                                                                           tmp_path: Path) -> None:
+    reg = local_registry
+    writer = await writer_with_base(reg)
+    await _push(reg, writer, "alice/a", saved_adapter(tmp_path, seed=1))
+    await _push(reg, writer, "alice/a", saved_adapter(tmp_path, seed=2))
+    anonymous = (await reg.client.get("/adapters/alice/a")).text
+    assert 'id="activity"' not in anonymous and "/yank" not in anonymous  # members only
+    signed = await reg.client.post("/sign-in", data={"token": writer, "next": "/"},
+                                   follow_redirects=False)
+    assert signed.status_code == 303
+    page = (await reg.client.get("/adapters/alice/a/versions/2")).text
+    assert 'id="activity"' in page and page.count(">push</span>") == 2
+    assert 'action="/adapters/alice/a/versions/2/yank"' in page and "/delete" not in page  # writers cannot delete
+    unconfirmed = await reg.client.post("/adapters/alice/a/versions/2/yank", data={"reason": "broken"})
+    assert unconfirmed.status_code == 400 and "confirm" in unconfirmed.text
+    assert (await reg.client.get("/api/v1/adapters/alice/a/versions/2")).status_code == 200
+    done = await reg.client.post("/adapters/alice/a/versions/2/yank", data={"reason": "broken", "confirm": "1"},
+                                 follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == "/adapters/alice/a"
+    assert (await reg.client.get("/api/v1/adapters/alice/a/versions/2")).status_code == 410
+    page = (await reg.client.get("/adapters/alice/a")).text
+    assert "version.yanked" in page and "broken" in page and "Version 1" in page

@@ -39,6 +39,18 @@ async def events_of(db: AsyncSession, namespace: str, adapter: str | None = None
     return list((await db.execute(stmt.order_by(Event.id.desc()).limit(limit))).scalars())
 
 
+#: Events the adapter page lists.
+ACTIVITY_SHOWN = 20
+
+
+async def adapter_activity(db: AsyncSession, viewer: Principal, ns: str, name: str) -> list[dict[str, Any]] | None:
+    """The newest events of adapter ``ns/name`` for its page: only members of the namespace (tokens
+    that may read its private content) see them; ``None`` for everyone else."""
+    if not viewer.can_read(ns):
+        return None
+    return [describe_event(e) for e in await events_of(db, ns, name, limit=ACTIVITY_SHOWN)]
+
+
 class EventController(Controller):
     """``/api/v1/events``"""
 
@@ -61,4 +73,4 @@ class EventController(Controller):
         return {"items": [describe_event(e) for e in rows], "next_cursor": rows[-1].id if more and rows else None}
 
 
-__all__ = ["MAX_EVENTS_PAGE", "EventController", "describe_event", "events_of"]
+__all__ = ["ACTIVITY_SHOWN", "MAX_EVENTS_PAGE", "EventController", "adapter_activity", "describe_event", "events_of"]
