@@ -4,10 +4,12 @@ registered on the base-models group from here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
+from ..client import Client
 from .base_models import app as base_models_app
 from .common import JsonOpt, printable, respond, table
 
@@ -20,6 +22,13 @@ Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmat
 def _confirm(what: str, yes: bool) -> None:
     if not yes and not typer.confirm(f"{what}: this cannot be undone. Go on?", default=False, err=True):
         raise typer.Exit(1)
+
+
+def _delete(ctx: typer.Context, as_json: bool, yes: bool, what: str, call: Callable[[Client], dict[str, Any]],
+            line: Callable[[dict[str, Any]], str]) -> None:
+    """Ask first (unless ``--yes``), then delete and say what went."""
+    _confirm(f"delete {what}", yes)
+    respond(ctx, as_json, call, lambda body: typer.echo(printable(line(body))))
 
 
 @app.command("delete")
@@ -46,9 +55,8 @@ def delete(
         return
     if purge or reason:
         raise typer.BadParameter("--reason and --purge are for one version: name it as namespace/name@version")
-    _confirm(f"delete {name} with every version", yes)
-    respond(ctx, as_json, lambda c: c.delete_adapter(name),
-            lambda body: typer.echo(printable(f"deleted {body['deleted']} ({body['versions']} versions)")))
+    _delete(ctx, as_json, yes, f"{name} with every version", lambda c: c.delete_adapter(name),
+            lambda body: f"deleted {body['deleted']} ({body['versions']} versions)")
 
 
 @base_models_app.command("rm")
@@ -59,9 +67,8 @@ def base_rm(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete a base model and its weights (refused while adapters or merged models use it)."""
-    _confirm(f"delete base model {name}", yes)
-    respond(ctx, as_json, lambda c: c.delete_base_model(name),
-            lambda body: typer.echo(printable(f"deleted {body['deleted']}")))
+    _delete(ctx, as_json, yes, f"base model {name}", lambda c: c.delete_base_model(name),
+            lambda body: f"deleted {body['deleted']}")
 
 
 @app.command("events")
