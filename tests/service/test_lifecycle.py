@@ -181,3 +181,19 @@ async def test_the_adapter_page_lists_activity_and_yanks_with_confirmation(local
     assert (await reg.client.get("/api/v1/adapters/alice/a/versions/2")).status_code == 410
     page = (await reg.client.get("/adapters/alice/a")).text
     assert "version.yanked" in page and "broken" in page and "Version 1" in page
+
+
+async def test_tokens_made_anywhere_are_events(local_registry: Registry) -> None:
+    reg = local_registry
+    alice_admin = await reg.token("alice", "admin")  # made by the global admin
+    r = await reg.client.post("/api/v1/tokens", json={"namespace": "alice", "scopes": ["read"], "name": "ci"},
+                              headers=reg.auth(alice_admin))
+    assert r.status_code in (200, 201)
+    events = (await reg.client.get("/api/v1/events", params={"namespace": "alice"},
+                                   headers=reg.auth(alice_admin))).json()["items"]
+    assert [e["kind"] for e in events] == ["token.created", "token.created"]
+    newest, first = events
+    assert newest["details"]["name"] == "ci" and newest["details"]["scopes"] == ["read"]
+    assert newest["actor"]["token_id"] == first["details"]["token"]  # alice's admin token made it
+    assert newest["request_id"] == r.headers["x-request-id"]
+    assert first["actor"]["token_id"] is not None  # the bootstrap admin token made alice's

@@ -4,6 +4,7 @@ by ``GET /api/v1/events`` for namespace admins and on the adapter page, and hand
 namespace's webhooks (:mod:`registry_service.domain.webhooks`)."""
 
 from ..webhooks import fanout as _fanout  # noqa: F401  (queues webhook deliveries when events are flushed)
+from . import tokens as _tokens  # noqa: F401  (token.created / token.revoked events when tokens are flushed)
 from .kinds import KINDS
 from .record import Actor, By, new_event, record_event
 

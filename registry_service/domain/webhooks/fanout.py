@@ -21,17 +21,18 @@ _DEFER = text("SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, NU
               "CAST(:args AS jsonb), NULL)::procrastinate_job_to_defer_v1])")
 
 
-def queue_deliveries(session: Session, event: Event) -> int:
-    """Queue ``event`` (flushed) for every webhook of its namespace that wants its kind; returns how many."""
-    if event.namespace is None:
+def queue_deliveries(session: Session, namespace: str | None, kind: str, event_id: int) -> int:
+    """Queue event ``event_id`` (inserted) for every webhook of ``namespace`` that wants ``kind``;
+    returns how many."""
+    if namespace is None:
         return 0
     conn = session.connection()
     hooks = conn.execute(select(Webhook.id).where(
-        Webhook.namespace == event.namespace,
-        or_(Webhook.events.contains([event.kind]), Webhook.events.contains(["*"])))).scalars().all()
+        Webhook.namespace == namespace,
+        or_(Webhook.events.contains([kind]), Webhook.events.contains(["*"])))).scalars().all()
     for hook_id in hooks:
         delivery_id = conn.execute(insert(WebhookDelivery).values(
-            webhook_id=hook_id, event_id=event.id, state="pending", attempts=0).returning(WebhookDelivery.id)
+            webhook_id=hook_id, event_id=event_id, state="pending", attempts=0).returning(WebhookDelivery.id)
         ).scalar_one()
         conn.execute(_DEFER, {"queue": QUEUE, "task": TASK, "args": json.dumps({"delivery_id": delivery_id})})
     return len(hooks)
@@ -41,7 +42,7 @@ def queue_deliveries(session: Session, event: Event) -> int:
 def _after_flush(session: Session, _context: Any) -> None:
     for obj in list(session.new):
         if isinstance(obj, Event):
-            queue_deliveries(session, obj)
+            queue_deliveries(session, obj.namespace, obj.kind, obj.id)
 
 
 __all__ = ["QUEUE", "TASK", "queue_deliveries"]
