@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ...db.models import Event
 from ...names import PART_PATTERN, check_part
 from ...openapi import problems
-from ...params import NamePart
+from ...params import Cursor, NamePart
 from ..auth.tokens import Principal
 from .access import require_namespace_admin
 
@@ -51,6 +51,7 @@ async def adapter_activity(db: AsyncSession, viewer: Principal, ns: str, name: s
     return [describe_event(e) for e in await events_of(db, ns, name, limit=ACTIVITY_SHOWN)]
 
 
+
 class EventController(Controller):
     """``/api/v1/events``"""
 
@@ -60,7 +61,7 @@ class EventController(Controller):
     @get("/", responses=problems(400, 401, 403))
     async def list_events(
         self, db: AsyncSession, principal: Principal, namespace: NamePart, adapter: OptionalName = None,
-        cursor: Annotated[int | None, Parameter(ge=1, description="next_cursor of the previous page")] = None,
+        cursor: Cursor = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_EVENTS_PAGE, description="events per page")] = 50,
     ) -> dict[str, Any]:
         """The audit log of a namespace (or one adapter of it), newest first; namespace admins only.

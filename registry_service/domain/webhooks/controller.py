@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ...db.models import Webhook, WebhookDelivery
 from ...errors import BadRequest, Conflict, NotFound
 from ...openapi import problems
-from ...params import NamePart
+from ...params import Cursor, NamePart
 from ...settings import Settings
 from ..auth.tokens import Principal
 from ..events import KINDS, record_event
@@ -26,6 +26,7 @@ from .targets import MAX_URL_CHARS, TargetRefused, check_target
 HookId = Annotated[int, Parameter(ge=1, le=2**31 - 1, description="the webhook's id")]
 #: Deliveries one page of the log holds at most.
 MAX_DELIVERIES_PAGE = 200
+
 
 
 class WebhookCreate(msgspec.Struct):
@@ -115,7 +116,7 @@ class WebhookController(Controller):
     @get("/{hook_id:int}/deliveries", responses=problems(401, 403, 404))
     async def list_deliveries(
         self, ns: NamePart, hook_id: HookId, db: AsyncSession, principal: Principal,
-        cursor: Annotated[int | None, Parameter(ge=1, description="next_cursor of the previous page")] = None,
+        cursor: Cursor = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_DELIVERIES_PAGE, description="deliveries per page")] = 50,
     ) -> dict[str, Any]:
         """The webhook's delivery log, newest first."""
