@@ -33,5 +33,5 @@ PageSize = Annotated[int, Parameter(ge=1, le=100, description="items per page, 1
 Cursor = Annotated[int | None, Parameter(ge=1, le=2**63 - 1, description="next_cursor of the previous page")]
 
 
-__all__ = ["MAX_PAGE", "MAX_UPLOAD_BYTES", "AliasName", "Cursor", "FileSize", "NamePart", "Page", "PageSize", "PartNumber",
-           "Sha256"]
+__all__ = ["MAX_PAGE", "MAX_UPLOAD_BYTES", "AliasName", "Cursor", "FileSize", "NamePart", "Page", "PageSize",
+           "PartNumber", "Sha256"]
