@@ -334,6 +334,15 @@ class WorkerSettings(_EnvSettings):
     webhook_max_attempts: int = Field(6, ge=1, le=20)
     webhook_backoff_s: int = Field(4, ge=1, le=60)
 
+    @field_validator("gc_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        import croniter  # procrastinate's own dependency, which reads the schedule
+
+        if not croniter.croniter.is_valid(value):
+            raise ValueError("must be a cron schedule such as '17 * * * *' (a sixth field is seconds)")
+        return value
+
     @model_validator(mode="after")
     def _heartbeat_before_timeout(self) -> Self:
         if self.heartbeat_s >= self.stall_timeout_s:

@@ -43,10 +43,15 @@ async def test_collection_removes_only_what_nothing_uses(registry: Registry, tmp
     # an upload session that expired with a part uploaded, and a multipart upload no session owns
     session = await _open_session(reg, writer, b"x" * 64)
     await sql(reg, "UPDATE upload_session SET expires_at = now() - interval '1 minute'")
+    # and one whose API process died while finalizing it, long ago
+    stuck = await _open_session(reg, writer, b"y" * 64)
+    await sql(reg, f"UPDATE upload_session SET state = 'finalizing', expires_at = now() - interval '2 hours' "
+                   f"WHERE id = '{stuck['id']}'")
     stray = await reg.store.start_multipart("stray")
     # young objects are left alone (the default grace period)
     young = await collect(maker, reg.store, reg.settings)
     assert young.blobs == [] and young.multipart == [] and young.expired_sessions == [session["id"]]
+    assert young.stuck_sessions == [stuck["id"]]
     dry = await collect(maker, reg.store, reg.settings, dry_run=True, grace_s=0)
     assert dry.blobs == [orphan.key] and stray.staging_key in dry.multipart
     assert await reg.store.exists(orphan.sha256)  # a dry run removes nothing

@@ -74,7 +74,7 @@ class HubDeleteController(Controller):
     exception_handlers = {HubError: hub_error_response, ProblemDetailsException: hub_error_response,
                           HTTPException: hub_error_response, Exception: hub_error_response}
 
-    @delete("/delete", status_code=200, responses=hub_errors(400, 401, 403, 404))
+    @delete("/delete", status_code=200, responses=hub_errors(400, 401, 403, 404, 413))
     async def delete_repo(self, data: HubRepoDelete, request: Request, db: AsyncSession, principal: Principal,
                           store: BlobStore) -> None:
         """Delete the adapter ``organization/name`` (namespace admins), as :meth:`delete_adapter` does."""

@@ -67,7 +67,7 @@ class WebhookController(Controller):
     path = "/api/v1/namespaces/{ns:str}/webhooks"
     tags = ["webhooks"]
 
-    @post("/", status_code=HTTP_201_CREATED, responses=problems(400, 401, 403, 409))
+    @post("/", status_code=HTTP_201_CREATED, responses=problems(400, 401, 403, 409, 413))
     async def create_webhook(self, ns: NamePart, data: WebhookCreate, db: AsyncSession, principal: Principal,
                              settings: Settings) -> dict[str, Any]:
         """Add a webhook; the answer holds its secret (the only time it is shown)."""
