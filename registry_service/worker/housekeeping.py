@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 import procrastinate
+from procrastinate import jobs as pjobs
 from procrastinate.job_context import JobContext
 
 from ..domain.gc import collect
@@ -54,4 +55,24 @@ def register_housekeeping(app: procrastinate.App, worker: WorkerSettings) -> Non
         WEBHOOK_DELIVERIES.labels(state).inc()
 
 
-__all__ = ["GC_QUEUE", "GC_TASK", "QUEUES", "register_housekeeping"]
+async def sweep_housekeeping(app: procrastinate.App, stall_timeout_s: float) -> int:
+    """Put the webhook deliveries of dead workers back in the queue (a delivery is safe to send twice:
+    receivers tell deliveries apart by ``X-Adapter-Hub-Delivery``) and drop their collection runs (the
+    next tick runs again)."""
+    handled = 0
+    for task, retry in ((WEBHOOK_TASK, True), (GC_TASK, False)):
+        for job in await app.job_manager.get_stalled_jobs(task_name=task, seconds_since_heartbeat=stall_timeout_s):
+            try:
+                if retry:
+                    await app.job_manager.retry_job(job)
+                else:
+                    await app.job_manager.finish_job(job, status=pjobs.Status.FAILED, delete_job=False)
+            except Exception:  # another worker got there first
+                log.debug("stalled job %s was handled elsewhere", job.id, exc_info=True)
+                continue
+            handled += 1
+            log.warning("%s job %s of a dead worker: %s", task, job.id, "retried" if retry else "dropped")
+    return handled
+
+
+__all__ = ["GC_QUEUE", "GC_TASK", "QUEUES", "register_housekeeping", "sweep_housekeeping"]

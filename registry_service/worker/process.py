@@ -24,7 +24,7 @@ from ..domain.merge_jobs.queue import QUEUE, TASK, psycopg_conninfo
 from ..domain.merge_jobs.service import mark_stalled
 from ..settings import Settings, WorkerSettings
 from .housekeeping import QUEUES as HOUSEKEEPING_QUEUES
-from .housekeeping import register_housekeeping
+from .housekeeping import register_housekeeping, sweep_housekeeping
 from .tasks import register_tasks
 
 log = logging.getLogger("adapter_registry.worker")
@@ -71,8 +71,9 @@ async def _sweeper(app: procrastinate.App, runtime: Runtime) -> None:
     while True:
         try:
             await sweep_stalled(app, runtime)
+            await sweep_housekeeping(app, runtime.worker.stall_timeout_s)
         except Exception:
-            log.warning("looking for stalled merge jobs failed", exc_info=True)
+            log.warning("looking for stalled jobs failed", exc_info=True)
         await asyncio.sleep(runtime.worker.stall_check_s)
 
 
