@@ -23,7 +23,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
 from urllib.parse import quote
@@ -85,7 +85,7 @@ class MultipartUpload:
 
     staging_key: str
     upload_id: str
-    initiated: dt.datetime | None = None
+    initiated: dt.datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,6 +181,13 @@ async def test_the_adapter_page_lists_activity_and_yanks_with_confirmation(local
     assert (await reg.client.get("/api/v1/adapters/alice/a/versions/2")).status_code == 410
     page = (await reg.client.get("/adapters/alice/a")).text
     assert "version.yanked" in page and "broken" in page and "Version 1" in page
+    # a namespace admin also gets the delete form
+    admin = await reg.token("alice", "admin")
+    await reg.client.post("/sign-in", data={"token": admin, "next": "/"}, follow_redirects=False)
+    page = (await reg.client.get("/adapters/alice/a")).text
+    assert 'action="/adapters/alice/a/delete"' in page
+    gone = await reg.client.post("/adapters/alice/a/delete", data={"confirm": "1"}, follow_redirects=False)
+    assert gone.status_code == 303 and (await reg.client.get("/api/v1/adapters/alice/a")).status_code == 404
 
 
 async def test_tokens_made_anywhere_are_events(local_registry: Registry) -> None:
