@@ -86,19 +86,18 @@ async def run_worker(database_url: str, settings: Settings, worker: WorkerSettin
         log.info("merge worker %s started at %s (concurrency %d)", worker.name, started, worker.concurrency)
         async with app.open_async():
             sweeper = asyncio.create_task(_sweeper(app, runtime))
-            common = {"fetch_job_polling_interval": min(worker.poll_s, 1.0),
-                      "update_heartbeat_interval": worker.heartbeat_s,
-                      "stalled_worker_timeout": worker.stall_timeout_s, "additional_context": {"runtime": runtime}}
+            common = {"update_heartbeat_interval": worker.heartbeat_s, "stalled_worker_timeout": worker.stall_timeout_s,
+                      "additional_context": {"runtime": runtime}}
+            # housekeeping (webhook deliveries, blob collection) has slots of its own, so it never waits behind
+            # long merges; it stops when the merge worker does (which handles SIGINT/SIGTERM)
+            housekeeping = asyncio.create_task(app.run_worker_async(
+                queues=HOUSEKEEPING_QUEUES, name=f"{worker.name}/housekeeping", concurrency=HOUSEKEEPING_CONCURRENCY,
+                fetch_job_polling_interval=min(worker.poll_s, 1.0), install_signal_handlers=False, **common))
             try:
-                # housekeeping (webhook deliveries, blob collection) has slots of its own, so it never
-                # waits behind long merges
-                await asyncio.gather(
-                    app.run_worker_async(queues=[QUEUE], name=worker.name, concurrency=worker.concurrency,
-                                         **{**common, "fetch_job_polling_interval": worker.poll_s}),
-                    app.run_worker_async(queues=HOUSEKEEPING_QUEUES, name=f"{worker.name}/housekeeping",
-                                         concurrency=HOUSEKEEPING_CONCURRENCY, **common),
-                )
+                await app.run_worker_async(queues=[QUEUE], name=worker.name, concurrency=worker.concurrency,
+                                           fetch_job_polling_interval=worker.poll_s, **common)
             finally:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                for task in (housekeeping, sweeper):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):  # stopping: nothing to report
+                        await task
