@@ -4,9 +4,21 @@ the audit events these and other writes leave."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 from registry_testkit import Registry, push_files, saved_adapter, snapshot, writer_with_base
+
+
+CSRF_FIELD = re.compile(r'name="_csrf_token" value="([^"]+)"')
+
+
+async def sign_in(reg: Registry, token: str) -> Any:
+    """Sign in to the pages with ``token`` (through the form, with its CSRF token)."""
+    csrf = CSRF_FIELD.search((await reg.client.get("/sign-in")).text).group(1)
+    return await reg.client.post("/sign-in", data={"token": token, "next": "/", "_csrf_token": csrf},
+                                 follow_redirects=False)
 
 
 async def _push(reg: Registry, token: str, name: str, folder: Path, **data: str) -> dict:
@@ -166,27 +178,30 @@ async def test_the_adapter_page_lists_activity_and_yanks_with_confirmation(local
     await _push(reg, writer, "alice/a", saved_adapter(tmp_path, seed=2))
     anonymous = (await reg.client.get("/adapters/alice/a")).text
     assert 'id="activity"' not in anonymous and "/yank" not in anonymous  # members only
-    signed = await reg.client.post("/sign-in", data={"token": writer, "next": "/"},
-                                   follow_redirects=False)
-    assert signed.status_code == 303
+    assert (await sign_in(reg, writer)).status_code == 303
     page = (await reg.client.get("/adapters/alice/a/versions/2")).text
     assert 'id="activity"' in page and page.count(">push</span>") == 2
     assert 'action="/adapters/alice/a/versions/2/yank"' in page and "/delete" not in page  # writers cannot delete
-    unconfirmed = await reg.client.post("/adapters/alice/a/versions/2/yank", data={"reason": "broken"})
+    csrf = CSRF_FIELD.search(page).group(1)
+    forged = await reg.client.post("/adapters/alice/a/versions/2/yank", data={"reason": "x", "confirm": "1"})
+    assert forged.status_code == 403  # no CSRF token: refused
+    unconfirmed = await reg.client.post("/adapters/alice/a/versions/2/yank",
+                                        data={"reason": "broken", "_csrf_token": csrf})
     assert unconfirmed.status_code == 400 and "confirm" in unconfirmed.text
     assert (await reg.client.get("/api/v1/adapters/alice/a/versions/2")).status_code == 200
-    done = await reg.client.post("/adapters/alice/a/versions/2/yank", data={"reason": "broken", "confirm": "1"},
-                                 follow_redirects=False)
+    done = await reg.client.post("/adapters/alice/a/versions/2/yank",
+                                 data={"reason": "broken", "confirm": "1", "_csrf_token": csrf}, follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"] == "/adapters/alice/a"
     assert (await reg.client.get("/api/v1/adapters/alice/a/versions/2")).status_code == 410
     page = (await reg.client.get("/adapters/alice/a")).text
     assert "version.yanked" in page and "broken" in page and "Version 1" in page
     # a namespace admin also gets the delete form
     admin = await reg.token("alice", "admin")
-    await reg.client.post("/sign-in", data={"token": admin, "next": "/"}, follow_redirects=False)
+    await sign_in(reg, admin)
     page = (await reg.client.get("/adapters/alice/a")).text
     assert 'action="/adapters/alice/a/delete"' in page
-    gone = await reg.client.post("/adapters/alice/a/delete", data={"confirm": "1"}, follow_redirects=False)
+    gone = await reg.client.post("/adapters/alice/a/delete", data={"confirm": "1",
+                                 "_csrf_token": CSRF_FIELD.search(page).group(1)}, follow_redirects=False)
     assert gone.status_code == 303 and (await reg.client.get("/api/v1/adapters/alice/a")).status_code == 404
 
 

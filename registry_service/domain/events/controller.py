@@ -14,7 +14,6 @@ from ...names import PART_PATTERN, check_part
 from ...openapi import problems
 from ...params import Cursor, NamePart
 from ..auth.tokens import Principal
-from .access import require_namespace_admin
 
 OptionalName = Annotated[str | None, Parameter(pattern=PART_PATTERN, max_length=96, description="an adapter name")]
 #: Events one page holds at most.
@@ -67,7 +66,7 @@ class EventController(Controller):
         """The audit log of a namespace (or one adapter of it), newest first; namespace admins only.
         ``next_cursor`` (null on the last page) fetches the next, older page."""
         check_part(namespace, "namespace")
-        require_namespace_admin(principal, namespace)
+        principal.require_admin(namespace)
         rows = await events_of(db, namespace, adapter, limit=limit + 1, before=cursor)
         more = len(rows) > limit
         rows = rows[:limit]

@@ -27,7 +27,6 @@ from ..adapters import service as adapters
 from ..auth.tokens import Principal
 from ..blob_commits import discard_blobs
 from ..events import record_event
-from ..events.access import require_namespace_admin
 
 #: Characters of a yank reason.
 MAX_REASON_CHARS = 1000
@@ -66,7 +65,7 @@ async def yank(db: AsyncSession, principal: Principal, ns: str, name: str, ref: 
     adapter = await adapters.get_adapter(db, principal, ns, name, lock=True)
     principal.require_write(ns)
     if purge:
-        require_namespace_admin(principal, ns)
+        principal.require_admin(ns)
     version = await _version_to_yank(db, adapter, ref)
     held = sorted(a for a in (await db.execute(select(Alias.name).where(
         Alias.version_id == version.id, Alias.name != "latest"))).scalars())
@@ -113,7 +112,7 @@ async def _move_latest(db: AsyncSession, adapter: Adapter, now: dt.datetime) -> 
 async def delete_adapter(db: AsyncSession, principal: Principal, ns: str, name: str) -> Removed:
     """Delete ``ns/name`` with all its versions (namespace admins); in ``db``'s transaction."""
     adapter = await adapters.get_adapter(db, principal, ns, name, lock=True)
-    require_namespace_admin(principal, ns)
+    principal.require_admin(ns)
     rows = (await db.execute(select(File.sha256, File.storage_key).join(
         AdapterVersion, AdapterVersion.id == File.version_id).where(AdapterVersion.adapter_id == adapter.id))).all()
     versions = adapter.next_version - 1
@@ -128,7 +127,7 @@ async def delete_base_model(db: AsyncSession, principal: Principal, ns: str, nam
     """Delete base model ``ns/name`` and its weights (namespace admins); 409 naming what depends on it."""
     check_part(ns, "namespace")
     check_part(name, "base model name")
-    require_namespace_admin(principal, ns)
+    principal.require_admin(ns)
     base = (await db.execute(select(BaseModel).where(BaseModel.namespace == ns, BaseModel.name == name)
                              .with_for_update())).scalar_one_or_none()
     if base is None:

@@ -20,7 +20,6 @@ from ...params import Cursor, NamePart
 from ...settings import Settings
 from ..auth.tokens import Principal
 from ..events import KINDS, record_event
-from ..events.access import require_namespace_admin
 from .targets import MAX_URL_CHARS, TargetRefused, check_target
 
 HookId = Annotated[int, Parameter(ge=1, le=2**31 - 1, description="the webhook's id")]
@@ -71,7 +70,7 @@ class WebhookController(Controller):
     async def create_webhook(self, ns: NamePart, data: WebhookCreate, db: AsyncSession, principal: Principal,
                              settings: Settings) -> dict[str, Any]:
         """Add a webhook; the answer holds its secret (the only time it is shown)."""
-        require_namespace_admin(principal, ns)
+        principal.require_admin(ns)
         unknown = sorted(set(data.events) - set(KINDS) - {"*"})
         if unknown:
             raise BadRequest(f"unknown event kinds {unknown}; known: {sorted(KINDS)} or '*'")
@@ -98,7 +97,7 @@ class WebhookController(Controller):
     @get("/", responses=problems(401, 403))
     async def list_webhooks(self, ns: NamePart, db: AsyncSession, principal: Principal) -> dict[str, Any]:
         """The namespace's webhooks (without their secrets)."""
-        require_namespace_admin(principal, ns)
+        principal.require_admin(ns)
         rows = (await db.execute(select(Webhook).where(Webhook.namespace == ns).order_by(Webhook.id))).scalars()
         return {"items": [describe_webhook(h) for h in rows]}
 
@@ -106,7 +105,7 @@ class WebhookController(Controller):
     async def delete_webhook(self, ns: NamePart, hook_id: HookId, db: AsyncSession, principal: Principal
                              ) -> dict[str, Any]:
         """Remove a webhook and its delivery log; deliveries not yet sent are dropped."""
-        require_namespace_admin(principal, ns)
+        principal.require_admin(ns)
         hook = await _webhook(db, ns, hook_id)
         await db.delete(hook)
         await record_event(db, "webhook.deleted", principal, namespace=ns, details={"webhook": hook_id})
@@ -120,7 +119,7 @@ class WebhookController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=MAX_DELIVERIES_PAGE, description="deliveries per page")] = 50,
     ) -> dict[str, Any]:
         """The webhook's delivery log, newest first."""
-        require_namespace_admin(principal, ns)
+        principal.require_admin(ns)
         await _webhook(db, ns, hook_id)
         stmt = select(WebhookDelivery).where(WebhookDelivery.webhook_id == hook_id)
         if cursor is not None:
