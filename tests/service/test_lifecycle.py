@@ -10,7 +10,6 @@ from typing import Any
 
 from registry_testkit import Registry, push_files, saved_adapter, snapshot, writer_with_base
 
-
 CSRF_FIELD = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
 
