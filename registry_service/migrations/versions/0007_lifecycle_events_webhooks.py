@@ -1,7 +1,7 @@
 """yanked and purged versions, audit event columns, webhooks and their deliveries
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2027-01-20 12:00:00
 
 - ``adapter_version``: ``yanked_at``/``yanked_by``/``yank_reason`` (a yanked version answers 410
@@ -19,7 +19,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
