@@ -135,25 +135,29 @@ async def test_every_write_is_an_event_for_namespace_admins(local_registry: Regi
     await _push(reg, writer, "alice/a", saved_adapter(tmp_path, seed=2))
     await reg.client.put("/api/v1/adapters/alice/a/aliases/prod", json={"version": 2}, headers=h)
     await reg.client.delete("/api/v1/adapters/alice/a/aliases/prod", headers=h)
-    await reg.client.patch("/api/v1/adapters/alice/a", json={"visibility": "private", "description": "x"}, headers=h)
+    await reg.client.patch("/api/v1/adapters/alice/a", json={"description": "x"}, headers=h)
+    admin_token = await reg.token("alice", "admin")  # only namespace admins change visibility
+    r = await reg.client.patch("/api/v1/adapters/alice/a", json={"visibility": "private"},
+                               headers=reg.auth(admin_token))
+    assert r.status_code == 200, r.text
     await reg.client.delete("/api/v1/adapters/alice/a/versions/1", params={"reason": "old"}, headers=h)
     # writers cannot read the log; namespace admins (and global admins) can
     assert (await reg.client.get("/api/v1/events", params={"namespace": "alice"}, headers=h)).status_code == 403
     assert (await reg.client.get("/api/v1/events", params={"namespace": "alice"})).status_code == 401
-    admin_token = await reg.token("alice", "admin")
     r = await reg.client.get("/api/v1/events", params={"namespace": "alice", "adapter": "a"},
                              headers=reg.auth(admin_token))
     assert r.status_code == 200, r.text
     items = r.json()["items"]
     kinds = [e["kind"] for e in items]
-    assert kinds == ["version.yanked", "adapter.edited", "visibility.changed", "alias.removed", "alias.moved",
+    assert kinds == ["version.yanked", "visibility.changed", "adapter.edited", "alias.removed", "alias.moved",
                      "push", "alias.set", "push"], kinds
     first_push = items[-1]
     assert first_push["request_id"] == push_request
     assert first_push["actor"]["name"] and first_push["actor"]["token_id"] is not None
     assert first_push["details"]["version"] == 1
     assert items[4]["details"] == {"alias": "prod", "version": 2, "from": 1}
-    assert items[2]["details"] == {"from": "public", "to": "private"}
+    assert items[1]["details"] == {"from": "public", "to": "private"}
+    assert items[1]["actor"]["name"] != first_push["actor"]["name"]  # the admin, not the writer
     # a bounded page with a cursor walks the whole log, newest first, without repeats
     seen: list[int] = []
     cursor = None
@@ -218,3 +222,8 @@ async def test_tokens_made_anywhere_are_events(local_registry: Registry) -> None
     assert newest["actor"]["token_id"] == first["details"]["token"]  # alice's admin token made it
     assert newest["request_id"] == r.headers["x-request-id"]
     assert first["actor"]["token_id"] is not None  # the bootstrap admin token made alice's
+    revoked = await reg.client.delete(f"/api/v1/tokens/{newest['details']['token']}", headers=reg.auth(alice_admin))
+    assert revoked.status_code == 200, revoked.text
+    latest = (await reg.client.get("/api/v1/events", params={"namespace": "alice", "limit": 1},
+                                   headers=reg.auth(alice_admin))).json()["items"][0]
+    assert latest["kind"] == "token.revoked" and latest["details"]["token"] == newest["details"]["token"]
