@@ -32,6 +32,7 @@ from .domain.base_models.controller import BaseModelController
 from .domain.compositions.controller import CompositionController
 from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
+from .domain.lifecycle.routes import LIFECYCLE_ROUTES
 from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
 from .failures import handle_unexpected, http_problem
@@ -131,7 +132,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app = Litestar(
         route_handlers=[health, livez, readyz, *observability, BaseModelController, AdapterController,
                         TokenController, UploadController, MergeJobController, LineageController, HubController,
-                        HubCommitController, CompositionController],
+                        HubCommitController, CompositionController, *LIFECYCLE_ROUTES],
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal),

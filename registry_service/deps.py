@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .domain.auth.guards import PRINCIPAL_STATE
 from .domain.auth.tokens import Principal, resolve
+from .domain.events.tokens import ACTOR_KEY
 from .settings import Settings
 from .storage import BlobStore
 
@@ -24,10 +25,12 @@ async def provide_principal(request: Request, db: AsyncSession) -> Principal:
     """The caller, from the bearer token (anonymous without one); the one a guard found, if any."""
     known = request.state.get(PRINCIPAL_STATE)
     if isinstance(known, Principal):
+        db.info[ACTOR_KEY] = known  # events written through this session name their actor
         return known
     principal = await resolve(db, request.headers.get("authorization"))
     await db.rollback()  # end the read-only transaction before the handler's own work
     request.state[PRINCIPAL_STATE] = principal
+    db.info[ACTOR_KEY] = principal
     return principal
 
 

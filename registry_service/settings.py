@@ -240,6 +240,19 @@ class Settings(_EnvSettings):
     metrics: bool = True
     #: Seconds ``/readyz`` waits for the database and for storage before it answers 503.
     probe_timeout_s: float = Field(2.0, gt=0, le=60)
+    # --- life cycle: blob collection and webhooks (see README "Deleting, clean-up, audit, webhooks") ---
+    #: Stored objects younger than this are never collected (a push may be about to reference them).
+    gc_grace_s: int = Field(6 * 3600, ge=60, le=30 * 24 * 3600)
+    #: Upload sessions still "finalizing" this long after they expired are stuck (their API process died).
+    gc_finalizing_s: int = Field(3600, ge=60, le=30 * 24 * 3600)
+    #: Objects one collection run looks at, at most (the next run goes on).
+    gc_max_objects: int = Field(100_000, ge=1, le=10_000_000)
+    #: Let webhooks target loopback, private, link-local and other non-global addresses (tests, closed networks).
+    webhook_allow_private: bool = False
+    #: Seconds a webhook delivery waits for the target's answer.
+    webhook_timeout_s: float = Field(10.0, gt=0, le=120)
+    #: Webhooks a namespace may have.
+    max_webhooks_per_namespace: int = Field(20, ge=1, le=1000)
 
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"secret_key"})
 
@@ -345,6 +358,20 @@ class WorkerSettings(_EnvSettings):
     metrics_port: int | None = Field(None, ge=1, le=65535)
     #: Interface of the metrics port.
     metrics_host: str = "127.0.0.1"
+    #: When the blob collection runs (cron, UTC; a sixth field is seconds). One worker runs each tick.
+    gc_cron: str = "17 * * * *"
+    #: Tries of one webhook delivery at most; the waits between them grow as ``webhook_backoff_s ** n``.
+    webhook_max_attempts: int = Field(6, ge=1, le=20)
+    webhook_backoff_s: int = Field(4, ge=1, le=60)
+
+    @field_validator("gc_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        import croniter  # procrastinate's own dependency, which reads the schedule
+
+        if not croniter.croniter.is_valid(value):
+            raise ValueError("must be a cron schedule such as '17 * * * *' (a sixth field is seconds)")
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_before_timeout(self) -> Self:

@@ -177,6 +177,12 @@ class AdapterVersion(Base):
     base_revision: Mapped[str | None] = mapped_column(String(128), nullable=True)
     #: the adapter's own license (push field ``license``, else the model card's ``license:``)
     license: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: Set when the version was yanked: it answers 410 with the reason and is out of ``latest``.
+    yanked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    yanked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    yank_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Set when an admin purged the version: its file rows are gone (the blob collection frees the bytes).
+    purged_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     files: Mapped[list[File]] = relationship(lazy="selectin", order_by="File.filename")
 
@@ -332,19 +338,58 @@ class CompositionAlias(Base):
 
 
 class Event(Base):
-    """Append-only audit log: pushes, alias moves, deletions, jobs."""
+    """Append-only audit log: every write (pushes, alias moves, deletions, tokens, jobs), with who
+    made it (``actor``: the token's name, ``token_id``), where (``namespace``, ``adapter``) and in which
+    request (``request_id``). Written through :func:`registry_service.domain.events.record_event`."""
 
     __tablename__ = "event"
+    __table_args__ = (Index("ix_event_namespace_adapter_id", "namespace", "adapter", "id"),)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
     actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
     kind: Mapped[str] = mapped_column(String(32))
     subject: Mapped[str] = mapped_column(String(255), index=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    #: The token that made the change (no foreign key: the history outlives revoked tokens).
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    namespace: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    adapter: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class Webhook(Base):
+    """A namespace's webhook: where events are POSTed, signed with ``secret`` (HMAC-SHA256)."""
+
+    __tablename__ = "webhook"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(96), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(256))
+    #: Event kinds sent (``["*"]``: all of them).
+    events: Mapped[list[str]] = mapped_column(ARRAY(String(48)))
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WebhookDelivery(Base):
+    """One event sent (or being sent) to one webhook: ``pending``, ``delivered`` or ``failed``."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_webhook_id_id", "webhook_id", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhook.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 __all__ = [
     "Adapter", "AdapterVersion", "Alias", "AliasMove", "ApiToken", "Base", "BaseModel", "BaseModelFile",
     "BaseModelUpload", "Composition", "CompositionAlias", "CompositionVersion", "Event",
-    "File", "MergeJob", "Namespace", "UploadSession", "WebSession", "_now",
+    "File", "MergeJob", "Namespace", "UploadSession", "WebSession", "Webhook", "WebhookDelivery", "_now",
 ]

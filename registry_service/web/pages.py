@@ -28,6 +28,7 @@ from ..domain.adapters.validation import README_FILE
 from ..domain.auth.tokens import Principal
 from ..domain.base_models import service as base_models
 from ..domain.base_models import weights
+from ..domain.events.controller import adapter_activity
 from ..domain.merge_jobs.lineage import lineage_of
 from ..errors import BadRequest, Unauthorized
 from ..names import check_part
@@ -183,7 +184,9 @@ class PageController(Controller):
         card = None if README_FILE in hidden else await read_card(store, version)
         return render(
             request, viewer, "adapter.html", adapter=adapter, full_name=full, version=version, versions=versions,
-            aliases=aliases, aliases_by_version=by_version, latest=adapter.next_version - 1, base=base,
+            aliases=aliases, aliases_by_version=by_version, latest=aliases.get("latest", adapter.next_version - 1),
+            base=base, activity=await adapter_activity(db, viewer, ns, name),
+            can_write=viewer.can_write(ns), can_admin=viewer.can_admin(ns),
             same_signature=same_signature, fits=recorded in (None, base.fingerprint),
             recorded_fingerprint=recorded, lineage=lineage, drawing=layout(lineage), card=card,
             method_label=method_name(adapter.method, version.config),
@@ -191,8 +194,7 @@ class PageController(Controller):
                               private=adapter.visibility != "public", base_model=f"{base.namespace}/{base.name}",
                               architecture=base.architecture, alias=own_aliases[0] if own_aliases else None),
             files_url=f"/adapters/{full}/versions/{version.version}/files",
-            version_size=sum(f.size for f in version.files), can_write=viewer.can_write(adapter.namespace),
-            withheld=hidden,
+            version_size=sum(f.size for f in version.files), withheld=hidden,
             serving=adapters.serving_of(version), alias_moves=await recent_moves(db, adapter.id),
             base_license_restrictive=settings.restrictive(base.license),
         )

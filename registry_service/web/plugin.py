@@ -26,6 +26,7 @@ from .errors import page_crash, wrap_handlers
 from .files import FilePages
 from .headers import page_response_headers
 from .jobs import JobPages
+from .lifecycle import LifecyclePages
 from .pages import PageController, SignInPages
 from .session import csrf_config, provide_viewer
 from .views import ago, author, human_count, human_size
@@ -52,7 +53,7 @@ def template_environment() -> Environment:
 def web_router() -> Router:
     """The pages, with the signed-in viewer (from the cookie) as a dependency."""
     return Router(path="/", route_handlers=[PageController, FilePages, EditPages, JobPages, SignInPages,
-                                            CompositionPages],
+                                            CompositionPages, LifecyclePages],
                   dependencies={"viewer": Provide(provide_viewer)}, exception_handlers={Exception: page_crash},
                   response_headers=page_response_headers(), include_in_schema=False)
 

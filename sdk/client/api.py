@@ -30,6 +30,7 @@ from . import trust
 from .cache import Cache, CachedVersion, registry_key
 from .config import ClientConfig
 from .http import Http, RegistryNotFound, StorageIO, json_body
+from .lifecycle import LifecycleCalls
 from .merges import MergeJob, follow, merge_request
 from .transfers import download, upload_parts
 from .trust import UnsafeResponse
@@ -88,7 +89,7 @@ class PushResult:
     notes: list[str]
 
 
-class Client:
+class Client(LifecycleCalls):
     """A registry client. ``url``/``token`` default to the environment or ``adapters login``.
 
     ``transport`` replaces httpx's own for the requests httpx makes (tests pass one to watch or break them).

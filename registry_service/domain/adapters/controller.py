@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...body_limits import body_limit, upload_slot
-from ...db.models import Alias, Event
+from ...db.models import Alias
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...names import check_alias
 from ...openapi import TEXT, body_operation, file_operation, form_schema, problems
@@ -22,6 +22,8 @@ from ...settings import Settings
 from ...storage import BlobStore
 from ..auth.guards import writer
 from ..auth.tokens import Principal
+from ..events import new_event
+from ..lifecycle.controller import AdapterDeletes
 from ..payloads import upload_payload
 from ..quotas import check_quota
 from . import service
@@ -84,7 +86,7 @@ class AliasTarget(msgspec.Struct):
     version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | Annotated[str, msgspec.Meta(max_length=64)]
 
 
-class AdapterController(Controller):
+class AdapterController(AdapterDeletes, Controller):
     """``/api/v1/adapters``"""
 
     path = ROOT
@@ -129,8 +131,8 @@ class AdapterController(Controller):
             if data.visibility not in ("public", "private"):
                 raise BadRequest("visibility must be 'public' or 'private'")
             change_visibility(db, principal, adapter, data.visibility)
-            changed["visibility"] = data.visibility
-        db.add(Event(actor=principal.name, kind="edit", subject=f"{ns}/{name}", data=changed))
+        if changed:
+            db.add(new_event("adapter.edited", principal, namespace=ns, adapter=name, details=changed))
         await db.commit()
         return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
 
@@ -250,7 +252,7 @@ class AdapterController(Controller):
             raise NotFound(f"{ns}/{name} has no alias {alias!r}")
         await record_moves(db, adapter.id, [alias], None, principal.name)
         await db.delete(row)
-        db.add(Event(actor=principal.name, kind="alias-delete", subject=f"{ns}/{name}", data={"alias": alias}))
+        db.add(new_event("alias.removed", principal, namespace=ns, adapter=name, details={"alias": alias}))
         await db.commit()
         return {"deleted": alias}
 

@@ -8,13 +8,14 @@ from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert
 
-from ...db.models import Adapter, AdapterVersion, Alias, Event
+from ...db.models import Adapter, AdapterVersion, Alias
 from ...errors import BadRequest
 from ...names import check_alias
 from ..auth.tokens import Principal
+from ..events import new_event
 from .alias_history import record_moves
 from .metadata import check_metadata, clean_tags
-from .service import resolve_version
+from .service import aliases_of, resolve_version
 
 
 def edit_metadata(adapter: Adapter, principal: Principal, *, description: str | None = None,
@@ -38,6 +39,7 @@ async def move_alias(db: Any, adapter: Adapter, principal: Principal, alias: str
         raise BadRequest("'latest' always points at the newest version and cannot be moved")
     principal.require_write(adapter.namespace)
     version = await resolve_version(db, adapter, ref)
+    before = (await aliases_of(db, adapter)).get(alias)
     now = dt.datetime.now(dt.UTC)
     await record_moves(db, adapter.id, [alias], version, principal.name)
     await db.execute(
@@ -45,6 +47,7 @@ async def move_alias(db: Any, adapter: Adapter, principal: Principal, alias: str
         .on_conflict_do_update(index_elements=["adapter_id", "name"],
                                set_={"version_id": version.id, "updated_at": now})
     )
-    db.add(Event(actor=principal.name, kind="alias", subject=f"{adapter.namespace}/{adapter.name}",
-                 data={"alias": alias, "version": version.version}))
+    if before != version.version:
+        db.add(new_event("alias.set" if before is None else "alias.moved", principal, namespace=adapter.namespace,
+                         adapter=adapter.name, details={"alias": alias, "version": version.version, "from": before}))
     return version

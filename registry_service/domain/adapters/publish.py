@@ -29,13 +29,14 @@ from sdk.errors import ValidationFailed
 from sdk.serving_compat import facts_from_files, serving_report
 from sdk.signature import Signature
 
-from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, Event, File, Namespace, UploadSession
+from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, File, Namespace, UploadSession
 from ...errors import BadRequest, Conflict, reject
 from ...inputs import json_problem
 from ...names import check_alias, check_part, split_name
 from ...storage import BlobStore
 from ..auth.tokens import Principal
 from ..blob_commits import commit_with_blobs
+from ..events import new_event
 from ..payloads import Payload, bytes_payload
 from ..upload_sessions import finalize_session
 from .alias_history import record_moves
@@ -372,8 +373,9 @@ async def _insert_version(
             .on_conflict_do_update(index_elements=["adapter_id", "name"],
                                    set_={"version_id": version.id, "updated_at": now})
         )
-    db.add(Event(actor=principal.name, kind="push", subject=f"{ns}/{name}@{number}",
-                 data={"commit": version.commit, "files": {f.filename: f.sha256 for f in files}}))
+    db.add(new_event("push", principal, namespace=ns, adapter=name, subject=f"{ns}/{name}@{number}",
+                     details={"version": number, "commit": version.commit, "alias": options.alias,
+                              "files": {f.filename: f.sha256 for f in files}}))
     await db.flush()
     await db.refresh(version, ["files"])
     adapter.next_version = number + 1

@@ -59,6 +59,8 @@ class VersionInfo(TypedDict):
     parents: list[dict[str, Any]] | None
     created_by: str | None
     created_at: str | None
+    #: When, by whom and why it was yanked (``purged``: its files were removed); null for a live version.
+    yanked: dict[str, Any] | None
     files: list[FileInfo]
     #: the serving-compatibility report (sdk.serving_compat): per engine a verdict, its reason, what it needs
     serving: dict[str, Any]

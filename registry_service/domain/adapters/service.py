@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sdk.serving_compat import facts_from_summary, serving_report
 
 from ...db.models import Adapter, AdapterVersion, Alias, BaseModel
-from ...errors import NotFound
+from ...errors import Gone, NotFound
 from ...names import COMMIT, check_part
 from ..auth.tokens import Principal
 from .redaction import InputsView, redact_parents, visible_files
@@ -91,10 +91,30 @@ async def find_version(db: AsyncSession, ref: str | int | None, owner: str, vers
     return row
 
 
-async def resolve_version(db: AsyncSession, adapter: Adapter, ref: str | int | None) -> AdapterVersion:
-    """A version by number, alias (``latest`` when ``ref`` is None) or 40-hex commit."""
-    return await find_version(db, ref, f"{adapter.namespace}/{adapter.name}", AdapterVersion, Alias, "adapter_id",
-                              adapter.id)
+async def resolve_version(db: AsyncSession, adapter: Adapter, ref: str | int | None, *,
+                          yanked_ok: bool = False) -> AdapterVersion:
+    """A version by number, alias (``latest`` when ``ref`` is None) or 40-hex commit; 410 Gone with the
+    reason for a yanked version (unless ``yanked_ok``), and for ``latest`` when every version is yanked."""
+    try:
+        row = await find_version(db, ref, f"{adapter.namespace}/{adapter.name}", AdapterVersion, Alias,
+                                 "adapter_id", adapter.id)
+    except NotFound:
+        if (ref is None or ref in ("", "latest")) and adapter.next_version > 1:
+            raise Gone(f"every version of {adapter.namespace}/{adapter.name} is yanked or purged") from None
+        raise
+    if row.yanked_at is not None and not yanked_ok:
+        why = row.yank_reason or "no reason given"
+        raise Gone(f"{adapter.namespace}/{adapter.name}@{row.version} was yanked: {why}",
+                   extra={"version": row.version, "yanked": yank_info(row)})
+    return row
+
+
+def yank_info(v: AdapterVersion) -> dict[str, Any] | None:
+    """When, by whom and why a version was yanked (and whether its files were purged); None if it was not."""
+    if v.yanked_at is None:
+        return None
+    return {"at": v.yanked_at.isoformat(), "by": v.yanked_by, "reason": v.yank_reason or "",
+            "purged": v.purged_at is not None}
 
 
 async def versions_of(db: AsyncSession, adapter: Adapter, *, limit: int | None = None) -> list[AdapterVersion]:
@@ -235,6 +255,7 @@ def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "",
         "parents": redact_parents(v.parents or [], view),
         "created_by": v.created_by,
         "created_at": v.created_at.isoformat() if v.created_at else None,
+        "yanked": yank_info(v),
         "files": [
             {"filename": f.filename, "size": f.size, "sha256": f.sha256, "url": f"{root}/{f.filename}"}
             for f in visible_files(v, view)

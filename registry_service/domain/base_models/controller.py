@@ -30,6 +30,7 @@ from ..adapters.service import describe_adapter, search
 from ..adapters.uploads import PART_BODY
 from ..auth.guards import signed_in, writer
 from ..auth.tokens import Principal
+from ..lifecycle.controller import BaseModelDeletes
 from ..payloads import upload_payload
 from ..quotas import check_quota
 from . import service, weights
@@ -74,7 +75,7 @@ class FinishWeightsUpload(msgspec.Struct):
                       Annotated[str, msgspec.Meta(max_length=1024)]]]
 
 
-class BaseModelController(Controller):
+class BaseModelController(BaseModelDeletes, Controller):
     """``/api/v1/base-models``"""
 
     path = ROOT

@@ -16,6 +16,7 @@ from ...db.models import BaseModel, BaseModelFile
 from ...errors import BadRequest, Conflict, NotFound, UploadRejected
 from ...names import split_name
 from ..auth.tokens import Principal
+from ..events import new_event
 from .weights import describe_file
 
 #: Bounds on a ``config.json`` registered to build a signature: building the model (on the meta
@@ -123,6 +124,8 @@ async def register(
         created_by=principal.name,
     )
     db.add(row)
+    db.add(new_event("base-model.registered", principal, namespace=ns, subject=f"{ns}/{name}",
+                     details={"fingerprint": sig.fingerprint, "revision": revision, "modules": len(sig.modules)}))
     await db.flush()
     return row, True
 

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sdk.errors import AdapterError, ValidationFailed
 
-from ...db.models import AdapterVersion, BaseModel, BaseModelFile, Event, MergeJob
+from ...db.models import AdapterVersion, BaseModel, BaseModelFile, MergeJob
 from ...db.session import make_engine, make_sessionmaker
 from ...errors import ServiceError, Unauthorized
 from ...settings import Settings, WorkerSettings
@@ -44,9 +44,10 @@ from ..adapters.publish import PushOptions, insert_version, prepare_version
 from ..auth.tokens import Principal, principal_by_id
 from ..base_models.weights import files_of
 from ..blob_commits import commit_with_blobs
+from ..events import By, new_event
 from ..payloads import Payload, bytes_payload, file_payload
 from ..quotas import check_quota
-from .service import FINAL
+from .service import FINAL, job_event
 from .visibility import recheck_private_inputs
 
 log = logging.getLogger("adapter_registry.jobs")
@@ -155,8 +156,10 @@ async def _finish(rt: Runtime, job_id: uuid.UUID, state: str, error: str | None 
         job.state, job.error, job.updated_at = state, error, now
         if state in FINAL:
             job.finished_at = now
-        db.add(Event(actor=job.created_by, kind="merge-job", subject=job.output.get("name", ""),
-                     data={"job": str(job.id), "state": state, **({"error": error} if error else {})}))
+        kind = {"failed": "merge.failed", "cancelled": "merge.cancelled", "queued": "merge.requeued"}.get(state)
+        if kind is not None:
+            db.add(job_event(job, kind, By(job.created_by or "", job.token_id),
+                             {"state": state, **({"error": error} if error else {})}))
 
 
 async def _claim(rt: Runtime, job_id: uuid.UUID, attempt: int) -> MergeJob | None:
@@ -460,8 +463,7 @@ def _succeed(db: AsyncSession, job: MergeJob, **result: int) -> None:
     for key, value in result.items():
         setattr(job, key, value)
     job.state, job.progress, job.error, job.finished_at, job.updated_at = "succeeded", 1.0, None, now, now
-    db.add(Event(actor=job.created_by, kind="merge-job", subject=job.output.get("name", ""),
-                 data={"job": str(job.id), "state": "succeeded", **result}))
+    db.add(job_event(job, "merge.published", By(job.created_by or "", job.token_id), {"state": "succeeded", **result}))
 
 
 async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[str, torch.Tensor], config: Any,
@@ -521,9 +523,9 @@ async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[
         for p in payloads:
             db.add(BaseModelFile(base_model_id=merged.id, filename=p.filename, size=p.size, sha256=p.sha256,
                                  storage_key=keys[p.sha256], created_by=principal.name))
-        db.add(Event(actor=principal.name, kind="merged-model", subject=f"{ns}/{name}",
-                     data={"job": str(job.id), "recipe": recipe(job, base),
-                           "files": {p.filename: p.sha256 for p in payloads}}))
+        db.add(new_event("base-model.registered", principal, namespace=ns, subject=f"{ns}/{name}",
+                         details={"job": str(job.id), "recipe": recipe(job, base),
+                                  "files": {p.filename: p.sha256 for p in payloads}}))
         locked.verification = verification
         _succeed(db, locked, result_base_model_id=merged.id)
         return merged.id

@@ -34,6 +34,7 @@ from ..adapters.service import get_adapter, resolve_version
 from ..adapters.validation import WEIGHTS_FILE
 from ..auth.tokens import Principal
 from ..base_models.weights import files_of
+from ..events import Actor, By, new_event
 from . import queue
 from .limits import check_svd_rank, check_weight, human_bytes, memory_estimate
 from .schemas import MergeInput, MergeJobRequest, MergeOutput
@@ -277,8 +278,7 @@ async def submit(db: AsyncSession, principal: Principal, req: MergeJobRequest, s
     db.add(job)
     await db.flush()
     job.queue_job_id = await queue.enqueue(db, str(job.id))
-    db.add(Event(actor=principal.name, kind="merge-job", subject=out_name,
-                 data={"job": str(job.id), "state": "queued", "inputs": job.inputs}))
+    db.add(job_event(job, "merge.submitted", principal, {"state": "queued", "inputs": job.inputs}))
     await db.flush()
     return job
 
@@ -341,8 +341,7 @@ async def cancel(db: AsyncSession, principal: Principal, job_id: str) -> MergeJo
     job.updated_at = now
     if job.state == "queued" and job.queue_job_id is not None and await queue.cancel_if_waiting(db, job.queue_job_id):
         job.state, job.finished_at = "cancelled", now
-    db.add(Event(actor=principal.name, kind="merge-job-cancel", subject=job.output.get("name", ""),
-                 data={"job": str(job.id), "state": job.state}))
+    db.add(job_event(job, "merge.cancelled", principal, {"state": job.state}))
     await db.flush()
     return job
 
@@ -357,9 +356,12 @@ async def mark_stalled(sessionmaker: async_sessionmaker[AsyncSession], job_id: s
     if state == "failed":
         values["finished_at"] = now
     async with sessionmaker() as db, db.begin():
+        job = await db.get(MergeJob, uuid.UUID(str(job_id)))
         await db.execute(update(MergeJob).where(MergeJob.id == uuid.UUID(str(job_id)),
                                                 MergeJob.state.not_in(FINAL)).values(**values))
-        db.add(Event(actor=actor, kind="merge-job", subject=str(job_id), data={"state": state, "note": note}))
+        if job is not None:
+            db.add(job_event(job, "merge.failed" if state == "failed" else "merge.requeued", By(actor),
+                             {"state": state, "note": note}))
 
 
 async def job_state(sessionmaker: async_sessionmaker[AsyncSession], job_id: str) -> str | None:
@@ -481,5 +483,16 @@ async def find_view(db: AsyncSession, viewer: Principal, job_id: str) -> JobView
         return None
 
 
+def job_event(job: MergeJob, kind: str, actor: Actor, details: dict[str, Any]) -> Event:
+    """An audit event about merge job ``job`` (in its output's namespace, on its output adapter)."""
+    out_name = str(job.output.get("name", ""))
+    ns, _, adapter = out_name.partition("/")
+    return new_event(kind, actor, namespace=ns or job.namespace,
+                     adapter=adapter if job.output.get("kind") == "adapter" and adapter else None,
+                     subject=out_name or str(job.id), details={"job": str(job.id), **details})
+
+
 __all__ = ["ACTIVE", "FINAL", "STATES", "JobView", "MergeRefused", "ServiceError", "cancel", "describe", "find_view",
-           "get_job", "list_jobs", "list_views", "mark_stalled", "public_jobs", "submit", "visible_jobs"]
+           "get_job", "job_event", "list_jobs", "list_views", "mark_stalled", "public_jobs", "submit",
+           "visible_jobs"]
+
