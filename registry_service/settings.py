@@ -362,6 +362,7 @@ class WorkerSettings(_EnvSettings):
     gc_cron: str = "17 * * * *"
     #: Tries of one webhook delivery at most; the waits between them grow as ``webhook_backoff_s ** n``.
     webhook_max_attempts: int = Field(6, ge=1, le=20)
+    #: Base of the wait between webhook delivery tries, in seconds (waits of 4, 16, 64 … s by default).
     webhook_backoff_s: int = Field(4, ge=1, le=60)
 
     @field_validator("gc_cron")
