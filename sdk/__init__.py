@@ -26,6 +26,7 @@ from .errors import (
     TargetingError,
     TargetModulesNotFoundError,
     UnsupportedLayerError,
+    ValidationFailed,
 )
 from .hotswap import hotswap_adapter, hotswap_adapter_from_state_dict, prepare_model_for_compiled_hotswap
 from .kbit import prepare_model_for_kbit_training
@@ -51,6 +52,43 @@ if TYPE_CHECKING:
     from .client import Client, PushResult
     from .client.api import WeightsArg
     from .client.merges import MergeJob
+
+#: Names resolved on first use, so that ``import sdk`` does not import httpx or transformers:
+#: the registry client, its errors, and the ``transformers.Trainer`` callback.
+_LAZY = {
+    "Client": "sdk.client.api",
+    "PushResult": "sdk.client.api",
+    "MergeJob": "sdk.client.merges",
+    "MergeJobFailed": "sdk.client.merges",
+    "IntegrityError": "sdk.client.transfers",
+    "RegistryError": "sdk.client.http",
+    "RegistryAuthError": "sdk.client.http",
+    "RegistryNotFound": "sdk.client.http",
+    "RegistryUnavailable": "sdk.client.http",
+    "UnsafeResponse": "sdk.client.trust",
+    "save_login": "sdk.client.config",
+    "AdapterTrainerCallback": "sdk.integrations.transformers",
+}
+#: Subpackages reachable as attributes (``sdk.client.Client``), imported on first use.
+_SUBMODULES = ("client", "integrations", "merging", "cli")
+
+
+def __getattr__(name: str) -> Any:
+    """Import the lazily exported names and subpackages on first access."""
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"sdk.{name}")
+    raise AttributeError(f"module 'sdk' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
+
 
 _default_client: Client | None = None
 
@@ -95,30 +133,42 @@ def register_base_model(model_or_config: nn.Module | dict[str, Any] | str | Path
 
 __all__ = [
     "AdaLoraConfig",
+    "AdapterTrainerCallback",
     "AdapterConfig",
     "AdapterError",
     "AdapterModel",
     "AdapterNameError",
     "AdapterStateError",
+    "Client",
     "ConfigError",
     "FormatError",
     "IA3Config",
+    "IntegrityError",
     "LoHaConfig",
     "LoKrConfig",
     "LoraConfig",
     "MergeError",
+    "MergeJob",
+    "MergeJobFailed",
     "MixedBatchError",
     "PickleRefusedError",
     "PrefixTuningConfig",
     "PromptEncoderConfig",
     "PromptTuningConfig",
+    "PushResult",
     "QuantizedMergeWarning",
+    "RegistryAuthError",
+    "RegistryError",
+    "RegistryNotFound",
+    "RegistryUnavailable",
     "TargetModulesNotFoundError",
     "TargetingError",
     "TrainResult",
     "Trainer",
     "TrainingConfig",
+    "UnsafeResponse",
     "UnsupportedLayerError",
+    "ValidationFailed",
     "collate_batch",
     "combine_lora_adapter_dirs",
     "combine_lora_adapters",
@@ -138,5 +188,6 @@ __all__ = [
     "register_base_model",
     "register_method",
     "registered_methods",
+    "save_login",
     "train",
 ]

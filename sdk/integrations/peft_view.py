@@ -1,0 +1,33 @@
+"""How an ``AdapterModel`` looks to code that asks ``isinstance(model, peft.PeftModel)``.
+
+``transformers.Trainer`` decides what a checkpoint holds by the model's class: a ``PreTrainedModel`` or a
+``PeftModel`` is saved with its own ``save_pretrained`` (a ``PeftModel``: the adapter only), anything else
+as its whole state dict in ``model.safetensors``; resuming and ``load_best_model_at_end`` call
+``model.load_adapter(checkpoint, name)`` only for a ``PeftModel``. An ``AdapterModel`` has the same
+methods (``save_pretrained``, ``load_adapter``, ``active_adapters``, ``get_base_model``), so it takes that
+path: its ``__class__`` reports the view made here, a subclass of both ``AdapterModel`` and
+``peft.PeftModel``. Nothing else changes: ``type(model)`` is still ``AdapterModel``, attributes are looked
+up on it (PEFT's methods are never run), and pickling uses the real class.
+
+Without ``peft`` imported there is no ``PeftModel`` to be an instance of, and the view is the class itself.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+
+
+def peft_view(cls: type) -> type:
+    """``cls``, or once ``peft`` is imported, a subclass of ``cls`` and ``peft.PeftModel`` named like ``cls``."""
+    peft = sys.modules.get("peft")
+    base = getattr(peft, "PeftModel", None) if peft is not None else None
+    return _view(cls, base) if isinstance(base, type) else cls
+
+
+@cache
+def _view(cls: type, peft_model: type) -> type:
+    return type(cls.__name__, (cls, peft_model), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+
+
+__all__ = ["peft_view"]
