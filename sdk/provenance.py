@@ -94,7 +94,7 @@ def dataset_sha256(examples: Iterable[Any]) -> str | None:
     try:
         for i in range(len(examples)):  # type: ignore[arg-type]
             _feed(h, examples[i])  # type: ignore[index]
-    except (TypeError, ValueError, KeyError, IndexError):
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError):
         return None
     return h.hexdigest()
 
@@ -109,7 +109,7 @@ def _feed(h: Any, value: Any) -> None:
     elif isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     elif isinstance(value, (list, tuple)):
         h.update(b"[")
         for item in value:
@@ -119,6 +119,24 @@ def _feed(h: Any, value: Any) -> None:
         h.update(json.dumps(value).encode() + b"\0")
     else:
         raise TypeError(type(value).__name__)
+
+
+def record_training(model: Any, metrics: Mapping[str, Any], params: Mapping[str, Any],
+                    dataset: Mapping[str, str] | None) -> None:
+    """Keep a training run's record on ``model.provenance`` for each active adapter (a model without
+    ``provenance``, i.e. not an ``AdapterModel``, is left alone). Values out of bounds are dropped, not
+    raised: recording never stops a training run."""
+    store = getattr(model, "provenance", None)
+    if not isinstance(store, dict):
+        return
+    clean_metrics = {k: float(v) for k, v in list(metrics.items())[:MAX_ENTRIES]
+                     if not metrics_problems({k: v})}
+    clean_params = {k: v for k, v in list(params.items())[:MAX_ENTRIES] if not params_problems({k: v})}
+    record: dict[str, Any] = {"metrics": clean_metrics, "params": clean_params}
+    if dataset and not dataset_problems(dataset):
+        record["dataset"] = dict(dataset)
+    for name in getattr(model, "active_adapters", []):
+        store[name] = {k: v for k, v in record.items() if v}
 
 
 def write_provenance(folder: str | Path, record: Mapping[str, Any]) -> Path:
@@ -192,5 +210,6 @@ __all__ = [
     "params_problems",
     "provenance_problems",
     "read_provenance",
+    "record_training",
     "write_provenance",
 ]
