@@ -103,9 +103,10 @@ def default_client() -> Client:
     return _default_client
 
 
-def push(model_or_dir: AdapterModel | str | Path, name: str, base_model: str | None = None, **kwargs: Any
+def push(model_or_dir: AdapterModel | Any | str | Path, name: str, base_model: str | None = None, **kwargs: Any
          ) -> PushResult:
-    """Push an adapter (``AdapterModel`` or saved folder) as a new version; see ``Client.push``."""
+    """Push an adapter (``AdapterModel``, ``peft.PeftModel`` or a folder in PEFT's format) as a new version,
+    with its provenance (``metrics=``, ``params=``, ``dataset=``, ``description=``); see ``Client.push``."""
     return default_client().push(model_or_dir, name, base_model, **kwargs)
 
 
@@ -133,12 +134,12 @@ def register_base_model(model_or_config: nn.Module | dict[str, Any] | str | Path
 
 __all__ = [
     "AdaLoraConfig",
-    "AdapterTrainerCallback",
     "AdapterConfig",
     "AdapterError",
     "AdapterModel",
     "AdapterNameError",
     "AdapterStateError",
+    "AdapterTrainerCallback",
     "Client",
     "ConfigError",
     "FormatError",

@@ -22,9 +22,9 @@ from .errors import AdapterNameError, AdapterStateError, ConfigError, MergeError
 from .formats import adapter_state_dict, load_adapter_state, read_adapter_weights, read_config, save_adapter
 from .hub_loading import resolve_adapter_source
 from .integrations.peft_view import peft_view
-from .provenance import write_provenance
 from .layers import AdapterLayer, AdapterModule, iter_adapter_modules, replace_module
 from .methods import composition_problem, config_from_dict, get_method, merge_refusal
+from .provenance import write_provenance
 from .quantization import keep_trainable_layout_everywhere
 from .routing import BASE_ADAPTER, Routing, RoutingGate
 
@@ -582,9 +582,20 @@ class AdapterModel(nn.Module):
             current.inference_mode = False
         self._update_trainable()
 
+    def push(self, name: str, base_model: str | None = None, **kwargs: Any) -> Any:
+        """Push this model's adapter (``adapter_name="default"``) to the registry as a new version of
+        ``name``; the same as ``sdk.push(model, name, base_model, **kwargs)``."""
+        from .client.api import Client
+
+        client = kwargs.pop("client", None)
+        if client is not None:
+            return client.push(self, name, base_model, **kwargs)
+        with Client() as own:
+            return own.push(self, name, base_model, **kwargs)
+
     # --- transformers.Trainer --------------------------------------------------------------------
     @property  # type: ignore[misc]
-    def __class__(self) -> type:  # noqa: D105
+    def __class__(self) -> type:
         """What ``isinstance`` sees: once ``peft`` is imported, a subclass of ``peft.PeftModel`` too, so that
         ``transformers.Trainer`` takes its PEFT path (adapter-only checkpoints, resume, best model); see
         :mod:`sdk.integrations.peft_view`. ``type(model)`` and every attribute stay this class's own."""

@@ -36,7 +36,8 @@ from .validation import CONFIG_FILE, MAX_CONFIG_BYTES, MAX_README_BYTES, README_
 ROOT = "/api/v1/adapters"
 #: The push form (``POST …/versions``): the version's files, and fields that come with them.
 PUSH_FORM = form_schema({CONFIG_FILE: True, WEIGHTS_FILE: True, README_FILE: False}, {
-    "base_model": TEXT, "alias": TEXT, "tags": TEXT, "description": TEXT, "private": TEXT, "untrained": TEXT})
+    "base_model": TEXT, "alias": TEXT, "tags": TEXT, "description": TEXT, "private": TEXT, "untrained": TEXT,
+    "metrics": TEXT, "params": TEXT, "dataset": TEXT})
 
 #: Bytes of a push's form besides its weights (config, README, fields, multipart framing).
 FORM_OVERHEAD_BYTES = 4 * 2**20

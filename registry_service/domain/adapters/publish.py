@@ -38,6 +38,7 @@ from ..blob_commits import commit_with_blobs
 from ..payloads import Payload, bytes_payload
 from ..upload_sessions import finalize_session
 from .metadata import check_metadata, clean_tags
+from .provenance import provenance_from_form
 from .validation import CONFIG_FILE, README_FILE, check_weights, parse_config
 
 
@@ -51,6 +52,8 @@ class PushOptions:
     private: bool = False
     alias: str | None = None
     untrained: bool = False
+    #: ``{"metrics", "params", "dataset"}`` of the version (:mod:`.provenance`)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def _truthy(value: Any) -> bool:
@@ -73,6 +76,7 @@ def push_options(form: Any) -> PushOptions:
         private=_truthy(form.get("private", "false")),
         alias=(form.get("alias") or None),
         untrained=_truthy(form.get("untrained", "false")),
+        provenance=provenance_from_form(form),
     )
 
 
@@ -294,7 +298,8 @@ async def _insert_version(
         digest.update(f"{f.filename}:{f.sha256}".encode())
     version = AdapterVersion(
         adapter_id=adapter.id, version=number, commit=digest.hexdigest(), config=config.to_dict(),
-        summary=summary, parents=parents, created_by=principal.name,
+        summary=summary, parents=parents, created_by=principal.name, provenance=options.provenance,
+        description=options.description,
     )
     db.add(version)
     await db.flush()

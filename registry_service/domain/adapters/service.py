@@ -142,6 +142,10 @@ def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "") ->
         "config": v.config,
         "summary": v.summary,
         "parents": v.parents,
+        "description": v.description,
+        "metrics": (v.provenance or {}).get("metrics", {}),
+        "params": (v.provenance or {}).get("params", {}),
+        "dataset": (v.provenance or {}).get("dataset"),
         "created_by": v.created_by,
         "created_at": v.created_at.isoformat() if v.created_at else None,
         "files": [
