@@ -17,6 +17,7 @@ from litestar.plugins import InitPlugin
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from .compare import ComparePages
 from .errors import page_crash, wrap_handlers
 from .pages import JobPages, PageController, SignInPages
 from .session import provide_viewer
@@ -40,7 +41,7 @@ def template_environment() -> Environment:
 
 def web_router() -> Router:
     """The pages, with the signed-in viewer (from the cookie) as a dependency."""
-    return Router(path="/", route_handlers=[PageController, JobPages, SignInPages],
+    return Router(path="/", route_handlers=[PageController, JobPages, SignInPages, ComparePages],
                   dependencies={"viewer": Provide(provide_viewer)}, exception_handlers={Exception: page_crash},
                   include_in_schema=False)
 

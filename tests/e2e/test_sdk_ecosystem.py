@@ -190,3 +190,42 @@ def test_bad_references_get_clear_errors(tmp_path: Path) -> None:
         sdk.AdapterModel.from_pretrained(tiny_llama(0), "alice/chat@bad ref")
     with pytest.raises(sdk.AdapterError, match="subfolder"):
         sdk.AdapterModel.from_pretrained(tiny_llama(0), "alice/chat@prod", subfolder="../x")
+
+
+def test_version_page_shows_provenance_and_the_compare_page_diffs_two_versions(server: Server, base: str,
+                                                                                tmp_path: Path) -> None:
+    import re
+
+    ns = uniq("cmp")
+    with Client(server.url, server.token(ns, "write"), cache_dir=tmp_path / "c", quiet=True) as c:
+        c.push(lora(1), f"{ns}/chat", base_model=base, metrics={"eval_loss": 2.5}, params={"learning_rate": 0.001},
+               dataset="toy <b>set</b>")
+        torch.manual_seed(2)
+        wider = sdk.get_peft_model(tiny_llama(0), sdk.LoraConfig(r=8, lora_alpha=16, init_lora_weights=False,
+                                                                 target_modules=["q_proj", "v_proj", "o_proj"]))
+        c.push(wider, f"{ns}/chat", metrics={"eval_loss": 1.5, "accuracy": 0.75}, description="wider and better")
+        c.push(lora(3), f"{ns}/secret", base_model=base, private=True)
+    page = httpx.get(f"{server.url}/adapters/{ns}/chat/versions/1")
+    assert page.status_code == 200
+    assert re.search(r"<dt>eval_loss</dt><dd class=\"metric\">2.5</dd>", page.text)
+    assert re.search(r"<dt>learning_rate</dt><dd class=\"param\">0.001</dd>", page.text)
+    assert "toy &lt;b&gt;set&lt;/b&gt;" in page.text and "<b>set</b>" not in page.text  # escaped
+    assert f"/adapters/{ns}/chat/compare?b=1" in page.text
+    cmp = httpx.get(f"{server.url}/adapters/{ns}/chat/compare", params={"a": "1", "b": "2"})
+    assert cmp.status_code == 200, cmp.text[:500]
+    html = cmp.text
+    diff = html[html.index('id="config-diff"'):]
+    for key in ("r", "lora_alpha", "target_modules"):
+        assert f"<th>{key}</th>" in diff
+    assert "<th>lora_dropout</th>" not in diff  # the same in both: not listed
+    metrics = html[html.index('id="metrics"'):html.index('id="params"')]
+    assert re.search(r"<th>eval_loss</th><td class=\"num\">2.5</td><td class=\"num\">1.5</td>", metrics)
+    assert re.search(r"<th>accuracy</th><td class=\"num\">–</td><td class=\"num\">0.75</td>", metrics)
+    assert "wider and better" in html and "o_proj" in html
+    # the default: the latest against the one before it
+    assert httpx.get(f"{server.url}/adapters/{ns}/chat/compare").text.count("@2") >= 1
+    # private stays private: anonymous viewers get the same 404 as for a missing adapter
+    assert httpx.get(f"{server.url}/adapters/{ns}/chat/compare", params={"a": "1", "b": f"{ns}/secret@1"}
+                     ).status_code == 404
+    assert httpx.get(f"{server.url}/adapters/{ns}/secret/compare", params={"a": "1", "b": "1"}).status_code == 404
+    assert httpx.get(f"{server.url}/adapters/{ns}/chat/compare", params={"a": "9"}).status_code == 404
