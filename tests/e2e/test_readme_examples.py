@@ -67,7 +67,7 @@ def test_the_readme_quickstart_runs_against_a_live_registry(local_server: Server
                 assert done.returncode == 0, f"README.md:{line}\n{code}\n{done.stdout}\n{done.stderr}"
                 outputs.append(done.stdout)
             else:
-                exec(compile(code, f"README.md:{line}", "exec"), namespace)  # noqa: S102 (our own README)
+                exec(compile(code, f"README.md:{line}", "exec"), namespace)  # our own README
         login = tmp_path / "config" / "adapter-registry" / "config.json"
         assert login.is_file() and oct(login.stat().st_mode & 0o777) == "0o600"
         pushed = namespace["pushed"]
