@@ -103,6 +103,20 @@ def test_a_trained_model_pushes_its_record_with_no_extra_argument(server: Server
     assert v["params"]["learning_rate"] == 1e-2 and v["params"]["trainer"] == "sdk.train"
     assert {"eval_loss", "train_loss", "extra"} <= set(v["metrics"])
     assert v["dataset"]["name"] == "toy-lm" and len(v["dataset"]["sha256"]) == 64
+    # the saved folder carries it too (provenance.json), through the Hub API as well: unmodified huggingface_hub
+    from huggingface_hub import HfApi
+
+    model.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "provenance.json").read_text())["dataset"]["name"] == "toy-lm"
+    info = HfApi(endpoint=server.url).upload_folder(repo_id=f"{ns}/trained", folder_path=str(tmp_path / "saved"),
+                                                    token=server.token(ns, "write"))
+    hub_v = httpx.get(f"{server.url}/api/v1/adapters/{ns}/trained/versions/{info.oid}").json()
+    assert hub_v["version"] == pushed.version + 1 and hub_v["params"]["trainer"] == "sdk.train"
+    assert "provenance.json" not in {f["filename"] for f in hub_v["files"]}  # metadata, not a file
+    (tmp_path / "saved" / "provenance.json").write_text('{"metrics": {"loss": "low"}}')
+    with pytest.raises(Exception, match="422|must be a number"):
+        HfApi(endpoint=server.url).upload_folder(repo_id=f"{ns}/trained", folder_path=str(tmp_path / "saved"),
+                                                 token=server.token(ns, "write"))
 
 
 def test_push_takes_a_peft_model_and_a_peft_folder_and_refuses_other_things(server: Server, base: str,

@@ -7,13 +7,32 @@ import json
 from typing import Any
 
 from sdk.problems import Problem
-from sdk.provenance import dataset_problems, metrics_problems, params_problems
+from sdk.provenance import PROVENANCE_NAME, dataset_problems, metrics_problems, params_problems
 
 from ...errors import UploadRejected
 
 #: The most bytes one provenance field may hold (64 entries of a short name and value fit many times).
 MAX_FIELD_BYTES = 64 * 1024
 FIELDS = {"metrics": metrics_problems, "params": params_problems, "dataset": dataset_problems}
+
+
+def provenance_from_file(raw: bytes | None) -> dict[str, Any]:
+    """The record of a ``provenance.json`` sent with a Hub commit (``sdk`` writes one next to trained
+    adapters): the same fields and bounds as the push form's; 422 otherwise."""
+    if raw is None:
+        return {}
+    if len(raw) > len(FIELDS) * MAX_FIELD_BYTES:
+        raise UploadRejected([Problem(None, f"<= {len(FIELDS) * MAX_FIELD_BYTES} bytes", f"{len(raw)} bytes",
+                                      f"{PROVENANCE_NAME} is too large")])
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise UploadRejected([Problem(None, "a JSON object", None, f"{PROVENANCE_NAME} is not JSON: {exc}"[:300])]
+                             ) from exc
+    if not isinstance(data, dict) or set(data) - set(FIELDS):
+        raise UploadRejected([Problem(None, "an object with metrics, params, dataset", None,
+                                      f"{PROVENANCE_NAME} must be an object with keys {sorted(FIELDS)}")])
+    return provenance_from_form({k: json.dumps(v) for k, v in data.items()})
 
 
 def provenance_from_form(form: Any) -> dict[str, Any]:
@@ -44,4 +63,4 @@ def provenance_from_form(form: Any) -> dict[str, Any]:
     return out
 
 
-__all__ = ["FIELDS", "MAX_FIELD_BYTES", "provenance_from_form"]
+__all__ = ["FIELDS", "MAX_FIELD_BYTES", "provenance_from_file", "provenance_from_form"]
