@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copyreg
 import re
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -596,10 +597,10 @@ class AdapterModel(nn.Module):
     # --- transformers.Trainer --------------------------------------------------------------------
     @property  # type: ignore[misc]
     def __class__(self) -> type:
-        """What ``isinstance`` sees: once ``peft`` is imported, a subclass of ``peft.PeftModel`` too, so that
-        ``transformers.Trainer`` takes its PEFT path (adapter-only checkpoints, resume, best model); see
-        :mod:`sdk.integrations.peft_view`. ``type(model)`` and every attribute stay this class's own."""
-        return peft_view(type(self))
+        """What ``isinstance`` sees: to transformers' code once ``peft`` is imported, a subclass of
+        ``peft.PeftModel`` too, so that ``transformers.Trainer`` takes its PEFT path (adapter-only checkpoints,
+        resume, best model); to everyone else this class. See :mod:`sdk.integrations.peft_view`."""
+        return peft_view(type(self), sys._getframe(1).f_globals.get("__name__", ""))
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         """Pickle (``copy``, ``torch.save``) by the real class, not the view ``__class__`` reports."""
