@@ -35,6 +35,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from ..errors import ConfigError
 from ..model import AdapterModel
 from ..provenance import dataset_record, record_training
+from .peft_view import peft_view
 
 #: ``TrainingArguments`` recorded as a run's parameters.
 RECORDED_ARGS = (
@@ -102,7 +103,7 @@ def _check(args: TrainingArguments, model: Any) -> None:
             f"AdapterTrainerCallback needs an sdk AdapterModel (a model with on_step_end); "
             f"the Trainer's model is a {type(model).__name__}"
         )
-    if not isinstance(model, AdapterModel) or model.__class__ is not type(model):
+    if not isinstance(model, AdapterModel) or peft_view(type(model), "transformers") is not type(model):
         return  # not ours, or seen as a PEFT model: the Trainer reads the base model's forward
     if args.remove_unused_columns:
         raise ConfigError(

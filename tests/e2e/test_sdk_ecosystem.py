@@ -114,7 +114,7 @@ def test_a_trained_model_pushes_its_record_with_no_extra_argument(server: Server
     assert hub_v["version"] == pushed.version + 1 and hub_v["params"]["trainer"] == "sdk.train"
     assert "provenance.json" not in {f["filename"] for f in hub_v["files"]}  # metadata, not a file
     (tmp_path / "saved" / "provenance.json").write_text('{"metrics": {"loss": "low"}}')
-    with pytest.raises(Exception, match="422|must be a number"):
+    with pytest.raises(Exception, match=r"422|must be a number"):
         HfApi(endpoint=server.url).upload_folder(repo_id=f"{ns}/trained", folder_path=str(tmp_path / "saved"),
                                                  token=server.token(ns, "write"))
 
