@@ -46,7 +46,7 @@ def dataset_problems(dataset: object) -> list[str]:
     problems = [f"dataset: unknown key {str(k)[:40]!r} (use name and sha256)" for k in dataset
                 if k not in ("name", "sha256")]
     name = dataset.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_VALUE_CHARS or _CONTROL.search(name):
+    if not isinstance(name, str) or not name.strip() or _text_problem(name):
         problems.append(f"dataset.name must be a non-empty string of at most {MAX_VALUE_CHARS} characters "
                         "without control characters")
     sha = dataset.get("sha256")
@@ -179,6 +179,17 @@ def _mapping_problems(what: str, value: object, item_problem: Any) -> list[str]:
     return problems
 
 
+def _text_problem(value: str) -> str | None:
+    """Why a string value cannot be stored: too long, control characters, or not encodable (lone surrogates)."""
+    if len(value) > MAX_VALUE_CHARS or _CONTROL.search(value):
+        return f"a string of at most {MAX_VALUE_CHARS} characters without control characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a string must be valid Unicode (no lone surrogates)"
+    return None
+
+
 def _number_problem(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"must be a number, not {type(value).__name__}"
@@ -193,9 +204,7 @@ def _scalar_problem(value: object) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, str):
-        if len(value) > MAX_VALUE_CHARS or _CONTROL.search(value):
-            return f"a string of at most {MAX_VALUE_CHARS} characters without control characters"
-        return None
+        return _text_problem(value)
     return _number_problem(value)
 
 

@@ -45,8 +45,9 @@ def provenance_from_form(form: Any) -> dict[str, Any]:
         if raw is None or not str(raw).strip():
             continue
         text = str(raw)
-        if len(text.encode()) > MAX_FIELD_BYTES:
-            problems.append(Problem(None, f"<= {MAX_FIELD_BYTES} bytes", f"{len(text.encode())} bytes",
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_FIELD_BYTES:
+            problems.append(Problem(None, f"<= {MAX_FIELD_BYTES} bytes", f"{size} bytes",
                                     f"the {field} field is longer than {MAX_FIELD_BYTES} bytes"))
             continue
         try:
