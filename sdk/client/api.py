@@ -229,10 +229,11 @@ class Client:
 
     def push(self, model_or_dir: AdapterModel | Any | str | Path, name: str, base_model: str | None = None, *,
              alias: str | None = None, description: str | None = None, tags: list[str] | None = None,
-             private: bool = False, adapter_name: str = "default", untrained: bool = False,
+             private: bool | None = None, adapter_name: str = "default", untrained: bool = False,
              metrics: Mapping[str, float] | None = None, params: Mapping[str, Any] | None = None,
              dataset: str | Mapping[str, str] | None = None) -> PushResult:
-        """Check locally against the base model's signature, then upload a new version.
+        """Check locally against the base model's signature, then upload a new version. ``private``: a new
+        adapter's visibility (None: public); for an existing adapter it must match (else 409) or be None.
 
         ``model_or_dir``: an ``AdapterModel``, a ``peft.PeftModel`` or a folder in PEFT's format.
         ``metrics``, ``params`` and ``dataset`` (a name, or ``{"name", "sha256"}``) are the version's
@@ -259,7 +260,9 @@ class Client:
             problems = check_folder(folder, self._signature(target), untrained=untrained)
             if problems:
                 raise ValidationFailed(problems)
-            form = {"base_model": target, "private": str(private).lower(), "untrained": str(untrained).lower()}
+            form = {"base_model": target, "untrained": str(untrained).lower()}
+            if private is not None:
+                form["private"] = str(private).lower()
             if alias:
                 form["alias"] = alias
             if description is not None:

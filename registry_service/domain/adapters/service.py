@@ -12,6 +12,7 @@ from ...db.models import Adapter, AdapterVersion, Alias, BaseModel
 from ...errors import NotFound
 from ...names import COMMIT, check_part
 from ..auth.tokens import Principal
+from .redaction import InputsView, redact_parents, visible_files
 
 #: A version reference that is a number (at most 19 ASCII digits, so int() is cheap) …
 VERSION_NUMBER = re.compile(r"^[0-9]{1,19}\Z")
@@ -132,16 +133,19 @@ def describe_adapter(row: Adapter, aliases: dict[str, int] | None = None) -> dic
     return out
 
 
-def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "") -> dict[str, Any]:
-    """The JSON form of a version, with its files and their download URLs."""
+def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "",
+                     view: InputsView | None = None) -> dict[str, Any]:
+    """The JSON form of a version, with its files and their download URLs; ``view``: what the reader may
+    see of a merged version's inputs (:mod:`.redaction`; None: a version with no parents)."""
     root = f"{base_url}/api/v1/adapters/{adapter.namespace}/{adapter.name}/versions/{v.version}/files"
+    view = view or InputsView()
     return {
         "adapter": f"{adapter.namespace}/{adapter.name}",
         "version": v.version,
         "commit": v.commit,
         "config": v.config,
         "summary": v.summary,
-        "parents": v.parents,
+        "parents": redact_parents(v.parents or [], view),
         "description": v.description,
         "metrics": (v.provenance or {}).get("metrics", {}),
         "params": (v.provenance or {}).get("params", {}),
@@ -150,6 +154,6 @@ def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "") ->
         "created_at": v.created_at.isoformat() if v.created_at else None,
         "files": [
             {"filename": f.filename, "size": f.size, "sha256": f.sha256, "url": f"{root}/{f.filename}"}
-            for f in v.files
+            for f in visible_files(v, view)
         ],
     }

@@ -20,7 +20,9 @@ from ...metrics import S3_DIRECT_BYTES
 from ...openapi import file_operation, hub_errors
 from ...settings import Settings
 from ...storage import BlobStore
+from ..adapters.caching import fixed_ref, json_response, redirect_cache_control
 from ..adapters.downloads import serve_file
+from ..adapters.redaction import inputs_view, visible_files, withheld
 from ..auth.tokens import Principal
 from . import service
 from .errors import EntryNotFound, HubError, hub_error_response
@@ -61,8 +63,10 @@ class HubController(Controller):
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/resolve/"))
         adapter = await service.find_repo(db, principal, ns, name)
         version = await service.find_revision(db, adapter, revision)
-        f = service.find_file(adapter, version, path)
+        view = await inputs_view(db, principal, [version])
+        f = service.find_file(adapter, version, path, withheld(version, view))
         commit = version.commit
+        public, fixed = adapter.visibility == "public" and view.all_public, fixed_ref(service.registry_ref(revision))
         db.expunge_all()
         await db.rollback()  # give the connection back before a long download
         meta = service.file_headers(f, commit)
@@ -73,29 +77,31 @@ class HubController(Controller):
             if url and _origin(url) != _origin(str(request.base_url)):
                 if request.method == "GET":
                     S3_DIRECT_BYTES.labels("download").inc(f.size)
-                return Redirect(url, status_code=302, headers=meta)
+                cache = redirect_cache_control(public=public, fixed=fixed, expires_s=settings.presign_expires_s)
+                return Redirect(url, status_code=302, headers={**meta, "Cache-Control": cache})
         response = await serve_file(store, f, request.headers.get("range"), redirect=False,
-                                    head=request.method == "HEAD")
+                                    head=request.method == "HEAD", public=public, fixed=fixed,
+                                    if_none_match=request.headers.get("if-none-match"))
         for key, value in meta.items():
             response.set_header(key, value)
         return response
 
     @get("/api/models/{ns:str}/{name:str}", responses=hub_errors(401, 404))
-    async def info(self, ns: str, name: str, db: AsyncSession, principal: Principal,
-                   blobs: bool = False) -> ModelInfo:
+    async def info(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
+                   blobs: bool = False) -> Response[ModelInfo]:
         """``model_info`` at the default branch (the latest version)."""
-        return await self._info(db, principal, ns, name, service.DEFAULT_BRANCH, blobs)
+        return await self._info(request, db, principal, ns, name, service.DEFAULT_BRANCH, blobs)
 
     @get("/api/models/{ns:str}/{name:str}/revision/{rest:path}", responses=hub_errors(401, 404))
     async def info_at(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
-                      blobs: bool = False) -> ModelInfo:
+                      blobs: bool = False) -> Response[ModelInfo]:
         """``model_info``/``repo_info`` at a revision; its ``sha`` is the version's commit."""
         revision = unquote(raw_tail(request, f"/{ns}/{name}/revision/").strip("/"))
-        return await self._info(db, principal, ns, name, revision, blobs)
+        return await self._info(request, db, principal, ns, name, revision, blobs)
 
     @get("/api/models/{ns:str}/{name:str}/tree/{rest:path}", responses=hub_errors(401, 404))
     async def tree(self, ns: str, name: str, request: Request, db: AsyncSession,
-                   principal: Principal) -> list[TreeEntry]:
+                   principal: Principal) -> Response[list[TreeEntry]]:
         """The files of a revision (a version's files sit at the root: there are no folders)."""
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/tree/"))
         adapter = await service.find_repo(db, principal, ns, name)
@@ -104,13 +110,19 @@ class HubController(Controller):
         if path:
             raise EntryNotFound(f"{ns}/{name}@{version.commit} has no folder {path!r}: its files are at the root",
                                 commit=version.commit)
-        return [service.tree_entry(f) for f in version.files]
+        view = await inputs_view(db, principal, [version])
+        body = [service.tree_entry(f) for f in visible_files(version, view)]
+        return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
+                             fixed=fixed_ref(service.registry_ref(revision)))
 
-    async def _info(self, db: AsyncSession, principal: Principal, ns: str, name: str, revision: str,
-                    blobs: bool) -> ModelInfo:
+    async def _info(self, request: Request, db: AsyncSession, principal: Principal, ns: str, name: str,
+                    revision: str, blobs: bool) -> Response[ModelInfo]:
         adapter = await service.find_repo(db, principal, ns, name)
         version = await service.find_revision(db, adapter, revision)
-        return service.model_info(adapter, version, blobs=blobs)
+        view = await inputs_view(db, principal, [version])
+        body = service.model_info(adapter, version, blobs=blobs, files=visible_files(version, view))
+        return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
+                             fixed=fixed_ref(service.registry_ref(revision)))
 
 
 __all__ = ["HubController"]

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ...db.models import Adapter, AdapterVersion, File
 from ...errors import BadRequest, NotFound
 from ..adapters import service as adapters
+from ..adapters.redaction import withheld_message
 from ..auth.tokens import Principal
 from .errors import EntryNotFound, RepoNotFound, RevisionNotFound
 
@@ -62,8 +63,12 @@ async def find_revision(db: AsyncSession, adapter: Adapter, revision: str) -> Ad
         ) from exc
 
 
-def find_file(adapter: Adapter, version: AdapterVersion, path: str) -> File:
-    """The file ``path`` of a version, or EntryNotFound (carrying the commit, so the client caches the absence)."""
+def find_file(adapter: Adapter, version: AdapterVersion, path: str, hidden: frozenset[str] = frozenset()) -> File:
+    """The file ``path`` of a version, or EntryNotFound (carrying the commit, so the client caches the absence);
+    ``hidden``: files this reader may not see (:mod:`..adapters.redaction`)."""
+    if path in hidden:
+        raise EntryNotFound(withheld_message(f"{adapter.namespace}/{adapter.name}", version.version, path),
+                            commit=version.commit)
     f = next((f for f in version.files if f.filename == path), None)
     if f is None:
         raise EntryNotFound(f"{adapter.namespace}/{adapter.name}@{version.commit} has no file {path!r}",
@@ -94,12 +99,14 @@ def tree_entry(f: File) -> dict[str, Any]:
             "lfs": {"oid": f.sha256, "size": f.size, "pointerSize": len(lfs_pointer(f))}}
 
 
-def model_info(adapter: Adapter, version: AdapterVersion, *, blobs: bool) -> dict[str, Any]:
-    """The ``/api/models/{repo}`` JSON: enough for ``model_info``/``repo_info`` and ``snapshot_download``."""
+def model_info(adapter: Adapter, version: AdapterVersion, *, blobs: bool, files: list[File] | None = None
+               ) -> dict[str, Any]:
+    """The ``/api/models/{repo}`` JSON: enough for ``model_info``/``repo_info`` and ``snapshot_download``
+    (``files``: those the reader may see, default all)."""
     repo = f"{adapter.namespace}/{adapter.name}"
     base = f"{adapter.base_model.namespace}/{adapter.base_model.name}"
     siblings: list[dict[str, Any]] = []
-    for f in version.files:
+    for f in version.files if files is None else files:
         sibling: dict[str, Any] = {"rfilename": f.filename}
         if blobs:
             entry = tree_entry(f)
