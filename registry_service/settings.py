@@ -149,17 +149,20 @@ class Settings(_EnvSettings):
     #: PostgreSQL (``postgresql://user:password@host/db``); unset: the embedded one. ``DATABASE_URL`` works too.
     database_url: str | None = Field(None, validation_alias=AliasChoices(ENV + "DATABASE_URL", "DATABASE_URL",
                                                                          "database_url"))
+    #: The S3 endpoint the service talks to (MinIO, SeaweedFS…); unset: AWS's own for the region.
     s3_endpoint: str | None = None
     #: Blobs go to this S3 bucket (credentials from boto3's usual variables); unset: ``DATA_DIR/blobs``.
     s3_bucket: str | None = None
+    #: The S3 region (boto3's default when unset).
     s3_region: str | None = None
     #: The S3 endpoint as clients reach it, when it differs from ``s3_endpoint`` (e.g. ``http://minio:9000``
     #: inside docker-compose, ``http://localhost:9000`` outside): presigned URLs are signed for it.
     s3_public_endpoint: str | None = None
     #: Connections each process keeps to S3 (boto3's pool).
     s3_max_connections: int = Field(32, ge=1, le=1024)
-    #: Connections each API process keeps to PostgreSQL, and how many more it may open under load.
+    #: Connections each API process keeps to PostgreSQL.
     database_pool_size: int = Field(10, ge=1, le=500)
+    #: Connections an API process may open beyond its pool under load.
     database_max_overflow: int = Field(20, ge=0, le=500)
     #: The URL clients reach the service at (links in answers); default: the request's own.
     public_url: str | None = None
@@ -177,14 +180,17 @@ class Settings(_EnvSettings):
     apply_migrations: bool = True
     #: Tracebacks in error answers. Never in production.
     debug: bool = False
-    #: ``adapter-registry serve``: interface, port, and API processes (uvicorn's multi-process mode).
+    #: The interface ``adapter-registry serve`` listens on.
     host: str = "127.0.0.1"
+    #: The port ``adapter-registry serve`` listens on.
     port: int = Field(8000, ge=1, le=65535)
+    #: API processes of ``adapter-registry serve`` on that one port (uvicorn's multi-process mode).
     workers: int = Field(1, ge=1, le=256)
     #: Seconds a stopping API process gives requests in flight before it closes them.
     graceful_shutdown_s: int = Field(30, ge=1, le=3600)
     #: Proxies trusted for X-Forwarded-For/-Proto (comma-separated addresses or ``*``), as uvicorn takes them.
     forwarded_allow_ips: str = "127.0.0.1"
+    #: The lowest level of log lines written.
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     #: ``json``: one JSON object per log line (time, level, logger, message, request id).
     log_format: Literal["text", "json"] = "text"

@@ -49,9 +49,13 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from .client import Client, PushResult
-    from .client.api import WeightsArg
-    from .client.merges import MergeJob
+    from .client.api import Client, PushResult, WeightsArg
+    from .client.config import save_login
+    from .client.http import RegistryAuthError, RegistryError, RegistryNotFound, RegistryUnavailable
+    from .client.merges import MergeJob, MergeJobFailed
+    from .client.transfers import IntegrityError
+    from .client.trust import UnsafeResponse
+    from .integrations.transformers import AdapterTrainerCallback
 
 #: Names resolved on first use, so that ``import sdk`` does not import httpx or transformers:
 #: the registry client, its errors, and the ``transformers.Trainer`` callback.

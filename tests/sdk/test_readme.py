@@ -1,4 +1,5 @@
-"""The README stays true without a registry: every Python block parses, every ``sdk.…`` name it uses
+"""The README stays true without a registry: every Python block parses, every ``sdk.…`` name it (or a
+docs page) uses
 exists (top-level ones are in ``sdk.__all__``), and its Layout section names only files that exist in the
 repository. ``tests/e2e/test_readme_examples.py`` runs the marked examples against a live registry."""
 
@@ -13,6 +14,8 @@ import sdk
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+#: The README and the documentation pages (where the README's longer sections moved).
+TEXTS = README + "".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").rglob("*.md")))
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.M | re.S)
 #: Sub-packages reached through ``sdk.<name>`` (imported on first use, not re-exported names).
 SUBPACKAGES = {"client", "integrations", "merging", "cli"}
@@ -24,7 +27,7 @@ def blocks(language: str) -> list[str]:
 
 def test_every_python_block_parses() -> None:
     found = blocks("python")
-    assert len(found) >= 8
+    assert len(found) >= 2
     for code in found:
         ast.parse(code)
 
@@ -41,8 +44,8 @@ def _resolve(dotted: str) -> object:
 
 
 def test_every_sdk_name_the_readme_uses_exists_and_top_level_ones_are_exported() -> None:
-    names = set(re.findall(r"(?<![\w/.-])sdk\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", README))
-    assert {"Client", "ValidationFailed", "push", "pull", "AdapterModel.from_pretrained"} <= names
+    names = set(re.findall(r"(?<![\w/.-])sdk\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", TEXTS))
+    assert {"Client", "push", "pull", "AdapterModel.from_pretrained"} <= names
     missing = []
     for dotted in sorted(names):
         top = dotted.split(".")[0]
