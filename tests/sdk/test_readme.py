@@ -47,7 +47,7 @@ def test_every_sdk_name_the_readme_uses_exists_and_top_level_ones_are_exported()
     names = set(re.findall(r"(?<![\w/.-])sdk\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", TEXTS))
     assert {"Client", "push", "pull", "AdapterModel.from_pretrained"} <= names
     missing = []
-    for dotted in sorted(names):
+    for dotted in sorted(n for n in names if not n.startswith("__")):  # sdk.__all__ itself
         top = dotted.split(".")[0]
         if top not in sdk.__all__ and top not in SUBPACKAGES and not (ROOT / "sdk" / f"{top}.py").is_file():
             missing.append(f"sdk.{dotted}: {top} is not in sdk.__all__")
