@@ -29,6 +29,7 @@ from .domain.adapters.uploads import UploadController
 from .domain.auth.controller import TokenController
 from .domain.auth.tokens import issue_token
 from .domain.base_models.controller import BaseModelController
+from .domain.compositions.controller import CompositionController
 from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
 from .domain.merge_jobs.controller import LineageController, MergeJobController
@@ -130,7 +131,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app = Litestar(
         route_handlers=[health, livez, readyz, *observability, BaseModelController, AdapterController,
                         TokenController, UploadController, MergeJobController, LineageController, HubController,
-                        HubCommitController],
+                        HubCommitController, CompositionController],
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal),

@@ -79,6 +79,11 @@ class _EnvSettings(BaseSettings):
     #: Fields whose values are masked when shown (``adapter-registry config``, error messages).
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
+    def restrictive(self, license_id: str | None) -> bool:
+        """Whether ``license_id`` is one of :attr:`restrictive_licenses`."""
+        names = {n.strip().lower() for n in self.restrictive_licenses.split(",") if n.strip()}
+        return bool(license_id) and license_id.strip().lower() in names  # type: ignore[union-attr]
+
     @classmethod
     def env_name(cls, field: str) -> str:
         """The environment variable of ``field``."""
@@ -216,6 +221,11 @@ class Settings(_EnvSettings):
     #: A merge job whose memory estimate is above this is refused when submitted (see merge_jobs/limits.py).
     max_merge_memory_bytes: int = Field(32 * 2**30, ge=1)
     # --- end of limits ------------------------------------------------------------------------------
+    #: Base-model licenses (comma-separated, compared without case) that pushes and pages point out as
+    #: restrictive: use is bound by terms beyond an open license (acceptable-use policies, user caps…).
+    restrictive_licenses: str = Field(
+        "llama2,llama3,llama3.1,llama3.2,llama3.3,llama4,gemma,gemma2,gemma3,cc-by-nc-4.0,cc-by-nc-sa-4.0,other",
+        max_length=4096)
     # --- tokens and web sessions (issue 15) --------------------------------------------------------
     #: Lifetime of a new token whose request gives none, in seconds (0: such tokens never expire).
     token_default_ttl_s: int = Field(90 * DAY, ge=0, le=100 * 365 * DAY)

@@ -41,6 +41,8 @@ from .tuners.ia3 import IA3Config
 from .tuners.loha import LoHaConfig
 from .tuners.lokr import LoKrConfig
 from .tuners.lora import LoraConfig
+from .tuners.lora.arrow import ArrowConfig
+from .tuners.lora.arrow_model import create_arrow_model
 from .tuners.prompt import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 
 if TYPE_CHECKING:
@@ -114,9 +116,9 @@ def push(model_or_dir: AdapterModel | Any | str | Path, name: str, base_model: s
     return default_client().push(model_or_dir, name, base_model, **kwargs)
 
 
-def pull(ref: str, version: int | str | None = None) -> Path:
-    """A local folder with ``ns/name[@ref]``; see ``Client.pull``."""
-    return default_client().pull(ref, version)
+def pull(ref: str, version: int | str | None = None, *, expect_commit: str | None = None) -> Path:
+    """A local folder with ``ns/name[@ref]`` (named by its commit); see ``Client.pull``."""
+    return default_client().pull(ref, version, expect_commit=expect_commit)
 
 
 def load(model: nn.Module, ref: str, adapter_name: str = "default", **kwargs: Any) -> AdapterModel:
@@ -130,10 +132,11 @@ def merge(inputs: Sequence[str | tuple[str, float]], output: str, **kwargs: Any)
 
 
 def register_base_model(model_or_config: nn.Module | dict[str, Any] | str | Path, name: str,
-                        revision: str | None = None, *, weights: WeightsArg = False) -> dict[str, Any]:
+                        revision: str | None = None, *, weights: WeightsArg = False,
+                        license: str | None = None) -> dict[str, Any]:
     """Register a base model's signature, and with ``weights`` its safetensors weights (``True``: the
     model's own); see ``Client.register_base_model``."""
-    return default_client().register_base_model(model_or_config, name, revision, weights=weights)
+    return default_client().register_base_model(model_or_config, name, revision, weights=weights, license=license)
 
 
 __all__ = [
@@ -144,6 +147,7 @@ __all__ = [
     "AdapterNameError",
     "AdapterStateError",
     "AdapterTrainerCallback",
+    "ArrowConfig",
     "Client",
     "ConfigError",
     "FormatError",
@@ -178,6 +182,7 @@ __all__ = [
     "combine_lora_adapter_dirs",
     "combine_lora_adapters",
     "config_from_dict",
+    "create_arrow_model",
     "default_client",
     "get_method",
     "get_peft_model",

@@ -31,7 +31,7 @@ from ..validation import check_weights, parse_config
 from . import trust
 from .cache import Cache, CachedVersion, registry_key
 from .config import ClientConfig
-from .http import Http, StorageIO, json_body
+from .http import Http, RegistryNotFound, StorageIO, json_body
 from .merges import MergeJob, follow, merge_request
 from .transfers import download, upload_parts
 from .trust import UnsafeResponse
@@ -59,6 +59,24 @@ def parse_ref(ref: str, version: int | str | None = None) -> tuple[str, str, str
     _check(part_problem(ns, "namespace") or part_problem(name, "adapter name")
            or (ref_problem(chosen) if chosen is not None else None))
     return ns, name, chosen
+
+
+@dataclass(frozen=True)
+class ResolvedRef:
+    """What a reference resolved to: ``name`` (``ns/name``), the ``ref`` asked for, version and commit."""
+
+    name: str
+    ref: str
+    version: int
+    commit: str
+
+
+class AliasMoved(AdapterError):
+    """A reference no longer resolves to the commit it was pinned to."""
+
+    def __init__(self, message: str, *, expected: str, found: str) -> None:
+        super().__init__(message)
+        self.expected, self.found = expected, found
 
 
 @dataclass(frozen=True)
@@ -102,13 +120,15 @@ class Client:
 
     # --- base models ---------------------------------------------------------------------
     def register_base_model(self, model_or_config: nn.Module | dict[str, Any] | str | Path, name: str,
-                            revision: str | None = None, *, weights: WeightsArg = False) -> dict[str, Any]:
+                            revision: str | None = None, *, weights: WeightsArg = False,
+                            license: str | None = None) -> dict[str, Any]:
         """Register a base model by its signature (a model) or by its ``config.json`` (dict or path).
 
         ``weights=True`` (with a model) also uploads its parameters as ``model.safetensors``;
         ``weights=<path or list of paths>`` uploads existing ``*.safetensors`` files (a folder: all of
         them), for server-side merges into the base. Files already stored byte for byte are skipped;
-        files above ``DIRECT_UPLOAD_LIMIT`` go through an upload session in parallel parts.
+        files above ``DIRECT_UPLOAD_LIMIT`` go through an upload session in parallel parts. ``revision`` is
+        the exact revision of the weights, ``license`` their license (both shown with every adapter of it).
         """
         if weights is True and not isinstance(model_or_config, nn.Module):
             raise AdapterError("weights=True needs the model itself; with a config, pass weights=<path(s) of "
@@ -117,6 +137,8 @@ class Client:
             raise AdapterError("pass the base model itself, not an AdapterModel, to upload base weights")
         paths = [] if weights is True or weights is False or weights is None else _weight_paths(weights)
         body: dict[str, Any] = {"name": name, "revision": revision}
+        if license is not None:
+            body["license"] = license
         sig = signature_from_model(model_or_config) if isinstance(model_or_config, nn.Module) else None
         if sig is not None:
             body["signature"] = sig.to_dict()
@@ -190,10 +212,12 @@ class Client:
         return self.http.json("GET", f"/api/v1/adapters/{ns}/{n}/versions")["items"]
 
     def ls(self, *, base_model: str | None = None, method: str | None = None, tag: str | None = None,
-           q: str | None = None, page: int = 1) -> dict[str, Any]:
-        """Search adapters."""
+           q: str | None = None, page: int = 1, serves: str | None = None,
+           max_lora_rank: int | None = None) -> dict[str, Any]:
+        """Search adapters (``serves``/``max_lora_rank``: by the serving report of their latest version)."""
         params = {k: v for k, v in {"base_model": base_model, "method": method, "tag": tag, "q": q,
-                                     "page": page}.items() if v is not None}
+                                     "page": page, "serves": serves, "max_lora_rank": max_lora_rank}.items()
+                  if v is not None}
         return self.http.json("GET", "/api/v1/adapters", params=params)
 
     def set_alias(self, name: str, alias: str, version: int | str) -> dict[str, Any]:
@@ -201,6 +225,12 @@ class Client:
         ns, n, _ = parse_ref(name)
         _check(alias_problem(alias))
         return self.http.json("PUT", f"/api/v1/adapters/{ns}/{n}/aliases/{alias}", json={"version": version})
+
+    def alias_history(self, name: str, alias: str, *, limit: int = 100) -> dict[str, Any]:
+        """Every move of ``alias`` (newest first, at most ``limit``): ``{alias, current, items}``."""
+        ns, n, _ = parse_ref(name)
+        _check(alias_problem(alias))
+        return self.http.json("GET", f"/api/v1/adapters/{ns}/{n}/aliases/{alias}/history", params={"limit": limit})
 
     def delete_alias(self, name: str, alias: str) -> dict[str, Any]:
         """Remove ``alias``."""
@@ -381,12 +411,39 @@ class Client:
         """Cancel a queued or running merge job (a running one stops at its next step)."""
         return MergeJob.from_json(self.http.json("POST", f"/api/v1/merge-jobs/{job_id}/cancel", idempotent=False))
 
+    # --- compositions ------------------------------------------------------------------------
+    def create_composition(self, name: str, members: Sequence[str | tuple[str, float] | dict[str, Any]],
+                           routing: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Publish a composition version; see :func:`sdk.client.compositions.create_composition`."""
+        from .compositions import create_composition
+
+        return create_composition(self, name, members, routing, **kwargs)
+
+    def composition(self, ref: str) -> dict[str, Any]:
+        """A composition version (``ns/name[@version|alias|commit]``) with its pinned members."""
+        from .compositions import composition_version
+
+        return composition_version(self, ref)
+
     # --- pulling and loading --------------------------------------------------------------
-    def pull(self, ref: str, version: int | str | None = None) -> Path:
-        """A local folder with the adapter's files. A version pinned by number or commit that is
-        already cached costs no request; an alias costs one small request."""
+    def resolve(self, ref: str, version: int | str | None = None) -> ResolvedRef:
+        """What ``ref`` (``ns/name[@version|alias|commit]``) points at now: its version number and commit.
+        Pin the commit to have every replica load the same bytes (``pull(..., expect_commit=)``)."""
         ns, name, at = parse_ref(ref, version)
-        if at is not None and (VERSION.match(at) or COMMIT.match(at)):
+        v = CachedVersion.from_json(self.http.json("GET", f"/api/v1/adapters/{ns}/{name}/versions/{at or 'latest'}"))
+        return ResolvedRef(f"{ns}/{name}", at or "latest", v.version, v.commit)
+
+    def pull(self, ref: str, version: int | str | None = None, *, expect_commit: str | None = None) -> Path:
+        """A local folder with the adapter's files, named by the commit it resolved to
+        (``…/<ns>/<name>/<commit>/``). A version pinned by number or commit that is already cached costs no
+        request; an alias costs one small request, so a moved alias gives the new version's bytes.
+        ``expect_commit``: refuse (:class:`AliasMoved`) when ``ref`` no longer resolves to that commit,
+        e.g. an alias moved since the fleet pinned it."""
+        ns, name, at = parse_ref(ref, version)
+        if expect_commit is not None:
+            _check(None if COMMIT.match(str(expect_commit)) else
+                   f"expect_commit must be a 40-hex commit, got {str(expect_commit)[:60]!r}")
+        if at is not None and (VERSION.match(at) or COMMIT.match(at)) and expect_commit in (None, at):
             cached = self.cache.lookup(self.registry, ns, name, at)
             if cached is not None:
                 snap = self.cache.snapshot_dir(self.registry, ns, name, cached.commit)
@@ -397,6 +454,10 @@ class Client:
         if at is not None and ((VERSION.match(at) and v.version != int(at)) or (COMMIT.match(at) and v.commit != at)):
             raise UnsafeResponse(f"asked for {ns}/{name}@{at}, the registry answered with version {v.version} "
                                  f"(commit {v.commit})")
+        if expect_commit is not None and v.commit != expect_commit:
+            raise AliasMoved(f"{ns}/{name}@{at or 'latest'} now resolves to version {v.version} (commit {v.commit}), "
+                             f"not the expected commit {expect_commit}; it moved since it was pinned",
+                             expected=expect_commit, found=v.commit)
         free = shutil.disk_usage(self.cache.root).free
         needed = sum(f["size"] for f in v.files if not self.cache.has_blob(f["sha256"], f["size"]))
         if needed > free:
@@ -417,9 +478,24 @@ class Client:
         return snap
 
     def load(self, model: nn.Module, ref: str, adapter_name: str = "default", *, version: int | str | None = None,
-             is_trainable: bool = False, activate: bool = True) -> AdapterModel:
-        """Pull ``ref`` and inject it into ``model`` (a plain model, or an ``AdapterModel`` to add to)."""
-        folder = self.pull(ref, version)
+             is_trainable: bool = False, activate: bool = True, expect_commit: str | None = None) -> AdapterModel:
+        """Pull ``ref`` and inject it into ``model`` (a plain model, or an ``AdapterModel`` to add to);
+        ``expect_commit`` as in :meth:`pull`.
+
+        A ``ref`` that names a composition rather than an adapter loads the composition into a plain
+        model: its members routed with Arrow, or stacked (see :mod:`sdk.client.compositions`)."""
+        try:
+            folder = self.pull(ref, version, expect_commit=expect_commit)
+        except RegistryNotFound:
+            if isinstance(model, AdapterModel) or version is not None:
+                raise
+            from .compositions import load_composition
+
+            try:
+                return load_composition(self, model, ref)
+            except RegistryNotFound:
+                pass
+            raise
         if isinstance(model, AdapterModel):
             model.load_adapter(folder, adapter_name, is_trainable=is_trainable)
             if activate:

@@ -41,6 +41,7 @@ SERVICE_VALUES: dict[str, tuple[str, Any]] = {
     "log_format": ("json", "json"),
     "metrics": ("off", False),
     "probe_timeout_s": ("0.5", 0.5),
+    "restrictive_licenses": ("llama3.1,gemma", "llama3.1,gemma"),
     "max_body_bytes": ("4096", 4096),
     "max_signature_body_bytes": ("1000000", 1000000),
     "max_hub_commit_bytes": ("2000000", 2000000),

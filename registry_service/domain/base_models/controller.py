@@ -51,7 +51,10 @@ class RegisterBaseModel(msgspec.Struct):
     """Register by ``signature`` (from ``sdk.signature``) or by ``config`` (a ``config.json``)."""
 
     name: Annotated[str, msgspec.Meta(max_length=193, description="'namespace/name'")]
-    revision: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    revision: Annotated[str, msgspec.Meta(max_length=128, description="the exact revision of the weights (a commit "
+                                                                      "or tag of where they come from)")] | None = None
+    license: Annotated[str, msgspec.Meta(max_length=128, description="the weights' license (SPDX id or name, "
+                                                                     "e.g. 'apache-2.0', 'llama3.1')")] | None = None
     signature: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
 
@@ -83,11 +86,13 @@ class BaseModelController(Controller):
                        settings: Settings) -> Response[BaseModelInfo]:
         """Register a base model (idempotent for the same signature)."""
         row, created = await service.register(
-            db, principal, data.name, revision=data.revision, signature=data.signature, config=data.config
+            db, principal, data.name, revision=data.revision, signature=data.signature, config=data.config,
+            license=data.license,
         )
         files = [] if created else (await weights.files_of(db, [row.id]))[row.id]
         await db.commit()
         body = service.describe(row, files=files, root=base_url(request, settings))
+        body["license_restrictive"] = settings.restrictive(row.license)
         return Response(body, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
     @get("/", responses=problems(401))

@@ -94,6 +94,7 @@ async def register(
     revision: str | None,
     signature: dict[str, Any] | None,
     config: dict[str, Any] | None,
+    license: str | None = None,
 ) -> tuple[BaseModel, bool]:
     """Create a base model; registering the same signature again is a no-op. Returns (row, created)."""
     ns, name = split_name(full_name, "base model name")
@@ -113,6 +114,7 @@ async def register(
         namespace=ns,
         name=name,
         revision=revision,
+        license=license,
         architecture=sig.architecture,
         model_type=sig.model_type,
         config=config,
@@ -161,6 +163,7 @@ def describe(row: BaseModel, *, with_signature: bool = False, files: Sequence[Ba
     out: dict[str, Any] = {
         "name": f"{row.namespace}/{row.name}",
         "revision": row.revision,
+        "license": row.license,
         "architecture": row.architecture,
         "model_type": row.model_type,
         "fingerprint": row.fingerprint,

@@ -21,7 +21,7 @@ from ...openapi import file_operation, hub_errors
 from ...settings import Settings
 from ...storage import BlobStore
 from ..adapters.caching import fixed_ref, json_response, redirect_cache_control
-from ..adapters.downloads import serve_file
+from ..adapters.downloads import count_download, serve_file
 from ..adapters.redaction import inputs_view, visible_files, withheld
 from ..auth.tokens import Principal
 from . import service
@@ -65,10 +65,12 @@ class HubController(Controller):
         version = await service.find_revision(db, adapter, revision)
         view = await inputs_view(db, principal, [version])
         f = service.find_file(adapter, version, path, withheld(version, view))
-        commit = version.commit
+        commit, adapter_id = version.commit, adapter.id
         public, fixed = adapter.visibility == "public" and view.all_public, fixed_ref(service.registry_ref(revision))
         db.expunge_all()
         await db.rollback()  # give the connection back before a long download
+        await count_download(request.app.state.sessionmaker, adapter_id, f, request.headers.get("range"),
+                             request.method)
         meta = service.file_headers(f, commit)
         if settings.redirect_downloads and settings.uses_s3:
             url = await store.presigned_get_url(f.storage_key, f.filename, expires=settings.presign_expires_s)

@@ -1,7 +1,7 @@
 """versions carry provenance
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0010
 Create Date: 2027-02-01 10:00:00
 
 Each adapter version records where it came from: ``provenance`` (``{"metrics", "params", "dataset"}``,
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
