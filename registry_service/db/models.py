@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -166,6 +167,10 @@ class AdapterVersion(Base):
     parents: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    #: ``{"metrics", "params", "dataset"}`` as ``sdk.provenance`` bounds them (empty: none recorded)
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    #: what this version is (the adapter's own description is set by its first push and PATCH)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: a merge job's probe check of the published bytes (:mod:`sdk.merging.verify`)
     merge_check: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     #: the serving-compatibility report (:mod:`sdk.serving_compat`); NULL: published before 0010, computed on read

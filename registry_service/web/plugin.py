@@ -20,6 +20,7 @@ from litestar.template.config import TemplateConfig
 from sdk.methods import method_name
 
 from ..settings import Settings
+from .compare import ComparePages
 from .composition_pages import CompositionPages
 from .edit import EditPages
 from .errors import page_crash, wrap_handlers
@@ -53,7 +54,7 @@ def template_environment() -> Environment:
 def web_router() -> Router:
     """The pages, with the signed-in viewer (from the cookie) as a dependency."""
     return Router(path="/", route_handlers=[PageController, FilePages, EditPages, JobPages, SignInPages,
-                                            CompositionPages, LifecyclePages],
+                                            CompositionPages, LifecyclePages, ComparePages],
                   dependencies={"viewer": Provide(provide_viewer)}, exception_handlers={Exception: page_crash},
                   response_headers=page_response_headers(), include_in_schema=False)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..formats import WEIGHTS_NAME
 from ..model import AdapterModel
 from ..names import COMMIT, VERSION, alias_problem, name_problem, part_problem, ref_problem, shown
 from ..problems import Problem
+from ..provenance import check_provenance, read_provenance
 from ..safetensors_header import file_reader
 from ..signature import Signature, signature_from_config, signature_from_model
 from ..validation import check_weights, parse_config
@@ -256,16 +258,31 @@ class Client(LifecycleCalls):
             sig = self._signature(base_model)
         return check_folder(folder, sig, untrained=untrained)
 
-    def push(self, model_or_dir: AdapterModel | str | Path, name: str, base_model: str | None = None, *,
+    def push(self, model_or_dir: AdapterModel | Any | str | Path, name: str, base_model: str | None = None, *,
              alias: str | None = None, description: str | None = None, tags: list[str] | None = None,
-             private: bool | None = None, adapter_name: str = "default", untrained: bool = False) -> PushResult:
+             private: bool | None = None, adapter_name: str = "default", untrained: bool = False,
+             metrics: Mapping[str, float] | None = None, params: Mapping[str, Any] | None = None,
+             dataset: str | Mapping[str, str] | None = None) -> PushResult:
         """Check locally against the base model's signature, then upload a new version. ``private``: a new
-        adapter's visibility (None: public); for an existing adapter it must match (else 409) or be None."""
+        adapter's visibility (None: public); for an existing adapter it must match (else 409) or be None.
+
+        ``model_or_dir``: an ``AdapterModel``, a ``peft.PeftModel`` or a folder in PEFT's format.
+        ``metrics``, ``params`` and ``dataset`` (a name, or ``{"name", "sha256"}``) are the version's
+        provenance; what training recorded (``model.provenance``, a folder's ``provenance.json``) is sent
+        too, the arguments winning key by key. ``description`` describes this version (and a new adapter)."""
         ns, n, at = parse_ref(name)
         if at:
             raise AdapterError("push to 'namespace/name'; the registry picks the version number")
+        given = {"metrics": metrics, "params": params,
+                 "dataset": {"name": dataset} if isinstance(dataset, str) else dataset}
+        check_provenance({k: v for k, v in given.items() if v is not None})
         with tempfile.TemporaryDirectory(prefix="adapter-push-") as tmp:
             folder = self._folder_for(model_or_dir, adapter_name, Path(tmp))
+            record = read_provenance(folder)
+            for key, value in given.items():
+                if value:
+                    record[key] = {**record.get(key, {}), **value} if key != "dataset" else dict(value)
+            record = check_provenance(record)
             config_raw = (folder / CONFIG_NAME).read_bytes()
             config, _, _ = parse_config(config_raw)
             target = base_model or self._existing_base(ns, n) or _base_from_config(config)
@@ -283,6 +300,7 @@ class Client(LifecycleCalls):
                 form["description"] = description
             if tags:
                 form["tags"] = ",".join(tags)
+            form.update({key: json.dumps(value) for key, value in record.items()})
             weights = folder / WEIGHTS_NAME
             readme = folder / "README.md"
             if weights.stat().st_size <= DIRECT_UPLOAD_LIMIT:
@@ -295,13 +313,26 @@ class Client(LifecycleCalls):
         return PushResult(f"{ns}/{n}", trust.version_number(body.get("version")), trust.commit(body.get("commit")),
                           str(body.get("url") or ""), [str(x) for x in notes] if isinstance(notes, list) else [])
 
-    def _folder_for(self, model_or_dir: AdapterModel | str | Path, adapter_name: str, tmp: Path) -> Path:
+    def _folder_for(self, model_or_dir: AdapterModel | Any | str | Path, adapter_name: str, tmp: Path) -> Path:
+        """A folder in PEFT's format holding what ``model_or_dir`` is (written to ``tmp`` for a model)."""
         if isinstance(model_or_dir, AdapterModel):
             if adapter_name not in model_or_dir.peft_config:
                 raise AdapterError(f"the model has no adapter {adapter_name!r}: {model_or_dir.adapter_names}")
             model_or_dir.save_pretrained(tmp, selected_adapters=[adapter_name])
             return tmp if adapter_name == "default" else tmp / adapter_name
+        if _is_peft_model(model_or_dir):
+            configs = getattr(model_or_dir, "peft_config", {})
+            if adapter_name not in configs:
+                raise AdapterError(f"the PeftModel has no adapter {adapter_name!r}: {sorted(configs)}")
+            model_or_dir.save_pretrained(str(tmp), selected_adapters=[adapter_name], safe_serialization=True)
+            return tmp if adapter_name == "default" else tmp / adapter_name
+        if not isinstance(model_or_dir, (str, os.PathLike)):
+            raise AdapterError("push takes an sdk AdapterModel, a peft.PeftModel or a folder in PEFT's format "
+                               "(adapter_config.json + adapter_model.safetensors), "
+                               f"not a {type(model_or_dir).__name__}")
         folder = Path(model_or_dir)
+        if not folder.is_dir():
+            raise AdapterError(f"{folder} is not a folder; pass a folder written by save_pretrained")
         if not (folder / CONFIG_NAME).is_file():
             raise AdapterError(f"{folder} has no {CONFIG_NAME}; pass a folder written by save_pretrained")
         if not (folder / WEIGHTS_NAME).is_file():
@@ -472,6 +503,12 @@ class Client(LifecycleCalls):
                 model.set_adapter(adapter_name)
             return model
         return AdapterModel.from_pretrained(model, folder, adapter_name=adapter_name, is_trainable=is_trainable)
+
+
+def _is_peft_model(obj: object) -> bool:
+    """``obj`` is a ``peft.PeftModel`` (only when peft is imported: otherwise it cannot be one)."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(obj, getattr(peft, "PeftModel", ()))
 
 
 def _check(problem: str | None) -> None:

@@ -54,6 +54,7 @@ Engine = Literal["vllm", "sglang", "tgi", "llama.cpp"]
 #: The push form (``POST …/versions``): the version's files, and fields that come with them.
 PUSH_FORM = form_schema({CONFIG_FILE: True, WEIGHTS_FILE: True, README_FILE: False}, {
     "base_model": TEXT, "alias": TEXT, "tags": TEXT, "description": TEXT, "private": TEXT, "untrained": TEXT,
+    "metrics": TEXT, "params": TEXT, "dataset": TEXT,
     "license": TEXT})
 
 #: Bytes of a push's form besides its weights (config, README, fields, multipart framing).

@@ -41,6 +41,7 @@ from ..payloads import Payload, bytes_payload
 from ..upload_sessions import finalize_session
 from .alias_history import record_moves
 from .metadata import check_metadata, clean_tags
+from .provenance import provenance_from_form
 from .validation import CONFIG_FILE, README_FILE, check_weights, parse_config
 
 
@@ -56,6 +57,8 @@ class PushOptions:
     private: bool | None = None
     alias: str | None = None
     untrained: bool = False
+    #: ``{"metrics", "params", "dataset"}`` of the version (:mod:`.provenance`)
+    provenance: dict[str, Any] = field(default_factory=dict)
     #: the adapter's own license; None: the model card's ``license:`` if it has one
     license: str | None = None
 
@@ -80,6 +83,7 @@ def push_options(form: Any) -> PushOptions:
         private=None if str(form.get("private") or "").strip() == "" else _truthy(form.get("private")),
         alias=(form.get("alias") or None),
         untrained=_truthy(form.get("untrained", "false")),
+        provenance=provenance_from_form(form),
         license=_license(form.get("license")),
     )
 
@@ -357,7 +361,8 @@ async def _insert_version(
         digest.update(f"{f.filename}:{f.sha256}".encode())
     version = AdapterVersion(
         adapter_id=adapter.id, version=number, commit=digest.hexdigest(), config=config.to_dict(),
-        summary=summary, parents=parents, created_by=principal.name, **columns,
+        summary=summary, parents=parents, created_by=principal.name, provenance=options.provenance,
+        description=options.description, **columns,
     )
     db.add(version)
     await db.flush()

@@ -49,7 +49,8 @@ class BaseModelRef(TypedDict):
 
 
 class VersionInfo(TypedDict):
-    """A version: its config, summary, lineage parents and files."""
+    """A version: its config, summary, lineage parents, provenance (description, metrics, params, dataset)
+    and files."""
 
     adapter: str
     version: int
@@ -57,6 +58,10 @@ class VersionInfo(TypedDict):
     config: dict[str, Any]
     summary: dict[str, Any] | None
     parents: list[dict[str, Any]] | None
+    description: str | None
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    dataset: dict[str, str] | None
     created_by: str | None
     created_at: str | None
     #: When, by whom and why it was yanked (``purged``: its files were removed); null for a live version.

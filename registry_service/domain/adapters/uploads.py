@@ -64,7 +64,8 @@ PART_BODY = body_operation("application/octet-stream", BINARY, "The part's bytes
 #: The finalize form: the version's other files, the parts as uploaded, the sha256 and the push fields.
 FINALIZE_FORM = form_schema({CONFIG_FILE: True, README_FILE: False}, {
     "parts": TEXT, "sha256": TEXT, "base_model": TEXT, "alias": TEXT, "tags": TEXT, "description": TEXT,
-    "private": TEXT, "untrained": TEXT})
+    "private": TEXT, "untrained": TEXT,
+    "metrics": TEXT, "params": TEXT, "dataset": TEXT})
 
 
 class UploadController(Controller):
