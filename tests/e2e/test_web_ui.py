@@ -401,7 +401,14 @@ def test_writers_edit_aliases_description_and_tags(page: Page, catalog: Catalog)
     sign_in(page, catalog.read_token, f"/adapters/{catalog.summarizer}")
     expect(page.locator("#alias-form")).to_have_count(0)
     refused = page.request.post(f"/adapters/{catalog.summarizer}/aliases", form={"alias": "x", "version": "1"})
-    assert refused.status == 403
+    assert refused.status == 403  # no CSRF token: the CSRF check refuses it
+    csrf = page.locator("input[name=_csrf_token]").first.get_attribute("value")
+    assert csrf
+    for action, form in (("aliases", {"alias": "x", "version": "1"}), ("edit", {"description": "vandalised"})):
+        refused = page.request.post(f"/adapters/{catalog.summarizer}/{action}", form={**form, "_csrf_token": csrf})
+        assert refused.status == 403, action  # a valid CSRF token, but a read token: the scope check refuses it
+    info = httpx.get(f"{catalog.srv.url}/api/v1/adapters/{catalog.summarizer}").json()
+    assert "x" not in info["aliases"] and info["description"] != "vandalised"
     page.locator("form[action='/sign-out'] button").click()
 
     sign_in(page, catalog.write_token, f"/adapters/{catalog.summarizer}")
