@@ -10,8 +10,8 @@ from litestar import Controller, Request, get
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import Adapter, AdapterVersion
 from ..domain.adapters import service as adapters
+from ..domain.adapters.rows import Adapter, AdapterVersion
 from ..domain.auth.tokens import Principal
 from ..errors import BadRequest
 from ..names import split_name

@@ -8,10 +8,10 @@ from litestar import Controller, Request, Response, post
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import Event
 from ..domain.adapters import service as adapters
 from ..domain.adapters.editing import edit_metadata, move_alias
 from ..domain.auth.tokens import Principal
+from ..domain.events import new_event
 from ..errors import BadRequest
 
 #: A form's fields are read only up to this size (a description is at most a few KB).
@@ -38,7 +38,8 @@ class EditPages(Controller):
         adapter = await adapters.get_adapter(db, viewer, ns, name, lock=True)
         tags = [t for t in _field(form, "tags").replace(",", " ").split() if t]
         changed = edit_metadata(adapter, viewer, description=_field(form, "description").strip(), tags=tags)
-        db.add(Event(actor=viewer.name, kind="edit", subject=f"{ns}/{name}", data=changed))
+        if changed:
+            db.add(new_event("adapter.edited", viewer, namespace=ns, adapter=name, details=changed))
         await db.commit()
         return Redirect(f"/adapters/{ns}/{name}#about", status_code=303)
 

@@ -11,11 +11,11 @@ from litestar import Controller, Request, Response, get
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import Adapter, AdapterVersion, File
 from ..domain.adapters import service as adapters
 from ..domain.adapters.caching import fixed_ref
 from ..domain.adapters.downloads import count_download, serve_file
 from ..domain.adapters.redaction import InputsView, inputs_view, withheld, withheld_message
+from ..domain.adapters.rows import Adapter, AdapterVersion, File
 from ..domain.auth.tokens import Principal
 from ..errors import NotFound
 from ..settings import Settings

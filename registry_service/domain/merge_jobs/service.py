@@ -432,7 +432,7 @@ class JobView:
     #: ``(adapter, version, weight)``, who asked for it, and when it ran.
     namespace: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
-    input_refs: list[tuple[str, int, float]] = field(default_factory=list)
+    input_refs: list[tuple[str | None, int | None, float]] = field(default_factory=list)  # (None, None, w): redacted
     created_by: str | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
@@ -463,7 +463,8 @@ async def _view(db: AsyncSession, row: MergeJob, viewer: Principal) -> JobView:
         result_model=result.get("model"),  # ns/name of a merged full model (a base model)
         created_at=row.created_at, updated_at=row.updated_at, namespace=row.namespace,
         parameters={k: v for k, v in (body["parameters"] or {}).items() if v is not None},
-        input_refs=[(str(i["adapter"]), int(i["version"]), float(i["weight"])) for i in body["inputs"]],
+        input_refs=[(None, None, float(i["weight"])) if i.get("redacted")
+                    else (str(i["adapter"]), int(i["version"]), float(i["weight"])) for i in body["inputs"]],
         created_by=row.created_by, started_at=row.started_at, finished_at=row.finished_at,
         cancel_requested=bool(row.cancel_requested), base_model=body["base_model"],
     )
