@@ -211,15 +211,14 @@ def _serving_filter(serves: str | None, max_lora_rank: int | None) -> ColumnElem
     return exists(select(AdapterVersion.id).where(AdapterVersion.adapter_id == Adapter.id, *conditions))
 
 
-def describe_adapter(row: Adapter, aliases: dict[str, int] | None = None) -> dict[str, Any]:
-    """The JSON form of an adapter."""
+def describe_named(row: Any, aliases: dict[str, int] | None = None, **extra: Any) -> dict[str, Any]:
+    """The JSON fields every versioned object (an adapter, a composition) shares, then ``extra``, then its
+    ``aliases`` when given."""
     out: dict[str, Any] = {
         "name": f"{row.namespace}/{row.name}",
         "base_model": f"{row.base_model.namespace}/{row.base_model.name}",
-        "base_model_fingerprint": row.base_model.fingerprint,
-        "method": row.method,
+        **extra,
         "description": row.description,
-        "tags": list(row.tags or []),
         "visibility": row.visibility,
         "versions": row.next_version - 1,
         "created_at": row.created_at.isoformat() if row.created_at else None,
@@ -228,6 +227,12 @@ def describe_adapter(row: Adapter, aliases: dict[str, int] | None = None) -> dic
     if aliases is not None:
         out["aliases"] = aliases
     return out
+
+
+def describe_adapter(row: Adapter, aliases: dict[str, int] | None = None) -> dict[str, Any]:
+    """The JSON form of an adapter."""
+    return describe_named(row, aliases, base_model_fingerprint=row.base_model.fingerprint, method=row.method,
+                          tags=list(row.tags or []))
 
 
 def serving_of(v: AdapterVersion) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db.models import Adapter, BaseModel, Composition, CompositionAlias, CompositionVersion
 from ...errors import NotFound
-from ..adapters.service import find_version, get_named
+from ..adapters.service import describe_named, find_version, get_named
 from ..adapters.service import visible as adapter_visible
 from ..auth.tokens import Principal
 
@@ -88,17 +88,7 @@ async def search(db: AsyncSession, principal: Principal, *, base_model: str | No
 def describe_composition(row: Composition, aliases: dict[str, int] | None = None, routing: str | None = None
                          ) -> dict[str, Any]:
     """The JSON form of a composition."""
-    out: dict[str, Any] = {
-        "name": f"{row.namespace}/{row.name}",
-        "base_model": f"{row.base_model.namespace}/{row.base_model.name}",
-        "description": row.description,
-        "visibility": row.visibility,
-        "versions": row.next_version - 1,
-        "created_at": row.created_at.isoformat() if row.created_at else None,
-        "updated_at": row.updated_at.isoformat() if row.updated_at else None,
-    }
-    if aliases is not None:
-        out["aliases"] = aliases
+    out = describe_named(row, aliases)
     if routing is not None:
         out["routing"] = routing
     return out
