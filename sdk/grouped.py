@@ -32,10 +32,11 @@ class GroupedWeights:
     dora: Tensor | None = None
 
 
-def grouped_rows(x: Tensor, routing: Routing, groups: int) -> Tensor:
-    """``x``'s samples in group order as ``(groups, G·rest…, features)``, padding rows zeroed."""
-    xs = x.index_select(0, routing.gather.to(x.device))
-    if routing.pad is not None:
+def grouped_rows(x: Tensor, routing: Routing, groups: int, zero_pad: bool = True) -> Tensor:
+    """``x``'s samples in group order as ``(groups, G·rest…, features)``, padding rows zeroed unless
+    ``zero_pad`` is False (when nothing reads them: the compiled path gathers only real rows back)."""
+    xs = x.index_select(0, routing.gather.reshape(-1).to(x.device))
+    if zero_pad and routing.pad is not None:
         xs = xs * routing.pad.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
     return xs.reshape(groups, -1, x.shape[-1])
 
@@ -43,7 +44,7 @@ def grouped_rows(x: Tensor, routing: Routing, groups: int) -> Tensor:
 def _grouped_input(x: Tensor, routing: Routing, groups: int) -> Tensor:
     """:func:`grouped_rows` of a layer's input, reused while the same unchanged tensor comes again (eager)."""
     if torch.compiler.is_compiling():
-        return grouped_rows(x, routing, groups)
+        return grouped_rows(x, routing, groups, zero_pad=False)
     version = -1 if x.is_inference() else x._version  # inference tensors keep no version counter
     last = routing._gathered
     if last is not None and last[0] is x and last[1] == version and last[2].shape[0] == groups:
@@ -57,8 +58,10 @@ def grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: GroupedWeight
                    ) -> Tensor:
     """``result`` (the base layer's output) plus each sample's adapter applied to its input ``x``.
 
-    ``base_out`` (the base output without bias) is needed when ``w.dora`` is set. Without autograd the
-    rows are added into ``result`` in place (it is the base layer's fresh output).
+    ``base_out`` (the base output without bias) is needed when ``w.dora`` is set. Eager, without autograd,
+    the rows are added into ``result`` in place (it is the base layer's fresh output). Compiled, they are
+    gathered back to their samples (``routing.back``): a scatter would become atomic adds in inductor's
+    code, one per element, while a gather fuses into the addition.
     """
     groups = w.a.shape[0]
     y = torch.bmm(_grouped_input(x, routing, groups).to(w.a.dtype), w.a)
@@ -66,10 +69,15 @@ def grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: GroupedWeight
         y = torch.bmm(y, w.b)
     if w.dora is not None:
         assert base_out is not None
-        base = grouped_rows(base_out, routing, groups).to(y.dtype)
+        base = grouped_rows(base_out, routing, groups, zero_pad=not torch.compiler.is_compiling()).to(y.dtype)
         y = (w.dora - 1) * base + w.dora * y
-    y = y.reshape(routing.gather.shape[0], *result.shape[1:]).to(result.dtype)
-    index = routing.gather.to(result.device)
+    y = y.reshape(-1, *result.shape[1:])
+    if torch.compiler.is_compiling():
+        rows = y.index_select(0, routing.back.to(y.device))
+        rows = rows * routing.own.to(device=y.device, dtype=y.dtype).view(-1, *([1] * (y.dim() - 1)))
+        return result + rows.to(result.dtype)
+    y = y.to(result.dtype)
+    index = routing.gather.reshape(-1).to(result.device)
     if torch.is_grad_enabled():
         return result.index_add(0, index, y)
     return result.index_add_(0, index, y)
@@ -98,7 +106,17 @@ class GroupedLayer(AdapterModule):
     def begin_routing(self, routing: Routing) -> None:
         super().begin_routing(routing)
         use = self.groups_here(routing)
-        self._mix = self._mix_cache.get(routing.unique, lambda: self.stack(routing.unique)) if use else None
+        names = routing.group_names
+        self._mix = self._mix_cache.get(names, lambda: self._marked(self.stack(names))) if use else None
+
+    @staticmethod
+    def _marked(built: tuple[GroupedWeights, list[Tensor]]) -> tuple[GroupedWeights, list[Tensor]]:
+        """``built`` with the group dimension of its stacks marked dynamic (see :class:`~sdk.routing.Routing`)."""
+        w = built[0]
+        for t in (w.a, w.b, w.dora):
+            if t is not None:
+                torch._dynamo.mark_dynamic(t, 0)
+        return built
 
     def end_routing(self) -> None:
         super().end_routing()

@@ -34,13 +34,21 @@ class Routing:
 
     Samples are grouped by adapter (``unique``, in order of first appearance; ``__base__`` samples
     belong to no group) and every group is padded to the largest group's size ``G``, so that a
-    layer can run one batched matmul over ``U`` groups:
+    layer can run one batched matmul over the ``U`` groups (``group_names``):
 
-    - ``gather`` (U·G): the samples of group 0, then of group 1, …; a padding entry repeats the
+    - ``gather`` (U, G): the samples of group 0, then of group 1, …; a padding entry repeats the
       group's first sample;
     - ``pad`` (U·G): 1.0 for real entries and 0.0 for padding, or None when no group is padded;
     - ``slot`` (batch): 0 for a ``__base__`` sample, ``1 + u`` for a sample of group ``u``;
+    - ``back`` (batch): where each sample's row lies in group order (``u·G + j``; 0 for a ``__base__``
+      sample), so that the grouped rows return to their samples by a gather instead of a scatter;
+    - ``own`` (batch): 1.0 for a sample with an adapter and 0.0 for a ``__base__`` one;
     - ``members``: each adapter's sample indices (for layers that loop over adapters).
+
+    ``U`` and ``G`` are at least 2 whenever some sample has an adapter (a filler group named
+    ``__base__``, whose rows are all padding, makes up a second group), and ``gather``'s sizes are
+    marked dynamic: one compiled graph then serves every mix of adapters for a given input shape,
+    instead of a graph per group count or per group size.
     """
 
     names: tuple[str, ...]
@@ -49,6 +57,8 @@ class Routing:
     gather: Tensor
     pad: Tensor | None
     slot: Tensor
+    back: Tensor
+    own: Tensor
     members: dict[str, Tensor]
     #: The last input gathered into group order and the result (layers that share an input, like q/k/v
     #: projections, gather it once in eager mode; a compiled graph deduplicates the gather itself).
@@ -56,13 +66,18 @@ class Routing:
 
     @property
     def groups(self) -> int:
-        """Number of adapter groups (U)."""
-        return len(self.unique)
+        """Number of groups (U), filler group included."""
+        return self.gather.shape[0]
 
     @property
     def group_size(self) -> int:
         """Rows per group after padding (G)."""
-        return self.gather.shape[0] // max(len(self.unique), 1)
+        return self.gather.shape[1]
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """The adapter of each group: ``unique``, then ``__base__`` for a filler group."""
+        return self.unique + (BASE_ADAPTER,) * (self.groups - len(self.unique))
 
     @classmethod
     def build(cls, names: Sequence[str], device: torch.device | str = "cpu") -> Routing:
@@ -72,27 +87,37 @@ class Routing:
         for i, n in enumerate(names):
             if n != BASE_ADAPTER:
                 groups.setdefault(n, []).append(i)
-        g = max((len(v) for v in groups.values()), default=0)
+        members_of = list(groups.values())
+        if len(members_of) == 1:
+            members_of.append([])  # the filler group: padding only
+        g = max((max(len(v) for v in members_of), 2)) if groups else 0
         gather: list[int] = []
         pad: list[float] = []
         slot = [0] * len(names)
-        for u, members in enumerate(groups.values()):
-            gather += members + [members[0]] * (g - len(members))
+        back = [0] * len(names)
+        for u, members in enumerate(members_of):
+            first = members[0] if members else 0
+            gather += members + [first] * (g - len(members))
             pad += [1.0] * len(members) + [0.0] * (g - len(members))
-            for i in members:
+            for j, i in enumerate(members):
                 slot[i] = u + 1
+                back[i] = u * g + j
 
         def as_tensor(v: list[int]) -> Tensor:
             return torch.tensor(v, dtype=torch.long, device=device)
 
-        padded = 0.0 in pad
+        gather_t = as_tensor(gather).view(len(members_of) if groups else 0, g)
+        if groups:
+            torch._dynamo.mark_dynamic(gather_t, (0, 1))
         return cls(
             names=names,
             unique=tuple(groups),
             batch=len(names),
-            gather=as_tensor(gather),
-            pad=torch.tensor(pad, dtype=torch.float32, device=device) if padded else None,
+            gather=gather_t,
+            pad=torch.tensor(pad, dtype=torch.float32, device=device) if 0.0 in pad else None,
             slot=as_tensor(slot),
+            back=as_tensor(back),
+            own=torch.tensor([float(k > 0) for k in slot], device=device),
             members={n: as_tensor(v) for n, v in groups.items()},
         )
 

@@ -212,7 +212,7 @@ class LoraLinear(LoraLayer):
         routers = self._modules.get("lora_arrow")
         if routers is not None and any(n in routers for n in here):
             raise MixedBatchError("an Arrow router routes every token itself; it cannot be one of adapter_names")
-        rmax = max(self.lora_A[n].shape[0] for n in here)
+        rmax = max(a.shape[0] for a in self.lora_A.values())  # the layer's, not the batch's: one shape for every mix
         ref = self.lora_A[here[0]]
         dtype = ref.dtype if ref.is_floating_point() else torch.float32
         a_st = torch.zeros(len(names), self.in_features, rmax, dtype=dtype, device=ref.device)
