@@ -39,6 +39,7 @@ PROMPT_METHODS: dict[str, Callable[[], sdk.AdapterConfig]] = {
     "p_tuning": lambda: sdk.PromptEncoderConfig(num_virtual_tokens=3, task_type="CAUSAL_LM", encoder_hidden_size=8),
 }
 X = ids(batch=4, seq=6)
+X6 = ids(batch=6, seq=5)
 #: Two assignments with the same group layout (a group of 2, a group of 1 padded to 2, one base sample).
 MIXED = (["default", "other", "other", "__base__"], ["other", "__base__", "default", "other"])
 
@@ -136,6 +137,58 @@ def test_compiled_mixed_batches_reuse_the_graph_for_new_assignments(method: str)
         plain = compiled(input_ids=X).logits
     assert counter.frame_count == 2  # the mixed graph once, then the plain one: no recompile per assignment
     assert not torch.allclose(got, plain)  # the routing did change the outputs
+
+
+#: Mixes of one input shape whose group count, group size, ranks and ``__base__`` samples all differ.
+MIXES = (["default", "b", "b", "c", "__base__", "d"], ["b", "default", "c", "c", "d", "d"],
+         ["default"] * 3 + ["b"] * 3, ["c"] * 6, ["default"] * 5 + ["__base__"], ["d", "c", "b", "default", "d", "c"])
+
+
+def _four_adapters(method: str) -> sdk.AdapterModel:
+    """``default`` plus ``b``, ``c``, ``d`` of ranks 8, 2, 4 (DoRA on ``c`` only for the dora case)."""
+    model = _model(LAYER_METHODS, method, second=False)
+    for name, r in (("b", 8), ("c", 2), ("d", 4)):
+        config = (sdk.LoHaConfig(r=r, target_modules=T, init_weights=False) if method == "loha" else
+                  sdk.LoraConfig(r=r, target_modules=T, init_lora_weights=False, use_dora=method == "dora"
+                                 and name == "c"))
+        model.add_adapter(name, config)
+    return model.eval()
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "loha"])
+def test_one_compiled_graph_serves_every_mix_of_adapters(method: str) -> None:
+    """A new mix (other group count or size, other ranks, some ``__base__`` samples) reuses the graph."""
+    model = _four_adapters(method)
+    counter = CompileCounterWithBackend("eager")
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counter)
+    outputs = []
+    with torch.no_grad():
+        for names in MIXES:
+            got = compiled(input_ids=X6, adapter_names=names).logits
+            torch.testing.assert_close(got, model(input_ids=X6, adapter_names=names).logits, atol=1e-6, rtol=1e-5)
+            outputs.append(got)
+    assert counter.frame_count == 1, counter.frame_count
+    assert not torch.allclose(outputs[0], outputs[1])
+
+
+def test_compiled_mixed_batch_returns_rows_by_gather_not_scatter() -> None:
+    """The grouped rows go back to their samples by a gather: inductor turns a scatter (``index_add``) into
+    one atomic add per element on CPU, which cost the compiled mixed batch more than its matmuls."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def capture(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Callable[..., Any]:
+        graphs.append(gm)
+        return gm.forward
+
+    model = _four_adapters("lora")
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got = torch.compile(model, backend=capture, fullgraph=True)(input_ids=X6, adapter_names=MIXES[0]).logits
+        torch.testing.assert_close(got, model(input_ids=X6, adapter_names=MIXES[0]).logits, atol=1e-6, rtol=1e-5)
+    ops = [str(n.target) for g in graphs for n in g.graph.nodes if n.op in ("call_function", "call_method")]
+    assert any("bmm" in op for op in ops)
+    assert not [op for op in ops if "index_add" in op or "scatter" in op]
 
 
 def test_a_mixed_batch_never_leaks_into_a_concurrent_call_of_the_same_model() -> None:
