@@ -107,7 +107,8 @@ class GroupedLayer(AdapterModule):
         super().begin_routing(routing)
         use = self.groups_here(routing)
         names = routing.group_names
-        self._mix = self._mix_cache.get(names, lambda: self._marked(self.stack(names))) if use else None
+        mix = self._mix_cache.get(names, lambda: self._marked(self.stack(names))) if use else None
+        self.__dict__["_mix"] = mix  # a plain attribute (see begin_routing)
 
     @staticmethod
     def _marked(built: tuple[GroupedWeights, list[Tensor]]) -> tuple[GroupedWeights, list[Tensor]]:
@@ -120,4 +121,4 @@ class GroupedLayer(AdapterModule):
 
     def end_routing(self) -> None:
         super().end_routing()
-        self._mix = None
+        self.__dict__["_mix"] = None

@@ -8,6 +8,7 @@ by walking modules that derive from :class:`AdapterModule`, never by matching pa
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import ClassVar, Generic, TypeVar
 
@@ -20,6 +21,9 @@ from .routing import Routing
 from .targeting import ModelView, module_kind
 
 T = TypeVar("T")
+
+
+_VERSION = operator.attrgetter("_version")  # read once per source tensor per mixed batch: no Python frame each
 
 
 class VersionedCache(Generic[T]):
@@ -40,11 +44,11 @@ class VersionedCache(Generic[T]):
 
     def get(self, key: Hashable, build: Callable[[], tuple[T, Sequence[Tensor]]]) -> T:
         """The value for ``key``; ``build`` returns a new one and the tensors it was built from."""
-        if self.key == key and self.versions == tuple(t._version for t in self.tensors):
+        if self.key == key and self.versions == tuple(map(_VERSION, self.tensors)):
             return self.value  # type: ignore[return-value]
         value, tensors = build()
         self.key, self.value, self.tensors = key, value, tuple(tensors)
-        self.versions = tuple(t._version for t in self.tensors)
+        self.versions = tuple(map(_VERSION, self.tensors))
         return value
 
 
@@ -72,11 +76,11 @@ class AdapterModule(nn.Module):
         Called by ``AdapterModel`` outside any compiled region, so a layer may prepare tables here
         (stacked weights…) that its forward then reads as plain tensors.
         """
-        self._route = routing
+        self.__dict__["_route"] = routing  # a plain attribute: skip nn.Module's checks, on every module per call
 
     def end_routing(self) -> None:
         """Back to the active adapters."""
-        self._route = None
+        self.__dict__["_route"] = None
 
     # --- the protocol AdapterModel relies on ------------------------------------------------
     def adapter_names(self) -> list[str]:
