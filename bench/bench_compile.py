@@ -14,7 +14,9 @@ Sections:
 3. ``mixed``   on ``bench_lora.py``'s larger model (hidden 1024, intermediate 2816, 4 layers, vocab 8000),
                16 adapters with random non-zero B, ``adapter_names=[f"a{i % 16}"]`` per sample, batch 64 x 1
                and 64 x 16: sdk against the plain base model (no adapter layers), eager and compiled; peft
-               eager for information. Logits must match peft's (and eager sdk's) before timing
+               eager for information. Logits must match peft's (and eager sdk's) before timing, and the
+               compiled sdk model must serve a second mix (5 adapters, 8 base samples) with the same graph
+               (graphs counted). Fewer rounds for 64 x 16, whose forward costs about 10x a 64 x 1 one
 4. ``half``    bf16 and fp16 base models (adapters float32 in both libraries): logits against peft's and
                the forward time, eager and compiled
 5. ``hotswap`` load one adapter, prepare for rank 16, compile, swap in three others (ranks 4/8/16, other
@@ -22,7 +24,9 @@ Sections:
                each adapter loaded fresh; swap time
 
 Timing: every variant warmed up, then interleaved rounds whose order rotates and reverses (``bench_lora``'s
-``time_interleaved``: rounds disturbed by other processes are re-run); medians and sdk/peft ratios.
+``time_interleaved``: rounds disturbed by other processes are re-run); medians and sdk/peft ratios. Rounds per
+section: ``SETTINGS`` (a full CPU run takes about 10 minutes on 2 quiet cores, the mixed section about 3; most
+of it is inductor compiling, 16 compilations in all).
 
 Usage::
 
@@ -64,10 +68,13 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import sdk
 
 N_ADAPTERS = 16
-SETTINGS = {
-    # section: (warm-up calls, timed rounds); compile: rounds of compile timing per library
-    "full": {"infer": (3, 30), "train": (3, 20), "mixed": (5, 60), "half": (2, 15), "compile": 2},
-    "quick": {"infer": (1, 3), "train": (1, 3), "mixed": (1, 5), "half": (1, 3), "compile": 1},
+SETTINGS: dict[str, dict[str, Any]] = {
+    # section: (warm-up calls, timed rounds); mixed: the same per batch shape; compile: rounds of compile
+    # timing per library. A 64 x 16 forward costs about 10x a 64 x 1 one: fewer rounds keep the section short.
+    "full": {"infer": (2, 20), "train": (2, 12), "mixed": {"64x1": (2, 20), "64x16": (1, 6)}, "half": (1, 10),
+             "compile": 2},
+    "quick": {"infer": (1, 3), "train": (1, 3), "mixed": {"64x1": (1, 3), "64x16": (1, 2)}, "half": (1, 3),
+              "compile": 1},
 }
 GOALS = [
     # (description, result path, op, threshold)
@@ -255,30 +262,42 @@ def bench_train(env: Env, base: torch.nn.Module, ids: torch.Tensor, warmup: int,
     }
 
 
-def bench_mixed(env: Env, base: torch.nn.Module, vocab: int, warmup: int, reps: int,
-                shapes: tuple[tuple[int, int], ...] = ((64, 1), (64, 16))) -> dict:
+def bench_mixed(env: Env, base: torch.nn.Module, vocab: int, plan: dict[str, tuple[int, int]]) -> dict:
+    """Mixed batches of 16 adapters against the plain base model; ``plan`` maps "BxS" to (warm-up, rounds)."""
     names = [f"a{i}" for i in range(N_ADAPTERS)]
     s, p = bl.make_pair(base, names, init=False)
     plain = copy.deepcopy(base)
     for m in (s, p, plain):
         m.eval()
     out: dict[str, Any] = {}
-    for batch, seq in shapes:
+    for shape, (warmup, reps) in plan.items():
+        batch, seq = map(int, shape.split("x"))
         ids = env.ids(batch, seq, vocab, seed=7)
         per_sample = [f"a{i % N_ADAPTERS}" for i in range(batch)]
+        other_mix = [f"a{i % 5}" for i in range(batch - 8)] + ["__base__"] * 8  # 5 groups, larger ones
+        bl.log(f"[bench]   {shape}: {N_ADAPTERS} adapters, groups of {batch // N_ADAPTERS}; compiling sdk and base")
         torch._dynamo.reset()
-        cs, cb = torch.compile(s), torch.compile(plain)
+        counter = CompileCounterWithBackend("inductor")
+        cs, cb = torch.compile(s, backend=counter), torch.compile(plain)
+        kw = {"input_ids": ids, "use_cache": False}
         with torch.no_grad():
-            ls = s(input_ids=ids, adapter_names=per_sample, use_cache=False).logits
-            lp = p(input_ids=ids, adapter_names=per_sample, use_cache=False).logits
-            lb = plain(input_ids=ids, use_cache=False).logits
-            lc = cs(input_ids=ids, adapter_names=per_sample, use_cache=False).logits
-            cb(input_ids=ids, use_cache=False)
+            ls = s(adapter_names=per_sample, **kw).logits
+            lp = p(adapter_names=per_sample, **kw).logits
+            lb = plain(**kw).logits
+            t0 = time.perf_counter()
+            lc = cs(adapter_names=per_sample, **kw).logits
+            env.sync()
+            compile_sdk = time.perf_counter() - t0
+            cb(**kw)
+            # another mix of the same shape (other groups, base samples): the compiled graph must serve it as is
+            other = (cs(adapter_names=other_mix, **kw).logits - s(adapter_names=other_mix, **kw).logits).abs().max()
             diffs = {"sdk_vs_peft": (ls - lp).abs().max().item(), "compiled_vs_eager": (lc - ls).abs().max().item(),
-                     "sdk_vs_base": (ls - lb).abs().max().item()}
+                     "compiled_vs_eager_other_mix": other.item(), "sdk_vs_base": (ls - lb).abs().max().item()}
             assert diffs["sdk_vs_peft"] < 1e-4 and diffs["compiled_vs_eager"] < 1e-3, diffs
+            assert diffs["compiled_vs_eager_other_mix"] < 1e-3, diffs
             assert diffs["sdk_vs_base"] > 1e-3, "the adapters change nothing: the comparison would be vacuous"
-            kw = {"input_ids": ids, "use_cache": False}
+            bl.log(f"[bench]   {shape}: sdk compiled in {compile_sdk:.0f}s, graphs {counter.frame_count}; "
+                   f"timing sdk/base eager and compiled, peft eager: {warmup} warm-up, {reps} rounds")
             times = bl.time_interleaved({
                 "sdk_eager": env.timed(partial(s, adapter_names=per_sample, **kw)),
                 "base_eager": env.timed(partial(plain, **kw)),
@@ -287,13 +306,14 @@ def bench_mixed(env: Env, base: torch.nn.Module, vocab: int, warmup: int, reps: 
                 "peft_eager": env.timed(partial(p, adapter_names=per_sample, **kw)),
             }, warmup, reps)
         eager, comp = ratio_block(times, "sdk_eager", "base_eager"), ratio_block(times, "sdk_compiled", "base_compiled")
-        out[f"{batch}x{seq}"] = {
+        out[shape] = {
             "ratio_eager": eager["ratio"], "ratio_eager_ci95": eager["ratio_ci95"],
             "ratio_compiled": comp["ratio"], "ratio_compiled_ci95": comp["ratio_ci95"],
             "ratio_peft_base": statistics.median(times["peft_eager"]) / statistics.median(times["base_eager"]),
+            "sdk_graphs": counter.frame_count, "sdk_compile_s": compile_sdk,
             "times": {k: bl.summary(v) for k, v in times.items()}, "times_s": times, "max_abs_diff": diffs,
         }
-        bl.log(f"[bench]   {batch}x{seq}: eager {eager['ratio']:.3f}, compiled {comp['ratio']:.3f}")
+        bl.log(f"[bench]   {shape}: sdk/base eager {eager['ratio']:.3f}, compiled {comp['ratio']:.3f}")
     return out
 
 
@@ -409,7 +429,8 @@ def report(results: dict) -> str:
                      f"peft {ms(t['peft_eager']['median_s'])}  (sdk/peft {r['ratio_eager']:.3f})")
     for shape, r in (results.get("mixed") or {}).items():
         t = r["times"]
-        lines.append(f"mixed {shape}, {N_ADAPTERS} adapters: eager ms sdk {ms(t['sdk_eager']['median_s'])}, base "
+        lines.append(f"mixed {shape}, {N_ADAPTERS} adapters ({r['sdk_graphs']} compiled graph(s) for two mixes): "
+                     f"eager ms sdk {ms(t['sdk_eager']['median_s'])}, base "
                      f"{ms(t['base_eager']['median_s'])} (sdk/base {r['ratio_eager']:.3f}; peft/base "
                      f"{r['ratio_peft_base']:.3f}); compiled ms sdk {ms(t['sdk_compiled']['median_s'])}, base "
                      f"{ms(t['base_compiled']['median_s'])} (sdk/base {r['ratio_compiled']:.3f})")
@@ -496,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             mixed_base = LlamaForCausalLM(big).eval().to(env.device)
             for q in mixed_base.parameters():
                 q.requires_grad_(False)
-            results[sec] = bench_mixed(env, mixed_base, big.vocab_size, *plan["mixed"])
+            results[sec] = bench_mixed(env, mixed_base, big.vocab_size, plan["mixed"])
             del mixed_base
         elif sec == "half":
             results[sec] = bench_half(env, base, ids, *plan["half"], compiled_too=not args.half_eager_only)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .layers import AdapterModule, VersionedCache
-from .routing import Routing
+from .routing import BASE_ADAPTER, Routing
 
 
 @dataclass(eq=False)
@@ -83,16 +83,59 @@ def grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: GroupedWeight
     return result.index_add_(0, index, y)
 
 
+#: Above this many adapters in one layer, a mix's stack is built from the adapters directly rather than picked
+#: from a stack of all of them (which would hold a second copy of every adapter's weights).
+MAX_STACKED_ADAPTERS = 64
+
+
+class GroupedStacks:
+    """A layer's stacked weights: all its adapters' (plus a zero slot), and the running mix's, picked from them.
+
+    A new mix of adapters then costs one ``index_select`` per stacked tensor instead of copying each adapter's
+    weights again. Both are rebuilt when a weight they were built from changes in place; :meth:`clear` forgets
+    them when the layer's adapters change.
+    """
+
+    def __init__(self) -> None:
+        self.every: VersionedCache[GroupedWeights] = VersionedCache()
+        self.mix: VersionedCache[GroupedWeights] = VersionedCache()
+
+    def clear(self) -> None:
+        """Forget both stacks."""
+        self.every.clear()
+        self.mix.clear()
+
+    def get(self, layer: GroupedLayer, names: tuple[str, ...]) -> GroupedWeights:
+        """The stack of ``names`` (one per group; zeros for names the layer lacks), group dimension dynamic."""
+        return self.mix.get(names, lambda: self._pick(layer, names))
+
+    def _pick(self, layer: GroupedLayer, names: tuple[str, ...]) -> tuple[GroupedWeights, list[Tensor]]:
+        everyone = (*layer.adapter_names(), BASE_ADAPTER)
+        if len(everyone) > MAX_STACKED_ADAPTERS + 1:
+            picked, sources = layer.stack(names)
+        else:
+            full = self.every.get(everyone, lambda: layer.stack(everyone))
+            slot = {n: i for i, n in enumerate(everyone)}
+            index = torch.tensor([slot.get(n, len(everyone) - 1) for n in names], device=full.a.device)
+            picked = GroupedWeights(*(None if t is None else t.index_select(0, index)
+                                      for t in (full.a, full.b, full.dora)))
+            sources = list(self.every.tensors)
+        for t in (picked.a, picked.b, picked.dora):
+            if t is not None:
+                torch._dynamo.mark_dynamic(t, 0)
+        return picked, sources
+
+
 class GroupedLayer(AdapterModule):
     """An adapter layer that stacks its adapters' weights for a mixed batch when the routing begins.
 
-    Subclasses say whether they take part (:meth:`groups_here`) and build the stack (:meth:`stack`);
-    the stack is kept across calls while the batch's adapters and their weights stay the same.
+    Subclasses say whether they take part (:meth:`groups_here`) and build a stack (:meth:`stack`);
+    :class:`GroupedStacks` keeps it across calls while the batch's adapters and their weights stay the same.
     """
 
     def __init__(self, base_layer: torch.nn.Module) -> None:
         super().__init__(base_layer)
-        self._mix_cache: VersionedCache[GroupedWeights] = VersionedCache()
+        self._mix_cache = GroupedStacks()
         self._mix: GroupedWeights | None = None  # this layer's stack for the running mixed batch
 
     def groups_here(self, routing: Routing) -> bool:
@@ -100,24 +143,14 @@ class GroupedLayer(AdapterModule):
         return False
 
     def stack(self, names: tuple[str, ...]) -> tuple[GroupedWeights, list[Tensor]]:
-        """The weights of ``names`` in that order (zeros for adapters absent here) and the tensors read."""
+        """The weights of ``names`` in that order (zeros for adapters absent here, ``__base__`` among them)
+        and the tensors read."""
         raise NotImplementedError
 
     def begin_routing(self, routing: Routing) -> None:
         super().begin_routing(routing)
-        use = self.groups_here(routing)
-        names = routing.group_names
-        mix = self._mix_cache.get(names, lambda: self._marked(self.stack(names))) if use else None
+        mix = self._mix_cache.get(self, routing.group_names) if self.groups_here(routing) else None
         self.__dict__["_mix"] = mix  # a plain attribute (see begin_routing)
-
-    @staticmethod
-    def _marked(built: tuple[GroupedWeights, list[Tensor]]) -> tuple[GroupedWeights, list[Tensor]]:
-        """``built`` with the group dimension of its stacks marked dynamic (see :class:`~sdk.routing.Routing`)."""
-        w = built[0]
-        for t in (w.a, w.b, w.dora):
-            if t is not None:
-                torch._dynamo.mark_dynamic(t, 0)
-        return built
 
     def end_routing(self) -> None:
         super().end_routing()

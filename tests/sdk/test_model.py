@@ -148,6 +148,31 @@ def test_mixed_batch_matches_per_sample_results() -> None:
         torch.testing.assert_close(mixed[i], per[n][i], atol=1e-5, rtol=1e-4)
 
 
+def test_a_new_mix_is_picked_from_the_stack_of_all_adapters_until_a_weight_changes() -> None:
+    """Each layer stacks all its adapters once; a new mix of them is picked out of that stack (no new copy of
+    every adapter's weights per mix), and an in-place weight update rebuilds it."""
+    m, _ = two_adapters()
+    m.eval()
+    x = ids(batch=4)
+    layers = [mod for mod in m.modules() if isinstance(mod, sdk.tuners.lora.layers.LoraLinear)]
+    built: list[tuple[str, ...]] = []
+    for layer in layers:
+        original = layer.stack
+        layer.stack = lambda names, original=original: built.append(names) or original(names)  # type: ignore
+    mixes = (["a", "b", "a", "b"], ["b", "b", "b", "a"], ["b", "__base__", "b", "b"], ["a", "a", "a", "a"])
+    for names in mixes:
+        logits(m, x, adapter_names=names)
+    # once per layer (its own adapters and the zero slot), for all four mixes
+    assert sorted(built) == sorted((*layer.adapter_names(), "__base__") for layer in layers)
+    changed = next(layer for layer in layers if "b" in layer.lora_B)
+    with torch.no_grad():
+        changed.lora_B["b"].mul_(2.0)
+    after = logits(m, x, adapter_names=mixes[1])
+    assert len(built) == len(layers) + 1  # the changed layer only
+    m.set_adapter("b")
+    torch.testing.assert_close(after[:3], logits(m, x)[:3], atol=1e-5, rtol=1e-4)
+
+
 def test_mixed_batch_errors() -> None:
     m, x = two_adapters()
     with pytest.raises(sdk.MixedBatchError, match="3 samples"):

@@ -204,14 +204,14 @@ class LoraLinear(LoraLayer):
         return result - bias if bias is not None else result
 
     def groups_here(self, routing: Routing) -> bool:
+        routers = self._modules.get("lora_arrow")
+        if routers is not None and any(n in routers for n in routing.unique):
+            raise MixedBatchError("an Arrow router routes every token itself; it cannot be one of adapter_names")
         return any(n in self.lora_A for n in routing.unique)
 
     def stack(self, names: tuple[str, ...]) -> tuple[GroupedWeights, list[Tensor]]:
         """A (U, in, R), scaled B (U, R, out) and DoRA factors for ``names``; zeros where an adapter is absent."""
         here = [n for n in names if n in self.lora_A]
-        routers = self._modules.get("lora_arrow")
-        if routers is not None and any(n in routers for n in here):
-            raise MixedBatchError("an Arrow router routes every token itself; it cannot be one of adapter_names")
         rmax = max(a.shape[0] for a in self.lora_A.values())  # the layer's, not the batch's: one shape for every mix
         ref = self.lora_A[here[0]]
         dtype = ref.dtype if ref.is_floating_point() else torch.float32
