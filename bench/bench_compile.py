@@ -87,6 +87,7 @@ GOALS = [
     ("mixed 64x1 compiled sdk/base <= 1.05", "mixed.64x1.ratio_compiled", "<=", 1.05),
     ("mixed 64x16 eager sdk/base <= 1.05", "mixed.64x16.ratio_eager", "<=", 1.05),
     ("mixed 64x16 compiled sdk/base <= 1.05", "mixed.64x16.ratio_compiled", "<=", 1.05),
+    ("mixed compiled graphs for two mixes = 1", "mixed.64x1.sdk_graphs", "<=", 1),
     ("bf16 eager sdk/peft <= 1.00", "half.bfloat16.ratio_eager", "<=", 1.00),
     ("bf16 compiled sdk/peft <= 1.00", "half.bfloat16.ratio_compiled", "<=", 1.00),
     ("fp16 eager sdk/peft <= 1.00", "half.float16.ratio_eager", "<=", 1.00),
