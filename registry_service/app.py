@@ -25,6 +25,7 @@ from .deps import provide_db, provide_principal, provide_settings, provide_store
 from .domain.adapters.controller import AdapterController
 from .domain.adapters.uploads import UploadController
 from .domain.auth.controller import TokenController
+from .domain.auth.token_cache import watch_token_writes
 from .domain.auth.tokens import create_token
 from .domain.base_models.controller import BaseModelController
 from .domain.hub.commits import HubCommitController
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         await asyncio.to_thread(head_revision)  # read the packaged migrations once, for /readyz
         engine = make_engine(url, settings.database_pool_size, settings.database_max_overflow)
         state.engine = engine
+        watch_token_writes(engine)  # this process refuses a token it revokes at once (token_cache)
         state.sessionmaker = make_sessionmaker(engine)
         state.settings = settings
         state.store = store or make_store(settings)

@@ -185,7 +185,14 @@ class Client:
     def versions(self, name: str) -> list[dict[str, Any]]:
         """Every version of an adapter, newest first."""
         ns, n, _ = parse_ref(name)
-        return self.http.json("GET", f"/api/v1/adapters/{ns}/{n}/versions")["items"]
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 1000}
+        while True:  # the service answers 1000 at most per request, with a cursor to the rest
+            body = self.http.json("GET", f"/api/v1/adapters/{ns}/{n}/versions", params=params)
+            items += body["items"]
+            if not body.get("has_more") or not body.get("next_before"):
+                return items
+            params["before"] = body["next_before"]
 
     def ls(self, *, base_model: str | None = None, method: str | None = None, tag: str | None = None,
            q: str | None = None, page: int = 1) -> dict[str, Any]:

@@ -18,14 +18,14 @@ from ...db.models import Alias, Event
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...names import check_alias
 from ...openapi import TEXT, body_operation, file_operation, form_schema, problems
-from ...params import AliasName, NamePart, Page, PageSize
+from ...params import AliasName, NamePart, Page, PageSize, VersionCursor, VersionsLimit
 from ...settings import Settings
 from ...storage import BlobStore
 from ..auth.guards import writer
 from ..auth.tokens import Principal
 from ..payloads import upload_payload
 from ..quotas import check_quota
-from . import service
+from . import reads, service
 from .downloads import serve_file
 from .metadata import MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS, check_metadata, clean_tags
 from .publish import publish, push_options
@@ -94,8 +94,8 @@ class AdapterController(Controller):
     @get("/{ns:str}/{name:str}", responses=problems(401, 404))
     async def get_adapter(self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal) -> AdapterInfo:
         """An adapter with its aliases."""
-        adapter = await service.get_adapter(db, principal, ns, name)
-        return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
+        adapter, aliases = await reads.read_adapter(db, principal, ns, name)
+        return service.describe_adapter(adapter, aliases)
 
     @patch("/{ns:str}/{name:str}", guards=[writer], responses=problems(401, 403, 404, 413))
     async def edit_adapter(self, ns: NamePart, name: NamePart, data: AdapterPatch, db: AsyncSession,
@@ -156,20 +156,22 @@ class AdapterController(Controller):
         return Response(body, status_code=HTTP_201_CREATED)
 
     @get("/{ns:str}/{name:str}/versions", responses=problems(401, 404))
-    async def list_versions(self, ns: NamePart, name: NamePart, db: AsyncSession,
-                            principal: Principal) -> VersionList:
-        """Every version, newest first."""
-        adapter = await service.get_adapter(db, principal, ns, name)
-        rows = await service.versions_of(db, adapter)
-        return {"items": [service.describe_version(adapter, v) for v in rows],
-                "aliases": await service.aliases_of(db, adapter)}
+    async def list_versions(self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal,
+                            limit: VersionsLimit = 100, before: VersionCursor = None) -> VersionList:
+        """The versions, newest first, ``limit`` at a time: ``before`` (the previous answer's ``next_before``)
+        continues below that version number; ``has_more`` says whether more follow."""
+        adapter, aliases = await reads.read_adapter(db, principal, ns, name)
+        rows = await reads.read_versions(db, adapter, limit=limit + 1, before=before)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"items": [service.describe_version(adapter, v) for v in rows], "aliases": aliases,
+                "has_more": more, "next_before": rows[-1].version if more else None}
 
     @get("/{ns:str}/{name:str}/versions/{ref:str}", responses=problems(401, 404))
     async def get_version(self, ns: NamePart, name: NamePart, ref: str, db: AsyncSession, principal: Principal,
                           request: Request, settings: Settings) -> VersionInfo:
         """One version by number, alias or commit."""
-        adapter = await service.get_adapter(db, principal, ns, name)
-        version = await service.resolve_version(db, adapter, ref)
+        adapter, version = await reads.read_version(db, principal, ns, name, ref)
         return service.describe_version(adapter, version, base_url(request, settings))
 
     @route("/{ns:str}/{name:str}/versions/{ref:str}/files/{filename:str}", http_method=["GET", "HEAD"],
@@ -177,12 +179,10 @@ class AdapterController(Controller):
     async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, db: AsyncSession,
                        principal: Principal, request: Request, store: BlobStore, settings: Settings) -> Response:
         """A file's bytes (Range requests supported), or a redirect to storage on S3."""
-        adapter = await service.get_adapter(db, principal, ns, name)
-        version = await service.resolve_version(db, adapter, ref)
+        _, version = await reads.read_version(db, principal, ns, name, ref)
         f = next((f for f in version.files if f.filename == filename), None)
         if f is None:
             raise NotFound(f"{ns}/{name}@{version.version} has no file {filename!r}")
-        db.expunge_all()
         await db.rollback()  # give the connection back before a long download
         redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
         return await serve_file(store, f, request.headers.get("range"), redirect=redirect,

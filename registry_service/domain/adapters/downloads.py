@@ -11,6 +11,7 @@ from ...db.models import File
 from ...errors import NotFound, RangeNotSatisfiable
 from ...metrics import S3_DIRECT_BYTES
 from ...storage import BlobNotFoundError, BlobStore, InvalidRangeError, content_disposition
+from .reads import FileRow
 
 #: ``bytes=start-end``; each bound at most 19 ASCII digits (beyond any file size), so int() never meets a
 #: number too long to convert.
@@ -55,7 +56,7 @@ def media_type(filename: str) -> str:
 
 async def serve_file(
     store: BlobStore,
-    f: File,
+    f: File | FileRow,
     range_header: str | None,
     *,
     redirect: bool,

@@ -60,10 +60,12 @@ class PublishedVersion(VersionInfo):
 
 
 class VersionList(TypedDict):
-    """Every version, newest first, and the aliases."""
+    """Versions, newest first, and the aliases; ``next_before`` continues the listing when ``has_more``."""
 
     items: list[VersionInfo]
     aliases: dict[str, int]
+    has_more: bool
+    next_before: int | None
 
 
 class AliasMoved(TypedDict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,6 +12,9 @@ from ...db.models import Adapter, AdapterVersion, Alias, BaseModel
 from ...errors import NotFound
 from ...names import COMMIT, check_part
 from ..auth.tokens import Principal
+
+if TYPE_CHECKING:
+    from .reads import AdapterRow, VersionRow
 
 #: A version reference that is a number (at most 19 ASCII digits, so int() is cheap) …
 VERSION_NUMBER = re.compile(r"^[0-9]{1,19}\Z")
@@ -113,7 +116,7 @@ async def search(
     return list(rows), total
 
 
-def describe_adapter(row: Adapter, aliases: dict[str, int] | None = None) -> dict[str, Any]:
+def describe_adapter(row: Adapter | AdapterRow, aliases: dict[str, int] | None = None) -> dict[str, Any]:
     """The JSON form of an adapter."""
     out: dict[str, Any] = {
         "name": f"{row.namespace}/{row.name}",
@@ -132,7 +135,8 @@ def describe_adapter(row: Adapter, aliases: dict[str, int] | None = None) -> dic
     return out
 
 
-def describe_version(adapter: Adapter, v: AdapterVersion, base_url: str = "") -> dict[str, Any]:
+def describe_version(adapter: Adapter | AdapterRow, v: AdapterVersion | VersionRow,
+                     base_url: str = "") -> dict[str, Any]:
     """The JSON form of a version, with its files and their download URLs."""
     root = f"{base_url}/api/v1/adapters/{adapter.namespace}/{adapter.name}/versions/{v.version}/files"
     return {

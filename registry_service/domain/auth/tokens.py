@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db.models import ApiToken
 from ...errors import BadRequest, Forbidden, Unauthorized
+from .token_cache import TOKENS
 
 SCOPES = ("read", "write", "admin")
 TOKEN_PREFIX = "arg_"
@@ -91,11 +92,21 @@ async def resolve(db: AsyncSession, authorization: str | None) -> Principal:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-    row = (
-        await db.execute(select(ApiToken).where(ApiToken.token_sha256 == hash_token(token.strip())))
-    ).scalar_one_or_none()
-    if row is None or row.revoked:
-        raise Unauthorized("unknown or revoked token")
-    if row.expires_at is not None and row.expires_at <= dt.datetime.now(dt.UTC):
+    digest = hash_token(token.strip())
+    # A lookup is reused for a few seconds (see token_cache: the bound on how late another process
+    # sees a revocation); the expiry is checked on every request either way.
+    cached = TOKENS.get(digest)
+    if cached is None:
+        generation = TOKENS.generation
+        t = ApiToken.__table__.c
+        row = (await (await db.connection()).execute(
+            select(t.id, t.namespace, t.scopes, t.name, t.revoked, t.expires_at).where(t.token_sha256 == digest)
+        )).first()
+        if row is None or row.revoked:
+            raise Unauthorized("unknown or revoked token")
+        cached = Principal(row.id, row.namespace, frozenset(row.scopes), row.name or f"token#{row.id}"), row.expires_at
+        TOKENS.put(digest, cached[0], cached[1], generation)
+    principal, expires_at = cached
+    if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
         raise Unauthorized("this token has expired")
-    return Principal(row.id, row.namespace, frozenset(row.scopes), row.name or f"token#{row.id}")
+    return principal

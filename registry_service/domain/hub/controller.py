@@ -59,11 +59,9 @@ class HubController(Controller):
         reads the metadata from the 302 itself, since it does not follow redirects to another origin.
         """
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/resolve/"))
-        adapter = await service.find_repo(db, principal, ns, name)
-        version = await service.find_revision(db, adapter, revision)
+        adapter, version = await service.find_repo_revision(db, principal, ns, name, revision)
         f = service.find_file(adapter, version, path)
         commit = version.commit
-        db.expunge_all()
         await db.rollback()  # give the connection back before a long download
         meta = service.file_headers(f, commit)
         if settings.redirect_downloads and settings.uses_s3:
@@ -98,8 +96,7 @@ class HubController(Controller):
                    principal: Principal) -> list[TreeEntry]:
         """The files of a revision (a version's files sit at the root: there are no folders)."""
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/tree/"))
-        adapter = await service.find_repo(db, principal, ns, name)
-        version = await service.find_revision(db, adapter, revision)
+        _, version = await service.find_repo_revision(db, principal, ns, name, revision)
         path = path.strip("/")
         if path:
             raise EntryNotFound(f"{ns}/{name}@{version.commit} has no folder {path!r}: its files are at the root",
@@ -108,8 +105,7 @@ class HubController(Controller):
 
     async def _info(self, db: AsyncSession, principal: Principal, ns: str, name: str, revision: str,
                     blobs: bool) -> ModelInfo:
-        adapter = await service.find_repo(db, principal, ns, name)
-        version = await service.find_revision(db, adapter, revision)
+        adapter, version = await service.find_repo_revision(db, principal, ns, name, revision)
         return service.model_info(adapter, version, blobs=blobs)
 
 

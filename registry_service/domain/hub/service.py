@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db.models import Adapter, AdapterVersion, File
 from ...errors import BadRequest, NotFound
+from ..adapters import reads
 from ..adapters import service as adapters
+from ..adapters.reads import AdapterRow, FileRow, VersionRow
 from ..auth.tokens import Principal
 from .errors import EntryNotFound, RepoNotFound, RevisionNotFound
 
@@ -62,7 +64,23 @@ async def find_revision(db: AsyncSession, adapter: Adapter, revision: str) -> Ad
         ) from exc
 
 
-def find_file(adapter: Adapter, version: AdapterVersion, path: str) -> File:
+async def find_repo_revision(db: AsyncSession, principal: Principal, ns: str, name: str,
+                             revision: str) -> tuple[AdapterRow, VersionRow]:
+    """The adapter behind repo ``ns/name`` and the version a Hub revision names, in one query;
+    RepoNotFound or RevisionNotFound as :func:`find_repo` and :func:`find_revision` raise them."""
+    try:
+        return await reads.read_version(db, principal, ns, name, registry_ref(revision))
+    except reads.VersionNotFound as exc:
+        raise RevisionNotFound(
+            f"Revision {revision!r} not found for {ns}/{name}: use 'main', a version number, "
+            "an alias or a version's 40-hex commit id"
+        ) from exc
+    except (NotFound, BadRequest) as exc:
+        raise RepoNotFound(f"Repository {ns}/{name} not found or not visible to this caller: {exc.detail}",
+                           anonymous=not principal.authenticated) from exc
+
+
+def find_file(adapter: Adapter | AdapterRow, version: AdapterVersion | VersionRow, path: str) -> File | FileRow:
     """The file ``path`` of a version, or EntryNotFound (carrying the commit, so the client caches the absence)."""
     f = next((f for f in version.files if f.filename == path), None)
     if f is None:
@@ -71,30 +89,30 @@ def find_file(adapter: Adapter, version: AdapterVersion, path: str) -> File:
     return f
 
 
-def lfs_pointer(f: File) -> bytes:
+def lfs_pointer(f: File | FileRow) -> bytes:
     """The Git LFS pointer file that stands for ``f`` in the Hub's Git view."""
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{f.sha256}\nsize {f.size}\n".encode()
 
 
-def blob_id(f: File) -> str:
+def blob_id(f: File | FileRow) -> str:
     """The Git blob id (sha1 of ``blob <len>\\0<content>``) of the file's LFS pointer."""
     pointer = lfs_pointer(f)
     return hashlib.sha1(b"blob %d\x00" % len(pointer) + pointer, usedforsecurity=False).hexdigest()
 
 
-def file_headers(f: File, commit: str) -> dict[str, str]:
+def file_headers(f: File | FileRow, commit: str) -> dict[str, str]:
     """What a resolve answer (200 or 302) must carry for the client: commit, quoted sha256 ETag, size."""
     etag = f'"{f.sha256}"'
     return {"X-Repo-Commit": commit, "ETag": etag, "X-Linked-Etag": etag, "X-Linked-Size": str(f.size)}
 
 
-def tree_entry(f: File) -> dict[str, Any]:
+def tree_entry(f: File | FileRow) -> dict[str, Any]:
     """One ``/tree`` entry."""
     return {"type": "file", "path": f.filename, "size": f.size, "oid": blob_id(f),
             "lfs": {"oid": f.sha256, "size": f.size, "pointerSize": len(lfs_pointer(f))}}
 
 
-def model_info(adapter: Adapter, version: AdapterVersion, *, blobs: bool) -> dict[str, Any]:
+def model_info(adapter: Adapter | AdapterRow, version: AdapterVersion | VersionRow, *, blobs: bool) -> dict[str, Any]:
     """The ``/api/models/{repo}`` JSON: enough for ``model_info``/``repo_info`` and ``snapshot_download``."""
     repo = f"{adapter.namespace}/{adapter.name}"
     base = f"{adapter.base_model.namespace}/{adapter.base_model.name}"
@@ -123,6 +141,7 @@ def _iso(value: Any) -> str | None:
 
 
 __all__ = [
-    "DEFAULT_BRANCH", "blob_id", "file_headers", "find_file", "find_repo", "find_revision", "lfs_pointer",
+    "DEFAULT_BRANCH", "blob_id", "file_headers", "find_file", "find_repo", "find_repo_revision", "find_revision",
+    "lfs_pointer",
     "model_info", "registry_ref", "split_raw", "tree_entry",
 ]
