@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -119,7 +120,13 @@ class Adapter(Base):
     """An adapter: ``ns/name``, the base model it fits, its method and presentation."""
 
     __tablename__ = "adapter"
-    __table_args__ = (UniqueConstraint("namespace", "name"), Index("ix_adapter_tags", "tags", postgresql_using="gin"))
+    __table_args__ = (
+        UniqueConstraint("namespace", "name"), Index("ix_adapter_tags", "tags", postgresql_using="gin"),
+        # keyset paging of listings (migration 0008; trigram indexes for text search there too, when available)
+        Index("ix_adapter_recent", text("updated_at DESC"), text("id DESC")),
+        Index("ix_adapter_base_model_recent", "base_model_id", text("updated_at DESC"), text("id DESC")),
+        Index("ix_adapter_method_recent", "method", text("updated_at DESC"), text("id DESC")),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     namespace: Mapped[str] = mapped_column(String(96))
     name: Mapped[str] = mapped_column(String(96))

@@ -8,10 +8,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put, route
 from litestar.datastructures import UploadFile
+from litestar.params import Parameter
 from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ...body_limits import body_limit, upload_slot
 from ...db.models import Alias, Event
@@ -77,24 +78,30 @@ class AdapterController(Controller):
     @get("/", responses=problems(401))
     async def list_adapters(
         self,
-        db: AsyncSession,
+        reader: AsyncEngine,
         principal: Principal,
         base_model: str | None = None,
         method: str | None = None,
         tag: str | None = None,
-        q: str | None = None,
+        q: Annotated[str | None, Parameter(max_length=256)] = None,
         page: Page = 1,
         page_size: PageSize = 20,
+        cursor: Annotated[str | None, Parameter(max_length=256, description=(
+            "continue after the previous answer (its next_cursor); page is then ignored"))] = None,
     ) -> AdapterPage:
-        """Search adapters by base model, method, tag and text."""
-        items, total = await service.search(db, principal, base_model=base_model, method=method, tag=tag, q=q,
-                                            page=page, page_size=min(max(page_size, 1), 100))
-        return {"items": [service.describe_adapter(a) for a in items], "total": total, "page": page}
+        """Search adapters by base model, method, tag and text, newest first: ``has_more`` says whether
+        more follow and ``next_cursor`` fetches them (``page`` still pages by offset)."""
+        found = await reads.search_adapters(reader, principal, base_model=base_model, method=method, tag=tag, q=q,
+                                            page=page, page_size=min(max(page_size, 1), 100), cursor=cursor)
+        return {"items": [service.describe_adapter(a) for a in found.items], "total": found.total,
+                "total_exact": found.total_exact, "page": page, "has_more": found.has_more,
+                "next_cursor": found.next_cursor}
 
     @get("/{ns:str}/{name:str}", responses=problems(401, 404))
-    async def get_adapter(self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal) -> AdapterInfo:
+    async def get_adapter(self, ns: NamePart, name: NamePart, reader: AsyncEngine, principal: Principal
+                          ) -> AdapterInfo:
         """An adapter with its aliases."""
-        adapter, aliases = await reads.read_adapter(db, principal, ns, name)
+        adapter, aliases = await reads.read_adapter(reader, principal, ns, name)
         return service.describe_adapter(adapter, aliases)
 
     @patch("/{ns:str}/{name:str}", guards=[writer], responses=problems(401, 403, 404, 413))
@@ -156,34 +163,33 @@ class AdapterController(Controller):
         return Response(body, status_code=HTTP_201_CREATED)
 
     @get("/{ns:str}/{name:str}/versions", responses=problems(401, 404))
-    async def list_versions(self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal,
+    async def list_versions(self, ns: NamePart, name: NamePart, reader: AsyncEngine, principal: Principal,
                             limit: VersionsLimit = 100, before: VersionCursor = None) -> VersionList:
         """The versions, newest first, ``limit`` at a time: ``before`` (the previous answer's ``next_before``)
         continues below that version number; ``has_more`` says whether more follow."""
-        adapter, aliases = await reads.read_adapter(db, principal, ns, name)
-        rows = await reads.read_versions(db, adapter, limit=limit + 1, before=before)
+        adapter, aliases = await reads.read_adapter(reader, principal, ns, name)
+        rows = await reads.read_versions(reader, adapter, limit=limit + 1, before=before)
         more = len(rows) > limit
         rows = rows[:limit]
         return {"items": [service.describe_version(adapter, v) for v in rows], "aliases": aliases,
                 "has_more": more, "next_before": rows[-1].version if more else None}
 
     @get("/{ns:str}/{name:str}/versions/{ref:str}", responses=problems(401, 404))
-    async def get_version(self, ns: NamePart, name: NamePart, ref: str, db: AsyncSession, principal: Principal,
+    async def get_version(self, ns: NamePart, name: NamePart, ref: str, reader: AsyncEngine, principal: Principal,
                           request: Request, settings: Settings) -> VersionInfo:
         """One version by number, alias or commit."""
-        adapter, version = await reads.read_version(db, principal, ns, name, ref)
+        adapter, version = await reads.read_version(reader, principal, ns, name, ref)
         return service.describe_version(adapter, version, base_url(request, settings))
 
     @route("/{ns:str}/{name:str}/versions/{ref:str}/files/{filename:str}", http_method=["GET", "HEAD"],
            responses=problems(401, 404, 416), operation_class=file_operation())
-    async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, db: AsyncSession,
+    async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, reader: AsyncEngine,
                        principal: Principal, request: Request, store: BlobStore, settings: Settings) -> Response:
         """A file's bytes (Range requests supported), or a redirect to storage on S3."""
-        _, version = await reads.read_version(db, principal, ns, name, ref)
+        _, version = await reads.read_version(reader, principal, ns, name, ref)  # no connection held after
         f = next((f for f in version.files if f.filename == filename), None)
         if f is None:
             raise NotFound(f"{ns}/{name}@{version.version} has no file {filename!r}")
-        await db.rollback()  # give the connection back before a long download
         redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
         return await serve_file(store, f, request.headers.get("range"), redirect=redirect,
                                 expires=settings.presign_expires_s, head=request.method == "HEAD")

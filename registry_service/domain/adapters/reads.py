@@ -1,27 +1,38 @@
 """The hot read paths (a version by number, alias or commit; an adapter's versions): one joined Core
 query each, answered as plain frozen structs instead of ORM objects.
 
-The visibility condition is part of every query, so nothing here can hand out a private version to
+They run on the app's reader engine (:func:`registry_service.db.session.make_reader`: autocommit, one
+round trip per read). The visibility condition is part of every query, so nothing here can hand out a private version to
 a caller who may not read it. The statements are built once per shape (reference kind × kind of
 caller) with bound parameters, so a request only binds values.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import JSON, Select, and_, bindparam, false, func, literal_column, or_, select, true
+from sqlalchemy import JSON, Row, Select, and_, bindparam, false, func, literal_column, or_, select, true, tuple_
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, File
-from ...errors import NotFound
+from ...db.session import read_once
+from ...errors import BadRequest, NotFound
 from ...names import COMMIT, check_part
 from ..auth.tokens import Principal
-from .service import MAX_VERSION, VERSION_NUMBER
+
+#: A version reference that is a number (at most 19 ASCII digits, so int() is cheap) …
+VERSION_NUMBER = re.compile(r"^[0-9]{1,19}\Z")
+#: … and the largest version number there can be (``adapter_version.version`` is a 32-bit integer).
+MAX_VERSION = 2**31 - 1
+#: Search counts matches up to this many (``total_exact`` false beyond): a count is a scan of them all.
+MAX_COUNTED = 10_000
 
 A, V, F, B, L = (Adapter.__table__, AdapterVersion.__table__, File.__table__, BaseModel.__table__,
                  Alias.__table__)
@@ -181,15 +192,15 @@ def _version(row: Any, at: int) -> VersionRow:
                       row[at + 7], files)
 
 
-async def read_version(db: AsyncSession, principal: Principal, ns: str, name: str,
+async def read_version(reader: AsyncEngine, principal: Principal, ns: str, name: str,
                        ref: str | int | None) -> tuple[AdapterRow, VersionRow]:
     """A version of ``ns/name`` by number, alias (``latest`` when ``ref`` is None) or commit, in one
     query; :class:`AdapterNotFound` or :class:`VersionNotFound` (both 404) otherwise."""
     ref_s = "latest" if ref is None or ref == "" else str(ref)
     params = _params(principal, ns, name)
     kind, params["ref"] = ref_kind(ref_s)
-    conn = await db.connection()
-    row = (await conn.execute(version_statement(kind, caller_kind(principal)), params)).first()
+    rows = await read_once(reader, version_statement(kind, caller_kind(principal)), params)
+    row = rows[0] if rows else None
     if row is None:
         raise AdapterNotFound(f"adapter {ns}/{name} not found")
     if row[13] is None:
@@ -197,25 +208,135 @@ async def read_version(db: AsyncSession, principal: Principal, ns: str, name: st
     return _adapter(row), _version(row, 13)
 
 
-async def read_adapter(db: AsyncSession, principal: Principal, ns: str, name: str
+async def read_adapter(reader: AsyncEngine, principal: Principal, ns: str, name: str
                        ) -> tuple[AdapterRow, dict[str, int]]:
     """The adapter ``ns/name`` and its aliases, in one query; :class:`AdapterNotFound` otherwise."""
-    conn = await db.connection()
-    row = (await conn.execute(adapter_statement(caller_kind(principal)), _params(principal, ns, name))).first()
+    rows = await read_once(reader, adapter_statement(caller_kind(principal)), _params(principal, ns, name))
+    row = rows[0] if rows else None
     if row is None:
         raise AdapterNotFound(f"adapter {ns}/{name} not found")
     return _adapter(row), dict(sorted(row[13].items()))
 
 
-async def read_versions(db: AsyncSession, adapter: AdapterRow, *, limit: int,
+async def read_versions(reader: AsyncEngine, adapter: AdapterRow, *, limit: int,
                         before: int | None = None) -> list[VersionRow]:
     """The adapter's newest ``limit`` versions below number ``before`` (all when None), newest first."""
-    conn = await db.connection()
     upto = MAX_VERSION if before is None else min(before - 1, MAX_VERSION)
-    rows = await conn.execute(versions_statement(), {"adapter_id": adapter.id, "limit": limit, "upto": upto})
+    rows = await read_once(reader, versions_statement(), {"adapter_id": adapter.id, "limit": limit, "upto": upto})
     return [_version(row, 0) for row in rows]
 
 
-__all__ = ["AdapterNotFound", "AdapterRow", "BaseRef", "FileRow", "VersionNotFound", "VersionRow", "adapter_statement",
-           "caller_kind", "read_adapter", "read_version", "read_versions", "ref_kind", "version_statement",
-           "versions_statement"]
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """A page of adapters; ``next_cursor`` continues after its last one while ``has_more``. ``total``
+    counts the matches up to :data:`MAX_COUNTED` (``total_exact`` says whether that is all)."""
+
+    items: list[AdapterRow]
+    total: int
+    total_exact: bool
+    has_more: bool
+    next_cursor: str | None
+
+
+def encode_cursor(row: AdapterRow) -> str:
+    """The opaque cursor after ``row`` in the (updated_at DESC, id DESC) order."""
+    assert row.updated_at is not None
+    return base64.urlsafe_b64encode(f"{row.updated_at.isoformat()}|{row.id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    """(updated_at, id) of a cursor; 400 when it is not one this service gave out."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, ident = raw.partition("|")
+        at, number = dt.datetime.fromisoformat(when), int(ident)
+        if at.tzinfo is None or not 0 < number <= MAX_VERSION:
+            raise ValueError(raw)
+        return at, number
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise BadRequest(f"cursor {cursor[:80]!r} is not a cursor of this listing; pass next_cursor as given") from exc
+
+
+async def _rows(db: AsyncSession | AsyncEngine, statement: Any, params: dict[str, Any] | None = None) -> list[Row[Any]]:
+    if isinstance(db, AsyncEngine):
+        return await read_once(db, statement, params or {})
+    return list(await (await db.connection()).execute(statement, params or {}))
+
+
+def _like(q: str) -> str:
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def search_adapters(
+    db: AsyncSession | AsyncEngine,
+    principal: Principal,
+    *,
+    base_model: str | None = None,
+    fingerprint: str | None = None,
+    method: str | None = None,
+    tag: str | None = None,
+    q: str | None = None,
+    page: int = 1,
+    page_size: int = 20,
+    cursor: str | None = None,
+    count: bool = True,
+) -> SearchPage:
+    """Adapters matching every given filter, newest first (updated_at, then id: a stable order).
+    ``cursor`` (a previous page's ``next_cursor``) continues by keyset; without it ``page`` picks a
+    page by offset. ``count``: also count the matches (up to :data:`MAX_COUNTED`)."""
+    conds: list[Any] = [_visible(caller_kind(principal))]
+    params: dict[str, Any] = {"caller_ns": principal.namespace} if caller_kind(principal) == "namespace" else {}
+    if base_model:
+        ns, _, name = base_model.partition("/")
+        conds.append(A.c.base_model_id == select(B.c.id).where(B.c.namespace == ns, B.c.name == name)
+                     .scalar_subquery())
+    if fingerprint:
+        conds.append(A.c.base_model_id.in_(select(B.c.id).where(B.c.fingerprint == fingerprint)))
+    if method:
+        conds.append(A.c.method == method.upper())
+    if tag:
+        conds.append(A.c.tags.contains([tag]))
+    if q:
+        like = _like(q)
+        conds.append(or_(A.c.name.ilike(like, escape="\\"), A.c.namespace.ilike(like, escape="\\"),
+                         A.c.description.ilike(like, escape="\\")))
+    stmt = select(*_ADAPTER_COLUMNS).select_from(A.join(B, B.c.id == A.c.base_model_id)).where(*conds)
+    if cursor:
+        at, ident = decode_cursor(cursor)
+        stmt = stmt.where(tuple_(A.c.updated_at, A.c.id) < tuple_(at, ident))
+    else:
+        stmt = stmt.offset((max(page, 1) - 1) * page_size)
+    rows = await _rows(db, stmt.order_by(A.c.updated_at.desc(), A.c.id.desc()).limit(page_size + 1), params)
+    items = [_adapter(r) for r in rows[:page_size]]
+    more = len(rows) > page_size
+    total, exact = 0, True
+    if count:
+        counted = select(A.c.id).where(*conds).limit(MAX_COUNTED + 1).subquery()
+        total = (await _rows(db, select(func.count()).select_from(counted), params))[0][0]
+        total, exact = min(total, MAX_COUNTED), total <= MAX_COUNTED
+    return SearchPage(items, total, exact, more, encode_cursor(items[-1]) if more and items else None)
+
+
+__all__ = [
+    "MAX_COUNTED",
+    "MAX_VERSION",
+    "VERSION_NUMBER",
+    "AdapterNotFound",
+    "AdapterRow",
+    "BaseRef",
+    "FileRow",
+    "SearchPage",
+    "VersionNotFound",
+    "VersionRow",
+    "adapter_statement",
+    "caller_kind",
+    "decode_cursor",
+    "encode_cursor",
+    "read_adapter",
+    "read_version",
+    "read_versions",
+    "ref_kind",
+    "search_adapters",
+    "version_statement",
+    "versions_statement",
+]

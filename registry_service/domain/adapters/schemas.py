@@ -31,11 +31,15 @@ class AdapterInfo(TypedDict):
 
 
 class AdapterPage(TypedDict):
-    """A page of adapters and how many match in all."""
+    """A page of adapters, how many match (counted up to 10,000: ``total_exact``), and the cursor to
+    the next page while ``has_more``."""
 
     items: list[AdapterInfo]
     total: int
+    total_exact: bool
     page: int
+    has_more: bool
+    next_cursor: str | None
 
 
 class VersionInfo(TypedDict):

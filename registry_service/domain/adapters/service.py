@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import ColumnElement, false, func, or_, select, true
+from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...db.models import Adapter, AdapterVersion, Alias, BaseModel
+from ...db.models import Adapter, AdapterVersion, Alias
 from ...errors import NotFound
 from ...names import COMMIT, check_part
 from ..auth.tokens import Principal
-
-if TYPE_CHECKING:
-    from .reads import AdapterRow, VersionRow
-
-#: A version reference that is a number (at most 19 ASCII digits, so int() is cheap) …
-VERSION_NUMBER = re.compile(r"^[0-9]{1,19}\Z")
-#: … and the largest version number there can be (``adapter_version.version`` is a 32-bit integer).
-MAX_VERSION = 2**31 - 1
+from .reads import MAX_VERSION, VERSION_NUMBER, AdapterRow, VersionRow, search_adapters
 
 
 def visible(principal: Principal) -> ColumnElement[bool]:
@@ -91,29 +83,13 @@ async def search(
     q: str | None = None,
     page: int = 1,
     page_size: int = 20,
-) -> tuple[list[Adapter], int]:
-    """Adapters matching every given filter, newest first, with the total count."""
-    stmt = select(Adapter).join(BaseModel, BaseModel.id == Adapter.base_model_id).where(visible(principal))
-    if base_model:
-        ns, _, name = base_model.partition("/")
-        stmt = stmt.where(BaseModel.namespace == ns, BaseModel.name == name)
-    if fingerprint:
-        stmt = stmt.where(BaseModel.fingerprint == fingerprint)
-    if method:
-        stmt = stmt.where(Adapter.method == method.upper())
-    if tag:
-        stmt = stmt.where(Adapter.tags.contains([tag]))
-    if q:
-        like = f"%{q}%"
-        stmt = stmt.where(or_(Adapter.name.ilike(like), Adapter.namespace.ilike(like), Adapter.description.ilike(like)))
-    total = (await db.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
-    page = max(page, 1)
-    rows = (
-        await db.execute(
-            stmt.order_by(Adapter.updated_at.desc(), Adapter.id.desc()).limit(page_size).offset((page - 1) * page_size)
-        )
-    ).unique().scalars()
-    return list(rows), total
+    cursor: str | None = None,
+) -> tuple[list[AdapterRow], int]:
+    """Adapters matching every given filter, newest first, with the number of matches (counted up to
+    :data:`.reads.MAX_COUNTED`); :func:`.reads.search_adapters` has the cursor and whether more follow."""
+    found = await search_adapters(db, principal, base_model=base_model, fingerprint=fingerprint, method=method,
+                                  tag=tag, q=q, page=page, page_size=page_size, cursor=cursor)
+    return found.items, found.total
 
 
 def describe_adapter(row: Adapter | AdapterRow, aliases: dict[str, int] | None = None) -> dict[str, Any]:

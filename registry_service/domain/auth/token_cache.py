@@ -96,7 +96,11 @@ def watch_token_writes(engine: AsyncEngine, cache: TokenCache = TOKENS) -> None:
 
     event.listen(sync, "after_cursor_execute", after_execute)
     event.listen(sync, "commit", on_commit)
-    event.listen(sync, "rollback", lambda conn: conn.info.pop(_CHANGED, None))
+    def on_rollback(conn: Any) -> None:
+        if not conn.invalidated:  # an invalidated connection's info is gone with it
+            conn.info.pop(_CHANGED, None)
+
+    event.listen(sync, "rollback", on_rollback)
 
 
 __all__ = ["MAX_CACHED_TOKENS", "TOKENS", "TOKEN_CACHE_SECONDS", "TokenCache", "watch_token_writes"]

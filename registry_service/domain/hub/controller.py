@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, get, route
 from litestar.exceptions import HTTPException
 from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import Redirect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...metrics import S3_DIRECT_BYTES
 from ...openapi import file_operation, hub_errors
@@ -51,7 +51,7 @@ class HubController(Controller):
 
     @route("/{ns:str}/{name:str}/resolve/{rest:path}", http_method=["GET", "HEAD"], responses=hub_errors(401, 404, 416),
            operation_class=file_operation())
-    async def resolve(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
+    async def resolve(self, ns: str, name: str, request: Request, reader: AsyncEngine, principal: Principal,
                       store: BlobStore, settings: Settings) -> Response:
         """A file of a revision: its bytes (Range supported), or on S3 a 302 to a presigned URL.
 
@@ -59,10 +59,9 @@ class HubController(Controller):
         reads the metadata from the 302 itself, since it does not follow redirects to another origin.
         """
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/resolve/"))
-        adapter, version = await service.find_repo_revision(db, principal, ns, name, revision)
-        f = service.find_file(adapter, version, path)
+        adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
+        f = service.find_file(adapter, version, path)  # no connection is held from here on
         commit = version.commit
-        await db.rollback()  # give the connection back before a long download
         meta = service.file_headers(f, commit)
         if settings.redirect_downloads and settings.uses_s3:
             url = await store.presigned_get_url(f.storage_key, f.filename, expires=settings.presign_expires_s)
@@ -79,33 +78,33 @@ class HubController(Controller):
         return response
 
     @get("/api/models/{ns:str}/{name:str}", responses=hub_errors(401, 404))
-    async def info(self, ns: str, name: str, db: AsyncSession, principal: Principal,
+    async def info(self, ns: str, name: str, reader: AsyncEngine, principal: Principal,
                    blobs: bool = False) -> ModelInfo:
         """``model_info`` at the default branch (the latest version)."""
-        return await self._info(db, principal, ns, name, service.DEFAULT_BRANCH, blobs)
+        return await self._info(reader, principal, ns, name, service.DEFAULT_BRANCH, blobs)
 
     @get("/api/models/{ns:str}/{name:str}/revision/{rest:path}", responses=hub_errors(401, 404))
-    async def info_at(self, ns: str, name: str, request: Request, db: AsyncSession, principal: Principal,
+    async def info_at(self, ns: str, name: str, request: Request, reader: AsyncEngine, principal: Principal,
                       blobs: bool = False) -> ModelInfo:
         """``model_info``/``repo_info`` at a revision; its ``sha`` is the version's commit."""
         revision = unquote(raw_tail(request, f"/{ns}/{name}/revision/").strip("/"))
-        return await self._info(db, principal, ns, name, revision, blobs)
+        return await self._info(reader, principal, ns, name, revision, blobs)
 
     @get("/api/models/{ns:str}/{name:str}/tree/{rest:path}", responses=hub_errors(401, 404))
-    async def tree(self, ns: str, name: str, request: Request, db: AsyncSession,
+    async def tree(self, ns: str, name: str, request: Request, reader: AsyncEngine,
                    principal: Principal) -> list[TreeEntry]:
         """The files of a revision (a version's files sit at the root: there are no folders)."""
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/tree/"))
-        _, version = await service.find_repo_revision(db, principal, ns, name, revision)
+        _, version = await service.find_repo_revision(reader, principal, ns, name, revision)
         path = path.strip("/")
         if path:
             raise EntryNotFound(f"{ns}/{name}@{version.commit} has no folder {path!r}: its files are at the root",
                                 commit=version.commit)
         return [service.tree_entry(f) for f in version.files]
 
-    async def _info(self, db: AsyncSession, principal: Principal, ns: str, name: str, revision: str,
+    async def _info(self, reader: AsyncEngine, principal: Principal, ns: str, name: str, revision: str,
                     blobs: bool) -> ModelInfo:
-        adapter, version = await service.find_repo_revision(db, principal, ns, name, revision)
+        adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
         return service.model_info(adapter, version, blobs=blobs)
 
 

@@ -12,7 +12,7 @@ import hashlib
 from typing import Any
 from urllib.parse import unquote
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ...db.models import Adapter, AdapterVersion, File
 from ...errors import BadRequest, NotFound
@@ -64,12 +64,12 @@ async def find_revision(db: AsyncSession, adapter: Adapter, revision: str) -> Ad
         ) from exc
 
 
-async def find_repo_revision(db: AsyncSession, principal: Principal, ns: str, name: str,
+async def find_repo_revision(reader: AsyncEngine, principal: Principal, ns: str, name: str,
                              revision: str) -> tuple[AdapterRow, VersionRow]:
     """The adapter behind repo ``ns/name`` and the version a Hub revision names, in one query;
     RepoNotFound or RevisionNotFound as :func:`find_repo` and :func:`find_revision` raise them."""
     try:
-        return await reads.read_version(db, principal, ns, name, registry_ref(revision))
+        return await reads.read_version(reader, principal, ns, name, registry_ref(revision))
     except reads.VersionNotFound as exc:
         raise RevisionNotFound(
             f"Revision {revision!r} not found for {ns}/{name}: use 'main', a version number, "
