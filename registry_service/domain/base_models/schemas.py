@@ -46,6 +46,8 @@ class CompatibleAdapters(TypedDict):
     total: int
     page: int
     fingerprint: str
+    has_more: bool
+    next_cursor: str | None
 
 
 class WeightsFiles(TypedDict):
