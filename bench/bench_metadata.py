@@ -43,14 +43,14 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import seed_metadata  # noqa: E402
-from bench_serving import Server, free_port  # noqa: E402
+from bench_serving import Server, free_port, stop_process  # noqa: E402
 
 MLFLOW_SPEC = "mlflow==3.17.*"
 CONNECTIONS = 32
 
 
-def start_postgres(root: Path) -> tuple[Any, str]:
-    """An embedded PostgreSQL under ``root/pg`` and its URL (databases ``registry``, ``mlflow``, ``bare``)."""
+def start_postgres(root: Path, databases: tuple[str, ...] = ("registry", "mlflow", "bare")) -> tuple[Any, str]:
+    """An embedded PostgreSQL under ``root/pg`` with ``databases``, and its URL."""
     import warnings
 
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -64,7 +64,7 @@ def start_postgres(root: Path) -> tuple[Any, str]:
     server.start()
     url = server.get_uri()
     with psycopg.connect(url, autocommit=True) as conn:
-        for db in ("registry", "mlflow", "bare"):
+        for db in databases:
             conn.execute(f"CREATE DATABASE {db}")
     return server, url
 
@@ -100,11 +100,7 @@ class Process:
         wait_ready(self.url + ready, self.proc, what)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def mlflow_python(venv: Path) -> Path:
@@ -210,6 +206,30 @@ def cases(ours: Server, commit: str, token: str, mlflow: Process, ceiling: Proce
     return out
 
 
+def run_rounds(plan: dict[Any, dict[str, tuple]], rounds: int, seconds: float
+               ) -> dict[Any, dict[str, list[dict[str, float]]]]:
+    """Check every case once and warm it, then ``rounds`` rounds of every case (the order rotating, and
+    reversed every other round); the :func:`wrk` results per group and case."""
+    raw: dict[Any, dict[str, list[dict[str, float]]]] = {g: {k: [] for k in c} for g, c in plan.items()}
+    for group, c in plan.items():
+        for name, (u, headers, method) in c.items():
+            r = httpx.request(method, u, headers=headers, timeout=60)
+            if r.status_code >= 400:
+                raise RuntimeError(f"{group} {name}: {u} answered {r.status_code}: {r.text[:300]}")
+            wrk(u, 1, headers, method)
+    jobs = [(g, name) for g, c in plan.items() for name in c]
+    for rnd in range(rounds):
+        shift = rnd * len(jobs) // max(rounds, 1)
+        order = jobs[shift:] + jobs[:shift]
+        if rnd % 2:
+            order.reverse()
+        for g, name in order:
+            u, headers, method = plan[g][name]
+            raw[g][name].append(wrk(u, seconds, headers, method))
+        print(f"round {rnd + 1}/{rounds} done", flush=True)
+    return raw
+
+
 #: (ours, peer, goal ratio) per goal; "ceiling" is the SELECT 1 app.
 GOALS = [
     ("ours version by number", "ceiling SELECT 1", 0.6), ("ours version by alias", "ceiling SELECT 1", 0.6),
@@ -287,13 +307,9 @@ def run_scale(args: argparse.Namespace) -> None:
     one PostgreSQL), the same requests on both, rounds interleaved; ratio large/small per case (goal ≤ 2×
     in time per request, i.e. small/large req/s ≤ 2)."""
     root = Path(tempfile.mkdtemp(prefix="bench-metadata-scale-"))
-    pg, url = start_postgres(root)
+    pg, url = start_postgres(root, ("registry", "large"))
     servers: dict[str, Server] = {}
     try:
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE large")
         sizes = {"small": args.scale_small, "large": args.scale_adapters}
         dbs = {"small": "registry", "large": "large"}
         plan: dict[str, dict[str, tuple]] = {}
@@ -305,20 +321,7 @@ def run_scale(args: argparse.Namespace) -> None:
                                 "--base-models", "20"])
             print(f"{size}: {n} adapters seeded in {time.perf_counter() - started:.0f} s", flush=True)
             plan[size] = scale_cases(servers[size], db, n)
-        raw: dict[str, dict[str, list[dict[str, float]]]] = {k: {c: [] for c in v} for k, v in plan.items()}
-        for size, cases_ in plan.items():
-            for name, (u, headers, method) in cases_.items():
-                r = httpx.request(method, u, headers=headers, timeout=60)
-                if r.status_code >= 400:
-                    raise RuntimeError(f"{size} {name}: {u} answered {r.status_code}: {r.text[:300]}")
-                wrk(u, 1, headers, method)
-        jobs = [(size, name) for size, c in plan.items() for name in c]
-        for rnd in range(args.rounds):
-            order = jobs if rnd % 2 == 0 else list(reversed(jobs))
-            for size, name in order:
-                u, headers, method = plan[size][name]
-                raw[size][name].append(wrk(u, args.seconds, headers, method))
-            print(f"round {rnd + 1}/{args.rounds} done", flush=True)
+        raw = run_rounds(plan, args.rounds, args.seconds)
     finally:
         for server in servers.values():
             server.stop()
@@ -370,13 +373,9 @@ def run_pushes(args: argparse.Namespace) -> None:
     import asyncio
 
     root = Path(tempfile.mkdtemp(prefix="bench-metadata-pushes-"))
-    pg, url = start_postgres(root)
+    pg, url = start_postgres(root, ("registry", "pushes2"))
     servers: dict[int, Server] = {}
     try:
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE pushes2")
         for p, db in zip(args.processes, ("registry", "pushes2"), strict=False):
             servers[p] = Server(p, database_url=database(url, db, "asyncpg"), data=root / f"p{p}", big=False)
         payloads = push_payloads(args.pushes)
@@ -458,23 +457,7 @@ def main() -> None:
         plan = {p: cases(ours[p], commit, token, mlflow[p], ceiling[p]) for p in args.processes}
         if args.only:
             plan = {p: {k: v for k, v in c.items() if any(k.startswith(o) for o in args.only)} for p, c in plan.items()}
-        raw: dict[int, dict[str, list[dict[str, float]]]] = {p: {k: [] for k in c} for p, c in plan.items()}
-        for c in plan.values():  # warm every process and check every answer once
-            for name, (u, headers, method) in c.items():
-                r = httpx.request(method, u, headers=headers, timeout=30)
-                if r.status_code >= 400:
-                    raise RuntimeError(f"{name}: {u} answered {r.status_code}: {r.text[:300]}")
-                wrk(u, 1, headers, method)
-        jobs = [(p, name) for p, c in plan.items() for name in c]
-        for rnd in range(args.rounds):
-            shift = rnd * len(jobs) // max(args.rounds, 1)
-            order = jobs[shift:] + jobs[:shift]
-            if rnd % 2:
-                order.reverse()
-            for p, name in order:
-                u, headers, method = plan[p][name]
-                raw[p][name].append(wrk(u, args.seconds, headers, method))
-            print(f"round {rnd + 1}/{args.rounds} done", flush=True)
+        raw = run_rounds(plan, args.rounds, args.seconds)
     finally:
         for s in reversed(started):
             s.stop()

@@ -141,13 +141,18 @@ class Server:
                 and (p.parent() is None or pg not in " ".join(p.parent().cmdline()))]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
         if self.owns_data:
             shutil.rmtree(self.data, ignore_errors=True)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after a minute."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def wrk(url: str, seconds: float, headers: dict[str, str]) -> tuple[int, float]:

@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from sqlalchemy import JSON, Row, Select, and_, bindparam, false, func, literal_column, or_, select, true, tuple_
 from sqlalchemy.dialects.postgresql import aggregate_order_by
@@ -266,23 +266,27 @@ def _like(q: str) -> str:
     return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-async def search_adapters(
-    db: AsyncSession | AsyncEngine,
-    principal: Principal,
-    *,
-    base_model: str | None = None,
-    fingerprint: str | None = None,
-    method: str | None = None,
-    tag: str | None = None,
-    q: str | None = None,
-    page: int = 1,
-    page_size: int = 20,
-    cursor: str | None = None,
-    count: bool = True,
-) -> SearchPage:
+class SearchFilters(TypedDict, total=False):
+    """What a search can be narrowed and paged by (every one optional)."""
+
+    base_model: str | None
+    fingerprint: str | None
+    method: str | None
+    tag: str | None
+    q: str | None
+    page: int
+    page_size: int
+    cursor: str | None
+
+
+async def search_adapters(db: AsyncSession | AsyncEngine, principal: Principal, *, count: bool = True,
+                          **filters: Unpack[SearchFilters]) -> SearchPage:
     """Adapters matching every given filter, newest first (updated_at, then id: a stable order).
     ``cursor`` (a previous page's ``next_cursor``) continues by keyset; without it ``page`` picks a
     page by offset. ``count``: also count the matches (up to :data:`MAX_COUNTED`)."""
+    base_model, fingerprint, method = filters.get("base_model"), filters.get("fingerprint"), filters.get("method")
+    tag, q, cursor = filters.get("tag"), filters.get("q"), filters.get("cursor")
+    page, page_size = filters.get("page", 1), filters.get("page_size", 20)
     conds: list[Any] = [_visible(caller_kind(principal))]
     params: dict[str, Any] = {"caller_ns": principal.namespace} if caller_kind(principal) == "namespace" else {}
     if base_model:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,7 +11,7 @@ from ...db.models import Adapter, AdapterVersion, Alias
 from ...errors import NotFound
 from ...names import COMMIT, check_part
 from ..auth.tokens import Principal
-from .reads import MAX_VERSION, VERSION_NUMBER, AdapterRow, VersionRow, search_adapters
+from .reads import MAX_VERSION, VERSION_NUMBER, AdapterRow, SearchFilters, VersionRow, search_adapters
 
 
 def visible(principal: Principal) -> ColumnElement[bool]:
@@ -72,23 +72,11 @@ async def aliases_of(db: AsyncSession, adapter: Adapter) -> dict[str, int]:
     return {name: version for name, version in rows}
 
 
-async def search(
-    db: AsyncSession,
-    principal: Principal,
-    *,
-    base_model: str | None = None,
-    fingerprint: str | None = None,
-    method: str | None = None,
-    tag: str | None = None,
-    q: str | None = None,
-    page: int = 1,
-    page_size: int = 20,
-    cursor: str | None = None,
-) -> tuple[list[AdapterRow], int]:
+async def search(db: AsyncSession, principal: Principal, **filters: Unpack[SearchFilters]
+                 ) -> tuple[list[AdapterRow], int]:
     """Adapters matching every given filter, newest first, with the number of matches (counted up to
     :data:`.reads.MAX_COUNTED`); :func:`.reads.search_adapters` has the cursor and whether more follow."""
-    found = await search_adapters(db, principal, base_model=base_model, fingerprint=fingerprint, method=method,
-                                  tag=tag, q=q, page=page, page_size=page_size, cursor=cursor)
+    found = await search_adapters(db, principal, **filters)
     return found.items, found.total
 
 
