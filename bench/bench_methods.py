@@ -1,7 +1,7 @@
 """Per-method comparison of ``sdk`` and Hugging Face ``peft`` in one run, on CPU.
 
-For each method (LoRA, DoRA, IA3, LoHa, LoKr, prompt tuning, prefix tuning) both libraries wrap deep copies of one seeded
-Llama-shaped model built from a config; the peft adapter is loaded from the sdk adapter's files,
+For each method (LoRA, DoRA, IA3, LoHa, LoKr, prompt tuning, prefix tuning) both libraries wrap deep copies of
+one seeded Llama-shaped model built from a config; the peft adapter is loaded from the sdk adapter's files,
 so both train exactly the same tensors. Reported per method:
 
 - trainable parameters (sdk, peft; they must be equal),

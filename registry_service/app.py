@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TypedDict
+from pathlib import Path
+from typing import TextIO, TypedDict
 
 from litestar import Litestar, get
 from litestar.datastructures import State
@@ -26,7 +28,7 @@ from .domain.adapters.controller import AdapterController
 from .domain.adapters.uploads import UploadController
 from .domain.auth.controller import TokenController
 from .domain.auth.token_cache import watch_token_writes
-from .domain.auth.tokens import create_token
+from .domain.auth.tokens import issue_token
 from .domain.base_models.controller import BaseModelController
 from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
@@ -60,7 +62,7 @@ async def bootstrap_admin_token(state: State, settings: Settings) -> str | None:
         await db.execute(text("SELECT pg_advisory_xact_lock(727275)"))
         if (await db.execute(select(func.count()).select_from(ApiToken))).scalar_one():
             return None
-        token = await create_token(db, namespace=None, scopes=["admin"], name="bootstrap-admin")
+        token, _ = await issue_token(db, namespace=None, scopes=["admin"], name="bootstrap-admin")
     path = settings.data_dir / "admin-token"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -68,6 +70,16 @@ async def bootstrap_admin_token(state: State, settings: Settings) -> str | None:
         fh.write(token + "\n")
     os.chmod(path, 0o600)
     return token
+
+
+def announce_admin_token(token: str, path: Path, out: TextIO | None = None) -> None:
+    """Say where the bootstrap admin token was written; show the token itself only on a terminal, so it never
+    ends up in a log file or a container log."""
+    out = out or sys.stdout
+    if out.isatty():
+        print(f"Created an admin token (saved to {path}):\n  {token}", file=out, flush=True)
+    else:
+        print(f"Created an admin token; it is in {path} (shown only when stdout is a terminal)", file=out, flush=True)
 
 
 def create_app(settings: Settings | None = None, *, store: BlobStore | None = None) -> Litestar:
@@ -92,7 +104,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             await ensure()
         token = await bootstrap_admin_token(state, settings)
         if token:
-            print(f"Created an admin token (saved to {settings.data_dir / 'admin-token'}):\n  {token}", flush=True)
+            announce_admin_token(token, settings.data_dir / "admin-token")
         state.embedded_postgres = pg  # kept referenced: pgserver stops when the process exits
         try:
             yield
@@ -136,7 +148,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         before_request=reject_nul_parameters,
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True,
                                                            exception_to_problem_detail_map=problem_map)),
-                 WebUIPlugin()],  # after problem details: it makes their errors HTML pages for browsers
+                 WebUIPlugin(settings)],  # after problem details: it makes their errors HTML pages for browsers
         # outages (database, storage) become 503/502; anything else unexpected is logged and a 500
         exception_handlers={Exception: handle_unexpected},
         logging_config=litestar_logging(settings.log_level, settings.log_format),  # request ids in every line

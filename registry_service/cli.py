@@ -125,19 +125,34 @@ def token(
     namespace: Annotated[str | None, typer.Option(help="Namespace (omit for a global admin token).")] = None,
     scope: Annotated[list[str], typer.Option(help="read, write or admin (repeatable).")] = ["read"],  # noqa: B006
     name: Annotated[str, typer.Option(help="A label for the token.")] = "",
+    expires_in: Annotated[str | None, typer.Option(
+        help="Lifetime: 90d, 12h, 30m, 3600 (seconds) or 'never' (default: TOKEN_DEFAULT_TTL_S; at most "
+             "TOKEN_MAX_TTL_S).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory of the embedded default.")] = None,
 ) -> None:
     """Create an API token directly in the database and print it (shown once)."""
-    from .db.session import make_engine, make_sessionmaker
-    from .domain.auth.tokens import create_token
+    from sdk.durations import parse_duration
 
-    url, _server = _migrated_database(_settings(data_dir))
+    from .db.session import make_engine, make_sessionmaker
+    from .domain.auth.tokens import issue_token, token_lifetime
+    from .errors import ServiceError
+
+    settings = _settings(data_dir)
+    try:
+        requested = None if expires_in is None else (parse_duration(expires_in) or 0)
+        lifetime = token_lifetime(requested, default_s=settings.token_default_ttl_s, max_s=settings.token_max_ttl_s)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--expires-in") from None
+    except ServiceError as exc:
+        raise typer.BadParameter(str(exc.detail), param_hint="--expires-in") from None
+    url, _server = _migrated_database(settings)
 
     async def run() -> str:
         engine = make_engine(url)
         try:
             async with make_sessionmaker(engine)() as db, db.begin():
-                return await create_token(db, namespace=namespace, scopes=scope, name=name)
+                token, _ = await issue_token(db, namespace=namespace, scopes=scope, name=name, expires_in=lifetime)
+                return token
         finally:
             await engine.dispose()
 

@@ -29,6 +29,7 @@ WORKER_ENV = ENV + "WORKER_"
 OTHER_VARIABLES = frozenset(ENV + n for n in ("URL", "TOKEN", "CACHE", "CONFIG", "QUIET", "TEST_S3_ENDPOINT",
                                               "TEST_S3_REGION"))
 MIB = 2**20
+DAY = 24 * 3600
 #: S3 refuses multipart parts under 5 MiB (but the last) and over 5 GiB.
 S3_MIN_PART, S3_MAX_PART = 5 * MIB, 5 * 2**30
 #: S3 (SigV4) refuses presigned URLs valid for more than 7 days.
@@ -209,12 +210,22 @@ class Settings(_EnvSettings):
     #: A merge job whose memory estimate is above this is refused when submitted (see merge_jobs/limits.py).
     max_merge_memory_bytes: int = Field(32 * 2**30, ge=1)
     # --- end of limits ------------------------------------------------------------------------------
+    # --- tokens and web sessions (issue 15) --------------------------------------------------------
+    #: Lifetime of a new token whose request gives none, in seconds (0: such tokens never expire).
+    token_default_ttl_s: int = Field(90 * DAY, ge=0, le=100 * 365 * DAY)
+    #: Longest lifetime a token can be given, in seconds (0: no maximum, and tokens may never expire).
+    token_max_ttl_s: int = Field(365 * DAY, ge=0, le=100 * 365 * DAY)
+    #: Signs the web forms' CSRF tokens; unset: a random key kept in ``DATA_DIR/secret-key``. Set it (the same on
+    #: every machine) when API processes run on several machines.
+    secret_key: str | None = Field(None, min_length=32)
+    #: A web sign-in lasts this long (seconds), and never longer than its token.
+    web_session_ttl_s: int = Field(7 * DAY, ge=60, le=365 * DAY)
     #: Serve Prometheus metrics at ``/metrics``.
     metrics: bool = True
     #: Seconds ``/readyz`` waits for the database and for storage before it answers 503.
     probe_timeout_s: float = Field(2.0, gt=0, le=60)
 
-    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"secret_key"})
 
     @field_validator("data_dir")
     @classmethod
@@ -250,6 +261,9 @@ class Settings(_EnvSettings):
     def _consistent(self) -> Self:
         if self.s3_endpoint and not self.s3_bucket:
             raise ValueError(f"{ENV}S3_ENDPOINT is set but {ENV}S3_BUCKET is not: name the bucket for blobs")
+        if self.token_max_ttl_s and not 0 < self.token_default_ttl_s <= self.token_max_ttl_s:
+            raise ValueError(f"{ENV}TOKEN_DEFAULT_TTL_S ({self.token_default_ttl_s}) must be between 1 and "
+                             f"{ENV}TOKEN_MAX_TTL_S ({self.token_max_ttl_s})")
         return self
 
     @property

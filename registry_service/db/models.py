@@ -60,6 +60,17 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class WebSession(Base):
+    """A signed-in browser: the cookie holds a random session id, stored here only as its sha256, and
+    names the token it was opened with (a revoked or expired token ends it; sign-out deletes it)."""
+
+    __tablename__ = "web_session"
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_token.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class BaseModel(Base):
     """A registered base model and the signature adapters are validated against."""
 
@@ -255,5 +266,5 @@ class Event(Base):
 
 __all__ = [
     "Adapter", "AdapterVersion", "Alias", "ApiToken", "Base", "BaseModel", "BaseModelFile", "BaseModelUpload", "Event",
-    "File", "MergeJob", "Namespace", "UploadSession", "_now",
+    "File", "MergeJob", "Namespace", "UploadSession", "WebSession", "_now",
 ]

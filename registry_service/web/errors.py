@@ -18,6 +18,7 @@ from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_500_INTERNAL_SERVER_E
 
 from ..failures import problem_for
 from ..request_ids import current_request_id
+from .headers import PAGE_HEADERS
 from .session import COOKIE
 
 log = logging.getLogger("adapter_registry.web")
@@ -44,7 +45,8 @@ def error_page(request: Request, status: int, title: str, detail: str,
     """The error page (a 5xx one names the request id, to find it in the service log)."""
     if status >= HTTP_500_INTERNAL_SERVER_ERROR and (request_id := current_request_id()):
         detail = f"{detail} (request id {request_id})"
-    return Template("error.html", status_code=status, media_type=MediaType.HTML, headers=dict(headers or {}),
+    return Template("error.html", status_code=status, media_type=MediaType.HTML,
+                    headers={**PAGE_HEADERS, **(headers or {})},
                     context={"status": status, "title": title, "detail": detail, "path": request.url.path,
                              "viewer": None, "has_session": COOKIE in request.cookies})
 

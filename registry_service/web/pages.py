@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sdk.methods import registered_methods
 
 from ..domain.adapters import service as adapters
+from ..domain.adapters.redaction import inputs_view, withheld
 from ..domain.auth.tokens import Principal
 from ..domain.base_models import service as base_models
 from ..domain.base_models import weights
@@ -29,7 +30,9 @@ from ..errors import NotFound, Unauthorized
 from ..params import Page
 from ..settings import Settings
 from .lineage import layout
-from .session import check_token, clear_token_cookie, set_token_cookie, stale_cookie
+from .session import check_token, clear_token_cookie, stale_cookie
+from .session import sign_in as open_session
+from .session import sign_out as end_session
 from .views import list_url, public_root, snippets, summarize_signature
 
 PAGE_SIZE = 20
@@ -112,6 +115,7 @@ class PageController(Controller):
         same_signature = await base_models.same_signature(db, base)
         recorded = (version.summary or {}).get("base_fingerprint")
         lineage = await lineage_of(db, viewer, adapter, version)
+        hidden = withheld(version, await inputs_view(db, viewer, [version]))  # files naming unreadable inputs
         full = f"{adapter.namespace}/{adapter.name}"
         return render(
             request, viewer, "adapter.html", adapter=adapter, full_name=full, version=version, versions=versions,
@@ -121,7 +125,7 @@ class PageController(Controller):
             snippets=snippets(public_root(request, settings), full, version.version,
                               private=adapter.visibility != "public"),
             api_files=f"/api/v1/adapters/{full}/versions/{version.version}/files",
-            version_size=sum(f.size for f in version.files),
+            version_size=sum(f.size for f in version.files), withheld=hidden,
         )
 
     @get("/base-models")
@@ -176,7 +180,7 @@ class JobPages(Controller):
 
 
 class SignInPages(Controller):
-    """Signing in with an API token (kept in an HttpOnly cookie) and out again."""
+    """Signing in with an API token (a server-side session, its id in an HttpOnly cookie) and out again."""
 
     include_in_schema = False
 
@@ -187,25 +191,26 @@ class SignInPages(Controller):
         return render(request, viewer, "sign_in.html", next=_safe_next(next_page), error=None)
 
     @post("/sign-in", status_code=303)
-    async def sign_in(self, request: Request, db: AsyncSession) -> Response:
-        """Check the token like the API does; on success keep it in a cookie and go back."""
+    async def sign_in(self, request: Request, db: AsyncSession, settings: Settings) -> Response:
+        """Check the token like the API does; on success open a session (its id in a cookie) and go back."""
         form = await request.form()
         target = _safe_next(form.get("next"))
         try:
-            await check_token(db, str(form.get("token") or ""))
+            principal = await check_token(db, str(form.get("token") or ""))
         except Unauthorized as exc:
             await db.rollback()
             return render(request, None, "sign_in.html", status=401, next=target, error=str(exc.detail))
-        await db.rollback()
         response: Response = Redirect(target, status_code=303)
-        set_token_cookie(response, request, str(form.get("token")))
+        await open_session(db, request, settings, principal, response)
+        await db.commit()
         return response
 
     @post("/sign-out", status_code=303)
-    async def sign_out(self) -> Response:
-        """Forget the token."""
+    async def sign_out(self, request: Request, db: AsyncSession) -> Response:
+        """End the session."""
         response: Response = Redirect("/", status_code=303)
-        clear_token_cookie(response)
+        await end_session(db, request, response)
+        await db.commit()
         return response
 
 

@@ -17,9 +17,11 @@ from litestar.plugins import InitPlugin
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from ..settings import Settings
 from .errors import page_crash, wrap_handlers
+from .headers import page_response_headers
 from .pages import JobPages, PageController, SignInPages
-from .session import provide_viewer
+from .session import csrf_config, provide_viewer
 from .views import human_count, human_size
 
 HERE = Path(__file__).parent
@@ -42,11 +44,14 @@ def web_router() -> Router:
     """The pages, with the signed-in viewer (from the cookie) as a dependency."""
     return Router(path="/", route_handlers=[PageController, JobPages, SignInPages],
                   dependencies={"viewer": Provide(provide_viewer)}, exception_handlers={Exception: page_crash},
-                  include_in_schema=False)
+                  response_headers=page_response_headers(), include_in_schema=False)
 
 
 class WebUIPlugin(InitPlugin):
-    """The web UI."""
+    """The web UI (``settings``: for the CSRF protection of its forms)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.route_handlers.extend([
@@ -57,4 +62,5 @@ class WebUIPlugin(InitPlugin):
         app_config.template_config = TemplateConfig(
             engine=JinjaTemplateEngine.from_environment(template_environment()))
         app_config.exception_handlers = wrap_handlers(app_config.exception_handlers)
+        app_config.csrf_config = csrf_config(self.settings)
         return app_config

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from . import adapters, alias, base_models, cache, check, login, merges
+from . import adapters, alias, base_models, cache, check, login, merges, tokens
 from .common import JsonOpt, RootGroup, State
 
 __all__ = ["app", "main"]
@@ -25,6 +25,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(cls=RootGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Push, pull, browse and check adapters in an adapter registry.")
 app.add_typer(login.app)
+app.add_typer(tokens.app)
 app.add_typer(adapters.app)
 app.add_typer(merges.app)
 app.add_typer(check.app)
@@ -32,6 +33,7 @@ app.add_typer(alias.app, name="alias")
 app.add_typer(base_models.app, name="base-models")
 app.add_typer(cache.app, name="cache")
 app.add_typer(merges.jobs_app, name="jobs")
+app.add_typer(tokens.tokens_app, name="tokens")
 
 
 @app.callback()

@@ -24,7 +24,9 @@ def push(
     alias: Annotated[str | None, typer.Option(help="Point this alias at the new version.")] = None,
     description: Annotated[str | None, typer.Option(help="Adapter description.")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeat for several).")] = None,
-    private: Annotated[bool, typer.Option("--private", help="Only tokens of the namespace can see it.")] = False,
+    private: Annotated[bool, typer.Option("--private", help=(
+        "Create the adapter private (only tokens of its namespace see it); an existing one keeps its visibility, "
+        "and --private on a public one is refused (409)."))] = False,
     untrained: Annotated[bool, typer.Option("--untrained", help="Accept all-zero (initial) weights.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -32,7 +34,7 @@ def push(
 
     def call(c: Client) -> PushResult:
         return c.push(folder, name, base_model, alias=alias, description=description, tags=tag or None,
-                      private=private, untrained=untrained)
+                      private=True if private else None, untrained=untrained)
 
     def show(result: PushResult) -> None:
         for note in result.notes:

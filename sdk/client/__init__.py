@@ -2,7 +2,7 @@
 
 from .api import Client, PushResult, check_folder, parse_ref
 from .cache import Cache
-from .config import ClientConfig, save_login
+from .config import ClientConfig, forget_login, save_login
 from .http import RegistryAuthError, RegistryError, RegistryNotFound, RegistryUnavailable
 from .merges import MergeJob, MergeJobFailed
 from .transfers import IntegrityError
@@ -22,6 +22,7 @@ __all__ = [
     "RegistryUnavailable",
     "UnsafeResponse",
     "check_folder",
+    "forget_login",
     "parse_ref",
     "save_login",
 ]

@@ -234,8 +234,9 @@ class Client:
 
     def push(self, model_or_dir: AdapterModel | str | Path, name: str, base_model: str | None = None, *,
              alias: str | None = None, description: str | None = None, tags: list[str] | None = None,
-             private: bool = False, adapter_name: str = "default", untrained: bool = False) -> PushResult:
-        """Check locally against the base model's signature, then upload a new version."""
+             private: bool | None = None, adapter_name: str = "default", untrained: bool = False) -> PushResult:
+        """Check locally against the base model's signature, then upload a new version. ``private``: a new
+        adapter's visibility (None: public); for an existing adapter it must match (else 409) or be None."""
         ns, n, at = parse_ref(name)
         if at:
             raise AdapterError("push to 'namespace/name'; the registry picks the version number")
@@ -249,7 +250,9 @@ class Client:
             problems = check_folder(folder, self._signature(target), untrained=untrained)
             if problems:
                 raise ValidationFailed(problems)
-            form = {"base_model": target, "private": str(private).lower(), "untrained": str(untrained).lower()}
+            form = {"base_model": target, "untrained": str(untrained).lower()}
+            if private is not None:
+                form["private"] = str(private).lower()
             if alias:
                 form["alias"] = alias
             if description is not None:

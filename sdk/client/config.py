@@ -72,3 +72,16 @@ def save_login(url: str, token: str) -> Path:
         json.dump({"url": url.rstrip("/"), "token": token}, fh)
     os.chmod(path, 0o600)
     return path
+
+
+def forget_login() -> Path | None:
+    """Remove the token from the login file (the URL stays); the file's path, or None when it held no token."""
+    path = config_path()
+    saved = _saved()
+    if "token" not in saved:
+        return None
+    del saved["token"]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(saved, fh)
+    return path

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from click.testing import Result
@@ -130,6 +131,33 @@ def test_login_saves_the_token_for_later_commands(local_server: Server, files: d
     bad = cli("login", "--url", local_server.url, "--token", "not-a-token")
     assert bad.exit_code == 1 and bad.stderr.startswith("error: ") and "did not accept" in bad.stderr
     assert json.loads(login_file.read_text())["token"] == token  # a failed login keeps the old one
+
+
+def test_whoami_tokens_and_logout(local_server: Server, tmp_path: Path) -> None:
+    """`adapters whoami`, `tokens create|ls|revoke` (with --expires-in), `logout [--revoke]`."""
+    ns = f"cli-{uuid.uuid4().hex[:8]}"
+    admin = local_server.token(ns, "admin")
+    assert cli("login", "--url", local_server.url, "--token", admin).exit_code == 0
+    who = ok_json("whoami")
+    assert who["namespace"] == ns and who["scopes"] == ["admin"] and who["expires_at"]  # type: ignore[index]
+    made = ok_json("tokens", "create", "--namespace", ns, "--scope", "write", "--name", "ci", "--expires-in", "2h")
+    assert made["token"].startswith("arg_") and made["expires_at"]  # type: ignore[index]
+    human = ok("tokens", "ls").stdout
+    assert "ci" in human and "write" in human and "active (this one)" in human
+    bad = cli("tokens", "create", "--namespace", ns, "--expires-in", "5y")
+    assert bad.exit_code == 2 and "is not a duration" in bad.stderr
+    assert ok("tokens", "revoke", str(made["id"])).stdout.strip() == f"revoked token {made['id']}"  # type: ignore[index]
+    gone = cli("--token", made["token"], "whoami")  # type: ignore[index]
+    assert gone.exit_code == 1 and "revoked" in gone.stderr
+    listed = ok_json("tokens", "ls", "--revoked")
+    assert [t["revoked"] for t in listed if t["name"] == "ci"] == [True]  # type: ignore[union-attr, index]
+    # logout --revoke: the token stops working everywhere, and the login file forgets it
+    out = ok("logout", "--revoke").stdout
+    assert "revoked token" in out and "removed the token" in out
+    assert "token" not in json.loads((tmp_path / "login.json").read_text())
+    r = httpx.get(f"{local_server.url}/api/v1/whoami", headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 401
+    assert "anonymous" in ok("whoami").stdout
 
 
 def test_base_models_register_needs_exactly_one_source(files: dict[str, Path]) -> None:

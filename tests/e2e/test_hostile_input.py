@@ -168,7 +168,7 @@ def test_hostile_request_is_a_clear_4xx(seeded: Seeded, row: Row) -> None:
 def test_bounds_refuse_only_what_is_past_them(seeded: Seeded) -> None:
     """Just past each bound is a 400/404; just inside it works as before: the last page, the largest
     version number, a version given as a string, a Range end of 19 digits, a 128-character token name
-    living ten years."""
+    living a year (the default token_max_ttl_s)."""
     with seeded.client() as http:
         assert http.get("/api/v1/adapters", params={"page": 100_001}).status_code == 400
         assert http.get("/api/v1/adapters", params={"page": 100_000}).json()["items"] == []
@@ -181,7 +181,9 @@ def test_bounds_refuse_only_what_is_past_them(seeded: Seeded) -> None:
         r = http.get(FILES, headers={"range": "bytes=0-" + "9" * 19})
         assert r.status_code == 206 and r.content == http.get(FILES).content
         assert http.post("/api/v1/tokens", json={"namespace": NS, "expires_in_days": 3651}).status_code == 400
-        r = http.post("/api/v1/tokens", json={"namespace": NS, "name": "x" * 128, "expires_in_days": 3650})
+        r = http.post("/api/v1/tokens", json={"namespace": NS, "expires_in_days": 366})  # past token_max_ttl_s
+        assert r.status_code == 400 and "token_max_ttl_s" in r.json()["detail"], r.text
+        r = http.post("/api/v1/tokens", json={"namespace": NS, "name": "x" * 128, "expires_in_days": 365})
         assert r.status_code == 201, r.text
         assert httpx.get(f"{seeded.url}/api/v1/whoami",
                          headers={"Authorization": f"Bearer {r.json()['token']}"}).json()["namespace"] == NS

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -361,9 +362,13 @@ def test_jobs_run_on_several_workers_and_match_local_merges(world: World, worker
     fit = world.api("GET", f"/api/v1/base-models/{ns}/llama-plus-a").json()
     assert fit["fingerprint"] == world.api("GET", f"/api/v1/base-models/{world.base}").json()["fingerprint"]
 
-    from registry_service.web.session import COOKIE  # the web UI's page of a job, for a signed-in viewer
-
-    page = httpx.get(f"{world.server.url}/jobs/{linear['id']}", cookies={COOKIE: world.token}, timeout=30)
+    with httpx.Client(base_url=world.server.url, timeout=30) as browser:  # the job's page, for a signed-in viewer
+        form = browser.get("/sign-in").text
+        csrf = re.search(r'name="_csrf_token" value="([^"]+)"', form)
+        assert csrf, form
+        signed = browser.post("/sign-in", data={"token": world.token, "_csrf_token": csrf.group(1)})
+        assert signed.status_code == 303, signed.text
+        page = browser.get(f"/jobs/{linear['id']}")
     assert page.status_code == 200 and "succeeded" in page.text and f"{ns}/merged@1" in page.text, page.text[-2000:]
 
     listed = world.api("GET", "/api/v1/merge-jobs", params={"state": "succeeded", "namespace": ns}).json()

@@ -277,9 +277,10 @@ def test_private_adapter_only_after_sign_in(page: Page, catalog: Catalog, tmp_pa
     expect(page).to_have_url(re.compile(rf"/adapters/{catalog.secret}$"))
     expect(page.locator(".title-row .badge.private")).to_be_visible()
     expect(page.locator(".who")).to_contain_text(catalog.ns)
-    cookie = next(c for c in page.context.cookies() if c["name"] == "registry_token")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "registry_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
-    assert "registry_token" not in page.evaluate("document.cookie")
+    assert cookie["value"] not in (catalog.read_token, catalog.other_token)  # a session id, not the token
+    assert "registry_session" not in page.evaluate("document.cookie")
     page.goto("/adapters?q=secret-sauce")
     assert catalog.secret in cards(page)
     # the cookie is for pages only: the JSON API still wants a bearer token

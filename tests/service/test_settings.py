@@ -51,6 +51,10 @@ SERVICE_VALUES: dict[str, tuple[str, Any]] = {
     "namespace_max_open_uploads": ("7", 7),
     "max_merge_weight": ("2.5", 2.5),
     "max_merge_memory_bytes": ("1000000000", 1000000000),
+    "token_default_ttl_s": ("3600", 3600),
+    "token_max_ttl_s": ("86400", 86400),
+    "web_session_ttl_s": ("600", 600),
+    "secret_key": ("k" * 40, "k" * 40),
 }
 WORKER_VALUES: dict[str, tuple[str, Any]] = {
     "concurrency": ("3", 3),

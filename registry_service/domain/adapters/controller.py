@@ -27,12 +27,15 @@ from ..auth.tokens import Principal
 from ..payloads import upload_payload
 from ..quotas import check_quota
 from . import reads, service
+from .caching import fixed_ref, json_response
 from .downloads import serve_file
 from .metadata import MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS, check_metadata, clean_tags
 from .publish import publish, push_options
+from .redaction import inputs_view, withheld, withheld_message
 from .schemas import AdapterInfo, AdapterPage, AliasDeleted, AliasMoved, PublishedVersion, VersionInfo, VersionList
 from .service import MAX_VERSION
 from .validation import CONFIG_FILE, MAX_CONFIG_BYTES, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
+from .visibility import change_visibility
 
 ROOT = "/api/v1/adapters"
 #: The push form (``POST …/versions``): the version's files, and fields that come with them.
@@ -107,7 +110,8 @@ class AdapterController(Controller):
     @patch("/{ns:str}/{name:str}", guards=[writer], responses=problems(401, 403, 404, 413))
     async def edit_adapter(self, ns: NamePart, name: NamePart, data: AdapterPatch, db: AsyncSession,
                            principal: Principal) -> AdapterInfo:
-        """Change description, tags or visibility (writers of the namespace)."""
+        """Change description, tags (writers of the namespace) or visibility (namespace admins only: an admin
+        token of the namespace, or a global admin)."""
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)
         principal.require_write(ns)
         if data.visibility is not None and data.visibility not in ("public", "private"):
@@ -118,7 +122,7 @@ class AdapterController(Controller):
         if data.tags is not None:
             adapter.tags = clean_tags(data.tags)
         if data.visibility is not None:
-            adapter.visibility = data.visibility
+            change_visibility(db, principal, adapter, data.visibility)
         adapter.updated_at = dt.datetime.now(dt.UTC)
         db.add(Event(actor=principal.name, kind="edit", subject=f"{ns}/{name}",
                      data={k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}))
@@ -163,36 +167,51 @@ class AdapterController(Controller):
         return Response(body, status_code=HTTP_201_CREATED)
 
     @get("/{ns:str}/{name:str}/versions", responses=problems(401, 404))
-    async def list_versions(self, ns: NamePart, name: NamePart, reader: AsyncEngine, principal: Principal,
-                            limit: VersionsLimit = 100, before: VersionCursor = None) -> VersionList:
+    async def list_versions(self, ns: NamePart, name: NamePart, reader: AsyncEngine, db: AsyncSession,
+                            principal: Principal, request: Request, limit: VersionsLimit = 100,
+                            before: VersionCursor = None) -> Response[VersionList]:
         """The versions, newest first, ``limit`` at a time: ``before`` (the previous answer's ``next_before``)
-        continues below that version number; ``has_more`` says whether more follow."""
+        continues below that version number; ``has_more`` says whether more follow (with an ETag;
+        revalidated by caches, it changes with every push)."""
         adapter, aliases = await reads.read_adapter(reader, principal, ns, name)
         rows = await reads.read_versions(reader, adapter, limit=limit + 1, before=before)
         more = len(rows) > limit
         rows = rows[:limit]
-        return {"items": [service.describe_version(adapter, v) for v in rows], "aliases": aliases,
+        view = await inputs_view(db, principal, rows)  # type: ignore[arg-type]  # parents and files, as a version
+        body = {"items": [service.describe_version(adapter, v, view=view) for v in rows], "aliases": aliases,
                 "has_more": more, "next_before": rows[-1].version if more else None}
+        return json_response(request, body, public=adapter.visibility == "public" and view.all_public, fixed=False)
 
     @get("/{ns:str}/{name:str}/versions/{ref:str}", responses=problems(401, 404))
-    async def get_version(self, ns: NamePart, name: NamePart, ref: str, reader: AsyncEngine, principal: Principal,
-                          request: Request, settings: Settings) -> VersionInfo:
-        """One version by number, alias or commit."""
+    async def get_version(self, ns: NamePart, name: NamePart, ref: str, reader: AsyncEngine, db: AsyncSession,
+                          principal: Principal, request: Request, settings: Settings) -> Response[VersionInfo]:
+        """One version by number, alias or commit (with an ETag; ``If-None-Match`` answers 304). Publicly cacheable
+        for good only when public and addressed by number or commit."""
         adapter, version = await reads.read_version(reader, principal, ns, name, ref)
-        return service.describe_version(adapter, version, base_url(request, settings))
+        view = await inputs_view(db, principal, [version])  # type: ignore[list-item]  # queries only for parents
+        body = service.describe_version(adapter, version, base_url(request, settings), view)
+        return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
+                             fixed=fixed_ref(ref))
 
     @route("/{ns:str}/{name:str}/versions/{ref:str}/files/{filename:str}", http_method=["GET", "HEAD"],
            responses=problems(401, 404, 416), operation_class=file_operation())
     async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, reader: AsyncEngine,
-                       principal: Principal, request: Request, store: BlobStore, settings: Settings) -> Response:
+                       db: AsyncSession, principal: Principal, request: Request, store: BlobStore,
+                       settings: Settings) -> Response:
         """A file's bytes (Range requests supported), or a redirect to storage on S3."""
-        _, version = await reads.read_version(reader, principal, ns, name, ref)  # no connection held after
+        adapter, version = await reads.read_version(reader, principal, ns, name, ref)
+        view = await inputs_view(db, principal, [version])  # type: ignore[list-item]
+        if filename in withheld(version, view):  # type: ignore[arg-type]
+            raise NotFound(withheld_message(f"{ns}/{name}", version.version, filename))
         f = next((f for f in version.files if f.filename == filename), None)
         if f is None:
             raise NotFound(f"{ns}/{name}@{version.version} has no file {filename!r}")
+        public = adapter.visibility == "public" and view.all_public
+        await db.rollback()  # give the connection back (if the inputs were looked up) before a long download
         redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
         return await serve_file(store, f, request.headers.get("range"), redirect=redirect,
-                                expires=settings.presign_expires_s, head=request.method == "HEAD")
+                                expires=settings.presign_expires_s, head=request.method == "HEAD",
+                                public=public, fixed=fixed_ref(ref), if_none_match=request.headers.get("if-none-match"))
 
     @put("/{ns:str}/{name:str}/aliases/{alias:str}", guards=[writer], responses=problems(401, 403, 404, 413))
     async def set_alias(self, ns: NamePart, name: NamePart, alias: AliasName, data: AliasTarget, db: AsyncSession,

@@ -11,6 +11,7 @@ from ...db.models import File
 from ...errors import NotFound, RangeNotSatisfiable
 from ...metrics import S3_DIRECT_BYTES
 from ...storage import BlobNotFoundError, BlobStore, InvalidRangeError, content_disposition
+from .caching import cache_control, file_etag, matches, not_modified, redirect_cache_control
 from .reads import FileRow
 
 #: ``bytes=start-end``; each bound at most 19 ASCII digits (beyond any file size), so int() never meets a
@@ -62,20 +63,31 @@ async def serve_file(
     redirect: bool,
     expires: int = 3600,
     head: bool = False,
+    public: bool,
+    fixed: bool,
+    if_none_match: str | None = None,
 ) -> Response:
-    """A 200/206 streaming response (or 302 to storage) for one version file."""
+    """A 200/206 streaming response (or 302 to storage) for one version file, or 304 when ``if_none_match``
+    names it. ``public``: everyone may read it alike; ``fixed``: addressed by commit or number (see
+    :mod:`.caching`)."""
+    etag = file_etag(f.sha256)
+    cache = cache_control(public=public, fixed=fixed)
+    if matches(if_none_match, etag):
+        return not_modified(etag, cache, {"X-Content-Sha256": f.sha256})
     headers = {
         "Accept-Ranges": "bytes",
-        "ETag": f'"{f.sha256}"',
+        "ETag": etag,
         "X-Content-Sha256": f.sha256,
         "Content-Disposition": content_disposition(f.filename),
-        "Cache-Control": "public, max-age=31536000, immutable",
+        "Cache-Control": cache,
     }
     if redirect and not head:
         url = await store.presigned_get_url(f.storage_key, f.filename, expires=expires)
         if url:
             S3_DIRECT_BYTES.labels("download").inc(f.size)
-            return Redirect(url, status_code=302, headers={"X-Content-Sha256": f.sha256})
+            return Redirect(url, status_code=302, headers={
+                "X-Content-Sha256": f.sha256, "ETag": etag,
+                "Cache-Control": redirect_cache_control(public=public, fixed=fixed, expires_s=expires)})
     rng = parse_range(range_header, f.size)
     start, end = (0, None) if rng is None else rng
     stop = f.size - 1 if end is None else min(end, f.size - 1)

@@ -29,7 +29,7 @@ from sdk.errors import ValidationFailed
 from sdk.signature import Signature
 
 from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, Event, File, Namespace, UploadSession
-from ...errors import BadRequest, reject
+from ...errors import BadRequest, Conflict, reject
 from ...inputs import json_problem
 from ...names import check_alias, check_part, split_name
 from ...storage import BlobStore
@@ -48,7 +48,9 @@ class PushOptions:
     base_model: str | None = None
     description: str | None = None
     tags: list[str] = field(default_factory=list)
-    private: bool = False
+    #: None: not said (a new adapter is public, an existing one keeps its visibility); True/False must match
+    #: an existing adapter's visibility (:func:`check_push_visibility`), which only a PATCH changes.
+    private: bool | None = None
     alias: str | None = None
     untrained: bool = False
 
@@ -70,7 +72,7 @@ def push_options(form: Any) -> PushOptions:
         base_model=(form.get("base_model") or None),
         description=description,
         tags=tags,
-        private=_truthy(form.get("private", "false")),
+        private=None if str(form.get("private") or "").strip() == "" else _truthy(form.get("private")),
         alias=(form.get("alias") or None),
         untrained=_truthy(form.get("untrained", "false")),
     )
@@ -223,6 +225,18 @@ async def publish_upload(
                                   max_header_bytes=max_header_bytes)
 
 
+def check_push_visibility(adapter: Adapter, private: bool | None) -> None:
+    """409 when a push says ``private`` and the existing ``adapter`` is not (or the other way round):
+    visibility belongs to the adapter and changes only through ``PATCH /api/v1/adapters/{ns}/{name}``."""
+    if private is None or (adapter.visibility == "private") == private:
+        return
+    full = f"{adapter.namespace}/{adapter.name}"
+    wanted = "private" if private else "public"
+    raise Conflict(f"{full} is {adapter.visibility}; a push cannot make it {wanted} (it was sent with "
+                   f"private={str(private).lower()}). Push without 'private' to keep its visibility, or let a "
+                   f"namespace admin change it first: PATCH /api/v1/adapters/{full} {{\"visibility\": \"{wanted}\"}}")
+
+
 async def _base_model_for(db: AsyncSession, ns: str, name: str, config: AdapterConfig,
                           options: PushOptions) -> BaseModel:
     existing = (
@@ -230,6 +244,7 @@ async def _base_model_for(db: AsyncSession, ns: str, name: str, config: AdapterC
     ).unique().scalar_one_or_none()
     wanted = options.base_model
     if existing is not None:
+        check_push_visibility(existing, options.private)
         current = f"{existing.base_model.namespace}/{existing.base_model.name}"
         if wanted and wanted != current:
             raise reject(f"{ns}/{name} is an adapter for {current}, not {wanted}; push to a new adapter name",
@@ -269,7 +284,7 @@ async def _insert_version(
     parents: list[dict[str, Any]],
 ) -> tuple[Adapter, AdapterVersion]:
     await db.execute(insert(Namespace).values(name=ns).on_conflict_do_nothing(index_elements=["name"]))
-    await db.execute(
+    created = (await db.execute(
         insert(Adapter)
         .values(
             namespace=ns, name=name, base_model_id=base.id, method=config.peft_type,
@@ -277,12 +292,15 @@ async def _insert_version(
             visibility="private" if options.private else "public", next_version=1,
         )
         .on_conflict_do_nothing(index_elements=["namespace", "name"])
-    )
+        .returning(Adapter.id)
+    )).scalar_one_or_none()
     adapter = (
         await db.execute(
             select(Adapter).where(Adapter.namespace == ns, Adapter.name == name).with_for_update(of=Adapter)
         )
     ).unique().scalar_one()
+    if created is None:  # again under the row lock: a PATCH may have changed it since the push was checked
+        check_push_visibility(adapter, options.private)
     number = adapter.next_version
     now = dt.datetime.now(dt.UTC)
     await db.execute(

@@ -12,6 +12,7 @@ from ...errors import NotFound
 from ...names import COMMIT, check_part
 from ..auth.tokens import Principal
 from .reads import MAX_VERSION, VERSION_NUMBER, AdapterRow, SearchFilters, VersionRow, search_adapters
+from .redaction import InputsView, redact_parents, visible_files
 
 
 def visible(principal: Principal) -> ColumnElement[bool]:
@@ -99,21 +100,23 @@ def describe_adapter(row: Adapter | AdapterRow, aliases: dict[str, int] | None =
     return out
 
 
-def describe_version(adapter: Adapter | AdapterRow, v: AdapterVersion | VersionRow,
-                     base_url: str = "") -> dict[str, Any]:
-    """The JSON form of a version, with its files and their download URLs."""
+def describe_version(adapter: Adapter | AdapterRow, v: AdapterVersion | VersionRow, base_url: str = "",
+                     view: InputsView | None = None) -> dict[str, Any]:
+    """The JSON form of a version, with its files and their download URLs; ``view``: what the reader may
+    see of a merged version's inputs (:mod:`.redaction`; None: a version with no parents)."""
     root = f"{base_url}/api/v1/adapters/{adapter.namespace}/{adapter.name}/versions/{v.version}/files"
+    view = view or InputsView()
     return {
         "adapter": f"{adapter.namespace}/{adapter.name}",
         "version": v.version,
         "commit": v.commit,
         "config": v.config,
         "summary": v.summary,
-        "parents": v.parents,
+        "parents": redact_parents(v.parents or [], view),
         "created_by": v.created_by,
         "created_at": v.created_at.isoformat() if v.created_at else None,
         "files": [
             {"filename": f.filename, "size": f.size, "sha256": f.sha256, "url": f"{root}/{f.filename}"}
-            for f in v.files
+            for f in visible_files(v, view)
         ],
     }

@@ -1,4 +1,11 @@
-"""Bearer tokens: creation (shown once), storage as sha256 only, and the caller's permissions."""
+"""Bearer tokens: creation (shown once), storage as sha256 only, their life cycle (expiry,
+revocation) and the caller's permissions.
+
+Every check of a token, by the API (bearer header), the web UI (a session names its token) and the
+merge workers (the submitter's token), goes through :func:`token_principal`, which reads the row
+from the database: a revoked or expired token is refused by every process at once. A cache on the
+hot path, if one is added, belongs here and nowhere else.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +57,18 @@ class Principal:
         """May publish to ``namespace``."""
         return self.is_admin or (self.namespace == namespace and bool(self.scopes & {"write", "admin"}))
 
+    def can_admin(self, namespace: str) -> bool:
+        """A namespace admin of ``namespace``: a token of that namespace with the ``admin`` scope, or a global admin."""
+        return self.is_admin or (self.namespace == namespace and "admin" in self.scopes)
+
+    def require_admin(self, namespace: str) -> None:
+        """401 when anonymous, 403 unless :meth:`can_admin`."""
+        if not self.authenticated:
+            raise Unauthorized()
+        if not self.can_admin(namespace):
+            raise Forbidden(f"only an admin of namespace {namespace!r} (a token of it with the 'admin' scope, or a "
+                            f"global admin) may do this (token: {self.describe()})")
+
     def require_write(self, namespace: str) -> None:
         """401 when anonymous, 403 when the token does not cover ``namespace``."""
         if not self.authenticated:
@@ -65,24 +84,51 @@ class Principal:
 ANONYMOUS = Principal()
 
 
-async def create_token(
+async def issue_token(
     db: AsyncSession,
     *,
     namespace: str | None,
     scopes: Iterable[str],
     name: str = "",
     expires_in: dt.timedelta | None = None,
-) -> str:
-    """Store a new token and return its plain text (the only time it is available)."""
+) -> tuple[str, ApiToken]:
+    """Store a new token; returns its plain text (the only time it is available) and its row. ``expires_in``
+    None: it never expires (callers apply the configured default and maximum first, :func:`token_lifetime`)."""
     scopes = sorted(set(scopes))
     bad = [s for s in scopes if s not in SCOPES]
     if bad or not scopes:
         raise BadRequest(f"scopes must be a non-empty subset of {list(SCOPES)}, got {scopes}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = dt.datetime.now(dt.UTC) + expires_in if expires_in else None
-    db.add(ApiToken(token_sha256=hash_token(token), name=name, namespace=namespace, scopes=scopes, expires_at=expires))
+    row = ApiToken(token_sha256=hash_token(token), name=name, namespace=namespace, scopes=scopes, expires_at=expires)
+    db.add(row)
     await db.flush()
-    return token
+    return token, row
+
+
+def token_lifetime(requested_s: int | None, *, default_s: int, max_s: int) -> dt.timedelta | None:
+    """How long a new token lives: ``requested_s`` seconds (None: ``default_s``; 0: never), within ``max_s``
+    (0: no maximum). None means it never expires; 400 when the request asks for more than the maximum."""
+    seconds = default_s if requested_s is None else requested_s
+    if max_s and (seconds == 0 or seconds > max_s):
+        asked = "never to expire" if seconds == 0 else f"{seconds} s"
+        raise BadRequest(f"a token lives at most {max_s} s here (token_max_ttl_s); this one asked for {asked}")
+    return dt.timedelta(seconds=seconds) if seconds else None
+
+
+def token_principal(row: ApiToken | None, *, now: dt.datetime | None = None) -> Principal:
+    """The principal of a token row; :class:`Unauthorized` when it is missing, revoked or expired."""
+    if row is None or row.revoked:
+        raise Unauthorized("unknown or revoked token")
+    if row.expires_at is not None and row.expires_at <= (now or dt.datetime.now(dt.UTC)):
+        raise Unauthorized("this token has expired")
+    return Principal(row.id, row.namespace, frozenset(row.scopes), row.name or f"token#{row.id}")
+
+
+async def principal_by_id(db: AsyncSession, token_id: int | None) -> Principal:
+    """The principal of token ``token_id`` as it is now (a web session and a merge job name their token)."""
+    row = await db.get(ApiToken, token_id, populate_existing=True) if token_id is not None else None
+    return token_principal(row)
 
 
 async def resolve(db: AsyncSession, authorization: str | None) -> Principal:
@@ -93,19 +139,16 @@ async def resolve(db: AsyncSession, authorization: str | None) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <token>'")
     digest = hash_token(token.strip())
-    # A lookup is reused for a few seconds (see token_cache: the bound on how late another process
-    # sees a revocation); the expiry is checked on every request either way.
+    # A lookup is reused for a few seconds (token_cache: the bound on how late another process sees a
+    # revocation; the revoking process forgets at once); the expiry is checked on every request either way.
     cached = TOKENS.get(digest)
     if cached is None:
         generation = TOKENS.generation
-        t = ApiToken.__table__.c
-        row = (await (await db.connection()).execute(
-            select(t.id, t.namespace, t.scopes, t.name, t.revoked, t.expires_at).where(t.token_sha256 == digest)
-        )).first()
-        if row is None or row.revoked:
-            raise Unauthorized("unknown or revoked token")
-        cached = Principal(row.id, row.namespace, frozenset(row.scopes), row.name or f"token#{row.id}"), row.expires_at
-        TOKENS.put(digest, cached[0], cached[1], generation)
+        row = (await db.execute(select(ApiToken).where(ApiToken.token_sha256 == digest))).scalar_one_or_none()
+        principal = token_principal(row)
+        assert row is not None  # token_principal refused a missing row
+        TOKENS.put(digest, principal, row.expires_at, generation)
+        return principal
     principal, expires_at = cached
     if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
         raise Unauthorized("this token has expired")

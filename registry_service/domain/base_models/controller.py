@@ -188,7 +188,9 @@ class BaseModelController(Controller):
         redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
         # serve_file reads only filename, size and sha256, which a BaseModelFile has as a File does
         return await serve_file(store, f, request.headers.get("range"), redirect=redirect,  # type: ignore[arg-type]
-                                expires=settings.presign_expires_s, head=request.method == "HEAD")
+                                expires=settings.presign_expires_s, head=request.method == "HEAD",
+                                public=True, fixed=False,  # base models are public; a file is named, not pinned
+                                if_none_match=request.headers.get("if-none-match"))
 
     # --- upload sessions for large weights files -----------------------------------------------
 

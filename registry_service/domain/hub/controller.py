@@ -14,13 +14,15 @@ from litestar import Controller, Request, Response, get, route
 from litestar.exceptions import HTTPException
 from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import Redirect
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ...metrics import S3_DIRECT_BYTES
 from ...openapi import file_operation, hub_errors
 from ...settings import Settings
 from ...storage import BlobStore
+from ..adapters.caching import fixed_ref, json_response, redirect_cache_control
 from ..adapters.downloads import serve_file
+from ..adapters.redaction import inputs_view, visible_files, withheld
 from ..auth.tokens import Principal
 from . import service
 from .errors import EntryNotFound, HubError, hub_error_response
@@ -51,8 +53,8 @@ class HubController(Controller):
 
     @route("/{ns:str}/{name:str}/resolve/{rest:path}", http_method=["GET", "HEAD"], responses=hub_errors(401, 404, 416),
            operation_class=file_operation())
-    async def resolve(self, ns: str, name: str, request: Request, reader: AsyncEngine, principal: Principal,
-                      store: BlobStore, settings: Settings) -> Response:
+    async def resolve(self, ns: str, name: str, request: Request, reader: AsyncEngine, db: AsyncSession,
+                      principal: Principal, store: BlobStore, settings: Settings) -> Response:
         """A file of a revision: its bytes (Range supported), or on S3 a 302 to a presigned URL.
 
         Either answer carries ``X-Repo-Commit``, the sha256 ``ETag`` and ``X-Linked-Size``: the client
@@ -60,8 +62,11 @@ class HubController(Controller):
         """
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/resolve/"))
         adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
-        f = service.find_file(adapter, version, path)  # no connection is held from here on
+        view = await inputs_view(db, principal, [version])  # type: ignore[list-item]  # queries only for parents
+        f = service.find_file(adapter, version, path, withheld(version, view))  # type: ignore[arg-type]
         commit = version.commit
+        public, fixed = adapter.visibility == "public" and view.all_public, fixed_ref(service.registry_ref(revision))
+        await db.rollback()  # give the connection back (if the inputs were looked up) before a long download
         meta = service.file_headers(f, commit)
         if settings.redirect_downloads and settings.uses_s3:
             url = await store.presigned_get_url(f.storage_key, f.filename, expires=settings.presign_expires_s)
@@ -70,42 +75,51 @@ class HubController(Controller):
             if url and _origin(url) != _origin(str(request.base_url)):
                 if request.method == "GET":
                     S3_DIRECT_BYTES.labels("download").inc(f.size)
-                return Redirect(url, status_code=302, headers=meta)
+                cache = redirect_cache_control(public=public, fixed=fixed, expires_s=settings.presign_expires_s)
+                return Redirect(url, status_code=302, headers={**meta, "Cache-Control": cache})
         response = await serve_file(store, f, request.headers.get("range"), redirect=False,
-                                    head=request.method == "HEAD")
+                                    head=request.method == "HEAD", public=public, fixed=fixed,
+                                    if_none_match=request.headers.get("if-none-match"))
         for key, value in meta.items():
             response.set_header(key, value)
         return response
 
     @get("/api/models/{ns:str}/{name:str}", responses=hub_errors(401, 404))
-    async def info(self, ns: str, name: str, reader: AsyncEngine, principal: Principal,
-                   blobs: bool = False) -> ModelInfo:
+    async def info(self, ns: str, name: str, request: Request, reader: AsyncEngine, db: AsyncSession,
+                   principal: Principal, blobs: bool = False) -> Response[ModelInfo]:
         """``model_info`` at the default branch (the latest version)."""
-        return await self._info(reader, principal, ns, name, service.DEFAULT_BRANCH, blobs)
+        return await self._info(request, reader, db, principal, ns, name, service.DEFAULT_BRANCH, blobs)
 
     @get("/api/models/{ns:str}/{name:str}/revision/{rest:path}", responses=hub_errors(401, 404))
-    async def info_at(self, ns: str, name: str, request: Request, reader: AsyncEngine, principal: Principal,
-                      blobs: bool = False) -> ModelInfo:
+    async def info_at(self, ns: str, name: str, request: Request, reader: AsyncEngine, db: AsyncSession,
+                      principal: Principal, blobs: bool = False) -> Response[ModelInfo]:
         """``model_info``/``repo_info`` at a revision; its ``sha`` is the version's commit."""
         revision = unquote(raw_tail(request, f"/{ns}/{name}/revision/").strip("/"))
-        return await self._info(reader, principal, ns, name, revision, blobs)
+        return await self._info(request, reader, db, principal, ns, name, revision, blobs)
 
     @get("/api/models/{ns:str}/{name:str}/tree/{rest:path}", responses=hub_errors(401, 404))
-    async def tree(self, ns: str, name: str, request: Request, reader: AsyncEngine,
-                   principal: Principal) -> list[TreeEntry]:
+    async def tree(self, ns: str, name: str, request: Request, reader: AsyncEngine, db: AsyncSession,
+                   principal: Principal) -> Response[list[TreeEntry]]:
         """The files of a revision (a version's files sit at the root: there are no folders)."""
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/tree/"))
-        _, version = await service.find_repo_revision(reader, principal, ns, name, revision)
+        adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
         path = path.strip("/")
         if path:
             raise EntryNotFound(f"{ns}/{name}@{version.commit} has no folder {path!r}: its files are at the root",
                                 commit=version.commit)
-        return [service.tree_entry(f) for f in version.files]
+        view = await inputs_view(db, principal, [version])  # type: ignore[list-item]
+        body = [service.tree_entry(f) for f in visible_files(version, view)]  # type: ignore[arg-type]
+        return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
+                             fixed=fixed_ref(service.registry_ref(revision)))
 
-    async def _info(self, reader: AsyncEngine, principal: Principal, ns: str, name: str, revision: str,
-                    blobs: bool) -> ModelInfo:
+    async def _info(self, request: Request, reader: AsyncEngine, db: AsyncSession, principal: Principal, ns: str,
+                    name: str, revision: str, blobs: bool) -> Response[ModelInfo]:
         adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
-        return service.model_info(adapter, version, blobs=blobs)
+        view = await inputs_view(db, principal, [version])  # type: ignore[list-item]
+        body = service.model_info(adapter, version, blobs=blobs,
+                                  files=visible_files(version, view))  # type: ignore[arg-type]
+        return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
+                             fixed=fixed_ref(service.registry_ref(revision)))
 
 
 __all__ = ["HubController"]

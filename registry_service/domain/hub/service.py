@@ -19,6 +19,7 @@ from ...errors import BadRequest, NotFound
 from ..adapters import reads
 from ..adapters import service as adapters
 from ..adapters.reads import AdapterRow, FileRow, VersionRow
+from ..adapters.redaction import withheld_message
 from ..auth.tokens import Principal
 from .errors import EntryNotFound, RepoNotFound, RevisionNotFound
 
@@ -80,8 +81,13 @@ async def find_repo_revision(reader: AsyncEngine, principal: Principal, ns: str,
                            anonymous=not principal.authenticated) from exc
 
 
-def find_file(adapter: Adapter | AdapterRow, version: AdapterVersion | VersionRow, path: str) -> File | FileRow:
-    """The file ``path`` of a version, or EntryNotFound (carrying the commit, so the client caches the absence)."""
+def find_file(adapter: Adapter | AdapterRow, version: AdapterVersion | VersionRow, path: str,
+              hidden: frozenset[str] = frozenset()) -> File | FileRow:
+    """The file ``path`` of a version, or EntryNotFound (carrying the commit, so the client caches the absence);
+    ``hidden``: files this reader may not see (:mod:`..adapters.redaction`)."""
+    if path in hidden:
+        raise EntryNotFound(withheld_message(f"{adapter.namespace}/{adapter.name}", version.version, path),
+                            commit=version.commit)
     f = next((f for f in version.files if f.filename == path), None)
     if f is None:
         raise EntryNotFound(f"{adapter.namespace}/{adapter.name}@{version.commit} has no file {path!r}",
@@ -112,12 +118,14 @@ def tree_entry(f: File | FileRow) -> dict[str, Any]:
             "lfs": {"oid": f.sha256, "size": f.size, "pointerSize": len(lfs_pointer(f))}}
 
 
-def model_info(adapter: Adapter | AdapterRow, version: AdapterVersion | VersionRow, *, blobs: bool) -> dict[str, Any]:
-    """The ``/api/models/{repo}`` JSON: enough for ``model_info``/``repo_info`` and ``snapshot_download``."""
+def model_info(adapter: Adapter | AdapterRow, version: AdapterVersion | VersionRow, *, blobs: bool,
+               files: list[File] | list[FileRow] | None = None) -> dict[str, Any]:
+    """The ``/api/models/{repo}`` JSON: enough for ``model_info``/``repo_info`` and ``snapshot_download``
+    (``files``: those the reader may see, default all)."""
     repo = f"{adapter.namespace}/{adapter.name}"
     base = f"{adapter.base_model.namespace}/{adapter.base_model.name}"
     siblings: list[dict[str, Any]] = []
-    for f in version.files:
+    for f in version.files if files is None else files:
         sibling: dict[str, Any] = {"rfilename": f.filename}
         if blobs:
             entry = tree_entry(f)

@@ -35,7 +35,7 @@ class MergeJobController(Controller):
         """Queue a merge: every check runs first (422 lists every problem); a worker runs it."""
         job = await service.submit(db, principal, data, settings)
         await db.commit()
-        body = await service.describe(db, job, base_url(request, settings))
+        body = await service.describe(db, job, base_url(request, settings), principal)
         return Response(body, status_code=HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
     @get("/", responses=problems(401))
@@ -49,14 +49,14 @@ class MergeJobController(Controller):
         rows, total = await service.list_jobs(db, principal, state=job_state, namespace=namespace, limit=size,
                                               offset=(max(page, 1) - 1) * size)
         root = base_url(request, settings)
-        return {"items": [await service.describe(db, j, root) for j in rows], "total": total, "page": page}
+        return {"items": [await service.describe(db, j, root, principal) for j in rows], "total": total, "page": page}
 
     @get("/{job_id:str}", responses=problems(401, 404))
     async def get_job(self, job_id: str, db: AsyncSession, principal: Principal, request: Request,
                       settings: Settings) -> MergeJobInfo:
         """One job: state, progress (0..1), error, result."""
         job = await service.get_job(db, principal, job_id)
-        return await service.describe(db, job, base_url(request, settings))
+        return await service.describe(db, job, base_url(request, settings), principal)
 
     @post("/{job_id:str}/cancel", status_code=200, guards=[signed_in], responses=problems(401, 403, 404, 409))
     async def cancel(self, job_id: str, db: AsyncSession, principal: Principal, request: Request,
@@ -64,7 +64,7 @@ class MergeJobController(Controller):
         """Cancel: a queued job at once, a running one at its next step (state stays 'running' until then)."""
         job = await service.cancel(db, principal, job_id)
         await db.commit()
-        return await service.describe(db, job, base_url(request, settings))
+        return await service.describe(db, job, base_url(request, settings), principal)
 
 
 class LineageController(Controller):
@@ -80,4 +80,5 @@ class LineageController(Controller):
         with the input's weight and parameters). Versions the caller cannot read appear without a name."""
         adapter = await get_adapter(db, principal, ns, name)
         version = await resolve_version(db, adapter, ref)
-        return await describe_lineage(db, await lineage_of(db, principal, adapter, version), f"{ns}/{name}", version)
+        return await describe_lineage(db, await lineage_of(db, principal, adapter, version), f"{ns}/{name}", version,
+                                      principal)

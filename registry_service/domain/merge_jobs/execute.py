@@ -35,18 +35,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sdk.errors import AdapterError, ValidationFailed
 
-from ...db.models import AdapterVersion, ApiToken, BaseModel, BaseModelFile, Event, MergeJob
+from ...db.models import AdapterVersion, BaseModel, BaseModelFile, Event, MergeJob
 from ...db.session import make_engine, make_sessionmaker
-from ...errors import ServiceError
+from ...errors import ServiceError, Unauthorized
 from ...settings import Settings, WorkerSettings
 from ...storage import BlobStore, make_store
 from ..adapters.publish import PushOptions, insert_version, prepare_version
-from ..auth.tokens import Principal
+from ..auth.tokens import Principal, principal_by_id
 from ..base_models.weights import files_of
 from ..blob_commits import commit_with_blobs
 from ..payloads import Payload, bytes_payload, file_payload
 from ..quotas import check_quota
 from .service import FINAL
+from .visibility import recheck_private_inputs
 
 log = logging.getLogger("adapter_registry.jobs")
 RECIPE_FILE = "merge_recipe.json"
@@ -239,10 +240,10 @@ def _message(exc: BaseException) -> str:
 
 async def _principal(db: AsyncSession, job: MergeJob) -> Principal:
     """The submitter, as it is now: a revoked or expired token stops the job."""
-    row = await db.get(ApiToken, job.token_id) if job.token_id is not None else None
-    if row is None or row.revoked or (row.expires_at is not None and row.expires_at <= dt.datetime.now(dt.UTC)):
-        raise JobFailed("the token that submitted this job was revoked or has expired")
-    return Principal(row.id, row.namespace, frozenset(row.scopes), row.name or f"token#{row.id}")
+    try:
+        return await principal_by_id(db, job.token_id)
+    except Unauthorized as exc:
+        raise JobFailed(f"the token that submitted this job was revoked or has expired ({exc.detail})") from exc
 
 
 async def _download(store: BlobStore, ref: str, path: Path) -> Path:
@@ -349,7 +350,7 @@ async def _publish_adapter(rt: Runtime, job: MergeJob, base: BaseModel, state: d
     await asyncio.to_thread(control.step, 0.8)
     ns, name = job.output["name"].split("/", 1)
     options = PushOptions(base_model=f"{base.namespace}/{base.name}", description=job.output.get("description"),
-                          tags=list(job.output.get("tags") or []), private=bool(job.output.get("private")),
+                          tags=list(job.output.get("tags") or []), private=True if job.output.get("private") else None,
                           alias=job.output.get("alias"))
     async with rt.sessionmaker() as db:
         submitter = await _principal(db, job)
@@ -365,6 +366,7 @@ async def _publish_adapter(rt: Runtime, job: MergeJob, base: BaseModel, state: d
             return None
         principal = await _principal(db, locked)  # as it is now, under the job's lock
         principal.require_write(ns)
+        await recheck_private_inputs(db, locked.inputs, locked.output)
         await check_quota(db, rt.settings, ns, sum(p.size for p in (weights, extra)) + len(readme))
         _adapter, version = await insert_version(db, principal, prepared, keys, parents)
         _succeed(db, locked, result_version_id=version.id)
@@ -445,6 +447,7 @@ async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[
             return None
         principal = await _principal(db, locked)
         principal.require_write(ns)
+        await recheck_private_inputs(db, locked.inputs, locked.output)
         await check_quota(db, rt.settings, ns, sum(p.size for p in payloads))
         if await db.scalar(select(BaseModel.id).where(BaseModel.namespace == ns, BaseModel.name == name)):
             raise JobFailed(f"base model {ns}/{name} was registered while the job ran; choose another name")

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db.models import Adapter, AdapterVersion
 from ...names import COMMIT
+from ..adapters.redaction import inputs_view, redact_parents
 from ..auth.tokens import Principal
 
 MAX_NODES = 40
@@ -103,11 +104,11 @@ async def lineage_of(db: AsyncSession, viewer: Principal, adapter: Adapter, vers
         for i, entry in enumerate(child.parents or []):
             name, ref, label = _parse_entry(entry)
             found = await _find(db, name, ref)
-            if found is None:
+            if found is None:  # gone (it may have been private): named by nothing it had
                 key = f"{child.commit}:missing:{i}"
-                node = Node(key, f"{name or '?'}@{ref or '?'}", None, note="not in this registry")
-            elif not _readable(viewer, found[0]):
-                key = found[1].commit
+                node = Node(key, "a version no longer here", None, note="not in this registry")
+            elif not _readable(viewer, found[0]):  # neither its name nor its commit
+                key = f"{child.commit}:hidden:{i}"
                 node = Node(key, "private version", None, note="sign in to see it")
             else:
                 a, v = found
@@ -123,10 +124,11 @@ async def lineage_of(db: AsyncSession, viewer: Principal, adapter: Adapter, vers
     return out
 
 
-async def describe_lineage(db: AsyncSession, graph: Lineage, full_name: str, version: AdapterVersion) -> dict[str, Any]:
+async def describe_lineage(db: AsyncSession, graph: Lineage, full_name: str, version: AdapterVersion,
+                           viewer: Principal) -> dict[str, Any]:
     """The JSON form of ``graph``, the lineage of ``version`` of adapter ``full_name`` (``ns/name``):
     ``nodes`` (readable versions with their adapter, number, commit and URLs) and ``edges`` (parent ->
-    child, with the input's weight and parameters)."""
+    child, with the input's weight and parameters); ``parents`` redacted for ``viewer``."""
     nodes = []
     for key, node in graph.nodes.items():
         item: dict[str, Any] = {"id": key, "label": node.label, "current": node.current, "note": node.note or None}
@@ -148,7 +150,9 @@ async def describe_lineage(db: AsyncSession, graph: Lineage, full_name: str, ver
                      {})
         extra = {k: entry[k] for k in ("weight", "combination_type", "density", "job") if k in entry}
         edges.append({"parent": e.parent, "child": e.child, "label": e.label, **extra})
-    return {"root": version.commit, "nodes": nodes, "edges": edges, "parents": version.parents or []}
+    view = await inputs_view(db, viewer, [version])
+    return {"root": version.commit, "nodes": nodes, "edges": edges,
+            "parents": redact_parents(version.parents or [], view)}
 
 
 __all__ = ["MAX_NODES", "Edge", "Lineage", "Node", "describe_lineage", "lineage_of"]

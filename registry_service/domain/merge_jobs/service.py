@@ -29,6 +29,7 @@ from ...errors import BadRequest, Conflict, NotFound, ServiceError, UploadReject
 from ...names import check_alias, split_name
 from ...settings import Settings
 from ..adapters.metadata import check_output_metadata, clean_tags
+from ..adapters.redaction import inputs_view_of, redact_inputs
 from ..adapters.service import get_adapter, resolve_version
 from ..adapters.validation import WEIGHTS_FILE
 from ..auth.tokens import Principal
@@ -153,6 +154,10 @@ async def _check_output(db: AsyncSession, principal: Principal, out: MergeOutput
                     f"output adapter {full} is for base model {existing.base_model.namespace}/"
                     f"{existing.base_model.name}, whose signature differs from the inputs'",
                     expected=base.fingerprint, found=existing.base_model.fingerprint))
+            if out.private and existing.visibility != "private":
+                problems.append(_problem(f"output adapter {full} is public; a merge cannot make it private (change "
+                                         "it with PATCH, a namespace admin, or leave output.private out)",
+                                         expected="public (output.private omitted)", found="output.private=true"))
         private_out = existing.visibility == "private" if existing is not None else out.private
         if private_inputs and not private_out:
             problems.append(_problem(f"inputs {private_inputs} are private; the output adapter must be private too "
@@ -355,9 +360,15 @@ async def job_state(sessionmaker: async_sessionmaker[AsyncSession], job_id: str)
         return (await db.execute(select(MergeJob.state).where(MergeJob.id == uuid.UUID(str(job_id))))).scalar()
 
 
-async def describe(db: AsyncSession, job: MergeJob, root: str = "") -> dict[str, Any]:
-    """The JSON form of a job, with its result once there is one."""
+async def describe(db: AsyncSession, job: MergeJob, root: str = "", viewer: Principal | None = None
+                   ) -> dict[str, Any]:
+    """The JSON form of a job, with its result once there is one; inputs ``viewer`` cannot read are
+    redacted (:mod:`..adapters.redaction`)."""
     base = await db.get(BaseModel, job.base_model_id)
+    inputs: list[Any] = list(job.inputs)
+    if viewer is not None:
+        view = await inputs_view_of(db, viewer, inputs)
+        inputs = redact_inputs(inputs, view)
     result: dict[str, Any] | None = None
     if job.result_version_id is not None:
         row = (await db.execute(select(Adapter, AdapterVersion).join(AdapterVersion, AdapterVersion.adapter_id
@@ -379,7 +390,7 @@ async def describe(db: AsyncSession, job: MergeJob, root: str = "") -> dict[str,
 
     return {
         "id": str(job.id), "state": job.state, "progress": round(float(job.progress or 0.0), 4), "error": job.error,
-        "cancel_requested": job.cancel_requested, "inputs": job.inputs, "combination_type": job.combination_type,
+        "cancel_requested": job.cancel_requested, "inputs": inputs, "combination_type": job.combination_type,
         "parameters": job.parameters, "output": job.output,
         "base_model": f"{base.namespace}/{base.name}" if base else None, "result": result,
         "attempts": job.attempts, "worker": job.worker, "created_by": job.created_by,
@@ -418,13 +429,14 @@ class JobView:
         return round(100 * (self.progress or 0.0))
 
 
-async def _view(db: AsyncSession, row: MergeJob) -> JobView:
+async def _view(db: AsyncSession, row: MergeJob, viewer: Principal) -> JobView:
     """A job row as the pages show it (from the same JSON form the jobs API answers with)."""
-    body = await describe(db, row)
+    body = await describe(db, row, viewer=viewer)
     result = body["result"] or {}
     return JobView(
         id=body["id"], state=body["state"], method=body["combination_type"],
-        inputs=[f"{i['adapter']}@{i['version']} ×{i['weight']}" for i in body["inputs"]],
+        inputs=[("an input you cannot read" if i.get("redacted") else f"{i['adapter']}@{i['version']}")
+                + f" ×{i['weight']}" for i in body["inputs"]],
         output=f"{body['output']['name']} ({body['output']['kind']})", progress=body["progress"],
         error=body["error"], result=result.get("ref"),  # ns/name@version of a merged adapter version
         result_model=result.get("model"),  # ns/name of a merged full model (a base model)
@@ -435,13 +447,13 @@ async def _view(db: AsyncSession, row: MergeJob) -> JobView:
 async def list_views(db: AsyncSession, viewer: Principal, *, limit: int = 50) -> list[JobView]:
     """The newest jobs the viewer may see, for the pages (the jobs API's visibility rules)."""
     rows, _ = await list_jobs(db, viewer, limit=limit)
-    return [await _view(db, r) for r in rows]
+    return [await _view(db, r, viewer) for r in rows]
 
 
 async def find_view(db: AsyncSession, viewer: Principal, job_id: str) -> JobView | None:
     """One job for its page, or None when missing or not visible."""
     try:
-        return await _view(db, await get_job(db, viewer, job_id))
+        return await _view(db, await get_job(db, viewer, job_id), viewer)
     except NotFound:
         return None
 
