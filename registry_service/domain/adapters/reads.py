@@ -32,7 +32,7 @@ VERSION_NUMBER = re.compile(r"^[0-9]{1,19}\Z")
 #: … and the largest version number there can be (``adapter_version.version`` is a 32-bit integer).
 MAX_VERSION = 2**31 - 1
 #: Search counts matches up to this many (``total_exact`` false beyond): a count is a scan of them all.
-MAX_COUNTED = 10_000
+MAX_COUNTED = 1_000
 
 A, V, F, B, L = (Adapter.__table__, AdapterVersion.__table__, File.__table__, BaseModel.__table__,
                  Alias.__table__)

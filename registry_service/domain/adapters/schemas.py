@@ -31,7 +31,7 @@ class AdapterInfo(TypedDict):
 
 
 class AdapterPage(TypedDict):
-    """A page of adapters, how many match (counted up to 10,000: ``total_exact``), and the cursor to
+    """A page of adapters, how many match (counted up to 1,000: ``total_exact``), and the cursor to
     the next page while ``has_more``."""
 
     items: list[AdapterInfo]
