@@ -30,8 +30,10 @@ from .domain.auth.controller import TokenController
 from .domain.auth.token_cache import watch_token_writes
 from .domain.auth.tokens import issue_token
 from .domain.base_models.controller import BaseModelController
+from .domain.compositions.controller import CompositionController
 from .domain.hub.commits import HubCommitController
 from .domain.hub.controller import HubController
+from .domain.lifecycle.routes import LIFECYCLE_ROUTES
 from .domain.merge_jobs.controller import LineageController, MergeJobController
 from .errors import BadRequest, NotFound, RangeNotSatisfiable, ServiceError, UploadRejected
 from .failures import handle_unexpected, http_problem
@@ -134,7 +136,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app = Litestar(
         route_handlers=[health, livez, readyz, *observability, BaseModelController, AdapterController,
                         TokenController, UploadController, MergeJobController, LineageController, HubController,
-                        HubCommitController],
+                        HubCommitController, CompositionController, *LIFECYCLE_ROUTES],
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal),

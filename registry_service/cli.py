@@ -1,4 +1,4 @@
-"""The ``adapter-registry`` command: serve, migrate, worker, token, config.
+"""The ``adapter-registry`` command: serve, migrate, worker, token, gc, config.
 
 Every command reads its settings from the environment (``ADAPTER_REGISTRY_*``, see
 :mod:`registry_service.settings`); options given on the command line win. Settings that do not
@@ -157,6 +157,47 @@ def token(
             await engine.dispose()
 
     typer.echo(asyncio.run(run()))
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed.")] = False,
+    grace_s: Annotated[int | None, typer.Option(
+        help="Leave objects younger than this many seconds (default ADAPTER_REGISTRY_GC_GRACE_S).", min=0)] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory of the embedded default.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON object.")] = False,
+) -> None:
+    """Collect garbage now: blobs no version or base model references, expired and stuck upload
+    sessions with their multipart uploads and staged objects (the workers also do it on
+    ADAPTER_REGISTRY_WORKER_GC_CRON). Safe while the service runs."""
+    from .db.session import make_engine, make_sessionmaker
+    from .domain.gc import collect
+    from .storage import make_store
+
+    settings = _settings(data_dir)
+    url, _server = _migrated_database(settings)
+
+    async def run() -> Any:
+        engine = make_engine(url)
+        try:
+            return await collect(make_sessionmaker(engine), make_store(settings), settings, dry_run=dry_run,
+                                 grace_s=grace_s)
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    counts = report.counts()
+    typer.echo(f"{verb}: {counts['blobs']} blobs ({report.blob_bytes} bytes), {counts['staged']} staged objects, "
+               f"{counts['multipart']} multipart uploads; ended {counts['expired_sessions']} expired and "
+               f"{counts['stuck_sessions']} stuck upload sessions")
+    for key in report.blobs + report.staged + report.multipart:
+        typer.echo(f"  {key}")
+    for error in report.errors:
+        typer.echo(f"adapter-registry gc: {error}", err=True)
 
 
 @app.command()

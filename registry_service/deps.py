@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from .domain.auth.guards import principal_of
 from .domain.auth.tokens import Principal
+from .domain.events.tokens import ACTOR_KEY
 from .settings import Settings
 from .storage import BlobStore
 
@@ -20,10 +21,13 @@ async def provide_db(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def provide_principal(request: Request) -> Principal:
+async def provide_principal(request: Request, db: AsyncSession) -> Principal:
     """The caller, from the bearer token (anonymous without one, at no cost); the one a guard found,
-    if any. A token is looked up in a session of its own, and only when its lookup is not cached."""
-    return await principal_of(request)
+    if any. A token is looked up in a session of its own, and only when its lookup is not cached.
+    Events written through the request's session name it as their actor."""
+    principal = await principal_of(request)
+    db.info[ACTOR_KEY] = principal
+    return principal
 
 
 def provide_reader(state: State) -> AsyncEngine:

@@ -18,8 +18,8 @@ PART_PATTERN = NAME_PART_PATTERN
 
 #: First path segments the service's own routes use; a namespace of that name could not be reached
 #: through the Hub-compatible ``/{namespace}/{name}/resolve/...`` routes or the web pages.
-RESERVED_NAMESPACES = frozenset({"api", "adapters", "base-models", "jobs", "merge-jobs", "sign-in", "sign-out",
-                                 "static", "schema", "health", "docs", "livez", "readyz", "metrics"})
+RESERVED_NAMESPACES = frozenset({"api", "adapters", "base-models", "compositions", "jobs", "merge-jobs", "sign-in",
+                                 "sign-out", "static", "schema", "health", "docs", "livez", "readyz", "metrics"})
 
 
 def check_part(value: str, what: str) -> str:

@@ -34,7 +34,9 @@ MAX_VERSIONS_PER_PAGE = 1000
 VersionsLimit = Annotated[int, Parameter(ge=1, le=MAX_VERSIONS_PER_PAGE, description="versions per answer, 1..1000")]
 VersionCursor = Annotated[int | None, Parameter(ge=1, le=2**31 - 1, description=(
     "list versions below this number (the previous answer's next_before)"))]
+#: Where a keyset-paged listing goes on: the ``next_cursor`` of the previous page (a row id).
+Cursor = Annotated[int | None, Parameter(ge=1, le=2**63 - 1, description="next_cursor of the previous page")]
 
 
-__all__ = ["MAX_PAGE", "MAX_UPLOAD_BYTES", "MAX_VERSIONS_PER_PAGE", "AliasName", "FileSize", "NamePart", "Page",
-           "PageSize", "PartNumber", "Sha256", "VersionCursor", "VersionsLimit"]
+__all__ = ["MAX_PAGE", "MAX_UPLOAD_BYTES", "MAX_VERSIONS_PER_PAGE", "AliasName", "Cursor", "FileSize", "NamePart",
+           "Page", "PageSize", "PartNumber", "Sha256", "VersionCursor", "VersionsLimit"]

@@ -79,6 +79,11 @@ class _EnvSettings(BaseSettings):
     #: Fields whose values are masked when shown (``adapter-registry config``, error messages).
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
+    def restrictive(self, license_id: str | None) -> bool:
+        """Whether ``license_id`` is one of :attr:`restrictive_licenses`."""
+        names = {n.strip().lower() for n in self.restrictive_licenses.split(",") if n.strip()}
+        return bool(license_id) and license_id.strip().lower() in names  # type: ignore[union-attr]
+
     @classmethod
     def env_name(cls, field: str) -> str:
         """The environment variable of ``field``."""
@@ -149,17 +154,20 @@ class Settings(_EnvSettings):
     #: PostgreSQL (``postgresql://user:password@host/db``); unset: the embedded one. ``DATABASE_URL`` works too.
     database_url: str | None = Field(None, validation_alias=AliasChoices(ENV + "DATABASE_URL", "DATABASE_URL",
                                                                          "database_url"))
+    #: The S3 endpoint the service talks to (MinIO, SeaweedFS…); unset: AWS's own for the region.
     s3_endpoint: str | None = None
     #: Blobs go to this S3 bucket (credentials from boto3's usual variables); unset: ``DATA_DIR/blobs``.
     s3_bucket: str | None = None
+    #: The S3 region (boto3's default when unset).
     s3_region: str | None = None
     #: The S3 endpoint as clients reach it, when it differs from ``s3_endpoint`` (e.g. ``http://minio:9000``
     #: inside docker-compose, ``http://localhost:9000`` outside): presigned URLs are signed for it.
     s3_public_endpoint: str | None = None
     #: Connections each process keeps to S3 (boto3's pool).
     s3_max_connections: int = Field(32, ge=1, le=1024)
-    #: Connections each API process keeps to PostgreSQL, and how many more it may open under load.
+    #: Connections each API process keeps to PostgreSQL.
     database_pool_size: int = Field(10, ge=1, le=500)
+    #: Connections an API process may open beyond its pool under load.
     database_max_overflow: int = Field(20, ge=0, le=500)
     #: The URL clients reach the service at (links in answers); default: the request's own.
     public_url: str | None = None
@@ -177,14 +185,17 @@ class Settings(_EnvSettings):
     apply_migrations: bool = True
     #: Tracebacks in error answers. Never in production.
     debug: bool = False
-    #: ``adapter-registry serve``: interface, port, and API processes (uvicorn's multi-process mode).
+    #: The interface ``adapter-registry serve`` listens on.
     host: str = "127.0.0.1"
+    #: The port ``adapter-registry serve`` listens on.
     port: int = Field(8000, ge=1, le=65535)
+    #: API processes of ``adapter-registry serve`` on that one port (uvicorn's multi-process mode).
     workers: int = Field(1, ge=1, le=256)
     #: Seconds a stopping API process gives requests in flight before it closes them.
     graceful_shutdown_s: int = Field(30, ge=1, le=3600)
     #: Proxies trusted for X-Forwarded-For/-Proto (comma-separated addresses or ``*``), as uvicorn takes them.
     forwarded_allow_ips: str = "127.0.0.1"
+    #: The lowest level of log lines written.
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     #: ``json``: one JSON object per log line (time, level, logger, message, request id).
     log_format: Literal["text", "json"] = "text"
@@ -210,6 +221,11 @@ class Settings(_EnvSettings):
     #: A merge job whose memory estimate is above this is refused when submitted (see merge_jobs/limits.py).
     max_merge_memory_bytes: int = Field(32 * 2**30, ge=1)
     # --- end of limits ------------------------------------------------------------------------------
+    #: Base-model licenses (comma-separated, compared without case) that pushes and pages point out as
+    #: restrictive: use is bound by terms beyond an open license (acceptable-use policies, user caps…).
+    restrictive_licenses: str = Field(
+        "llama2,llama3,llama3.1,llama3.2,llama3.3,llama4,gemma,gemma2,gemma3,cc-by-nc-4.0,cc-by-nc-sa-4.0,other",
+        max_length=4096)
     # --- tokens and web sessions (issue 15) --------------------------------------------------------
     #: Lifetime of a new token whose request gives none, in seconds (0: such tokens never expire).
     token_default_ttl_s: int = Field(90 * DAY, ge=0, le=100 * 365 * DAY)
@@ -224,6 +240,19 @@ class Settings(_EnvSettings):
     metrics: bool = True
     #: Seconds ``/readyz`` waits for the database and for storage before it answers 503.
     probe_timeout_s: float = Field(2.0, gt=0, le=60)
+    # --- life cycle: blob collection and webhooks (see README "Deleting, clean-up, audit, webhooks") ---
+    #: Stored objects younger than this are never collected (a push may be about to reference them).
+    gc_grace_s: int = Field(6 * 3600, ge=60, le=30 * 24 * 3600)
+    #: Upload sessions still "finalizing" this long after they expired are stuck (their API process died).
+    gc_finalizing_s: int = Field(3600, ge=60, le=30 * 24 * 3600)
+    #: Objects one collection run looks at, at most (the next run goes on).
+    gc_max_objects: int = Field(100_000, ge=1, le=10_000_000)
+    #: Let webhooks target loopback, private, link-local and other non-global addresses (tests, closed networks).
+    webhook_allow_private: bool = False
+    #: Seconds a webhook delivery waits for the target's answer.
+    webhook_timeout_s: float = Field(10.0, gt=0, le=120)
+    #: Webhooks a namespace may have.
+    max_webhooks_per_namespace: int = Field(20, ge=1, le=1000)
 
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"secret_key"})
 
@@ -329,6 +358,21 @@ class WorkerSettings(_EnvSettings):
     metrics_port: int | None = Field(None, ge=1, le=65535)
     #: Interface of the metrics port.
     metrics_host: str = "127.0.0.1"
+    #: When the blob collection runs (cron, UTC; a sixth field is seconds). One worker runs each tick.
+    gc_cron: str = "17 * * * *"
+    #: Tries of one webhook delivery at most; the waits between them grow as ``webhook_backoff_s ** n``.
+    webhook_max_attempts: int = Field(6, ge=1, le=20)
+    #: Base of the wait between webhook delivery tries, in seconds (waits of 4, 16, 64 … s by default).
+    webhook_backoff_s: int = Field(4, ge=1, le=60)
+
+    @field_validator("gc_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        import croniter  # procrastinate's own dependency, which reads the schedule
+
+        if not croniter.croniter.is_valid(value):
+            raise ValueError("must be a cron schedule such as '17 * * * *' (a sixth field is seconds)")
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_before_timeout(self) -> Self:

@@ -26,6 +26,7 @@ from .errors import (
     TargetingError,
     TargetModulesNotFoundError,
     UnsupportedLayerError,
+    ValidationFailed,
 )
 from .hotswap import hotswap_adapter, hotswap_adapter_from_state_dict, prepare_model_for_compiled_hotswap
 from .kbit import prepare_model_for_kbit_training
@@ -40,6 +41,8 @@ from .tuners.ia3 import IA3Config
 from .tuners.loha import LoHaConfig
 from .tuners.lokr import LoKrConfig
 from .tuners.lora import LoraConfig
+from .tuners.lora.arrow import ArrowConfig
+from .tuners.lora.arrow_model import create_arrow_model
 from .tuners.prompt import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 
 if TYPE_CHECKING:
@@ -48,9 +51,50 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from .client import Client, PushResult
-    from .client.api import WeightsArg
-    from .client.merges import MergeJob
+    from .client.api import Client, PushResult, WeightsArg
+    from .client.config import save_login
+    from .client.http import RegistryAuthError, RegistryError, RegistryNotFound, RegistryUnavailable
+    from .client.merges import MergeJob, MergeJobFailed
+    from .client.transfers import IntegrityError
+    from .client.trust import UnsafeResponse
+    from .integrations.transformers import AdapterTrainerCallback
+
+#: Names resolved on first use, so that ``import sdk`` does not import httpx or transformers:
+#: the registry client, its errors, and the ``transformers.Trainer`` callback.
+_LAZY = {
+    "Client": "sdk.client.api",
+    "PushResult": "sdk.client.api",
+    "MergeJob": "sdk.client.merges",
+    "MergeJobFailed": "sdk.client.merges",
+    "IntegrityError": "sdk.client.transfers",
+    "RegistryError": "sdk.client.http",
+    "RegistryAuthError": "sdk.client.http",
+    "RegistryNotFound": "sdk.client.http",
+    "RegistryUnavailable": "sdk.client.http",
+    "UnsafeResponse": "sdk.client.trust",
+    "save_login": "sdk.client.config",
+    "AdapterTrainerCallback": "sdk.integrations.transformers",
+}
+#: Subpackages reachable as attributes (``sdk.client.Client``), imported on first use.
+_SUBMODULES = ("client", "integrations", "merging", "cli")
+
+
+def __getattr__(name: str) -> Any:
+    """Import the lazily exported names and subpackages on first access."""
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"sdk.{name}")
+    raise AttributeError(f"module 'sdk' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
+
 
 _default_client: Client | None = None
 
@@ -65,15 +109,16 @@ def default_client() -> Client:
     return _default_client
 
 
-def push(model_or_dir: AdapterModel | str | Path, name: str, base_model: str | None = None, **kwargs: Any
+def push(model_or_dir: AdapterModel | Any | str | Path, name: str, base_model: str | None = None, **kwargs: Any
          ) -> PushResult:
-    """Push an adapter (``AdapterModel`` or saved folder) as a new version; see ``Client.push``."""
+    """Push an adapter (``AdapterModel``, ``peft.PeftModel`` or a folder in PEFT's format) as a new version,
+    with its provenance (``metrics=``, ``params=``, ``dataset=``, ``description=``); see ``Client.push``."""
     return default_client().push(model_or_dir, name, base_model, **kwargs)
 
 
-def pull(ref: str, version: int | str | None = None) -> Path:
-    """A local folder with ``ns/name[@ref]``; see ``Client.pull``."""
-    return default_client().pull(ref, version)
+def pull(ref: str, version: int | str | None = None, *, expect_commit: str | None = None) -> Path:
+    """A local folder with ``ns/name[@ref]`` (named by its commit); see ``Client.pull``."""
+    return default_client().pull(ref, version, expect_commit=expect_commit)
 
 
 def load(model: nn.Module, ref: str, adapter_name: str = "default", **kwargs: Any) -> AdapterModel:
@@ -87,10 +132,11 @@ def merge(inputs: Sequence[str | tuple[str, float]], output: str, **kwargs: Any)
 
 
 def register_base_model(model_or_config: nn.Module | dict[str, Any] | str | Path, name: str,
-                        revision: str | None = None, *, weights: WeightsArg = False) -> dict[str, Any]:
+                        revision: str | None = None, *, weights: WeightsArg = False,
+                        license: str | None = None) -> dict[str, Any]:
     """Register a base model's signature, and with ``weights`` its safetensors weights (``True``: the
     model's own); see ``Client.register_base_model``."""
-    return default_client().register_base_model(model_or_config, name, revision, weights=weights)
+    return default_client().register_base_model(model_or_config, name, revision, weights=weights, license=license)
 
 
 __all__ = [
@@ -100,29 +146,43 @@ __all__ = [
     "AdapterModel",
     "AdapterNameError",
     "AdapterStateError",
+    "AdapterTrainerCallback",
+    "ArrowConfig",
+    "Client",
     "ConfigError",
     "FormatError",
     "IA3Config",
+    "IntegrityError",
     "LoHaConfig",
     "LoKrConfig",
     "LoraConfig",
     "MergeError",
+    "MergeJob",
+    "MergeJobFailed",
     "MixedBatchError",
     "PickleRefusedError",
     "PrefixTuningConfig",
     "PromptEncoderConfig",
     "PromptTuningConfig",
+    "PushResult",
     "QuantizedMergeWarning",
+    "RegistryAuthError",
+    "RegistryError",
+    "RegistryNotFound",
+    "RegistryUnavailable",
     "TargetModulesNotFoundError",
     "TargetingError",
     "TrainResult",
     "Trainer",
     "TrainingConfig",
+    "UnsafeResponse",
     "UnsupportedLayerError",
+    "ValidationFailed",
     "collate_batch",
     "combine_lora_adapter_dirs",
     "combine_lora_adapters",
     "config_from_dict",
+    "create_arrow_model",
     "default_client",
     "get_method",
     "get_peft_model",
@@ -138,5 +198,6 @@ __all__ = [
     "register_base_model",
     "register_method",
     "registered_methods",
+    "save_login",
     "train",
 ]

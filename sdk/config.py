@@ -28,6 +28,8 @@ class AdapterConfig:
     """Fields every method shares. Subclasses add their own and set ``peft_type``."""
 
     peft_type: ClassVar[str] = ""
+    #: The method's name as people write it ("LoRA", "IA³"); ``peft_type`` when empty.
+    display_name: ClassVar[str] = ""
     #: Known keys that we accept but do not act on (harmless at their usual values).
     ignored_keys: ClassVar[frozenset[str]] = frozenset({"peft_version", "auto_mapping"})
     #: Known keys that change the math: key -> predicate "this value needs support we lack".
@@ -44,6 +46,12 @@ class AdapterConfig:
 
     def validate(self) -> None:
         """Check field values; raise :class:`ConfigError` naming the field and the fix."""
+
+    @classmethod
+    def method_name(cls, raw: Mapping[str, Any] | None = None) -> str:
+        """The method's readable name, for a raw ``adapter_config.json`` dict when given (a variant such
+        as DoRA may depend on it)."""
+        return cls.display_name or cls.peft_type
 
     # --- JSON round trip -------------------------------------------------------------------
 

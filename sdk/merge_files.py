@@ -63,6 +63,7 @@ def merge_adapter_into_base(
     show_progress: bool = False,
     chunk_bytes: int = 16 << 20,
     copy_other_files: bool = True,
+    verify: bool = False,
 ) -> MergeReport:
     """Write the base model with ``adapter_dir``'s LoRA merged in (W + weight·scale·B·A) to ``out_dir``.
 
@@ -76,7 +77,10 @@ def merge_adapter_into_base(
     folder (``config.json``, tokenizer…; never pickles) are copied along with ``copy_other_files``.
     Raises :class:`~sdk.errors.MergeError`, before writing anything, when the adapter targets
     modules missing from the base files or shapes do not match. The streaming itself is
-    :func:`sdk.merging.into_base.merge_lora_into_shards`.
+    :func:`sdk.merging.into_base.merge_lora_into_shards`. With ``verify=True`` the written files are read
+    back and every merged weight checked against W + ΔW on probe inputs
+    (:func:`sdk.merging.verify.check_merged_files`, as the registry's merge jobs do): a tensor that fails
+    raises :class:`~sdk.merging.verify.MergeCheckFailed`.
     """
     base = read_base_shards(base_dir_or_files, out_dir)
     tensors, config = _read_adapter(adapter_dir)
@@ -85,10 +89,17 @@ def merge_adapter_into_base(
     if config.use_dora:
         raise MergeError("DoRA adapters (use_dora=True) cannot be merged into base files yet: the merged weight "
                          "needs each row's norm; merge in memory with AdapterModel.merge_and_unload() instead")
-    return merge_lora_into_shards(
-        base, tensors, LoraSettings.from_config(config), out_dir, kinds=kinds, weight=weight, progress=progress,
+    settings = LoraSettings.from_config(config)
+    report = merge_lora_into_shards(
+        base, tensors, settings, out_dir, kinds=kinds, weight=weight, progress=progress,
         show_progress=show_progress, chunk_bytes=chunk_bytes, copy_other_files=copy_other_files,
     )
+    if verify:
+        from .merging.verify import check_merged_files
+
+        check_merged_files(base.files, [Path(out_dir) / f.name for f in base.files], tensors, settings,
+                           kinds or {}, weight=weight)
+    return report
 
 
 __all__ = ["combine_lora_adapter_dirs", "merge_adapter_into_base"]

@@ -165,6 +165,15 @@ def registered_methods() -> list[str]:
     return sorted(_METHODS)
 
 
+def method_name(peft_type: str, raw: Mapping[str, Any] | None = None) -> str:
+    """The readable name of a method ("LoRA", "DoRA" for a config with ``use_dora``, "IA³"); unknown
+    methods keep their ``peft_type``."""
+    try:
+        return get_method(peft_type).config_cls.method_name(raw)
+    except ConfigError:
+        return str(peft_type)
+
+
 def config_from_dict(data: Mapping[str, Any]) -> AdapterConfig:
     """Parse a PEFT-style config dict into the right config class by its ``peft_type``."""
     if "peft_type" not in data:

@@ -7,19 +7,25 @@ every operation here goes through the :class:`~sdk.layers.AdapterModule` protoco
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import re
-from collections.abc import Iterator, Sequence
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsIndex
 
 import torch
 from torch import nn
 
 from .config import AdapterConfig
-from .errors import AdapterNameError, AdapterStateError, MergeError, MixedBatchError
+from .errors import AdapterNameError, AdapterStateError, ConfigError, MergeError, MixedBatchError
 from .formats import adapter_state_dict, load_adapter_state, read_adapter_weights, read_config, save_adapter
+from .hub_loading import resolve_adapter_source
+from .integrations.peft_view import peft_view
 from .layers import AdapterLayer, AdapterModule, iter_adapter_modules, replace_module
 from .methods import composition_problem, config_from_dict, get_method, merge_refusal
+from .provenance import write_provenance
 from .quantization import keep_trainable_layout_everywhere
 from .routing import BASE_ADAPTER, Routing, RoutingGate
 
@@ -440,19 +446,74 @@ class AdapterModel(nn.Module):
         print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {share:.4f}")
 
     # --- save / load -------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: str | Path, selected_adapters: Sequence[str] | None = None) -> None:
-        """Write adapters in PEFT's format: ``default`` in the folder, others in ``<folder>/<name>/``."""
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        selected_adapters: Sequence[str] | None = None,
+        *,
+        state_dict: Mapping[str, torch.Tensor] | None = None,
+        is_main_process: bool = True,
+        safe_serialization: bool = True,
+        save_embedding_layers: str | bool = "auto",
+        max_shard_size: int | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Write adapters in PEFT's format: ``default`` in the folder, others in ``<folder>/<name>/``.
+
+        Takes the arguments ``transformers.Trainer``, accelerate and PEFT's callers pass: ``state_dict``
+        (this model's full state dict, e.g. gathered from shards: the adapter tensors are taken from it),
+        ``is_main_process`` (other processes write nothing), ``safe_serialization`` (always safetensors:
+        ``False`` warns, nothing is ever pickled), ``save_embedding_layers`` (``"auto"``/``False``; the base
+        model's embeddings are never part of an adapter here, so ``True`` is refused), ``max_shard_size``
+        (an adapter is one file), and other keyword arguments PEFT forwards to its model card (ignored).
+        A training record (:attr:`provenance`) is saved next to the adapter as ``provenance.json``.
+        """
+        if save_embedding_layers is True:
+            raise ConfigError("save_embedding_layers=True: this SDK's adapters never include the base model's "
+                              "embedding layers; save the resized base model itself with its save_pretrained")
+        if not safe_serialization:
+            warnings.warn("save_pretrained writes safetensors only (never pickle); safe_serialization=False "
+                          "is ignored", stacklevel=2)
+        del max_shard_size, kwargs
         names = list(selected_adapters) if selected_adapters is not None else self.adapter_names
         self._check_names(names)
+        if not is_main_process:
+            return
         root = Path(save_directory)
         if root.exists() and not root.is_dir():
             raise FileExistsError(f"{root} exists and is not a directory")
         for name in names:
             config = self.peft_config[name]
             tensors = adapter_state_dict(self.base_model, name, config, get_method(config.peft_type).tuner)
+            if state_dict is not None:
+                tensors = self._from_state_dict(tensors, state_dict)
             out = config.copy(inference_mode=True)
             out.extra = dict(config.extra)
-            save_adapter(root if name == "default" else root / name, out, tensors)
+            folder = save_adapter(root if name == "default" else root / name, out, tensors)
+            record = self.provenance.get(name)
+            if record:
+                write_provenance(folder, record)
+
+    def _from_state_dict(self, tensors: dict[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]
+                         ) -> dict[str, torch.Tensor]:
+        """The adapter's tensors with the values ``state_dict`` (keys of ``self.state_dict()``) holds for them."""
+        names = {id(t): n for n, t in self.named_parameters(remove_duplicate=False)}
+        names.update({id(t): n for n, t in self.named_buffers(remove_duplicate=False)})
+        out = {}
+        for key, tensor in tensors.items():
+            full = names.get(id(tensor))
+            given = state_dict.get(full) if full is not None else None
+            out[key] = given if isinstance(given, torch.Tensor) and given.shape == tensor.shape else tensor
+        return out
+
+    @property
+    def provenance(self) -> dict[str, dict[str, Any]]:
+        """Per adapter, what training recorded: ``{"metrics", "params", "dataset"}`` (``sdk.train`` and the
+        ``transformers.Trainer`` integration fill it; ``sdk.push`` sends it with the version)."""
+        record = self.__dict__.get("_provenance")
+        if record is None:
+            record = self.__dict__["_provenance"] = {}
+        return record
 
     @classmethod
     def from_pretrained(
@@ -462,9 +523,17 @@ class AdapterModel(nn.Module):
         adapter_name: str = "default",
         is_trainable: bool = False,
         subfolder: str | None = None,
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        endpoint: str | None = None,
+        **kwargs: Any,
     ) -> AdapterModel:
-        """Wrap ``model`` and load the adapter saved in ``model_id`` (a local folder)."""
-        folder = Path(model_id) / subfolder if subfolder else Path(model_id)
+        """Wrap ``model`` and load the adapter ``model_id``: a local folder, a registry reference
+        (``"ns/name@prod"``, ``"ns/name@3"``, ``"ns/name@<commit>"``) or a Hugging Face Hub repo id
+        (``revision``, ``token``, ``endpoint`` as in ``huggingface_hub``); see :mod:`sdk.hub_loading`."""
+        folder = resolve_adapter_source(model_id, subfolder=subfolder, revision=revision, token=token,
+                                        endpoint=endpoint, **kwargs)
         config, tensors = _read(folder, is_trainable)
         self = cls(model)
         self._load(adapter_name, config, tensors)
@@ -474,12 +543,71 @@ class AdapterModel(nn.Module):
         return self
 
     def load_adapter(
-        self, model_id: str | Path, adapter_name: str, is_trainable: bool = False, subfolder: str | None = None
+        self,
+        model_id: str | Path,
+        adapter_name: str,
+        is_trainable: bool = False,
+        subfolder: str | None = None,
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        endpoint: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        """Load another saved adapter next to the existing ones (not activated)."""
-        folder = Path(model_id) / subfolder if subfolder else Path(model_id)
+        """Load another saved adapter next to the existing ones (not activated), from the same sources as
+        :meth:`from_pretrained`. Loading into an existing adapter name replaces its weights in place (what
+        ``transformers.Trainer`` does to resume and to load the best checkpoint); its config must agree."""
+        folder = resolve_adapter_source(model_id, subfolder=subfolder, revision=revision, token=token,
+                                        endpoint=endpoint, **kwargs)
         config, tensors = _read(folder, is_trainable)
-        self._load(adapter_name, config, tensors)
+        if adapter_name in self.peft_config:
+            self._reload(adapter_name, config, tensors, is_trainable)
+        else:
+            self._load(adapter_name, config, tensors)
+
+    def _reload(self, adapter_name: str, config: AdapterConfig, tensors: dict[str, torch.Tensor],
+                is_trainable: bool) -> None:
+        """New weights for an existing adapter whose config is the same (apart from ``inference_mode``)."""
+        current = self.peft_config[adapter_name]
+        mine = current.copy(inference_mode=config.inference_mode).to_dict()
+        theirs = config.to_dict()
+        differ = sorted(k for k in set(mine) | set(theirs)
+                        if k not in _IGNORED_ON_RELOAD and mine.get(k) != theirs.get(k))
+        if differ:
+            raise AdapterStateError(f"adapter {adapter_name!r} exists with another config ({', '.join(differ)} "
+                                    "differ); delete it first or load under another name")
+        if self._merged_names():
+            raise AdapterStateError("cannot reload an adapter while adapters are merged; call unmerge_adapter() first")
+        load_adapter_state(self.base_model, adapter_name, current, get_method(current.peft_type).tuner, tensors)
+        if is_trainable:
+            current.inference_mode = False
+        self._update_trainable()
+
+    def push(self, name: str, base_model: str | None = None, **kwargs: Any) -> Any:
+        """Push this model's adapter (``adapter_name="default"``) to the registry as a new version of
+        ``name``; the same as ``sdk.push(model, name, base_model, **kwargs)``."""
+        from .client.api import Client
+
+        client = kwargs.pop("client", None)
+        if client is not None:
+            return client.push(self, name, base_model, **kwargs)
+        with Client() as own:
+            return own.push(self, name, base_model, **kwargs)
+
+    # --- transformers.Trainer --------------------------------------------------------------------
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """What ``isinstance`` sees: to transformers' code once ``peft`` is imported, a subclass of
+        ``peft.PeftModel`` too, so that ``transformers.Trainer`` takes its PEFT path (adapter-only checkpoints,
+        resume, best model); to everyone else this class. See :mod:`sdk.integrations.peft_view`."""
+        return peft_view(type(self), sys._getframe(1).f_globals.get("__name__", ""))
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        """Pickle (``copy``, ``torch.save``) by the real class, not the view ``__class__`` reports."""
+        func, args, *rest = super().__reduce_ex__(protocol)  # type: ignore[misc]
+        if func is copyreg.__newobj__:
+            func = _new_instance
+        return (func, args, *rest)
 
     def _load(self, adapter_name: str, config: AdapterConfig, tensors: dict[str, torch.Tensor]) -> None:
         self.add_adapter(adapter_name, config)
@@ -488,6 +616,15 @@ class AdapterModel(nn.Module):
         except Exception:
             self.delete_adapter(adapter_name)
             raise
+
+
+#: Config keys that may differ between a saved checkpoint and the adapter it reloads into.
+_IGNORED_ON_RELOAD = frozenset({"inference_mode", "base_model_name_or_path", "revision", "peft_version"})
+
+
+def _new_instance(cls: type, *args: Any) -> Any:
+    """``copyreg.__newobj__`` under another name (pickle checks that one against ``obj.__class__``)."""
+    return cls.__new__(cls, *args)
 
 
 def _read(folder: Path, is_trainable: bool) -> tuple[AdapterConfig, dict[str, torch.Tensor]]:

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from .errors import AdapterStateError, ConfigError
+from .provenance import dataset_record, record_training
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class TrainingConfig:
     drop_last: bool = False
     seed: int = 0  # shuffling order
     progress: bool | None = None  # None: show the bar only when stderr is a terminal
+    dataset_name: str | None = None  # recorded with the run (model.provenance); default: the data's type name
 
     def __post_init__(self) -> None:
         positive = {"batch_size": self.batch_size, "gradient_accumulation_steps": self.gradient_accumulation_steps}
@@ -415,8 +417,28 @@ class Trainer:
         if self.eval_data is not None:
             self._record_eval(step, result)
         cfg = self.config
+        self._record_provenance(result)
         if cfg.output_dir is not None and cfg.save_final and not (cfg.save_steps and step % cfg.save_steps == 0):
             result.checkpoints.append(self.save_checkpoint(step))
+
+    def _record_provenance(self, result: TrainResult) -> None:
+        """What this run was, on ``model.provenance`` (pushed with the adapter, saved with checkpoints)."""
+        cfg = self.config
+        metrics: dict[str, float] = {"train_loss": result.train_loss, "train_steps": float(result.global_step)}
+        if result.loss_history:
+            metrics["final_loss"] = result.loss_history[-1]
+        if result.eval_history:
+            metrics.update({k: v for k, v in result.eval_history[-1].items() if k != "step"})
+        params = {
+            "learning_rate": cfg.learning_rate, "max_steps": cfg.max_steps, "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size, "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+            "lr_scheduler": cfg.lr_scheduler, "warmup_steps": cfg.warmup_steps, "warmup_ratio": cfg.warmup_ratio,
+            "weight_decay": cfg.weight_decay, "max_grad_norm": cfg.max_grad_norm, "seed": cfg.seed,
+            "trainer": "sdk.train",
+        }
+        data = self.train_data
+        name = cfg.dataset_name or getattr(getattr(data, "info", None), "dataset_name", None) or type(data).__name__
+        record_training(self.model, metrics, params, dataset_record(str(name), data))
 
     def _record_eval(self, step: int, result: TrainResult) -> None:
         metrics = self.evaluate()

@@ -14,6 +14,7 @@ reads) in worker threads so the event loop never waits on storage.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import re
@@ -22,7 +23,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
 from urllib.parse import quote
@@ -79,10 +80,21 @@ class BlobInfo:
 
 @dataclass(frozen=True, slots=True)
 class MultipartUpload:
-    """An open multipart upload: where it will land (``staging_key``) and the backend's id for it."""
+    """An open multipart upload: where it will land (``staging_key``), the backend's id for it, and
+    when it was started (when the backend says; the blob collection leaves young ones alone)."""
 
     staging_key: str
     upload_id: str
+    initiated: dt.datetime | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """An object in storage as a listing shows it: key, size and last modification (UTC)."""
+
+    key: str
+    size: int
+    modified: dt.datetime
 
 
 def check_sha256(sha256: str) -> str:
@@ -373,6 +385,11 @@ class BlobStore(Protocol):
         """All object keys under ``prefix``, sorted (open multipart uploads are not objects)."""
         ...
 
+    async def list_objects(self, prefix: str, limit: int) -> list[StoredObject]:
+        """Up to ``limit`` objects under ``prefix`` with their sizes and modification times (for the
+        blob collection), in key order."""
+        ...
+
 
 __all__ = [
     "BLOB_PREFIX",
@@ -391,6 +408,7 @@ __all__ = [
     "Sink",
     "Source",
     "StorageError",
+    "StoredObject",
     "UploadError",
     "blob_key",
     "blob_ref_key",

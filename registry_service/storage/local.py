@@ -15,6 +15,7 @@ receives part bodies itself and calls :meth:`LocalBlobStore.write_part`.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import os
 import shutil
@@ -36,6 +37,7 @@ from .base import (
     Sink,
     Source,
     StorageError,
+    StoredObject,
     UploadError,
     blob_key,
     blob_ref_key,
@@ -222,6 +224,22 @@ class LocalBlobStore:
                     keys.append(key)
         return sorted(keys)
 
+    async def list_objects(self, prefix: str, limit: int) -> list[StoredObject]:
+        """Up to ``limit`` files under ``prefix`` with sizes and modification times, in key order."""
+        return await asyncio.to_thread(self._list_objects, prefix, limit)
+
+    def _list_objects(self, prefix: str, limit: int) -> list[StoredObject]:
+        out: list[StoredObject] = []
+        for key in self._list_keys(prefix):
+            try:
+                st = (self.root / key).stat()
+            except FileNotFoundError:  # removed while listing
+                continue
+            out.append(StoredObject(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)))
+            if len(out) >= limit:
+                break
+        return out
+
     # -- multipart uploads -----------------------------------------------------------------------
 
     async def start_multipart(self, upload_id_hint: str, *, direct: bool = False) -> MultipartUpload:
@@ -312,7 +330,8 @@ class LocalBlobStore:
             key = STAGING_PREFIX + folder.name
             id_file = folder / _UPLOAD_ID_FILE
             if key.startswith(prefix) and id_file.is_file():
-                uploads.append(MultipartUpload(key, id_file.read_text()))
+                started = dt.datetime.fromtimestamp(id_file.stat().st_mtime, dt.UTC)
+                uploads.append(MultipartUpload(key, id_file.read_text(), started))
         return uploads
 
     # -- staged objects -------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from .base import (
     Sink,
     Source,
     StorageError,
+    StoredObject,
     UploadError,
     blob_key,
     blob_ref_key,
@@ -347,6 +348,17 @@ class S3BlobStore:
         pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix)
         return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
 
+    async def list_objects(self, prefix: str, limit: int) -> list[StoredObject]:
+        """Up to ``limit`` objects under ``prefix``, with sizes and modification times, in key order."""
+        return await asyncio.to_thread(self._list_objects, prefix, limit)
+
+    def _list_objects(self, prefix: str, limit: int) -> list[StoredObject]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        out: list[StoredObject] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, PaginationConfig={"MaxItems": limit}):
+            out += [StoredObject(o["Key"], int(o["Size"]), o["LastModified"]) for o in page.get("Contents", [])]
+        return out[:limit]
+
     # -- multipart uploads ---------------------------------------------------------------------
 
     async def start_multipart(self, upload_id_hint: str, *, direct: bool = False) -> MultipartUpload:
@@ -434,7 +446,7 @@ class S3BlobStore:
     def _list_multipart_uploads(self, prefix: str) -> list[MultipartUpload]:
         paginator = self._client.get_paginator("list_multipart_uploads")
         uploads = [
-            MultipartUpload(upload["Key"], upload["UploadId"])
+            MultipartUpload(upload["Key"], upload["UploadId"], upload.get("Initiated"))
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
             for upload in page.get("Uploads", [])
         ]

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 from ..domain.merge_jobs.lineage import Lineage, Node
 
-NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 210, 40, 110, 18, 8
-LABEL_CHARS = 30
+#: Boxes fit a label of LABEL_CHARS characters in the 12 px monospace font (about 7.3 px a character);
+#: the gap between columns fits an edge label such as "dare_ties · weight 0.35".
+NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 250, 40, 150, 18, 8
+LABEL_CHARS = 31
 
 
 @dataclass(frozen=True)

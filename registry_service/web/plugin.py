@@ -17,12 +17,20 @@ from litestar.plugins import InitPlugin
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from sdk.methods import method_name
+
 from ..settings import Settings
+from .compare import ComparePages
+from .composition_pages import CompositionPages
+from .edit import EditPages
 from .errors import page_crash, wrap_handlers
+from .files import FilePages
 from .headers import page_response_headers
-from .pages import JobPages, PageController, SignInPages
+from .jobs import JobPages
+from .lifecycle import LifecyclePages
+from .pages import PageController, SignInPages
 from .session import csrf_config, provide_viewer
-from .views import human_count, human_size
+from .views import ago, author, human_count, human_size
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -37,12 +45,16 @@ def template_environment() -> Environment:
     env.filters["count"] = human_count
     env.filters["short"] = lambda commit: (commit or "")[:10]
     env.filters["date"] = lambda t: t.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if t else "–"
+    env.filters["ago"] = ago
+    env.globals["author"] = author
+    env.globals["method_name"] = method_name
     return env
 
 
 def web_router() -> Router:
     """The pages, with the signed-in viewer (from the cookie) as a dependency."""
-    return Router(path="/", route_handlers=[PageController, JobPages, SignInPages],
+    return Router(path="/", route_handlers=[PageController, FilePages, EditPages, JobPages, SignInPages,
+                                            CompositionPages, LifecyclePages, ComparePages],
                   dependencies={"viewer": Provide(provide_viewer)}, exception_handlers={Exception: page_crash},
                   response_headers=page_response_headers(), include_in_schema=False)
 

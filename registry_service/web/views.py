@@ -3,6 +3,7 @@ copy-paste snippets of an adapter version, and the link that keeps a list's filt
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -11,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Request
+from markupsafe import Markup
 
 from ..settings import Settings
 
@@ -96,27 +98,100 @@ def summarize_signature(signature: Mapping[str, Any]) -> SignatureSummary:
 
 @dataclass(frozen=True)
 class Snippet:
-    """A titled block of code to copy."""
+    """A titled block of code to copy; ``note`` says what to change before running it."""
 
     title: str
     language: str
     code: str
+    note: str = ""
 
 
-def snippets(root: str, adapter: str, version: int, *, private: bool) -> list[Snippet]:
-    """How to use ``adapter`` at ``version`` from the SDK, the CLI, and unmodified ``peft``."""
-    token_env = '\nos.environ["ADAPTER_REGISTRY_TOKEN"] = "<your token>"' if private else ""
-    hf_token = ', token="<your token>"' if private else ""
+#: The ``transformers`` class that loads a base model, by the end of its architecture's name.
+_AUTO_CLASSES = (("ForCausalLM", "AutoModelForCausalLM"), ("ForSeq2SeqLM", "AutoModelForSeq2SeqLM"),
+                 ("ForConditionalGeneration", "AutoModelForSeq2SeqLM"),
+                 ("ForSequenceClassification", "AutoModelForSequenceClassification"),
+                 ("ForTokenClassification", "AutoModelForTokenClassification"))
+
+
+def auto_class(architecture: str | None) -> str:
+    """``AutoModelForCausalLM`` for ``LlamaForCausalLM`` and the like; ``AutoModel`` otherwise."""
+    return next((auto for suffix, auto in _AUTO_CLASSES if (architecture or "").endswith(suffix)), "AutoModel")
+
+
+def snippets(root: str, adapter: str, version: int, *, private: bool, base_model: str,
+             architecture: str | None = None, alias: str | None = None) -> list[Snippet]:
+    """How to use ``adapter`` at ``version`` from the SDK, the CLI, and unmodified ``peft`` (the registry's URL
+    passed explicitly; ``alias`` shown as the way to follow a moving version instead of a pinned one)."""
+    follow = alias or "latest"
+    auto = auto_class(architecture)
+    load_base = (f"from transformers import {auto}\n\n"
+                 f'base = {auto}.from_pretrained("{base_model}")  # the base model: a Hub id or a local folder\n')
+    token_arg = ', token="<your token>"' if private else ""
+    note = (f"{base_model} is the base model's name in this registry; load it from wherever you keep it "
+            "(the Hub, or a local folder). The registry checked this adapter against its signature.")
+    login = f"adapters --url {root} login  # paste a token of the namespace\n" if private else ""
     return [
         Snippet("SDK", "python",
-                f'import os\nos.environ["ADAPTER_REGISTRY_URL"] = "{root}"{token_env}\n\n'
-                f"import sdk\n"
-                f'folder = sdk.pull("{adapter}@{version}")           # files on disk, verified by sha256\n'
-                f'model = sdk.load(base_model, "{adapter}@{version}")  # or inject into a model'),
+                f"{load_base}\nfrom sdk.client import Client\n\n"
+                f'with Client("{root}"{token_arg}) as registry:\n'
+                f'    model = registry.load(base, "{adapter}@{version}")  # "{adapter}@{follow}" follows the alias\n',
+                note),
         Snippet("Command line", "shell",
-                f"adapters login --url {root}\nadapters pull {adapter}@{version}"),
+                f"{login}adapters --url {root} pull {adapter}@{version}  # or {adapter}@{follow}\n"),
         Snippet("peft (Hub-compatible API)", "python",
-                f'import os\nos.environ["HF_ENDPOINT"] = "{root}"  # before importing huggingface_hub or peft\n\n'
-                f"from peft import PeftModel\n"
-                f'model = PeftModel.from_pretrained(base_model, "{adapter}", revision="{version}"{hf_token})'),
+                f"{load_base}\nfrom huggingface_hub import snapshot_download\nfrom peft import PeftModel\n\n"
+                f'folder = snapshot_download("{adapter}", revision="{version}", endpoint="{root}"{token_arg})'
+                f'  # revision="{follow}" follows the alias\n'
+                "model = PeftModel.from_pretrained(base, folder)\n", note),
     ]
+
+
+def page_numbers(page: int, pages: int, *, around: int = 2) -> list[int | None]:
+    """The page links of a pager: the first, the last, and ``around`` pages either side of ``page``
+    (``None`` where pages are skipped)."""
+    shown = sorted({1, pages, *range(max(1, page - around), min(pages, page + around) + 1)})
+    out: list[int | None] = []
+    for n in shown:
+        if out and n - (out[-1] or 0) > 1:
+            out.append(None)
+        out.append(n)
+    return out
+
+
+def ago(when: dt.datetime | None, now: dt.datetime | None = None) -> Markup:
+    """A ``<time>`` element: "5 minutes ago" with the exact UTC time as its ``datetime`` and title."""
+    if when is None:
+        return Markup("–")
+    now = now or dt.datetime.now(dt.UTC)
+    seconds = max(0, int((now - when).total_seconds()))
+    for unit, size in (("year", 365 * 86400), ("month", 30 * 86400), ("day", 86400), ("hour", 3600),
+                       ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            text = f"{n} {unit}{'' if n == 1 else 's'} ago"
+            break
+    else:
+        text = "just now"
+    exact = when.astimezone(dt.UTC)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        exact.isoformat(timespec="seconds"), exact.strftime("%Y-%m-%d %H:%M UTC"), text)
+
+
+def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
+    """``1 min 5 s``; from ``start`` until now while ``end`` is None; "–" before it started."""
+    if start is None:
+        return "–"
+    seconds = max(0, int(((end or dt.datetime.now(dt.UTC)) - start).total_seconds()))
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return " ".join(f"{n} {u}" for n, u in ((hours, "h"), (minutes, "min"), (seconds, "s")) if n) or "0 s"
+
+
+_TOKEN_LABEL = re.compile(r"^token#[0-9]+$")
+
+
+def author(created_by: str | None, namespace: str) -> str:
+    """Who published: the token's name (a person, a CI job); for an unnamed token, its namespace."""
+    if not created_by or _TOKEN_LABEL.match(created_by):
+        return f"a token of {namespace}"
+    return created_by

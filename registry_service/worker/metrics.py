@@ -5,9 +5,11 @@ set (each worker process has its own port; scrape them all).
   the run ended (succeeded, failed, cancelled, retried when the queue runs it again, skipped when
   there was nothing to do); its ``_count`` counts the outcomes.
 - ``adapter_registry_worker_jobs_running``: jobs this worker is running now.
-- ``adapter_registry_gc_removed_blobs_total``: blobs the garbage-collection job removed. There is no
-  such job yet (orphaned blobs stay), so it stays at 0 until there is; it is exposed now so that
-  dashboards and alerts can be written against it.
+- ``adapter_registry_gc_removed_blobs_total``: blobs the periodic blob collection removed.
+- ``adapter_registry_gc_removed_total{kind}``: everything it removed, by kind (blobs, staged objects,
+  multipart uploads, expired and stuck upload sessions).
+- ``adapter_registry_webhook_deliveries_total{outcome}``: webhook delivery attempts by outcome
+  (delivered, retried, failed, and gone/skipped when there was nothing to send).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ OUTCOMES = ("succeeded", "failed", "cancelled", "retried", "skipped")
 JOB_SECONDS = Histogram(f"{PREFIX}_merge_job_duration_seconds", "Duration of merge job runs, by outcome",
                         ["outcome"], buckets=JOB_BUCKETS)
 JOBS_RUNNING = Gauge(f"{PREFIX}_worker_jobs_running", "Merge jobs this worker process is running now")
-GC_REMOVED = Counter(f"{PREFIX}_gc_removed_blobs", "Blobs removed by garbage collection (no GC job exists yet)")
+GC_REMOVED = Counter(f"{PREFIX}_gc_removed_blobs", "Blobs removed by the periodic blob collection")
+GC_REMOVED_BY_KIND = Counter(f"{PREFIX}_gc_removed", "What the blob collection removed, by kind", ["kind"])
+WEBHOOK_DELIVERIES = Counter(f"{PREFIX}_webhook_deliveries", "Webhook delivery attempts, by outcome", ["outcome"])
 for _outcome in OUTCOMES:  # every outcome shows from the start, at 0
     JOB_SECONDS.labels(_outcome)
 
@@ -38,4 +42,5 @@ def serve_metrics(worker: WorkerSettings) -> None:
         start_http_server(worker.metrics_port, addr=worker.metrics_host)
 
 
-__all__ = ["GC_REMOVED", "JOBS_RUNNING", "JOB_SECONDS", "OUTCOMES", "serve_metrics"]
+__all__ = ["GC_REMOVED", "GC_REMOVED_BY_KIND", "JOBS_RUNNING", "JOB_SECONDS", "OUTCOMES", "WEBHOOK_DELIVERIES",
+           "serve_metrics"]

@@ -1,5 +1,6 @@
 """The merge worker process: procrastinate's worker on the registry database, plus a sweeper that
-gives the jobs of dead workers (killed, lost their machine) to live ones.
+gives the jobs of dead workers (killed, lost their machine) to live ones, and a second procrastinate
+worker for housekeeping (webhook deliveries, the periodic blob collection: :mod:`.housekeeping`).
 
 Any number of workers, on any number of machines, share the queue. Each sends a heartbeat; a worker
 silent for ``stall_timeout_s`` is dead, and every worker looks for such jobs every
@@ -22,9 +23,13 @@ from ..domain.merge_jobs.execute import Runtime, open_runtime
 from ..domain.merge_jobs.queue import QUEUE, TASK, psycopg_conninfo
 from ..domain.merge_jobs.service import mark_stalled
 from ..settings import Settings, WorkerSettings
+from .housekeeping import QUEUES as HOUSEKEEPING_QUEUES
+from .housekeeping import register_housekeeping, sweep_housekeeping
 from .tasks import register_tasks
 
 log = logging.getLogger("adapter_registry.worker")
+#: Webhook deliveries and collection runs one worker process runs at once.
+HOUSEKEEPING_CONCURRENCY = 4
 
 
 def make_queue_app(url: str, worker: WorkerSettings) -> procrastinate.App:
@@ -32,6 +37,7 @@ def make_queue_app(url: str, worker: WorkerSettings) -> procrastinate.App:
     connector = procrastinate.PsycopgConnector(conninfo=psycopg_conninfo(url))
     app = procrastinate.App(connector=connector)
     register_tasks(app, worker)
+    register_housekeeping(app, worker)
     return app
 
 
@@ -65,8 +71,9 @@ async def _sweeper(app: procrastinate.App, runtime: Runtime) -> None:
     while True:
         try:
             await sweep_stalled(app, runtime)
+            await sweep_housekeeping(app, runtime.worker.stall_timeout_s)
         except Exception:
-            log.warning("looking for stalled merge jobs failed", exc_info=True)
+            log.warning("looking for stalled jobs failed", exc_info=True)
         await asyncio.sleep(runtime.worker.stall_check_s)
 
 
@@ -79,13 +86,18 @@ async def run_worker(database_url: str, settings: Settings, worker: WorkerSettin
         log.info("merge worker %s started at %s (concurrency %d)", worker.name, started, worker.concurrency)
         async with app.open_async():
             sweeper = asyncio.create_task(_sweeper(app, runtime))
+            common = {"update_heartbeat_interval": worker.heartbeat_s, "stalled_worker_timeout": worker.stall_timeout_s,
+                      "additional_context": {"runtime": runtime}}
+            # housekeeping (webhook deliveries, blob collection) has slots of its own, so it never waits behind
+            # long merges; it stops when the merge worker does (which handles SIGINT/SIGTERM)
+            housekeeping = asyncio.create_task(app.run_worker_async(
+                queues=HOUSEKEEPING_QUEUES, name=f"{worker.name}/housekeeping", concurrency=HOUSEKEEPING_CONCURRENCY,
+                fetch_job_polling_interval=min(worker.poll_s, 1.0), install_signal_handlers=False, **common))
             try:
-                await app.run_worker_async(
-                    queues=[QUEUE], name=worker.name, concurrency=worker.concurrency,
-                    fetch_job_polling_interval=worker.poll_s, update_heartbeat_interval=worker.heartbeat_s,
-                    stalled_worker_timeout=worker.stall_timeout_s, additional_context={"runtime": runtime},
-                )
+                await app.run_worker_async(queues=[QUEUE], name=worker.name, concurrency=worker.concurrency,
+                                           fetch_job_polling_interval=worker.poll_s, **common)
             finally:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                for task in (housekeeping, sweeper):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):  # stopping: nothing to report
+                        await task

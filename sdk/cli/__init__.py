@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from . import adapters, alias, base_models, cache, check, login, merges, tokens
+from . import adapters, alias, base_models, cache, check, compositions, lifecycle, login, merges, tokens
 from .common import JsonOpt, RootGroup, State
 
 __all__ = ["app", "main"]
@@ -33,7 +33,10 @@ app.add_typer(alias.app, name="alias")
 app.add_typer(base_models.app, name="base-models")
 app.add_typer(cache.app, name="cache")
 app.add_typer(merges.jobs_app, name="jobs")
+app.add_typer(compositions.app, name="compositions")
 app.add_typer(tokens.tokens_app, name="tokens")
+app.add_typer(lifecycle.app)
+app.add_typer(lifecycle.webhooks_app, name="webhooks")
 
 
 @app.callback()

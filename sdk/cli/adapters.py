@@ -52,11 +52,15 @@ def pull(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="namespace/name[@version|alias|commit]")],
     version: Annotated[str | None, typer.Option(help="Version number, alias or commit.")] = None,
+    expect_commit: Annotated[str | None, typer.Option(
+        help="Refuse (exit 1) unless the reference still resolves to this commit (a pinned alias).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Download an adapter into the cache and print its folder (nothing else)."""
-    respond(ctx, as_json, lambda c: c.pull(ref, version), lambda path: typer.echo(str(path)),
-            to_json=lambda path: {"ref": ref, "path": str(path), "files": sorted(p.name for p in path.iterdir())})
+    """Download an adapter into the cache and print its folder (nothing else; the folder is named by the commit)."""
+    respond(ctx, as_json, lambda c: c.pull(ref, version, expect_commit=expect_commit),
+            lambda path: typer.echo(str(path)),
+            to_json=lambda path: {"ref": ref, "commit": path.name, "path": str(path),
+                                  "files": sorted(p.name for p in path.iterdir())})
 
 
 @app.command("ls")

@@ -1,6 +1,6 @@
 """The registry client: push, pull, load, cache, transfers."""
 
-from .api import Client, PushResult, check_folder, parse_ref
+from .api import AliasMoved, Client, PushResult, ResolvedRef, check_folder, parse_ref
 from .cache import Cache
 from .config import ClientConfig, forget_login, save_login
 from .http import RegistryAuthError, RegistryError, RegistryNotFound, RegistryUnavailable
@@ -9,6 +9,7 @@ from .transfers import IntegrityError
 from .trust import UnsafeResponse
 
 __all__ = [
+    "AliasMoved",
     "Cache",
     "Client",
     "ClientConfig",
@@ -20,6 +21,7 @@ __all__ = [
     "RegistryError",
     "RegistryNotFound",
     "RegistryUnavailable",
+    "ResolvedRef",
     "UnsafeResponse",
     "check_folder",
     "forget_login",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,15 @@ from ..formats import WEIGHTS_NAME
 from ..model import AdapterModel
 from ..names import COMMIT, VERSION, alias_problem, name_problem, part_problem, ref_problem, shown
 from ..problems import Problem
+from ..provenance import check_provenance, read_provenance
 from ..safetensors_header import file_reader
 from ..signature import Signature, signature_from_config, signature_from_model
 from ..validation import check_weights, parse_config
 from . import trust
 from .cache import Cache, CachedVersion, registry_key
 from .config import ClientConfig
-from .http import Http, StorageIO, json_body
+from .http import Http, RegistryNotFound, StorageIO, json_body
+from .lifecycle import LifecycleCalls
 from .merges import MergeJob, follow, merge_request
 from .transfers import download, upload_parts
 from .trust import UnsafeResponse
@@ -60,6 +63,24 @@ def parse_ref(ref: str, version: int | str | None = None) -> tuple[str, str, str
 
 
 @dataclass(frozen=True)
+class ResolvedRef:
+    """What a reference resolved to: ``name`` (``ns/name``), the ``ref`` asked for, version and commit."""
+
+    name: str
+    ref: str
+    version: int
+    commit: str
+
+
+class AliasMoved(AdapterError):
+    """A reference no longer resolves to the commit it was pinned to."""
+
+    def __init__(self, message: str, *, expected: str, found: str) -> None:
+        super().__init__(message)
+        self.expected, self.found = expected, found
+
+
+@dataclass(frozen=True)
 class PushResult:
     """What a push created."""
 
@@ -70,7 +91,7 @@ class PushResult:
     notes: list[str]
 
 
-class Client:
+class Client(LifecycleCalls):
     """A registry client. ``url``/``token`` default to the environment or ``adapters login``.
 
     ``transport`` replaces httpx's own for the requests httpx makes (tests pass one to watch or break them).
@@ -100,13 +121,15 @@ class Client:
 
     # --- base models ---------------------------------------------------------------------
     def register_base_model(self, model_or_config: nn.Module | dict[str, Any] | str | Path, name: str,
-                            revision: str | None = None, *, weights: WeightsArg = False) -> dict[str, Any]:
+                            revision: str | None = None, *, weights: WeightsArg = False,
+                            license: str | None = None) -> dict[str, Any]:
         """Register a base model by its signature (a model) or by its ``config.json`` (dict or path).
 
         ``weights=True`` (with a model) also uploads its parameters as ``model.safetensors``;
         ``weights=<path or list of paths>`` uploads existing ``*.safetensors`` files (a folder: all of
         them), for server-side merges into the base. Files already stored byte for byte are skipped;
-        files above ``DIRECT_UPLOAD_LIMIT`` go through an upload session in parallel parts.
+        files above ``DIRECT_UPLOAD_LIMIT`` go through an upload session in parallel parts. ``revision`` is
+        the exact revision of the weights, ``license`` their license (both shown with every adapter of it).
         """
         if weights is True and not isinstance(model_or_config, nn.Module):
             raise AdapterError("weights=True needs the model itself; with a config, pass weights=<path(s) of "
@@ -115,6 +138,8 @@ class Client:
             raise AdapterError("pass the base model itself, not an AdapterModel, to upload base weights")
         paths = [] if weights is True or weights is False or weights is None else _weight_paths(weights)
         body: dict[str, Any] = {"name": name, "revision": revision}
+        if license is not None:
+            body["license"] = license
         sig = signature_from_model(model_or_config) if isinstance(model_or_config, nn.Module) else None
         if sig is not None:
             body["signature"] = sig.to_dict()
@@ -195,10 +220,12 @@ class Client:
             params["before"] = body["next_before"]
 
     def ls(self, *, base_model: str | None = None, method: str | None = None, tag: str | None = None,
-           q: str | None = None, page: int = 1) -> dict[str, Any]:
-        """Search adapters."""
+           q: str | None = None, page: int = 1, serves: str | None = None,
+           max_lora_rank: int | None = None) -> dict[str, Any]:
+        """Search adapters (``serves``/``max_lora_rank``: by the serving report of their latest version)."""
         params = {k: v for k, v in {"base_model": base_model, "method": method, "tag": tag, "q": q,
-                                     "page": page}.items() if v is not None}
+                                     "page": page, "serves": serves, "max_lora_rank": max_lora_rank}.items()
+                  if v is not None}
         return self.http.json("GET", "/api/v1/adapters", params=params)
 
     def set_alias(self, name: str, alias: str, version: int | str) -> dict[str, Any]:
@@ -206,6 +233,12 @@ class Client:
         ns, n, _ = parse_ref(name)
         _check(alias_problem(alias))
         return self.http.json("PUT", f"/api/v1/adapters/{ns}/{n}/aliases/{alias}", json={"version": version})
+
+    def alias_history(self, name: str, alias: str, *, limit: int = 100) -> dict[str, Any]:
+        """Every move of ``alias`` (newest first, at most ``limit``): ``{alias, current, items}``."""
+        ns, n, _ = parse_ref(name)
+        _check(alias_problem(alias))
+        return self.http.json("GET", f"/api/v1/adapters/{ns}/{n}/aliases/{alias}/history", params={"limit": limit})
 
     def delete_alias(self, name: str, alias: str) -> dict[str, Any]:
         """Remove ``alias``."""
@@ -232,16 +265,31 @@ class Client:
             sig = self._signature(base_model)
         return check_folder(folder, sig, untrained=untrained)
 
-    def push(self, model_or_dir: AdapterModel | str | Path, name: str, base_model: str | None = None, *,
+    def push(self, model_or_dir: AdapterModel | Any | str | Path, name: str, base_model: str | None = None, *,
              alias: str | None = None, description: str | None = None, tags: list[str] | None = None,
-             private: bool | None = None, adapter_name: str = "default", untrained: bool = False) -> PushResult:
+             private: bool | None = None, adapter_name: str = "default", untrained: bool = False,
+             metrics: Mapping[str, float] | None = None, params: Mapping[str, Any] | None = None,
+             dataset: str | Mapping[str, str] | None = None) -> PushResult:
         """Check locally against the base model's signature, then upload a new version. ``private``: a new
-        adapter's visibility (None: public); for an existing adapter it must match (else 409) or be None."""
+        adapter's visibility (None: public); for an existing adapter it must match (else 409) or be None.
+
+        ``model_or_dir``: an ``AdapterModel``, a ``peft.PeftModel`` or a folder in PEFT's format.
+        ``metrics``, ``params`` and ``dataset`` (a name, or ``{"name", "sha256"}``) are the version's
+        provenance; what training recorded (``model.provenance``, a folder's ``provenance.json``) is sent
+        too, the arguments winning key by key. ``description`` describes this version (and a new adapter)."""
         ns, n, at = parse_ref(name)
         if at:
             raise AdapterError("push to 'namespace/name'; the registry picks the version number")
+        given = {"metrics": metrics, "params": params,
+                 "dataset": {"name": dataset} if isinstance(dataset, str) else dataset}
+        check_provenance({k: v for k, v in given.items() if v is not None})
         with tempfile.TemporaryDirectory(prefix="adapter-push-") as tmp:
             folder = self._folder_for(model_or_dir, adapter_name, Path(tmp))
+            record = read_provenance(folder)
+            for key, value in given.items():
+                if value:
+                    record[key] = {**record.get(key, {}), **value} if key != "dataset" else dict(value)
+            record = check_provenance(record)
             config_raw = (folder / CONFIG_NAME).read_bytes()
             config, _, _ = parse_config(config_raw)
             target = base_model or self._existing_base(ns, n) or _base_from_config(config)
@@ -259,6 +307,7 @@ class Client:
                 form["description"] = description
             if tags:
                 form["tags"] = ",".join(tags)
+            form.update({key: json.dumps(value) for key, value in record.items()})
             weights = folder / WEIGHTS_NAME
             readme = folder / "README.md"
             if weights.stat().st_size <= DIRECT_UPLOAD_LIMIT:
@@ -271,13 +320,26 @@ class Client:
         return PushResult(f"{ns}/{n}", trust.version_number(body.get("version")), trust.commit(body.get("commit")),
                           str(body.get("url") or ""), [str(x) for x in notes] if isinstance(notes, list) else [])
 
-    def _folder_for(self, model_or_dir: AdapterModel | str | Path, adapter_name: str, tmp: Path) -> Path:
+    def _folder_for(self, model_or_dir: AdapterModel | Any | str | Path, adapter_name: str, tmp: Path) -> Path:
+        """A folder in PEFT's format holding what ``model_or_dir`` is (written to ``tmp`` for a model)."""
         if isinstance(model_or_dir, AdapterModel):
             if adapter_name not in model_or_dir.peft_config:
                 raise AdapterError(f"the model has no adapter {adapter_name!r}: {model_or_dir.adapter_names}")
             model_or_dir.save_pretrained(tmp, selected_adapters=[adapter_name])
             return tmp if adapter_name == "default" else tmp / adapter_name
+        if _is_peft_model(model_or_dir):
+            configs = getattr(model_or_dir, "peft_config", {})
+            if adapter_name not in configs:
+                raise AdapterError(f"the PeftModel has no adapter {adapter_name!r}: {sorted(configs)}")
+            model_or_dir.save_pretrained(str(tmp), selected_adapters=[adapter_name], safe_serialization=True)
+            return tmp if adapter_name == "default" else tmp / adapter_name
+        if not isinstance(model_or_dir, (str, os.PathLike)):
+            raise AdapterError("push takes an sdk AdapterModel, a peft.PeftModel or a folder in PEFT's format "
+                               "(adapter_config.json + adapter_model.safetensors), "
+                               f"not a {type(model_or_dir).__name__}")
         folder = Path(model_or_dir)
+        if not folder.is_dir():
+            raise AdapterError(f"{folder} is not a folder; pass a folder written by save_pretrained")
         if not (folder / CONFIG_NAME).is_file():
             raise AdapterError(f"{folder} has no {CONFIG_NAME}; pass a folder written by save_pretrained")
         if not (folder / WEIGHTS_NAME).is_file():
@@ -357,12 +419,39 @@ class Client:
         """Cancel a queued or running merge job (a running one stops at its next step)."""
         return MergeJob.from_json(self.http.json("POST", f"/api/v1/merge-jobs/{job_id}/cancel", idempotent=False))
 
+    # --- compositions ------------------------------------------------------------------------
+    def create_composition(self, name: str, members: Sequence[str | tuple[str, float] | dict[str, Any]],
+                           routing: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Publish a composition version; see :func:`sdk.client.compositions.create_composition`."""
+        from .compositions import create_composition
+
+        return create_composition(self, name, members, routing, **kwargs)
+
+    def composition(self, ref: str) -> dict[str, Any]:
+        """A composition version (``ns/name[@version|alias|commit]``) with its pinned members."""
+        from .compositions import composition_version
+
+        return composition_version(self, ref)
+
     # --- pulling and loading --------------------------------------------------------------
-    def pull(self, ref: str, version: int | str | None = None) -> Path:
-        """A local folder with the adapter's files. A version pinned by number or commit that is
-        already cached costs no request; an alias costs one small request."""
+    def resolve(self, ref: str, version: int | str | None = None) -> ResolvedRef:
+        """What ``ref`` (``ns/name[@version|alias|commit]``) points at now: its version number and commit.
+        Pin the commit to have every replica load the same bytes (``pull(..., expect_commit=)``)."""
         ns, name, at = parse_ref(ref, version)
-        if at is not None and (VERSION.match(at) or COMMIT.match(at)):
+        v = CachedVersion.from_json(self.http.json("GET", f"/api/v1/adapters/{ns}/{name}/versions/{at or 'latest'}"))
+        return ResolvedRef(f"{ns}/{name}", at or "latest", v.version, v.commit)
+
+    def pull(self, ref: str, version: int | str | None = None, *, expect_commit: str | None = None) -> Path:
+        """A local folder with the adapter's files, named by the commit it resolved to
+        (``…/<ns>/<name>/<commit>/``). A version pinned by number or commit that is already cached costs no
+        request; an alias costs one small request, so a moved alias gives the new version's bytes.
+        ``expect_commit``: refuse (:class:`AliasMoved`) when ``ref`` no longer resolves to that commit,
+        e.g. an alias moved since the fleet pinned it."""
+        ns, name, at = parse_ref(ref, version)
+        if expect_commit is not None:
+            _check(None if COMMIT.match(str(expect_commit)) else
+                   f"expect_commit must be a 40-hex commit, got {str(expect_commit)[:60]!r}")
+        if at is not None and (VERSION.match(at) or COMMIT.match(at)) and expect_commit in (None, at):
             cached = self.cache.lookup(self.registry, ns, name, at)
             if cached is not None:
                 snap = self.cache.snapshot_dir(self.registry, ns, name, cached.commit)
@@ -373,6 +462,10 @@ class Client:
         if at is not None and ((VERSION.match(at) and v.version != int(at)) or (COMMIT.match(at) and v.commit != at)):
             raise UnsafeResponse(f"asked for {ns}/{name}@{at}, the registry answered with version {v.version} "
                                  f"(commit {v.commit})")
+        if expect_commit is not None and v.commit != expect_commit:
+            raise AliasMoved(f"{ns}/{name}@{at or 'latest'} now resolves to version {v.version} (commit {v.commit}), "
+                             f"not the expected commit {expect_commit}; it moved since it was pinned",
+                             expected=expect_commit, found=v.commit)
         free = shutil.disk_usage(self.cache.root).free
         needed = sum(f["size"] for f in v.files if not self.cache.has_blob(f["sha256"], f["size"]))
         if needed > free:
@@ -393,15 +486,36 @@ class Client:
         return snap
 
     def load(self, model: nn.Module, ref: str, adapter_name: str = "default", *, version: int | str | None = None,
-             is_trainable: bool = False, activate: bool = True) -> AdapterModel:
-        """Pull ``ref`` and inject it into ``model`` (a plain model, or an ``AdapterModel`` to add to)."""
-        folder = self.pull(ref, version)
+             is_trainable: bool = False, activate: bool = True, expect_commit: str | None = None) -> AdapterModel:
+        """Pull ``ref`` and inject it into ``model`` (a plain model, or an ``AdapterModel`` to add to);
+        ``expect_commit`` as in :meth:`pull`.
+
+        A ``ref`` that names a composition rather than an adapter loads the composition into a plain
+        model: its members routed with Arrow, or stacked (see :mod:`sdk.client.compositions`)."""
+        try:
+            folder = self.pull(ref, version, expect_commit=expect_commit)
+        except RegistryNotFound:
+            if isinstance(model, AdapterModel) or version is not None:
+                raise
+            from .compositions import load_composition
+
+            try:
+                return load_composition(self, model, ref)
+            except RegistryNotFound:
+                pass
+            raise
         if isinstance(model, AdapterModel):
             model.load_adapter(folder, adapter_name, is_trainable=is_trainable)
             if activate:
                 model.set_adapter(adapter_name)
             return model
         return AdapterModel.from_pretrained(model, folder, adapter_name=adapter_name, is_trainable=is_trainable)
+
+
+def _is_peft_model(obj: object) -> bool:
+    """``obj`` is a ``peft.PeftModel`` (only when peft is imported: otherwise it cannot be one)."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(obj, getattr(peft, "PeftModel", ()))
 
 
 def _check(problem: str | None) -> None:

@@ -392,7 +392,7 @@ def combine_lora_adapters(
     combination_type: CombinationType = "svd", *, svd_rank: int | None = None, svd_clamp: float | None = None,
     svd_full_matrices: bool = True, svd_driver: str | None = None, density: float | None = None,
     majority_sign_method: MajoritySignMethod = "total", generator: torch.Generator | None = None,
-    module_order: Sequence[str] | None = None,
+    module_order: Sequence[str] | None = None, verify: bool = False,
 ) -> tuple[dict[str, Tensor], AdapterConfig]:
     """Combine LoRA adapters into a new one; returns ``(state_dict, config)`` in PEFT's on-disk form.
 
@@ -401,7 +401,9 @@ def combine_lora_adapters(
     With a single adapter the type is always ``linear`` (as in PEFT); seed ``generator`` for
     reproducible ``dare_*`` results. Inputs are never modified (nor shared with the result).
     Raises :class:`~sdk.errors.MergeError` naming the problem. Built on
-    :func:`plan_lora_combination` and :func:`iter_combined_tensors`.
+    :func:`plan_lora_combination` and :func:`iter_combined_tensors`. With ``verify=True`` the result is
+    checked on probe inputs (:func:`sdk.merging.verify.check_combination`, the registry's merge-job check):
+    a module that breaks the combination's promise raises :class:`~sdk.merging.verify.MergeCheckFailed`.
     """
     plan = plan_lora_combination(state_dicts, configs, CombineOptions(
         weights, combination_type, svd_rank=svd_rank, svd_clamp=svd_clamp, svd_full_matrices=svd_full_matrices,
@@ -410,6 +412,11 @@ def combine_lora_adapters(
     ))
     copied = {PREFIX + key for key, _ in plan.copies}
     out = {key: tensor.clone() if key in copied else tensor for key, tensor in iter_combined_tensors(plan)}
+    if verify:
+        from .verify import check_combination
+
+        check_combination([(sd, LoraSettings.from_config(c)) for sd, c in zip(state_dicts, configs, strict=True)],
+                          list(weights), plan.combination_type, out, LoraSettings.from_config(plan.config))
     return out, plan.config
 
 

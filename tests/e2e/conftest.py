@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import pytest
 from e2e_server import Server, start_server, stop_server
 from hostile_kit import Seeded, seed
+from playwright.sync_api import Browser, sync_playwright
 from s3_fixtures import *  # noqa: F403  (s3_server)
+from web_kit import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +42,13 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         yield seed(srv, folder)
     finally:
         stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One Debian Chromium (never a downloaded one) per browser test module: Playwright's sync API keeps an
+    event loop running while it is open, which the asyncio tests of later modules must not meet."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

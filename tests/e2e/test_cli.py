@@ -225,6 +225,13 @@ def test_push_and_browse(published: Published, files: dict[str, Path]) -> None:
     assert ok_json(*opts, "info", p.name)["aliases"] == {"latest": 2, "stable": 1}  # type: ignore[index]
     gone = cli(*opts, "alias", "rm", p.name, "prod")
     assert gone.exit_code == 1 and "no alias" in gone.stderr
+    history = ok_json(*opts, "alias", "history", p.name, "prod")
+    assert [m["version"] for m in history["items"]] == [None, 2]  # type: ignore[index]
+    assert "-> removed" in ok(*opts, "alias", "history", p.name, "prod").stdout
+    pinned = ok_json(*opts, "pull", f"{p.name}@stable", "--expect-commit", p.first["commit"])
+    assert pinned["commit"] == p.first["commit"]  # type: ignore[index]
+    refused = cli(*opts, "pull", f"{p.name}@latest", "--expect-commit", p.first["commit"])
+    assert refused.exit_code == 1 and "moved since it was pinned" in refused.stderr
 
 
 def test_push_refused_lists_every_problem(published: Published, files: dict[str, Path]) -> None:

@@ -438,6 +438,8 @@ def test_push_checks_locally_with_the_servers_messages(server: Server, tmp_path:
 
 
 def test_alias_moves_are_seen_by_pull(server: Server, tmp_path: Path) -> None:
+    """Also issue 19: resolving an alias names its commit (client, API, Hub ``X-Repo-Commit``); ``expect_commit``
+    refuses an alias that moved since, and a pull by the alias then gives the new bytes, never the old."""
     ns = uniq("alias")
     name = f"{ns}/ranker"
     base = register_tiny(server, tmp_path, "llama")
@@ -447,10 +449,24 @@ def test_alias_moves_are_seen_by_pull(server: Server, tmp_path: Path) -> None:
         assert files_of(c.pull(f"{name}@prod")) == files_of(tmp_path / "a1")
         assert c.pull(name).name == v2.commit  # latest
         assert c.pull(name, version="latest").name == v2.commit
+        pinned = c.resolve(f"{name}@prod")
+        assert (pinned.version, pinned.commit, pinned.ref) == (1, v1.commit, "prod")
+        hub = f"{server.url}/{name}/resolve/prod/adapter_config.json"
+        assert httpx.head(hub).headers["X-Repo-Commit"] == v1.commit
+        assert c.pull(f"{name}@prod", expect_commit=pinned.commit).name == v1.commit
 
         c.set_alias(name, "prod", 2)
-        prod = c.pull(f"{name}@prod")
+        with pytest.raises(client_api.AliasMoved) as moved:
+            c.pull(f"{name}@prod", expect_commit=pinned.commit)
+        assert moved.value.found == v2.commit and "moved since it was pinned" in str(moved.value)
+        with pytest.raises(client_api.AliasMoved):
+            c.load(tiny_llama(), f"{name}@prod", expect_commit=pinned.commit)
+        assert httpx.head(hub).headers["X-Repo-Commit"] == v2.commit
+        prod = c.pull(f"{name}@prod")  # the cache is keyed by commit: the moved alias gives the new bytes
         assert prod.name == v2.commit and files_of(prod) == files_of(tmp_path / "a2")
+        assert c.pull(f"{name}@{v1.commit}", expect_commit=v1.commit).name == v1.commit  # the pin still loads
+        with pytest.raises(sdk.AdapterError, match="40-hex commit"):
+            c.pull(f"{name}@prod", expect_commit="nope")
 
         c.set_alias(name, "prod", v1.commit)  # by commit
         assert c.pull(name, version="prod").name == v1.commit

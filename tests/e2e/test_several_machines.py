@@ -307,7 +307,7 @@ def test_merge_jobs_survive_a_worker_killed_and_replaced(cluster: Cluster, tmp_p
                         sample.labels["outcome"] == "succeeded":
                     succeeded += sample.value
                 if sample.name == "adapter_registry_gc_removed_blobs_total":
-                    assert sample.value == 0  # there is no garbage collection yet
+                    assert sample.value == 0  # the periodic collection leaves young blobs alone (grace period)
     assert succeeded == len(jobs)
     for i in range(4):  # each job published exactly once
         rows = cluster.query("SELECT v.version FROM adapter_version v JOIN adapter a ON a.id = v.adapter_id "
@@ -345,7 +345,6 @@ def test_an_api_killed_mid_push_leaves_nothing_visible_and_the_retry_succeeds(
     assert sha(pulled / WEIGHTS) == sha(folder / WEIGHTS)
 
     # What the dead push left: its session row, still open, and its multipart upload in S3 with the parts.
-    # No clean-up job exists yet; these counts are what it will have to remove.
     open_sessions = cluster.query("SELECT count(*) FROM upload_session WHERE state IN ('open', 'finalizing') "
                                   "AND namespace = 'ms' AND name = 'big'")[0][0]
     assert open_sessions == 1
@@ -355,3 +354,20 @@ def test_an_api_killed_mid_push_leaves_nothing_visible_and_the_retry_succeeds(
     assert len(pending) == 1
     keys = {row[0] for row in cluster.query("SELECT storage_key FROM file")}
     assert [key for key in bucket_keys(cluster) if key not in keys] == []  # no completed object without a file row
+
+    # The clean-up job accounts for it: once the session has expired, a collection run (here the
+    # command line's, with no grace period) ends the session and aborts its multipart upload.
+    (session_id, staging_key), = cluster.query("SELECT id::text, staging_key FROM upload_session WHERE state = 'open' "
+                                               "AND namespace = 'ms' AND name = 'big'")
+    cluster.query("UPDATE upload_session SET expires_at = now() - interval '1 minute' WHERE id = %s "
+                  "RETURNING id", session_id)
+    run = subprocess.run([_exe(), "gc", "--json", "--grace-s", "0"], capture_output=True, text=True, timeout=120,
+                         env={**cluster.env, "ADAPTER_REGISTRY_DATA_DIR": str(cluster.root / "gc")})
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert session_id in report["expired_sessions"] and report["blobs"] == [], report
+    assert cluster.query("SELECT state FROM upload_session WHERE id = %s", session_id) == [("expired",)]
+    assert cluster.s3.client().list_multipart_uploads(Bucket=cluster.bucket).get("Uploads", []) == []
+    assert staging_key not in bucket_keys(cluster)
+    pulled_again = cluster.client(survivor).pull("ms/big", version=1)  # what is referenced stays
+    assert sha(pulled_again / WEIGHTS) == sha(folder / WEIGHTS)

@@ -1,8 +1,9 @@
-"""Merge jobs as people follow them, end to end: in Debian's Chromium (Playwright) a job's page refreshing
-itself while its progress moves, the merged version's lineage drawn as SVG, a merged full model's link to
-its base-model page; and the ``adapters merge`` / ``adapters jobs`` commands. The registry runs as a real
-process (embedded PostgreSQL, local blobs) with one real ``adapter-registry worker`` made slow enough to
-watch (a pause at every step; see ``web_jobs_kit``).
+"""Merge jobs as people follow them, end to end: in Debian's Chromium (Playwright) a job's page updating
+its row in place while its progress moves (a small script polls the job's status; no page reloads), the
+merged version's lineage drawn as SVG, a merged full model's link to its base-model page; and the
+``adapters merge`` / ``adapters jobs`` commands. The registry runs as a real process (embedded
+PostgreSQL, local blobs) with one real ``adapter-registry worker`` made slow enough to watch (a pause at
+every step; see ``web_jobs_kit``).
 
 Set ``ADAPTER_HUB_SCREENSHOTS=docs`` to refresh the README's pictures ``docs/web-job.png`` and
 ``docs/web-lineage.png``.
@@ -11,7 +12,6 @@ Set ``ADAPTER_HUB_SCREENSHOTS=docs`` to refresh the README's pictures ``docs/web
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from click.testing import Result
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 from playwright.sync_api import Error as PlaywrightError
-from test_web_ui import CHROMIUM, CHROMIUM_ARGS
 from typer.testing import CliRunner
 from web_jobs_kit import WorkerPool, saved_lora, tiny_llama
+from web_kit import DESKTOP, check_page, shoot
 
 from sdk.cli import app
 from sdk.client import Client
@@ -84,32 +84,13 @@ def scene(local_server: Server, pool: WorkerPool, tmp_path_factory: pytest.TempP
 # --- the browser --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium (never a downloaded one)."""
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser: Browser, scene: Scene) -> Iterator[Page]:
-    """A fresh page with JavaScript off: live progress must not need it."""
-    ctx = browser.new_context(base_url=scene.srv.url, java_script_enabled=False,
-                              viewport={"width": 1200, "height": 800})
+    """A fresh page with JavaScript on (it keeps the job rows up to date)."""
+    ctx = browser.new_context(base_url=scene.srv.url, viewport=DESKTOP)
     ctx.set_default_timeout(15_000)
     yield ctx.new_page()
     ctx.close()
-
-
-def shoot(target: Page | Locator, name: str, tmp_path: Path) -> None:
-    """A screenshot (of a page or one element): into docs/ when refreshing the README's pictures."""
-    folder = Path(os.environ["ADAPTER_HUB_SCREENSHOTS"]) if os.environ.get("ADAPTER_HUB_SCREENSHOTS") else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
-    out = folder / f"web-{name}.png"
-    target.screenshot(path=str(out))
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def sign_in(page: Page, token: str, then: str) -> None:
@@ -129,7 +110,7 @@ def read_row(row: Locator) -> Row:
 
 
 def wait_row(row: Locator, until: Callable[[Row], bool], timeout: float = 45) -> Row:
-    """Read the row until ``until`` holds; the page reloads itself meanwhile (nothing here reloads it)."""
+    """Read the row until ``until`` holds; the page updates it meanwhile (nothing here reloads it)."""
     deadline, seen = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         try:
@@ -164,15 +145,22 @@ def test_job_progress_lineage_and_merged_model_in_the_browser(page: Page, scene:
     row = page.locator("tr.job")
     first = wait_row(row, lambda r: r[0] != "queued")
     assert first[0] == "running", f"never saw the job running: {first}"
-    assert page.locator("meta[http-equiv=refresh]").count() == 1  # an active job's page refreshes itself
+    expect(page.locator("form.cancel button")).to_be_visible()  # the signed-in writer may cancel it
+    check_page(page, "a running job's page")
     second = wait_row(row, lambda r: r[1] != first[1])
     assert second[1] > first[1], (first, second)  # progress only goes forward
     shoot(page.locator("body"), "job", tmp_path)  # the whole page, cut to its content
     final = wait_row(row, lambda r: r[0] not in ("queued", "running"))
     assert final == ("succeeded", 100), final
-    assert len(loads) >= 2, loads  # the page reloaded itself to show that
-    expect(page.locator("meta[http-equiv=refresh]")).to_have_count(0)  # and stops once the job is done
+    assert loads == [], loads  # updated in place: no reloads, no <meta refresh> (scroll and focus stay)
+    assert page.locator("meta[http-equiv=refresh]").count() == 0
     expect(page.locator("dl.facts")).to_contain_text(f"{ns}/blend (adapter)")
+    expect(page.locator("dl.facts")).to_contain_text("weight 0.3")  # the inputs, linked
+    expect(page.locator("dl.facts a", has_text=f"{ns}/beta@1")).to_have_attribute("href",
+                                                                                 f"/adapters/{ns}/beta/versions/1")
+    page.reload()
+    expect(page.locator("dd.duration")).to_have_text(re.compile(r"^\d+ (s|min)"))
+    expect(page.locator("form.cancel")).to_have_count(0)  # finished: nothing to cancel
 
     result = page.locator("tr.job td.result a")
     expect(result).to_have_text(f"{ns}/blend@1")
@@ -185,11 +173,17 @@ def test_job_progress_lineage_and_merged_model_in_the_browser(page: Page, scene:
     assert sorted(nodes.all_text_contents()) == sorted(f"{ns}/{n}@1" for n in ("alpha", "beta", "blend", "gamma"))
     expect(svg.locator("g.node.current > text")).to_have_text(f"{ns}/blend@1")
     expect(svg.locator("path.edge")).to_have_count(3)
-    assert sorted(svg.locator("text.edge-label").all_text_contents()) == ["weight 0.2", "weight 0.3", "weight 0.5"]
+    assert sorted(svg.locator("text.edge-label").all_text_contents()) == [  # method and weight
+        "linear · weight 0.2", "linear · weight 0.3", "linear · weight 0.5"]
     expect(page.locator("#lineage")).not_to_contain_text("No parents")
+    assert page.locator("svg[role=img] a").count() == 0  # links in a group, which keyboards reach
     page.locator("#lineage").scroll_into_view_if_needed()
+    check_page(page, "a merged version's page")
     shoot(page.locator("#lineage"), "lineage", tmp_path)
-    svg.locator("a", has=page.locator("g.node", has_text=f"{ns}/beta@1")).click()  # a parent links to its page
+    beta = svg.locator(f"a[aria-label='{ns}/beta@1']")
+    beta.focus()
+    expect(beta).to_be_focused()
+    page.keyboard.press("Enter")  # a parent links to its page
     expect(page).to_have_url(re.compile(rf"/adapters/{ns}/beta/versions/1$"))
     expect(page.locator("#lineage")).to_contain_text("No parents")
 

@@ -94,9 +94,10 @@ def tiny_gpt2(seed: int = 0) -> torch.nn.Module:
 def saved_adapter(tmp: Path, make=tiny_llama, seed: int = 1, **kw: Any) -> Path:  # type: ignore[no-untyped-def]
     """An SDK adapter with non-zero weights, saved in PEFT format; returns the folder."""
     kw.setdefault("target_modules", ["q_proj", "v_proj"])
+    kw.setdefault("r", 4)
     base = make()
     torch.manual_seed(seed)
-    model = sdk.get_peft_model(base, sdk.LoraConfig(r=4, init_lora_weights=False, **kw))
+    model = sdk.get_peft_model(base, sdk.LoraConfig(init_lora_weights=False, **kw))
     folder = tmp / f"adapter-{uuid.uuid4().hex[:6]}"
     model.save_pretrained(folder)
     return folder

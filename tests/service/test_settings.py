@@ -41,6 +41,13 @@ SERVICE_VALUES: dict[str, tuple[str, Any]] = {
     "log_format": ("json", "json"),
     "metrics": ("off", False),
     "probe_timeout_s": ("0.5", 0.5),
+    "restrictive_licenses": ("llama3.1,gemma", "llama3.1,gemma"),
+    "gc_grace_s": ("600", 600),
+    "gc_finalizing_s": ("7200", 7200),
+    "gc_max_objects": ("500", 500),
+    "webhook_allow_private": ("true", True),
+    "webhook_timeout_s": ("2.5", 2.5),
+    "max_webhooks_per_namespace": ("3", 3),
     "max_body_bytes": ("4096", 4096),
     "max_signature_body_bytes": ("1000000", 1000000),
     "max_hub_commit_bytes": ("2000000", 2000000),
@@ -69,6 +76,9 @@ WORKER_VALUES: dict[str, tuple[str, Any]] = {
     "name": ("worker-7", "worker-7"),
     "metrics_port": ("9101", 9101),
     "metrics_host": ("0.0.0.0", "0.0.0.0"),
+    "gc_cron": ("*/5 * * * *", "*/5 * * * *"),
+    "webhook_max_attempts": ("3", 3),
+    "webhook_backoff_s": ("2", 2),
     "job_timeout_s": ("90", 90.0),
 }
 
@@ -225,3 +235,9 @@ def test_serve_refuses_bad_settings_before_starting_anything(clean_env: pytest.M
     assert result.exit_code == 2
     assert "ADAPTER_REGISTRY_PRESIGN_EXPIRES_S='-5'" in result.output
     assert not (tmp_path / "pg").exists()  # no database was started
+
+
+def test_a_bad_collection_schedule_is_refused_naming_its_variable(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ADAPTER_REGISTRY_WORKER_GC_CRON", "every hour")
+    with pytest.raises(SettingsError, match="ADAPTER_REGISTRY_WORKER_GC_CRON"):
+        WorkerSettings.from_env()

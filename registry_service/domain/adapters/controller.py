@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -11,11 +10,10 @@ from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ...body_limits import body_limit, upload_slot
-from ...db.models import Alias, Event
+from ...db.models import Alias
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...names import check_alias
 from ...openapi import TEXT, body_operation, file_operation, form_schema, problems
@@ -24,23 +22,40 @@ from ...settings import Settings
 from ...storage import BlobStore
 from ..auth.guards import writer
 from ..auth.tokens import Principal
+from ..events import new_event
+from ..lifecycle.controller import AdapterDeletes
 from ..payloads import upload_payload
 from ..quotas import check_quota
-from . import reads, service
+from . import reads, search, service
+from .alias_history import MAX_HISTORY_PAGE, history, record_moves
 from .caching import fixed_ref, json_response
-from .downloads import serve_file
-from .metadata import MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS, check_metadata, clean_tags
-from .publish import publish, push_options
+from .downloads import count_download, serve_file
+from .editing import edit_metadata, move_alias
+from .metadata import MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS
+from .publish import publish, push_options, restrictive_note
 from .redaction import inputs_view, withheld, withheld_message
-from .schemas import AdapterInfo, AdapterPage, AliasDeleted, AliasMoved, PublishedVersion, VersionInfo, VersionList
+from .schemas import (
+    AdapterInfo,
+    AdapterPage,
+    AliasDeleted,
+    AliasHistory,
+    AliasMoved,
+    PublishedVersion,
+    VersionInfo,
+    VersionList,
+)
 from .service import MAX_VERSION
 from .validation import CONFIG_FILE, MAX_CONFIG_BYTES, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 from .visibility import change_visibility
 
 ROOT = "/api/v1/adapters"
+#: The engines of the serving report (sdk.serving_compat.ENGINES), as a search filter.
+Engine = Literal["vllm", "sglang", "tgi", "llama.cpp"]
 #: The push form (``POST …/versions``): the version's files, and fields that come with them.
 PUSH_FORM = form_schema({CONFIG_FILE: True, WEIGHTS_FILE: True, README_FILE: False}, {
-    "base_model": TEXT, "alias": TEXT, "tags": TEXT, "description": TEXT, "private": TEXT, "untrained": TEXT})
+    "base_model": TEXT, "alias": TEXT, "tags": TEXT, "description": TEXT, "private": TEXT, "untrained": TEXT,
+    "metrics": TEXT, "params": TEXT, "dataset": TEXT,
+    "license": TEXT})
 
 #: Bytes of a push's form besides its weights (config, README, fields, multipart framing).
 FORM_OVERHEAD_BYTES = 4 * 2**20
@@ -72,7 +87,7 @@ class AliasTarget(msgspec.Struct):
     version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | Annotated[str, msgspec.Meta(max_length=64)]
 
 
-class AdapterController(Controller):
+class AdapterController(AdapterDeletes, Controller):
     """``/api/v1/adapters``"""
 
     path = ROOT
@@ -91,11 +106,17 @@ class AdapterController(Controller):
         page_size: PageSize = 20,
         cursor: Annotated[str | None, Parameter(max_length=256, description=(
             "continue after the previous answer (its next_cursor); page is then ignored"))] = None,
+        serves: Annotated[Engine | None, Parameter(description="an engine the latest version loads on")] = None,
+        max_lora_rank: Annotated[int | None, Parameter(ge=1, le=2**31 - 1, description=(
+            "the --max-lora-rank a vLLM server runs with: adapters whose latest version loads on it"))] = None,
     ) -> AdapterPage:
-        """Search adapters by base model, method, tag and text, newest first: ``has_more`` says whether
-        more follow and ``next_cursor`` fetches them (``page`` still pages by offset)."""
-        found = await reads.search_adapters(reader, principal, base_model=base_model, method=method, tag=tag, q=q,
-                                            page=page, page_size=min(max(page_size, 1), 100), cursor=cursor)
+        """Search adapters by base model, method, tag and text, and by what serves them (``serves=vllm``,
+        ``max_lora_rank=16``: the serving-compatibility report of their latest version), newest first:
+        ``has_more`` says whether more follow and ``next_cursor`` fetches them (``page`` still pages by
+        offset); ``total`` counts up to 1,000 matches (``total_exact`` says whether that is all)."""
+        found = await search.search_adapters(reader, principal, base_model=base_model, method=method, tag=tag, q=q,
+                                             page=page, page_size=min(max(page_size, 1), 100), cursor=cursor,
+                                             serves=serves, max_lora_rank=max_lora_rank)
         return {"items": [service.describe_adapter(a) for a in found.items], "total": found.total,
                 "total_exact": found.total_exact, "page": page, "has_more": found.has_more,
                 "next_cursor": found.next_cursor}
@@ -113,19 +134,13 @@ class AdapterController(Controller):
         """Change description, tags (writers of the namespace) or visibility (namespace admins only: an admin
         token of the namespace, or a global admin)."""
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)
-        principal.require_write(ns)
-        if data.visibility is not None and data.visibility not in ("public", "private"):
-            raise BadRequest("visibility must be 'public' or 'private'")
-        check_metadata(data.description, data.tags)
-        if data.description is not None:
-            adapter.description = data.description
-        if data.tags is not None:
-            adapter.tags = clean_tags(data.tags)
+        changed: dict[str, Any] = edit_metadata(adapter, principal, description=data.description, tags=data.tags)
         if data.visibility is not None:
+            if data.visibility not in ("public", "private"):
+                raise BadRequest("visibility must be 'public' or 'private'")
             change_visibility(db, principal, adapter, data.visibility)
-        adapter.updated_at = dt.datetime.now(dt.UTC)
-        db.add(Event(actor=principal.name, kind="edit", subject=f"{ns}/{name}",
-                     data={k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}))
+        if changed:
+            db.add(new_event("adapter.edited", principal, namespace=ns, adapter=name, details=changed))
         await db.commit()
         return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
 
@@ -162,13 +177,16 @@ class AdapterController(Controller):
             request.app.state.sessionmaker, store, principal, ns, name, config_raw=config_raw, weights=weights,
             readme=readme, options=push_options(form), max_header_bytes=settings.max_header_bytes,
         )
-        body = PublishedVersion(**service.describe_version(adapter, version, base_url(request, settings)),
+        if settings.restrictive(adapter.base_model.license):
+            notes.append(restrictive_note(adapter.base_model))
+        body = PublishedVersion(**service.describe_version(adapter, version, base_url(request, settings),
+                                                           restrictive=settings.restrictive),
                                 url=f"{base_url(request, settings)}/adapters/{ns}/{name}", notes=notes)
         return Response(body, status_code=HTTP_201_CREATED)
 
     @get("/{ns:str}/{name:str}/versions", responses=problems(401, 404))
     async def list_versions(self, ns: NamePart, name: NamePart, reader: AsyncEngine, db: AsyncSession,
-                            principal: Principal, request: Request, limit: VersionsLimit = 100,
+                            principal: Principal, request: Request, settings: Settings, limit: VersionsLimit = 100,
                             before: VersionCursor = None) -> Response[VersionList]:
         """The versions, newest first, ``limit`` at a time: ``before`` (the previous answer's ``next_before``)
         continues below that version number; ``has_more`` says whether more follow (with an ETag;
@@ -177,9 +195,10 @@ class AdapterController(Controller):
         rows = await reads.read_versions(reader, adapter, limit=limit + 1, before=before)
         more = len(rows) > limit
         rows = rows[:limit]
-        view = await inputs_view(db, principal, rows)  # type: ignore[arg-type]  # parents and files, as a version
-        body = {"items": [service.describe_version(adapter, v, view=view) for v in rows], "aliases": aliases,
-                "has_more": more, "next_before": rows[-1].version if more else None}
+        view = await inputs_view(db, principal, rows)  # queries only when some version has parents
+        body = {"items": [service.describe_version(adapter, v, view=view, restrictive=settings.restrictive)
+                          for v in rows],
+                "aliases": aliases, "has_more": more, "next_before": rows[-1].version if more else None}
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public, fixed=False)
 
     @get("/{ns:str}/{name:str}/versions/{ref:str}", responses=problems(401, 404))
@@ -188,8 +207,9 @@ class AdapterController(Controller):
         """One version by number, alias or commit (with an ETag; ``If-None-Match`` answers 304). Publicly cacheable
         for good only when public and addressed by number or commit."""
         adapter, version = await reads.read_version(reader, principal, ns, name, ref)
-        view = await inputs_view(db, principal, [version])  # type: ignore[list-item]  # queries only for parents
-        body = service.describe_version(adapter, version, base_url(request, settings), view)
+        view = await inputs_view(db, principal, [version])  # queries only for parents
+        body = service.describe_version(adapter, version, base_url(request, settings), view,
+                                        restrictive=settings.restrictive)
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
                              fixed=fixed_ref(ref))
 
@@ -200,14 +220,16 @@ class AdapterController(Controller):
                        settings: Settings) -> Response:
         """A file's bytes (Range requests supported), or a redirect to storage on S3."""
         adapter, version = await reads.read_version(reader, principal, ns, name, ref)
-        view = await inputs_view(db, principal, [version])  # type: ignore[list-item]
-        if filename in withheld(version, view):  # type: ignore[arg-type]
+        view = await inputs_view(db, principal, [version])
+        if filename in withheld(version, view):
             raise NotFound(withheld_message(f"{ns}/{name}", version.version, filename))
         f = next((f for f in version.files if f.filename == filename), None)
         if f is None:
             raise NotFound(f"{ns}/{name}@{version.version} has no file {filename!r}")
         public = adapter.visibility == "public" and view.all_public
         await db.rollback()  # give the connection back (if the inputs were looked up) before a long download
+        await count_download(request.app.state.sessionmaker, adapter.id, f, request.headers.get("range"),
+                             request.method)
         redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
         return await serve_file(store, f, request.headers.get("range"), redirect=redirect,
                                 expires=settings.presign_expires_s, head=request.method == "HEAD",
@@ -221,16 +243,7 @@ class AdapterController(Controller):
         if alias == "latest":
             raise BadRequest("'latest' always points at the newest version and cannot be moved")
         adapter = await service.get_adapter(db, principal, ns, name, lock=True)
-        principal.require_write(ns)
-        version = await service.resolve_version(db, adapter, data.version)
-        now = dt.datetime.now(dt.UTC)
-        await db.execute(
-            insert(Alias).values(adapter_id=adapter.id, name=alias, version_id=version.id, updated_at=now)
-            .on_conflict_do_update(index_elements=["adapter_id", "name"],
-                                   set_={"version_id": version.id, "updated_at": now})
-        )
-        db.add(Event(actor=principal.name, kind="alias", subject=f"{ns}/{name}",
-                     data={"alias": alias, "version": version.version}))
+        version = await move_alias(db, adapter, principal, alias, data.version)
         await db.commit()
         return {"alias": alias, "version": version.version, "commit": version.commit}
 
@@ -247,10 +260,25 @@ class AdapterController(Controller):
                ).scalar_one_or_none()
         if row is None:
             raise NotFound(f"{ns}/{name} has no alias {alias!r}")
+        await record_moves(db, adapter.id, [alias], None, principal.name)
         await db.delete(row)
-        db.add(Event(actor=principal.name, kind="alias-delete", subject=f"{ns}/{name}", data={"alias": alias}))
+        db.add(new_event("alias.removed", principal, namespace=ns, adapter=name, details={"alias": alias}))
         await db.commit()
         return {"deleted": alias}
+
+    @get("/{ns:str}/{name:str}/aliases/{alias:str}/history", responses=problems(401, 404))
+    async def alias_history(self, ns: NamePart, name: NamePart, alias: AliasName, db: AsyncSession,
+                            principal: Principal, before: Annotated[int | None, Parameter(ge=1)] = None,
+                            limit: Annotated[int, Parameter(ge=1, le=MAX_HISTORY_PAGE)] = 20) -> AliasHistory:
+        """Every move of the alias, newest first: the version (and commit) it pointed at from ``at`` on, who
+        moved it; ``version`` null where it was removed. Older moves: ``?before=<id of the last one>``."""
+        check_alias(alias)
+        adapter = await service.get_adapter(db, principal, ns, name)
+        items = await history(db, adapter.id, alias, limit=limit, before=before)
+        if not items and before is None:
+            raise NotFound(f"{ns}/{name} has no alias {alias!r} and never had one")
+        current = (await service.aliases_of(db, adapter)).get(alias)
+        return {"alias": alias, "current": current, "items": items}
 
 
 def base_url(request: Request, settings: Settings) -> str:

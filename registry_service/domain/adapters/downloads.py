@@ -6,8 +6,10 @@ import re
 
 from litestar import Response
 from litestar.response import Redirect, Stream
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ...db.models import File
+from ...db.models import Adapter, File
 from ...errors import NotFound, RangeNotSatisfiable
 from ...metrics import S3_DIRECT_BYTES
 from ...storage import BlobNotFoundError, BlobStore, InvalidRangeError, content_disposition
@@ -45,6 +47,22 @@ def parse_range(header: str | None, size: int) -> tuple[int, int | None] | None:
     if start >= size or (end is not None and end < start):
         raise RangeNotSatisfiable(f"range {header!r} is outside the file of {size} bytes")
     return start, end
+
+
+async def count_download(sessionmaker: async_sessionmaker[AsyncSession], adapter_id: int, f: File | FileRow,
+                         range_header: str | None, method: str) -> None:
+    """Count a whole download of an adapter's weights (``adapter.downloads``): a GET of its safetensors
+    file from the first byte (the later ranges of a split download, HEADs and configs are not counted)."""
+    if method != "GET" or not f.filename.endswith(".safetensors"):
+        return
+    try:
+        rng = parse_range(range_header, f.size)
+    except RangeNotSatisfiable:
+        return
+    if rng is not None and rng[0] != 0:
+        return
+    async with sessionmaker() as db, db.begin():
+        await db.execute(update(Adapter).where(Adapter.id == adapter_id).values(downloads=Adapter.downloads + 1))
 
 
 def media_type(filename: str) -> str:

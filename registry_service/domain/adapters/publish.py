@@ -26,18 +26,22 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sdk.config import AdapterConfig
 from sdk.errors import ValidationFailed
+from sdk.serving_compat import facts_from_files, serving_report
 from sdk.signature import Signature
 
-from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, Event, File, Namespace, UploadSession
+from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, File, Namespace, UploadSession
 from ...errors import BadRequest, Conflict, reject
 from ...inputs import json_problem
 from ...names import check_alias, check_part, split_name
 from ...storage import BlobStore
 from ..auth.tokens import Principal
 from ..blob_commits import commit_with_blobs
+from ..events import new_event
 from ..payloads import Payload, bytes_payload
 from ..upload_sessions import finalize_session
+from .alias_history import record_moves
 from .metadata import check_metadata, clean_tags
+from .provenance import provenance_from_form
 from .validation import CONFIG_FILE, README_FILE, check_weights, parse_config
 
 
@@ -53,6 +57,10 @@ class PushOptions:
     private: bool | None = None
     alias: str | None = None
     untrained: bool = False
+    #: ``{"metrics", "params", "dataset"}`` of the version (:mod:`.provenance`)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    #: the adapter's own license; None: the model card's ``license:`` if it has one
+    license: str | None = None
 
 
 def _truthy(value: Any) -> bool:
@@ -75,7 +83,32 @@ def push_options(form: Any) -> PushOptions:
         private=None if str(form.get("private") or "").strip() == "" else _truthy(form.get("private")),
         alias=(form.get("alias") or None),
         untrained=_truthy(form.get("untrained", "false")),
+        provenance=provenance_from_form(form),
+        license=_license(form.get("license")),
     )
+
+
+def _license(value: Any) -> str | None:
+    """A license field: trimmed, at most 128 characters (422 past that), None when empty."""
+    text = str(value or "").strip()
+    if len(text) > 128:
+        raise reject(f"license is {len(text)} characters; at most 128", expected="at most 128 characters",
+                     found=f"{len(text)} characters")
+    return text or None
+
+
+def card_license(readme: bytes | None) -> str | None:
+    """The ``license:`` of a model card's YAML front matter (the Hub's convention), if any."""
+    lines = (readme or b"")[:65536].decode("utf-8", "replace").splitlines()
+    if not lines or lines[0].strip() != "---":
+        return None
+    for line in lines[1:]:
+        if line.strip() == "---":
+            return None
+        key, _, value = line.partition(":")
+        if key.strip() == "license" and value.strip():
+            return _license(value.strip().strip("\"'"))
+    return None
 
 
 @dataclass
@@ -104,6 +137,10 @@ class PreparedVersion:
     summary: dict[str, Any]
     options: PushOptions
     notes: list[str]
+    #: the serving-compatibility report (:mod:`sdk.serving_compat`)
+    serving: dict[str, Any] = field(default_factory=dict)
+    #: the adapter's own license (push field, else the model card's)
+    license: str | None = None
 
 
 class NewVersion(TypedDict):
@@ -160,7 +197,16 @@ async def prepare_version(sessionmaker: async_sessionmaker[AsyncSession], princi
             raise BadRequest(f"{extra.filename} is already a file of this version")
         files.append(extra)
     summary = checked.summary | {"base_fingerprint": base.fingerprint}  # what it was validated against
-    return PreparedVersion(ns, name, base, config, files, summary, options, notes)
+    shapes = {n: i.shape for n, i in checked.header.tensors.items()}
+    serving = serving_report(facts_from_files(config.to_dict(), shapes))
+    return PreparedVersion(ns, name, base, config, files, summary, options, notes, serving,
+                           options.license or card_license(readme))
+
+
+def restrictive_note(base: BaseModel) -> str:
+    """What a push against a base under a restrictive license is told."""
+    return (f"base model {base.namespace}/{base.name} is under the {base.license!r} license, which this registry "
+            "marks as restrictive: using this adapter is bound by that license's terms")
 
 
 async def insert_version(db: AsyncSession, principal: Principal, prepared: PreparedVersion,
@@ -169,8 +215,10 @@ async def insert_version(db: AsyncSession, principal: Principal, prepared: Prepa
     """Insert the version's rows in ``db``'s transaction (``keys``: where each file's bytes are stored,
     by sha256); numbering, aliases and the push event included."""
     p = prepared
+    columns = {"serving": p.serving, "serves": list(p.serving.get("serves", [])),
+               "max_lora_rank": p.serving.get("max_lora_rank"), "base_revision": p.base.revision, "license": p.license}
     return await _insert_version(db, principal, p.ns, p.name, p.base, p.config, p.files, keys, p.options,
-                                 p.summary, parents or [])
+                                 p.summary, parents or [], columns)
 
 
 async def publish(sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, principal: Principal, ns: str,
@@ -282,6 +330,7 @@ async def _insert_version(
     options: PushOptions,
     summary: dict[str, Any],
     parents: list[dict[str, Any]],
+    columns: Mapping[str, Any],
 ) -> tuple[Adapter, AdapterVersion]:
     await db.execute(insert(Namespace).values(name=ns).on_conflict_do_nothing(index_elements=["name"]))
     created = (await db.execute(
@@ -312,22 +361,26 @@ async def _insert_version(
         digest.update(f"{f.filename}:{f.sha256}".encode())
     version = AdapterVersion(
         adapter_id=adapter.id, version=number, commit=digest.hexdigest(), config=config.to_dict(),
-        summary=summary, parents=parents, created_by=principal.name,
+        summary=summary, parents=parents, created_by=principal.name, provenance=options.provenance,
+        description=options.description, **columns,
     )
     db.add(version)
     await db.flush()
     for f in files:
         db.add(File(version_id=version.id, filename=f.filename, size=f.size, sha256=f.sha256,
                     storage_key=keys[f.sha256]))
-    for alias in ["latest"] + ([options.alias] if options.alias else []):
+    names = ["latest"] + ([options.alias] if options.alias else [])
+    await record_moves(db, adapter.id, names, version, principal.name)
+    for alias in names:
         await db.execute(
             insert(Alias)
             .values(adapter_id=adapter.id, name=alias, version_id=version.id, updated_at=now)
             .on_conflict_do_update(index_elements=["adapter_id", "name"],
                                    set_={"version_id": version.id, "updated_at": now})
         )
-    db.add(Event(actor=principal.name, kind="push", subject=f"{ns}/{name}@{number}",
-                 data={"commit": version.commit, "files": {f.filename: f.sha256 for f in files}}))
+    db.add(new_event("push", principal, namespace=ns, adapter=name, subject=f"{ns}/{name}@{number}",
+                     details={"version": number, "commit": version.commit, "alias": options.alias,
+                              "files": {f.filename: f.sha256 for f in files}}))
     await db.flush()
     await db.refresh(version, ["files"])
     adapter.next_version = number + 1

@@ -4,39 +4,31 @@ query each, answered as plain frozen structs instead of ORM objects.
 They run on the app's reader engine (:func:`registry_service.db.session.make_reader`: autocommit, one
 round trip per read). The visibility condition is part of every query, so nothing here can hand out a private version to
 a caller who may not read it. The statements are built once per shape (reference kind × kind of
-caller) with bound parameters, so a request only binds values.
+caller) with bound parameters, so a request only binds values. The structs carry the ORM rows' attribute
+names, so the JSON forms, the yank rules (:mod:`.references`) and redaction (:mod:`.redaction`) are the
+same functions for both.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import functools
-import re
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, Literal
 
-from sqlalchemy import JSON, Row, Select, and_, bindparam, false, func, literal_column, or_, select, true, tuple_
+from sqlalchemy import JSON, ColumnElement, Select, and_, bindparam, false, func, literal_column, or_, select, true
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, File
 from ...db.session import read_once
-from ...errors import BadRequest, NotFound
-from ...names import COMMIT, check_part
+from ...errors import NotFound
+from ...names import check_part
 from ..auth.tokens import Principal
-
-#: A version reference that is a number (at most 19 ASCII digits, so int() is cheap) …
-VERSION_NUMBER = re.compile(r"^[0-9]{1,19}\Z")
-#: … and the largest version number there can be (``adapter_version.version`` is a 32-bit integer).
-MAX_VERSION = 2**31 - 1
-#: Search counts matches up to this many (``total_exact`` false beyond): a count is a scan of them all.
-MAX_COUNTED = 1_000
+from .references import MAX_VERSION, RefKind, missing, refuse_yanked, version_ref
 
 A, V, F, B, L = (Adapter.__table__, AdapterVersion.__table__, File.__table__, BaseModel.__table__,
                  Alias.__table__)
-RefKind = Literal["number", "commit", "alias"]
 Caller = Literal["admin", "anonymous", "namespace"]
 
 
@@ -65,6 +57,8 @@ class BaseRef:
     namespace: str
     name: str
     fingerprint: str
+    revision: str | None
+    license: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +73,7 @@ class AdapterRow:
     tags: list[str]
     visibility: str
     next_version: int
+    downloads: int
     created_at: dt.datetime | None
     updated_at: dt.datetime | None
     base_model: BaseRef
@@ -96,18 +91,27 @@ class VersionRow:
     parents: list[dict[str, Any]]
     created_by: str | None
     created_at: dt.datetime | None
+    provenance: dict[str, Any]
+    description: str | None
+    merge_check: dict[str, Any] | None
+    serving: dict[str, Any] | None
+    base_revision: str | None
+    license: str | None
+    yanked_at: dt.datetime | None
+    yanked_by: str | None
+    yank_reason: str | None
+    purged_at: dt.datetime | None
     files: tuple[FileRow, ...]
 
 
-def ref_kind(ref: str) -> tuple[RefKind, str | int]:
-    """How a reference names a version, and the value to look it up by (404 for a number past the
-    column's range)."""
-    if VERSION_NUMBER.match(ref):  # ASCII digits only: '²' is a digit to str.isdigit, not to int()
-        number = int(ref)
-        return "number", number if number <= MAX_VERSION else 0  # 0: no such version, asked cheaply
-    if COMMIT.match(ref):
-        return "commit", ref
-    return "alias", ref
+def ref_kind(ref: str | int | None) -> tuple[RefKind, str | int]:
+    """How a reference names a version, and the value to look it up by (a number past the column's range
+    looks up 0: no such version, asked cheaply, after the adapter's visibility)."""
+    try:
+        kind, ref_s = version_ref(ref, "")
+    except NotFound:
+        return "number", 0
+    return kind, int(ref_s) if kind == "number" else ref_s
 
 
 def caller_kind(principal: Principal) -> Caller:
@@ -117,15 +121,32 @@ def caller_kind(principal: Principal) -> Caller:
     return "namespace" if principal.namespace and principal.scopes else "anonymous"
 
 
-def _visible(caller: Caller) -> Any:
+def _visible(caller: Caller) -> ColumnElement[bool]:
     if caller == "admin":
         return true()
     own = A.c.namespace == bindparam("caller_ns") if caller == "namespace" else false()
     return or_(A.c.visibility == "public", own)
 
 
-_ADAPTER_COLUMNS = (A.c.id, A.c.namespace, A.c.name, A.c.method, A.c.description, A.c.tags, A.c.visibility,
-                    A.c.next_version, A.c.created_at, A.c.updated_at, B.c.namespace, B.c.name, B.c.fingerprint)
+def visible_to(principal: Principal) -> ColumnElement[bool]:
+    """SQL condition: adapters ``principal`` may see (public ones, and private ones it can read), with
+    the caller's namespace as the bound parameter ``caller_ns`` (:func:`caller_params`)."""
+    return _visible(caller_kind(principal))
+
+
+def caller_params(principal: Principal) -> dict[str, Any]:
+    """The bound parameters :func:`visible_to` needs."""
+    return {"caller_ns": principal.namespace} if caller_kind(principal) == "namespace" else {}
+
+
+#: The columns of an adapter (and its base model) that :func:`adapter_row` reads, in order.
+ADAPTER_COLUMNS = (A.c.id, A.c.namespace, A.c.name, A.c.method, A.c.description, A.c.tags, A.c.visibility,
+                   A.c.next_version, A.c.downloads, A.c.created_at, A.c.updated_at,
+                   B.c.namespace, B.c.name, B.c.fingerprint, B.c.revision, B.c.license)
+_VERSION_COLUMNS = (V.c.id, V.c.version, V.c.commit, V.c.config, V.c.summary, V.c.parents, V.c.created_by,
+                    V.c.created_at, V.c.provenance, V.c.description, V.c.merge_check, V.c.serving, V.c.base_revision,
+                    V.c.license, V.c.yanked_at, V.c.yanked_by, V.c.yank_reason, V.c.purged_at)
+_AT_VERSION = len(ADAPTER_COLUMNS)  # where a version's columns start after an adapter's
 
 
 def _files_json() -> Any:
@@ -133,10 +154,6 @@ def _files_json() -> Any:
     row = func.json_build_array(F.c.filename, F.c.size, F.c.sha256, F.c.storage_key)
     agg = func.coalesce(func.json_agg(aggregate_order_by(row, F.c.filename)), literal_column("'[]'::json"))
     return select(agg).where(F.c.version_id == V.c.id).scalar_subquery().cast(JSON)
-
-
-_VERSION_COLUMNS = (V.c.id, V.c.version, V.c.commit, V.c.config, V.c.summary, V.c.parents, V.c.created_by,
-                    V.c.created_at)
 
 
 @functools.cache
@@ -150,7 +167,7 @@ def version_statement(kind: RefKind, caller: Caller) -> Select[Any]:
     else:
         column = V.c.version if kind == "number" else V.c.commit
         joined = base.outerjoin(V, and_(V.c.adapter_id == A.c.id, column == bindparam("ref")))
-    return (select(*_ADAPTER_COLUMNS, *_VERSION_COLUMNS, _files_json()).select_from(joined)
+    return (select(*ADAPTER_COLUMNS, *_VERSION_COLUMNS, _files_json()).select_from(joined)
             .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), _visible(caller)))
 
 
@@ -160,7 +177,7 @@ def adapter_statement(caller: Caller) -> Select[Any]:
     aliases = (select(func.coalesce(func.json_object_agg(L.c.name, V.c.version), literal_column("'{}'::json")))
                .select_from(L.join(V, V.c.id == L.c.version_id)).where(L.c.adapter_id == A.c.id)
                .scalar_subquery().cast(JSON))
-    return (select(*_ADAPTER_COLUMNS, aliases).select_from(A.join(B, B.c.id == A.c.base_model_id))
+    return (select(*ADAPTER_COLUMNS, aliases).select_from(A.join(B, B.c.id == A.c.base_model_id))
             .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), _visible(caller)))
 
 
@@ -175,37 +192,38 @@ def versions_statement() -> Select[Any]:
 def _params(principal: Principal, ns: str, name: str) -> dict[str, Any]:
     check_part(ns, "namespace")
     check_part(name, "adapter name")
-    params: dict[str, Any] = {"ns": ns, "name": name}
-    if caller_kind(principal) == "namespace":
-        params["caller_ns"] = principal.namespace
-    return params
+    return {"ns": ns, "name": name, **caller_params(principal)}
 
 
-def _adapter(row: Any) -> AdapterRow:
-    return AdapterRow(row[0], row[1], row[2], row[3], row[4], list(row[5] or []), row[6], row[7], row[8], row[9],
-                      BaseRef(row[10], row[11], row[12]))
+def adapter_row(row: Any) -> AdapterRow:
+    """An :class:`AdapterRow` from a row that starts with :data:`ADAPTER_COLUMNS`."""
+    return AdapterRow(row[0], row[1], row[2], row[3], row[4], list(row[5] or []), row[6], row[7], int(row[8] or 0),
+                      row[9], row[10], BaseRef(row[11], row[12], row[13], row[14], row[15]))
 
 
 def _version(row: Any, at: int) -> VersionRow:
-    files = tuple(FileRow(f[0], int(f[1]), f[2], f[3]) for f in row[at + 8])
-    return VersionRow(row[at], row[at + 1], row[at + 2], row[at + 3], row[at + 4], row[at + 5] or [], row[at + 6],
-                      row[at + 7], files)
+    files = tuple(FileRow(f[0], int(f[1]), f[2], f[3]) for f in row[at + len(_VERSION_COLUMNS)])
+    v = row[at:at + len(_VERSION_COLUMNS)]
+    return VersionRow(v[0], v[1], v[2], v[3], v[4], v[5] or [], v[6], v[7], v[8] or {}, *v[9:], files=files)
 
 
-async def read_version(reader: AsyncEngine, principal: Principal, ns: str, name: str,
-                       ref: str | int | None) -> tuple[AdapterRow, VersionRow]:
+async def read_version(reader: AsyncEngine, principal: Principal, ns: str, name: str, ref: str | int | None, *,
+                       yanked_ok: bool = False) -> tuple[AdapterRow, VersionRow]:
     """A version of ``ns/name`` by number, alias (``latest`` when ``ref`` is None) or commit, in one
-    query; :class:`AdapterNotFound` or :class:`VersionNotFound` (both 404) otherwise."""
-    ref_s = "latest" if ref is None or ref == "" else str(ref)
+    query; :class:`AdapterNotFound` or :class:`VersionNotFound` (both 404) otherwise, and 410 Gone as
+    :func:`.references.missing` and :func:`.references.refuse_yanked` say."""
     params = _params(principal, ns, name)
-    kind, params["ref"] = ref_kind(ref_s)
+    kind, params["ref"] = ref_kind(ref)
     rows = await read_once(reader, version_statement(kind, caller_kind(principal)), params)
     row = rows[0] if rows else None
     if row is None:
         raise AdapterNotFound(f"adapter {ns}/{name} not found")
-    if row[13] is None:
-        raise VersionNotFound(f"{ns}/{name} has no version {ref_s!r}")
-    return _adapter(row), _version(row, 13)
+    adapter = adapter_row(row)
+    if row[_AT_VERSION] is None:
+        raise missing(f"{ns}/{name}", ref, adapter.next_version, VersionNotFound)
+    version = _version(row, _AT_VERSION)
+    refuse_yanked(f"{ns}/{name}", version, yanked_ok)
+    return adapter, version
 
 
 async def read_adapter(reader: AsyncEngine, principal: Principal, ns: str, name: str
@@ -215,7 +233,7 @@ async def read_adapter(reader: AsyncEngine, principal: Principal, ns: str, name:
     row = rows[0] if rows else None
     if row is None:
         raise AdapterNotFound(f"adapter {ns}/{name} not found")
-    return _adapter(row), dict(sorted(row[13].items()))
+    return adapter_row(row), dict(sorted(row[_AT_VERSION].items()))
 
 
 async def read_versions(reader: AsyncEngine, adapter: AdapterRow, *, limit: int,
@@ -226,122 +244,23 @@ async def read_versions(reader: AsyncEngine, adapter: AdapterRow, *, limit: int,
     return [_version(row, 0) for row in rows]
 
 
-@dataclass(frozen=True, slots=True)
-class SearchPage:
-    """A page of adapters; ``next_cursor`` continues after its last one while ``has_more``. ``total``
-    counts the matches up to :data:`MAX_COUNTED` (``total_exact`` says whether that is all)."""
-
-    items: list[AdapterRow]
-    total: int
-    total_exact: bool
-    has_more: bool
-    next_cursor: str | None
-
-
-def encode_cursor(updated_at: dt.datetime, ident: int) -> str:
-    """The opaque cursor after the adapter (``updated_at``, ``ident``) in the (updated_at DESC, id DESC) order."""
-    return base64.urlsafe_b64encode(f"{updated_at.isoformat()}|{ident}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
-    """(updated_at, id) of a cursor; 400 when it is not one this service gave out."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        when, _, ident = raw.partition("|")
-        at, number = dt.datetime.fromisoformat(when), int(ident)
-        if at.tzinfo is None or not 0 < number <= MAX_VERSION:
-            raise ValueError(raw)
-        return at, number
-    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-        raise BadRequest(f"cursor {cursor[:80]!r} is not a cursor of this listing; pass next_cursor as given") from exc
-
-
-async def _rows(db: AsyncSession | AsyncEngine, statement: Any, params: dict[str, Any] | None = None) -> list[Row[Any]]:
-    if isinstance(db, AsyncEngine):
-        return await read_once(db, statement, params or {})
-    return list(await (await db.connection()).execute(statement, params or {}))
-
-
-def _like(q: str) -> str:
-    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-class SearchFilters(TypedDict, total=False):
-    """What a search can be narrowed and paged by (every one optional)."""
-
-    base_model: str | None
-    fingerprint: str | None
-    method: str | None
-    tag: str | None
-    q: str | None
-    page: int
-    page_size: int
-    cursor: str | None
-
-
-async def search_adapters(db: AsyncSession | AsyncEngine, principal: Principal, *, count: bool = True,
-                          **filters: Unpack[SearchFilters]) -> SearchPage:
-    """Adapters matching every given filter, newest first (updated_at, then id: a stable order).
-    ``cursor`` (a previous page's ``next_cursor``) continues by keyset; without it ``page`` picks a
-    page by offset. ``count``: also count the matches (up to :data:`MAX_COUNTED`)."""
-    base_model, fingerprint, method = filters.get("base_model"), filters.get("fingerprint"), filters.get("method")
-    tag, q, cursor = filters.get("tag"), filters.get("q"), filters.get("cursor")
-    page, page_size = filters.get("page", 1), filters.get("page_size", 20)
-    conds: list[Any] = [_visible(caller_kind(principal))]
-    params: dict[str, Any] = {"caller_ns": principal.namespace} if caller_kind(principal) == "namespace" else {}
-    if base_model:
-        ns, _, name = base_model.partition("/")
-        conds.append(A.c.base_model_id == select(B.c.id).where(B.c.namespace == ns, B.c.name == name)
-                     .scalar_subquery())
-    if fingerprint:
-        conds.append(A.c.base_model_id.in_(select(B.c.id).where(B.c.fingerprint == fingerprint)))
-    if method:
-        conds.append(A.c.method == method.upper())
-    if tag:
-        conds.append(A.c.tags.contains([tag]))
-    if q:
-        like = _like(q)
-        conds.append(or_(A.c.name.ilike(like, escape="\\"), A.c.namespace.ilike(like, escape="\\"),
-                         A.c.description.ilike(like, escape="\\")))
-    stmt = select(*_ADAPTER_COLUMNS).select_from(A.join(B, B.c.id == A.c.base_model_id)).where(*conds)
-    if cursor:
-        at, ident = decode_cursor(cursor)
-        stmt = stmt.where(tuple_(A.c.updated_at, A.c.id) < tuple_(at, ident))
-    else:
-        stmt = stmt.offset((max(page, 1) - 1) * page_size)
-    rows = await _rows(db, stmt.order_by(A.c.updated_at.desc(), A.c.id.desc()).limit(page_size + 1), params)
-    items = [_adapter(r) for r in rows[:page_size]]
-    more = len(rows) > page_size
-    total, exact = 0, True
-    if count:
-        counted = select(A.c.id).where(*conds).limit(MAX_COUNTED + 1).subquery()
-        total = (await _rows(db, select(func.count()).select_from(counted), params))[0][0]
-        total, exact = min(total, MAX_COUNTED), total <= MAX_COUNTED
-    last = items[-1] if more and items else None
-    return SearchPage(items, total, exact, more,
-                      encode_cursor(last.updated_at, last.id) if last and last.updated_at else None)
-
-
 __all__ = [
-    "MAX_COUNTED",
-    "MAX_VERSION",
-    "VERSION_NUMBER",
+    "ADAPTER_COLUMNS",
     "AdapterNotFound",
     "AdapterRow",
     "BaseRef",
     "FileRow",
-    "SearchPage",
     "VersionNotFound",
     "VersionRow",
+    "adapter_row",
     "adapter_statement",
     "caller_kind",
-    "decode_cursor",
-    "encode_cursor",
+    "caller_params",
     "read_adapter",
     "read_version",
     "read_versions",
     "ref_kind",
-    "search_adapters",
     "version_statement",
     "versions_statement",
+    "visible_to",
 ]

@@ -42,8 +42,19 @@ class AdapterPage(TypedDict):
     next_cursor: str | None
 
 
+class BaseModelRef(TypedDict):
+    """The base model a version was validated against: revision then and now, and its license."""
+
+    name: str
+    revision: str | None
+    validated_revision: str | None
+    license: str | None
+    license_restrictive: bool
+
+
 class VersionInfo(TypedDict):
-    """A version: its config, summary, lineage parents and files."""
+    """A version: its config, summary, lineage parents, provenance (description, metrics, params, dataset)
+    and files."""
 
     adapter: str
     version: int
@@ -51,9 +62,23 @@ class VersionInfo(TypedDict):
     config: dict[str, Any]
     summary: dict[str, Any] | None
     parents: list[dict[str, Any]] | None
+    description: str | None
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    dataset: dict[str, str] | None
     created_by: str | None
     created_at: str | None
+    #: When, by whom and why it was yanked (``purged``: its files were removed); null for a live version.
+    yanked: dict[str, Any] | None
     files: list[FileInfo]
+    #: the serving-compatibility report (sdk.serving_compat): per engine a verdict, its reason, what it needs
+    serving: dict[str, Any]
+    #: a merge job's probe check of the published bytes (sdk.merging.verify); null for pushed versions
+    merge_check: dict[str, Any] | None
+    #: the adapter's own license (push field or model card)
+    license: str | None
+    #: the base model: its current revision, the revision this version was validated against, its license
+    base_model: BaseModelRef
 
 
 class PublishedVersion(VersionInfo):
@@ -78,6 +103,25 @@ class AliasMoved(TypedDict):
     alias: str
     version: int
     commit: str
+
+
+class AliasMove(TypedDict):
+    """One move of an alias: where it pointed from ``at`` on (``version`` null: removed), and who moved it."""
+
+    id: int
+    version: int | None
+    commit: str | None
+    previous_version: int | None
+    moved_by: str | None
+    at: str | None
+
+
+class AliasHistory(TypedDict):
+    """An alias's moves, newest first, and the version it points at now (null: removed)."""
+
+    alias: str
+    current: int | None
+    items: list[AliasMove]
 
 
 class AliasDeleted(TypedDict):
@@ -119,5 +163,20 @@ class UploadEnded(TypedDict):
     state: str
 
 
-__all__ = ["AdapterInfo", "AdapterPage", "AliasDeleted", "AliasMoved", "FileInfo", "PartStored", "PartTarget",
-           "PublishedVersion", "UploadEnded", "UploadSessionInfo", "VersionInfo", "VersionList"]
+__all__ = [
+    "AdapterInfo",
+    "AdapterPage",
+    "AliasDeleted",
+    "AliasHistory",
+    "AliasMove",
+    "AliasMoved",
+    "BaseModelRef",
+    "FileInfo",
+    "PartStored",
+    "PartTarget",
+    "PublishedVersion",
+    "UploadEnded",
+    "UploadSessionInfo",
+    "VersionInfo",
+    "VersionList",
+]

@@ -43,7 +43,7 @@ from ..auth.guards import writer
 from ..auth.tokens import Principal
 from . import service
 from .controller import ROOT, base_url, read_small
-from .publish import UploadFinish, publish_upload
+from .publish import UploadFinish, publish_upload, restrictive_note
 from .schemas import PartStored, PublishedVersion, UploadEnded, UploadSessionInfo
 from .validation import CONFIG_FILE, MAX_CONFIG_BYTES, MAX_README_BYTES, README_FILE, WEIGHTS_FILE, check_filename
 
@@ -64,7 +64,8 @@ PART_BODY = body_operation("application/octet-stream", BINARY, "The part's bytes
 #: The finalize form: the version's other files, the parts as uploaded, the sha256 and the push fields.
 FINALIZE_FORM = form_schema({CONFIG_FILE: True, README_FILE: False}, {
     "parts": TEXT, "sha256": TEXT, "base_model": TEXT, "alias": TEXT, "tags": TEXT, "description": TEXT,
-    "private": TEXT, "untrained": TEXT})
+    "private": TEXT, "untrained": TEXT,
+    "metrics": TEXT, "params": TEXT, "dataset": TEXT})
 
 
 class UploadController(Controller):
@@ -130,7 +131,10 @@ class UploadController(Controller):
         finish = await _finish_form(await request.form())
         adapter, version, notes = await publish_upload(db, request.app.state.sessionmaker, store, principal, ns,
                                                        name, row, finish, max_header_bytes=settings.max_header_bytes)
-        body = PublishedVersion(**service.describe_version(adapter, version, base_url(request, settings)), notes=notes)
+        if settings.restrictive(adapter.base_model.license):
+            notes.append(restrictive_note(adapter.base_model))
+        body = PublishedVersion(**service.describe_version(adapter, version, base_url(request, settings),
+                                                           restrictive=settings.restrictive), notes=notes)
         return Response(body, status_code=HTTP_201_CREATED)
 
 

@@ -14,14 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db.models import Adapter
 from ..auth.tokens import Principal
+from ..events import new_event
 
 log = logging.getLogger("adapter_registry.audit")
 
 
 def note_visibility_change(db: AsyncSession, principal: Principal, adapter: Adapter, old: str, new: str) -> None:
     """Record that ``principal`` changed the visibility of ``adapter`` from ``old`` to ``new`` (in ``db``'s
-    transaction). The one place this is recorded: today a log line; the audit events table hooks in here."""
-    del db  # the events table will be written through it
+    transaction): a ``visibility.changed`` audit event, and a log line."""
+    db.add(new_event("visibility.changed", principal, namespace=adapter.namespace, adapter=adapter.name,
+                     details={"from": old, "to": new}))
     log.info("visibility of %s/%s changed from %s to %s by %s (token id %s)", adapter.namespace, adapter.name, old,
              new, principal.name, principal.token_id)
 

@@ -26,12 +26,13 @@ from ...storage.base import MAX_PART_NUMBER
 from .. import upload_sessions as sessions
 from ..adapters.controller import base_url
 from ..adapters.downloads import serve_file
-from ..adapters.reads import search_adapters
 from ..adapters.schemas import PartStored, UploadEnded, UploadSessionInfo
+from ..adapters.search import search_adapters
 from ..adapters.service import describe_adapter
 from ..adapters.uploads import PART_BODY
 from ..auth.guards import signed_in, writer
 from ..auth.tokens import Principal
+from ..lifecycle.controller import BaseModelDeletes
 from ..payloads import upload_payload
 from ..quotas import check_quota
 from . import service, weights
@@ -53,7 +54,10 @@ class RegisterBaseModel(msgspec.Struct):
     """Register by ``signature`` (from ``sdk.signature``) or by ``config`` (a ``config.json``)."""
 
     name: Annotated[str, msgspec.Meta(max_length=193, description="'namespace/name'")]
-    revision: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    revision: Annotated[str, msgspec.Meta(max_length=128, description="the exact revision of the weights (a commit "
+                                                                      "or tag of where they come from)")] | None = None
+    license: Annotated[str, msgspec.Meta(max_length=128, description="the weights' license (SPDX id or name, "
+                                                                     "e.g. 'apache-2.0', 'llama3.1')")] | None = None
     signature: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
 
@@ -73,7 +77,7 @@ class FinishWeightsUpload(msgspec.Struct):
                       Annotated[str, msgspec.Meta(max_length=1024)]]]
 
 
-class BaseModelController(Controller):
+class BaseModelController(BaseModelDeletes, Controller):
     """``/api/v1/base-models``"""
 
     path = ROOT
@@ -85,11 +89,13 @@ class BaseModelController(Controller):
                        settings: Settings) -> Response[BaseModelInfo]:
         """Register a base model (idempotent for the same signature)."""
         row, created = await service.register(
-            db, principal, data.name, revision=data.revision, signature=data.signature, config=data.config
+            db, principal, data.name, revision=data.revision, signature=data.signature, config=data.config,
+            license=data.license,
         )
         files = [] if created else (await weights.files_of(db, [row.id]))[row.id]
         await db.commit()
         body = service.describe(row, files=files, root=base_url(request, settings))
+        body["license_restrictive"] = settings.restrictive(row.license)
         return Response(body, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
     @get("/", responses=problems(401))

@@ -21,6 +21,7 @@ class BaseModelInfo(TypedDict):
 
     name: str
     revision: str | None
+    license: str | None
     architecture: str | None
     model_type: str | None
     fingerprint: str
@@ -30,6 +31,7 @@ class BaseModelInfo(TypedDict):
     files: NotRequired[list[WeightsFileInfo]]
     signature: NotRequired[dict[str, Any]]
     added: NotRequired[list[str]]
+    license_restrictive: NotRequired[bool]
 
 
 class BaseModelPage(TypedDict):

@@ -16,6 +16,7 @@ from ...db.models import BaseModel, BaseModelFile
 from ...errors import BadRequest, Conflict, NotFound, UploadRejected
 from ...names import split_name
 from ..auth.tokens import Principal
+from ..events import new_event
 from .weights import describe_file
 
 #: Bounds on a ``config.json`` registered to build a signature: building the model (on the meta
@@ -94,6 +95,7 @@ async def register(
     revision: str | None,
     signature: dict[str, Any] | None,
     config: dict[str, Any] | None,
+    license: str | None = None,
 ) -> tuple[BaseModel, bool]:
     """Create a base model; registering the same signature again is a no-op. Returns (row, created)."""
     ns, name = split_name(full_name, "base model name")
@@ -113,6 +115,7 @@ async def register(
         namespace=ns,
         name=name,
         revision=revision,
+        license=license,
         architecture=sig.architecture,
         model_type=sig.model_type,
         config=config,
@@ -121,6 +124,8 @@ async def register(
         created_by=principal.name,
     )
     db.add(row)
+    db.add(new_event("base-model.registered", principal, namespace=ns, subject=f"{ns}/{name}",
+                     details={"fingerprint": sig.fingerprint, "revision": revision, "modules": len(sig.modules)}))
     await db.flush()
     return row, True
 
@@ -161,6 +166,7 @@ def describe(row: BaseModel, *, with_signature: bool = False, files: Sequence[Ba
     out: dict[str, Any] = {
         "name": f"{row.namespace}/{row.name}",
         "revision": row.revision,
+        "license": row.license,
         "architecture": row.architecture,
         "model_type": row.model_type,
         "fingerprint": row.fingerprint,

@@ -25,11 +25,12 @@ from sdk.errors import ValidationFailed
 from sdk.problems import Problem
 from sdk.safetensors_header import ReadAt, bytes_reader, non_float_problems, read_header
 
-from ...db.models import BaseModel, BaseModelFile, BaseModelUpload, Event
+from ...db.models import BaseModel, BaseModelFile, BaseModelUpload
 from ...errors import Conflict, reject
 from ...storage import BlobStore
 from ..auth.tokens import Principal
 from ..blob_commits import commit_with_blobs
+from ..events import new_event
 from ..payloads import Payload
 from ..upload_sessions import finalize_session
 
@@ -198,8 +199,9 @@ async def save_files(sessionmaker: async_sessionmaker[AsyncSession], store: Blob
                                  sha256=c.payload.sha256, storage_key=keys[c.payload.sha256],
                                  created_by=principal.name))
         if added:
-            db.add(Event(actor=principal.name, kind="base-weights", subject=f"{base.namespace}/{base.name}",
-                         data={"files": {c.payload.filename: c.payload.sha256 for c in added}}))
+            db.add(new_event("base-model.weights", principal, namespace=base.namespace,
+                             subject=f"{base.namespace}/{base.name}",
+                             details={"files": {c.payload.filename: c.payload.sha256 for c in added}}))
         await db.flush()
         return (await files_of(db, [base.id]))[base.id], [c.payload.filename for c in added]
 

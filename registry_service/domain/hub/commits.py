@@ -20,6 +20,7 @@ from litestar.plugins.problem_details import ProblemDetailsException
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sdk.errors import AdapterError, ValidationFailed
+from sdk.provenance import PROVENANCE_NAME
 
 from ...body_limits import body_limit, upload_slot
 from ...errors import UploadRejected, reject
@@ -28,6 +29,7 @@ from ...settings import Settings
 from ...storage import BlobStore
 from ..adapters import service as adapters
 from ..adapters.controller import base_url
+from ..adapters.provenance import provenance_from_file
 from ..adapters.publish import PushOptions, publish
 from ..adapters.validation import ALLOWED_FILES, CONFIG_FILE, README_FILE, WEIGHTS_FILE
 from ..auth.guards import signed_in, writer
@@ -76,8 +78,9 @@ def parse_commit(body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
             header = value
         elif key == "file":
             path = value.get("path", "")
-            if path not in ALLOWED_FILES:
-                raise reject(f"{path!r} cannot be part of an adapter version; it holds {list(ALLOWED_FILES)}",
+            if path not in (*ALLOWED_FILES, PROVENANCE_NAME):
+                raise reject(f"{path!r} cannot be part of an adapter version; it holds {list(ALLOWED_FILES)} "
+                             f"(and {PROVENANCE_NAME}, read as its provenance)",
                              found=path, expected=" | ".join(ALLOWED_FILES))
             if value.get("encoding", "base64") != "base64":
                 raise reject(f"{path}: unsupported encoding {value.get('encoding')!r}", expected="base64")
@@ -171,7 +174,8 @@ class HubCommitController(Controller):
                 request.app.state.sessionmaker, store, principal, ns, name, config_raw=files[CONFIG_FILE],
                 weights=bytes_payload(WEIGHTS_FILE, files[WEIGHTS_FILE], max_header_bytes=settings.max_header_bytes),
                 readme=files.get(README_FILE),
-                options=PushOptions(), max_header_bytes=settings.max_header_bytes,
+                options=PushOptions(provenance=provenance_from_file(files.get(PROVENANCE_NAME))),
+                max_header_bytes=settings.max_header_bytes,
             )
         except ValidationFailed as exc:
             raise UploadRejected(exc.problems) from exc

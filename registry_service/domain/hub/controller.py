@@ -21,7 +21,7 @@ from ...openapi import file_operation, hub_errors
 from ...settings import Settings
 from ...storage import BlobStore
 from ..adapters.caching import fixed_ref, json_response, redirect_cache_control
-from ..adapters.downloads import serve_file
+from ..adapters.downloads import count_download, serve_file
 from ..adapters.redaction import inputs_view, visible_files, withheld
 from ..auth.tokens import Principal
 from . import service
@@ -62,11 +62,13 @@ class HubController(Controller):
         """
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/resolve/"))
         adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
-        view = await inputs_view(db, principal, [version])  # type: ignore[list-item]  # queries only for parents
-        f = service.find_file(adapter, version, path, withheld(version, view))  # type: ignore[arg-type]
+        view = await inputs_view(db, principal, [version])  # queries only for parents
+        f = service.find_file(adapter, version, path, withheld(version, view))
         commit = version.commit
         public, fixed = adapter.visibility == "public" and view.all_public, fixed_ref(service.registry_ref(revision))
         await db.rollback()  # give the connection back (if the inputs were looked up) before a long download
+        await count_download(request.app.state.sessionmaker, adapter.id, f, request.headers.get("range"),
+                             request.method)
         meta = service.file_headers(f, commit)
         if settings.redirect_downloads and settings.uses_s3:
             url = await store.presigned_get_url(f.storage_key, f.filename, expires=settings.presign_expires_s)
@@ -107,17 +109,17 @@ class HubController(Controller):
         if path:
             raise EntryNotFound(f"{ns}/{name}@{version.commit} has no folder {path!r}: its files are at the root",
                                 commit=version.commit)
-        view = await inputs_view(db, principal, [version])  # type: ignore[list-item]
-        body = [service.tree_entry(f) for f in visible_files(version, view)]  # type: ignore[arg-type]
+        view = await inputs_view(db, principal, [version])
+        body = [service.tree_entry(f) for f in visible_files(version, view)]
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
                              fixed=fixed_ref(service.registry_ref(revision)))
 
     async def _info(self, request: Request, reader: AsyncEngine, db: AsyncSession, principal: Principal, ns: str,
                     name: str, revision: str, blobs: bool) -> Response[ModelInfo]:
         adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
-        view = await inputs_view(db, principal, [version])  # type: ignore[list-item]
+        view = await inputs_view(db, principal, [version])
         body = service.model_info(adapter, version, blobs=blobs,
-                                  files=visible_files(version, view))  # type: ignore[arg-type]
+                                  files=visible_files(version, view))
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
                              fixed=fixed_ref(service.registry_ref(revision)))
 

@@ -45,6 +45,14 @@ class RevisionNotFound(HubError):
     status, code = 404, "RevisionNotFound"
 
 
+class RevisionGone(HubError):
+    """The revision names a yanked version: 410 with the reason. Coded ``RevisionNotFound`` so the
+    client raises its ``RevisionNotFoundError`` (carrying the 410 and the message) rather than taking
+    it for a network failure and looking in its cache."""
+
+    status, code = 410, "RevisionNotFound"
+
+
 class EntryNotFound(HubError):
     """The version exists but has no such file; ``X-Repo-Commit`` lets the client cache the absence."""
 
@@ -81,4 +89,4 @@ def _header_safe(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 else " " for c in text)[:500].strip()  # no edge whitespace either
 
 
-__all__ = ["EntryNotFound", "HubError", "RepoNotFound", "RevisionNotFound", "hub_error_response"]
+__all__ = ["EntryNotFound", "HubError", "RepoNotFound", "RevisionGone", "RevisionNotFound", "hub_error_response"]

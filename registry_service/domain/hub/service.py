@@ -15,13 +15,13 @@ from urllib.parse import unquote
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ...db.models import Adapter, AdapterVersion, File
-from ...errors import BadRequest, NotFound
+from ...errors import BadRequest, Gone, NotFound
 from ..adapters import reads
 from ..adapters import service as adapters
 from ..adapters.reads import AdapterRow, FileRow, VersionRow
 from ..adapters.redaction import withheld_message
 from ..auth.tokens import Principal
-from .errors import EntryNotFound, RepoNotFound, RevisionNotFound
+from .errors import EntryNotFound, RepoNotFound, RevisionGone, RevisionNotFound
 
 DEFAULT_BRANCH = "main"
 _REF_PREFIXES = ("refs/heads/", "refs/tags/")
@@ -58,6 +58,9 @@ async def find_revision(db: AsyncSession, adapter: Adapter, revision: str) -> Ad
     """The version a Hub revision names, or RevisionNotFound."""
     try:
         return await adapters.resolve_version(db, adapter, registry_ref(revision))
+    except Gone as exc:
+        repo = f"{adapter.namespace}/{adapter.name}"
+        raise RevisionGone(f"Revision {revision!r} of {repo} is gone: {exc.detail}") from exc
     except NotFound as exc:
         raise RevisionNotFound(
             f"Revision {revision!r} not found for {adapter.namespace}/{adapter.name}: use 'main', a version number, "
@@ -71,6 +74,8 @@ async def find_repo_revision(reader: AsyncEngine, principal: Principal, ns: str,
     RepoNotFound or RevisionNotFound as :func:`find_repo` and :func:`find_revision` raise them."""
     try:
         return await reads.read_version(reader, principal, ns, name, registry_ref(revision))
+    except Gone as exc:
+        raise RevisionGone(f"Revision {revision!r} of {ns}/{name} is gone: {exc.detail}") from exc
     except reads.VersionNotFound as exc:
         raise RevisionNotFound(
             f"Revision {revision!r} not found for {ns}/{name}: use 'main', a version number, "

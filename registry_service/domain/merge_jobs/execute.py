@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sdk.errors import AdapterError, ValidationFailed
 
-from ...db.models import AdapterVersion, BaseModel, BaseModelFile, Event, MergeJob
+from ...db.models import AdapterVersion, BaseModel, BaseModelFile, MergeJob
 from ...db.session import make_engine, make_sessionmaker
 from ...errors import ServiceError, Unauthorized
 from ...settings import Settings, WorkerSettings
@@ -44,9 +44,10 @@ from ..adapters.publish import PushOptions, insert_version, prepare_version
 from ..auth.tokens import Principal, principal_by_id
 from ..base_models.weights import files_of
 from ..blob_commits import commit_with_blobs
+from ..events import By, new_event
 from ..payloads import Payload, bytes_payload, file_payload
 from ..quotas import check_quota
-from .service import FINAL
+from .service import FINAL, job_event
 from .visibility import recheck_private_inputs
 
 log = logging.getLogger("adapter_registry.jobs")
@@ -155,8 +156,10 @@ async def _finish(rt: Runtime, job_id: uuid.UUID, state: str, error: str | None 
         job.state, job.error, job.updated_at = state, error, now
         if state in FINAL:
             job.finished_at = now
-        db.add(Event(actor=job.created_by, kind="merge-job", subject=job.output.get("name", ""),
-                     data={"job": str(job.id), "state": state, **({"error": error} if error else {})}))
+        kind = {"failed": "merge.failed", "cancelled": "merge.cancelled", "queued": "merge.requeued"}.get(state)
+        if kind is not None:
+            db.add(job_event(job, kind, By(job.created_by or "", job.token_id),
+                             {"state": state, **({"error": error} if error else {})}))
 
 
 async def _claim(rt: Runtime, job_id: uuid.UUID, attempt: int) -> MergeJob | None:
@@ -324,14 +327,65 @@ async def _execute(rt: Runtime, job: MergeJob, control: Control, scratch: Path) 
                                                 0.1 if model_output else 0.4, 0.15 if model_output else 0.7)
         weight = 1.0
     await asyncio.to_thread(control.step, 0.15 if model_output else 0.7)
+    inputs = Inputs(tensors, configs)
     if model_output:
-        await _merge_model(rt, job, base, state, config, weight, control, scratch)
+        await _merge_model(rt, job, base, state, config, weight, control, scratch, inputs)
     else:
-        await _publish_adapter(rt, job, base, state, config, control, scratch)
+        await _publish_adapter(rt, job, base, state, config, control, scratch, inputs)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The job's inputs as loaded: PEFT state dicts and configs, in the job's order."""
+
+    tensors: list[dict[str, torch.Tensor]]
+    configs: list[Any]
+
+
+def _check_combination(job: MergeJob, inputs: Inputs, result: Mapping[str, torch.Tensor], config: Any
+                       ) -> dict[str, Any]:
+    """:func:`sdk.merging.verify.check_combination` of ``result`` against the job's inputs; the job fails,
+    naming the module, when the result breaks what the combination promises."""
+    from sdk.merging.options import LoraSettings
+    from sdk.merging.verify import MergeCheckFailed, check_combination
+
+    combination_type = job.combination_type if len(inputs.tensors) > 1 else "linear"
+    try:
+        check = check_combination(
+            [(t, LoraSettings.from_config(c)) for t, c in zip(inputs.tensors, inputs.configs, strict=True)],
+            [float(e["weight"]) for e in job.inputs], combination_type, result, LoraSettings.from_config(config),
+            seed=int(job.parameters.get("seed") or 0))
+    except MergeCheckFailed as exc:
+        raise JobFailed(f"the merge result failed its check on probe inputs, so nothing was published: {exc}") from exc
+    return {"combination": combination_type, **check.to_json()}
+
+
+def _check_published_adapter(job: MergeJob, inputs: Inputs, out: Path) -> dict[str, Any]:
+    """Read the adapter about to be published back from ``out`` and check it (:func:`_check_combination`)."""
+    from sdk.formats import read_adapter_weights, read_config
+    from sdk.methods import config_from_dict
+
+    return _check_combination(job, inputs, read_adapter_weights(out), config_from_dict(read_config(out)))
+
+
+def _check_merged_model(job: MergeJob, base_files: list[Path], out_files: list[Path], adapter: Mapping[str, Any],
+                        config: Any, weight: float, kinds: Mapping[str, str]) -> dict[str, Any]:
+    """Check the merged model files about to be published against the base files and the adapter
+    (:func:`sdk.merging.verify.check_merged_files`); the job fails, naming the tensor, when one breaks W + ΔW."""
+    from sdk.merging.options import LoraSettings
+    from sdk.merging.verify import MergeCheckFailed, check_merged_files
+
+    try:
+        check = check_merged_files(base_files, out_files, adapter, LoraSettings.from_config(config), kinds,
+                                   weight=weight, seed=int(job.parameters.get("seed") or 0))
+    except MergeCheckFailed as exc:
+        raise JobFailed("the merged weights failed their check on probe inputs (W + ΔW), so nothing was "
+                        f"published: {exc}") from exc
+    return check.to_json()
 
 
 async def _publish_adapter(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[str, torch.Tensor], config: Any,
-                           control: Control, scratch: Path) -> None:
+                           control: Control, scratch: Path, loaded: Inputs) -> None:
     from sdk.formats import save_adapter
 
     out = scratch / "out"
@@ -343,7 +397,9 @@ async def _publish_adapter(rt: Runtime, job: MergeJob, base: BaseModel, state: d
     weights = await asyncio.to_thread(file_payload, out / "adapter_model.safetensors", "adapter_model.safetensors",
                                       max_header_bytes=rt.settings.max_header_bytes)
     _refuse_non_finite([weights])
-    extra = bytes_payload(RECIPE_FILE, (json.dumps(recipe(job, base), indent=2, sort_keys=True) + "\n").encode())
+    verification = await asyncio.to_thread(_check_published_adapter, job, loaded, out)
+    extra = bytes_payload(RECIPE_FILE, (json.dumps(recipe(job, base) | {"verification": verification}, indent=2,
+                                                   sort_keys=True) + "\n").encode())
     parents = [{**e, "job": str(job.id), "combination_type": job.combination_type,
                 **({"density": job.parameters["density"]} if job.parameters.get("density") is not None else {})}
                for e in job.inputs]
@@ -369,6 +425,8 @@ async def _publish_adapter(rt: Runtime, job: MergeJob, base: BaseModel, state: d
         await recheck_private_inputs(db, locked.inputs, locked.output)
         await check_quota(db, rt.settings, ns, sum(p.size for p in (weights, extra)) + len(readme))
         _adapter, version = await insert_version(db, principal, prepared, keys, parents)
+        version.merge_check = verification
+        locked.verification = verification
         _succeed(db, locked, result_version_id=version.id)
         return version.id
 
@@ -405,12 +463,11 @@ def _succeed(db: AsyncSession, job: MergeJob, **result: int) -> None:
     for key, value in result.items():
         setattr(job, key, value)
     job.state, job.progress, job.error, job.finished_at, job.updated_at = "succeeded", 1.0, None, now, now
-    db.add(Event(actor=job.created_by, kind="merge-job", subject=job.output.get("name", ""),
-                 data={"job": str(job.id), "state": "succeeded", **result}))
+    db.add(job_event(job, "merge.published", By(job.created_by or "", job.token_id), {"state": "succeeded", **result}))
 
 
 async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[str, torch.Tensor], config: Any,
-                       weight: float, control: Control, scratch: Path) -> None:
+                       weight: float, control: Control, scratch: Path, inputs: Inputs) -> None:
     from sdk.merge_files import merge_adapter_into_base
     from sdk.merging.into_base import MergeProgress
 
@@ -438,6 +495,12 @@ async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[
     payloads = [await asyncio.to_thread(file_payload, out / f.filename, f.filename,
                                         max_header_bytes=rt.settings.max_header_bytes) for f in files]
     _refuse_non_finite(payloads)
+    combined = None
+    if len(inputs.tensors) > 1:  # the combination is checked in memory, the merged files against it
+        combined = await asyncio.to_thread(_check_combination, job, inputs, state, config)
+    merged_check = await asyncio.to_thread(_check_merged_model, job, [base_dir / f.filename for f in files],
+                                           [out / f.filename for f in files], state, config, weight, kinds)
+    verification = {"into_base": merged_check, **({"combination": combined} if combined else {})}
     await asyncio.to_thread(control.step, 0.9)
     ns, name = job.output["name"].split("/", 1)
 
@@ -451,7 +514,8 @@ async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[
         await check_quota(db, rt.settings, ns, sum(p.size for p in payloads))
         if await db.scalar(select(BaseModel.id).where(BaseModel.namespace == ns, BaseModel.name == name)):
             raise JobFailed(f"base model {ns}/{name} was registered while the job ran; choose another name")
-        merged = BaseModel(namespace=ns, name=name, revision=f"merge-job-{job.id}", architecture=base.architecture,
+        merged = BaseModel(namespace=ns, name=name, revision=f"merge-job-{job.id}", license=base.license,
+                           architecture=base.architecture,
                            model_type=base.model_type, config=base.config, signature=base.signature,
                            fingerprint=base.fingerprint, created_by=principal.name)
         db.add(merged)
@@ -459,9 +523,10 @@ async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[
         for p in payloads:
             db.add(BaseModelFile(base_model_id=merged.id, filename=p.filename, size=p.size, sha256=p.sha256,
                                  storage_key=keys[p.sha256], created_by=principal.name))
-        db.add(Event(actor=principal.name, kind="merged-model", subject=f"{ns}/{name}",
-                     data={"job": str(job.id), "recipe": recipe(job, base),
-                           "files": {p.filename: p.sha256 for p in payloads}}))
+        db.add(new_event("base-model.registered", principal, namespace=ns, subject=f"{ns}/{name}",
+                         details={"job": str(job.id), "recipe": recipe(job, base),
+                                  "files": {p.filename: p.sha256 for p in payloads}}))
+        locked.verification = verification
         _succeed(db, locked, result_base_model_id=merged.id)
         return merged.id
 

@@ -70,7 +70,8 @@ def _parse_entry(entry: Any) -> tuple[str | None, str | None, str]:
         return None, None, ""
     name = entry.get("adapter") or entry.get("name")
     ref = entry.get("commit") or entry.get("version")
-    label = ", ".join(f"{k} {entry[k]}" for k in _EDGE_KEYS if entry.get(k) is not None)
+    method = [str(entry["combination_type"])] if entry.get("combination_type") else []
+    label = " · ".join(method + [f"{k} {entry[k]}" for k in _EDGE_KEYS if entry.get(k) is not None])
     return (str(name) if name else None), (str(ref) if ref is not None else None), label
 
 

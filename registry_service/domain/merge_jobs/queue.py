@@ -47,3 +47,8 @@ async def queue_status(db: AsyncSession, queue_job_id: int) -> dict[str, Any] | 
     row = (await db.execute(text("SELECT status::text AS status, attempts FROM procrastinate_jobs WHERE id = :id"),
                             {"id": queue_job_id})).mappings().first()
     return dict(row) if row else None
+
+
+async def last_worker_heartbeat(db: AsyncSession) -> Any:
+    """When a worker last told the queue it is alive (a timezone-aware datetime), or None when none is known."""
+    return (await db.execute(text("SELECT max(last_heartbeat) FROM procrastinate_workers"))).scalar()

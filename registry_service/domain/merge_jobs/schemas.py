@@ -83,6 +83,8 @@ class MergeJobInfo(TypedDict):
     output: dict[str, Any]
     base_model: str | None
     result: AdapterResult | ModelResult | None
+    #: the probe check of the result before it was published (sdk.merging.verify), once it ran
+    verification: dict[str, Any] | None
     attempts: int
     worker: str | None
     created_by: str | None

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, true, update
+from sqlalchemy import ColumnElement, exists, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sdk.merging.options import COMBINABLE, COMBINATION_TYPES, DENSITY_TYPES, FACTOR_TYPES, combinable
@@ -34,6 +34,7 @@ from ..adapters.service import get_adapter, resolve_version
 from ..adapters.validation import WEIGHTS_FILE
 from ..auth.tokens import Principal
 from ..base_models.weights import files_of
+from ..events import Actor, By, new_event
 from . import queue
 from .limits import check_svd_rank, check_weight, human_bytes, memory_estimate
 from .schemas import MergeInput, MergeJobRequest, MergeOutput
@@ -277,19 +278,26 @@ async def submit(db: AsyncSession, principal: Principal, req: MergeJobRequest, s
     db.add(job)
     await db.flush()
     job.queue_job_id = await queue.enqueue(db, str(job.id))
-    db.add(Event(actor=principal.name, kind="merge-job", subject=out_name,
-                 data={"job": str(job.id), "state": "queued", "inputs": job.inputs}))
+    db.add(job_event(job, "merge.submitted", principal, {"state": "queued", "inputs": job.inputs}))
     await db.flush()
     return job
 
 
+def public_jobs() -> ColumnElement[bool]:
+    """SQL condition: jobs anyone may see, those with a public output: not asked to be private, and not into
+    an adapter that is private (a private input requires a private output, so their inputs are public)."""
+    private_output = exists().where(Adapter.visibility != "public",
+                                    Adapter.namespace + "/" + Adapter.name == MergeJob.output["name"].astext)
+    return MergeJob.output["private"].as_boolean().is_not(True) & ~private_output
+
+
 def visible_jobs(principal: Principal) -> Any:
-    """SQL condition: jobs the caller may see (those whose output namespace it can read)."""
+    """SQL condition: jobs the caller may see (public ones, and those whose output namespace it can read)."""
     if principal.is_admin:
         return true()
     if principal.namespace and principal.scopes:
-        return MergeJob.namespace == principal.namespace
-    return MergeJob.id.is_(None)  # anonymous callers see no jobs
+        return or_(MergeJob.namespace == principal.namespace, public_jobs())
+    return public_jobs()
 
 
 async def get_job(db: AsyncSession, principal: Principal, job_id: str, *, lock: bool = False) -> MergeJob:
@@ -333,8 +341,7 @@ async def cancel(db: AsyncSession, principal: Principal, job_id: str) -> MergeJo
     job.updated_at = now
     if job.state == "queued" and job.queue_job_id is not None and await queue.cancel_if_waiting(db, job.queue_job_id):
         job.state, job.finished_at = "cancelled", now
-    db.add(Event(actor=principal.name, kind="merge-job-cancel", subject=job.output.get("name", ""),
-                 data={"job": str(job.id), "state": job.state}))
+    db.add(job_event(job, "merge.cancelled", principal, {"state": job.state}))
     await db.flush()
     return job
 
@@ -349,9 +356,12 @@ async def mark_stalled(sessionmaker: async_sessionmaker[AsyncSession], job_id: s
     if state == "failed":
         values["finished_at"] = now
     async with sessionmaker() as db, db.begin():
+        job = await db.get(MergeJob, uuid.UUID(str(job_id)))
         await db.execute(update(MergeJob).where(MergeJob.id == uuid.UUID(str(job_id)),
                                                 MergeJob.state.not_in(FINAL)).values(**values))
-        db.add(Event(actor=actor, kind="merge-job", subject=str(job_id), data={"state": state, "note": note}))
+        if job is not None:
+            db.add(job_event(job, "merge.failed" if state == "failed" else "merge.requeued", By(actor),
+                             {"state": state, "note": note}))
 
 
 async def job_state(sessionmaker: async_sessionmaker[AsyncSession], job_id: str) -> str | None:
@@ -393,6 +403,7 @@ async def describe(db: AsyncSession, job: MergeJob, root: str = "", viewer: Prin
         "cancel_requested": job.cancel_requested, "inputs": inputs, "combination_type": job.combination_type,
         "parameters": job.parameters, "output": job.output,
         "base_model": f"{base.namespace}/{base.name}" if base else None, "result": result,
+        "verification": job.verification,
         "attempts": job.attempts, "worker": job.worker, "created_by": job.created_by,
         "created_at": iso(job.created_at), "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
         "updated_at": iso(job.updated_at), "url": f"{root}/api/v1/merge-jobs/{job.id}",
@@ -417,6 +428,16 @@ class JobView:
     result_model: str | None = None
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    #: The output's namespace (who may cancel), the combination's parameters, the inputs as
+    #: ``(adapter, version, weight)``, who asked for it, and when it ran.
+    namespace: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    input_refs: list[tuple[str | None, int | None, float]] = field(default_factory=list)  # (None, None, w): redacted
+    created_by: str | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    cancel_requested: bool = False
+    base_model: str | None = None
 
     @property
     def active(self) -> bool:
@@ -440,7 +461,12 @@ async def _view(db: AsyncSession, row: MergeJob, viewer: Principal) -> JobView:
         output=f"{body['output']['name']} ({body['output']['kind']})", progress=body["progress"],
         error=body["error"], result=result.get("ref"),  # ns/name@version of a merged adapter version
         result_model=result.get("model"),  # ns/name of a merged full model (a base model)
-        created_at=row.created_at, updated_at=row.updated_at,
+        created_at=row.created_at, updated_at=row.updated_at, namespace=row.namespace,
+        parameters={k: v for k, v in (body["parameters"] or {}).items() if v is not None},
+        input_refs=[(None, None, float(i["weight"])) if i.get("redacted")
+                    else (str(i["adapter"]), int(i["version"]), float(i["weight"])) for i in body["inputs"]],
+        created_by=row.created_by, started_at=row.started_at, finished_at=row.finished_at,
+        cancel_requested=bool(row.cancel_requested), base_model=body["base_model"],
     )
 
 
@@ -458,5 +484,16 @@ async def find_view(db: AsyncSession, viewer: Principal, job_id: str) -> JobView
         return None
 
 
+def job_event(job: MergeJob, kind: str, actor: Actor, details: dict[str, Any]) -> Event:
+    """An audit event about merge job ``job`` (in its output's namespace, on its output adapter)."""
+    out_name = str(job.output.get("name", ""))
+    ns, _, adapter = out_name.partition("/")
+    return new_event(kind, actor, namespace=ns or job.namespace,
+                     adapter=adapter if job.output.get("kind") == "adapter" and adapter else None,
+                     subject=out_name or str(job.id), details={"job": str(job.id), **details})
+
+
 __all__ = ["ACTIVE", "FINAL", "STATES", "JobView", "MergeRefused", "ServiceError", "cancel", "describe", "find_view",
-           "get_job", "list_jobs", "list_views", "mark_stalled", "submit", "visible_jobs"]
+           "get_job", "job_event", "list_jobs", "list_views", "mark_stalled", "public_jobs", "submit",
+           "visible_jobs"]
+

@@ -1,7 +1,7 @@
 """indexes for search and keyset paging
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0009
 Create Date: 2026-12-03 12:30:00
 
 Listings page by keyset over ``(updated_at DESC, id DESC)``: one index for all adapters, and one per
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -40,6 +40,7 @@ class AdaLoraConfig(LoraConfig):
     """
 
     peft_type: ClassVar[str] = "ADALORA"
+    display_name: ClassVar[str] = "AdaLoRA"
     ignored_keys: ClassVar[frozenset[str]] = _IGNORED - {"loftq_config"}
     unsupported: ClassVar[Mapping[str, Callable[[Any], bool]]] = {
         **_UNSUPPORTED, "use_dora": _truthy, "loftq_config": _truthy,

@@ -42,6 +42,7 @@ class IA3Config(AdapterConfig):
     """(IA)³: learned vectors that rescale a layer's output, or its input for ``feedforward_modules``."""
 
     peft_type: ClassVar[str] = "IA3"
+    display_name: ClassVar[str] = "IA³"
 
     target_modules: list[str] | str | None = None
     exclude_modules: list[str] | str | None = None

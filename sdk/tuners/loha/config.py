@@ -14,3 +14,4 @@ class LoHaConfig(LycorisConfig):
     decomposition with a core ``hada_t1``/``hada_t2`` over the kernel."""
 
     peft_type: ClassVar[str] = "LOHA"
+    display_name: ClassVar[str] = "LoHa"

@@ -14,6 +14,7 @@ class LoKrConfig(LycorisConfig):
     """ΔW = W1 ⊗ W2 · alpha/r, each Kronecker factor full or a low-rank product (rank ``r``)."""
 
     peft_type: ClassVar[str] = "LOKR"
+    display_name: ClassVar[str] = "LoKr"
     init_choices: ClassVar[tuple[Any, ...]] = (True, False, "lycoris")
 
     decompose_both: bool = False

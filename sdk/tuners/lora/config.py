@@ -30,7 +30,6 @@ _UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
     "target_parameters": _not_none,
     "trainable_token_indices": _not_none,
     "alora_invocation_tokens": _not_none,
-    "arrow_config": _not_none,
     "megatron_config": _not_none,
 }
 
@@ -49,6 +48,12 @@ class LoraConfig(AdapterConfig):
     """Low-rank adaptation: ΔW = B·A·(alpha/r), with A r×in and B out×r."""
 
     peft_type: ClassVar[str] = "LORA"
+    display_name: ClassVar[str] = "LoRA"
+
+    @classmethod
+    def method_name(cls, raw: Mapping[str, Any] | None = None) -> str:
+        """"DoRA" for a LoRA config with ``use_dora``."""
+        return "DoRA" if cls.peft_type == "LORA" and raw and raw.get("use_dora") is True else super().method_name(raw)
     ignored_keys: ClassVar[frozenset[str]] = _IGNORED
     unsupported: ClassVar[Mapping[str, Callable[[Any], bool]]] = _UNSUPPORTED
 
@@ -67,8 +72,19 @@ class LoraConfig(AdapterConfig):
     use_rslora: bool = False
     init_lora_weights: bool | str = True
     use_dora: bool = False
+    #: PEFT's ``arrow_config`` (JSON form) on the ``arrow_router`` adapter of an Arrow model; see
+    #: :mod:`sdk.tuners.lora.arrow`. None on every other LoRA adapter.
+    arrow_config: dict[str, Any] | None = None
 
     def validate(self) -> None:
+        if self.arrow_config is not None:
+            from .arrow import ArrowConfig
+
+            if isinstance(self.arrow_config, ArrowConfig):
+                self.arrow_config = self.arrow_config.to_dict()
+            self.arrow_config = ArrowConfig.from_dict(self.arrow_config).to_dict()
+            if self.use_dora or self.peft_type != "LORA":
+                raise ConfigError(f"arrow_config is for plain LoRA routers (not {self.peft_type} or DoRA)")
         if isinstance(self.target_modules, (set, frozenset, tuple)):
             self.target_modules = sorted(self.target_modules)
         if isinstance(self.exclude_modules, (set, frozenset, tuple)):
@@ -122,6 +138,13 @@ class LoraConfig(AdapterConfig):
             raise ConfigError("`layers_pattern` needs `layers_to_transform` (the layer indices to adapt)")
         if isinstance(self.target_modules, list) and not self.target_modules:
             raise ConfigError("`target_modules` is an empty list; name at least one module")
+
+    def to_dict(self) -> dict[str, Any]:
+        """PEFT's dict; ``arrow_config`` only where it is set (an Arrow router)."""
+        out = super().to_dict()
+        if out.get("arrow_config") is None:
+            out.pop("arrow_config", None)
+        return out
 
     def rank_for(self, path: str) -> int:
         """Rank of the module at ``path`` (``rank_pattern`` overrides ``r``)."""

@@ -17,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...errors import MixedBatchError
 from ...grouped import GroupedLayer, GroupedWeights, grouped_linear
 from ...layers import AdapterLayer, Conv1DFeatures
 from ...merging import LayerKind, lora_delta
 from ...routing import Routing
+from .arrow import notify_routers
 from .dora import dora_extra, lora_out_in, merged_delta, row_norm, weight_out_in
 
 
@@ -88,6 +90,7 @@ class LoraLayer(GroupedLayer, AdapterLayer):
         self.dropout_p[name] = float(dropout)
         self._mix_cache.clear()
         self._refresh()
+        notify_routers(self)
 
     def _init(self, a: Tensor, b: Tensor, r: int, init: bool | str) -> None:
         if init == "gaussian":
@@ -126,6 +129,7 @@ class LoraLayer(GroupedLayer, AdapterLayer):
         for meta in (self.r, self.scaling, self.dropout_p):
             meta.pop(name, None)
         self._mix_cache.clear()
+        notify_routers(self, removed=name)
 
     def delta_weight(self, name: str) -> Tensor:
         return lora_delta(self.lora_A[name], self.lora_B[name], self.scaling[name], self.kind)
@@ -176,7 +180,11 @@ class LoraLinear(LoraLayer):
             return result
         out_dtype = result.dtype
         base_out = result
+        routers = self._modules.get("lora_arrow")
         for name in self._live:
+            if routers is not None and name in routers:  # Arrow: route each token over the task experts
+                result = routers[name](self, x, result, self.dropout_p[name])
+                continue
             if name in self.lora_magnitude_vector:
                 result = result + dora_extra(self, x, name, base_out)
                 continue
@@ -201,6 +209,9 @@ class LoraLinear(LoraLayer):
     def stack(self, names: tuple[str, ...]) -> tuple[GroupedWeights, list[Tensor]]:
         """A (U, in, R), scaled B (U, R, out) and DoRA factors for ``names``; zeros where an adapter is absent."""
         here = [n for n in names if n in self.lora_A]
+        routers = self._modules.get("lora_arrow")
+        if routers is not None and any(n in routers for n in here):
+            raise MixedBatchError("an Arrow router routes every token itself; it cannot be one of adapter_names")
         rmax = max(self.lora_A[n].shape[0] for n in here)
         ref = self.lora_A[here[0]]
         dtype = ref.dtype if ref.is_floating_point() else torch.float32

@@ -17,9 +17,10 @@ from ...quantization import quantized_kind
 from ...signature import ExpectedTensor
 from ...targeting import ModelView, resolve_target_modules
 from ..layer_tuner import LayerTuner, Plan
+from .arrow import ArrowConfig, attach_router
 from .config import LoraConfig
 from .dora import add_magnitude
-from .layers import LAYER_BY_KIND, LoraConv1D, LoraLayer
+from .layers import LAYER_BY_KIND, LoraConv1D, LoraLayer, LoraLinear
 
 if TYPE_CHECKING:
     from ...signature import ModuleEntry, Signature
@@ -133,6 +134,9 @@ class LoraTuner(LoraFamilyTuner):
         if r > max_rank:
             return (f"r={r} is larger than min(in, out)={max_rank} of this {view.kinds[path]}; "
                     "lower `r` (or set rank_pattern for it)")
+        if getattr(config, "arrow_config", None) and not (
+                issubclass(layer_cls, LoraLinear) and not quantized_kind(getattr(module, "base_layer", module))):
+            return "Arrow routes only nn.Linear and Conv1D layers"
         if config.use_dora and not layer_cls.supports_dora:
             return (f"DoRA (use_dora=True) is not supported on {type(getattr(module, 'base_layer', module)).__name__} "
                     "layers (supported: nn.Linear, Conv1D)")
@@ -149,6 +153,14 @@ class LoraTuner(LoraFamilyTuner):
         layer.add(adapter_name, r, config.scaling_for(path, r), config.lora_dropout, config.init_lora_weights)
         if config.use_dora:
             add_magnitude(layer, adapter_name)
+        if getattr(config, "arrow_config", None):
+            attach_router(layer, adapter_name, ArrowConfig.from_dict(config.arrow_config))
+
+    def merge_refusal(self, config: LoraConfig) -> str | None:
+        """An Arrow router has no single ΔW: it mixes experts per token."""
+        if getattr(config, "arrow_config", None):
+            return "an Arrow router mixes experts per token, so there is no single ΔW to merge; merge experts instead"
+        return None
 
     def tensor_shapes(
         self, config: LoraConfig, path: str, entry: ModuleEntry, view: ModelView

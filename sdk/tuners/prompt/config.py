@@ -89,6 +89,7 @@ class PromptTuningConfig(PromptLearningConfig):
     """
 
     peft_type: ClassVar[str] = "PROMPT_TUNING"
+    display_name: ClassVar[str] = "prompt tuning"
 
     prompt_tuning_init: str = "RANDOM"
     prompt_tuning_init_text: str | None = None
@@ -145,6 +146,7 @@ class PrefixTuningConfig(PromptLearningConfig):
     """
 
     peft_type: ClassVar[str] = "PREFIX_TUNING"
+    display_name: ClassVar[str] = "prefix tuning"
 
     encoder_hidden_size: int | None = None
     prefix_projection: bool = False
@@ -176,6 +178,7 @@ class PromptEncoderConfig(PromptLearningConfig):
     """
 
     peft_type: ClassVar[str] = "P_TUNING"
+    display_name: ClassVar[str] = "P-tuning"
 
     encoder_reparameterization_type: str = "MLP"
     encoder_hidden_size: int | None = None

@@ -1,0 +1,123 @@
+"""Compositions in the registry, end to end: publish (members pinned, Arrow prototypes computed once by the
+server), load with ``Client.load``/``sdk.load`` (equal to PEFT's Arrow and stacking), privacy, search, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import httpx
+import peft
+import pytest
+import torch
+from e2e_server import Server
+from safetensors.torch import load as load_safetensors
+from test_client import logits, register_tiny, saved_adapter, tiny_gpt2, tiny_llama, uniq
+from typer.testing import CliRunner
+
+from sdk.cli import app
+from sdk.client import Client, RegistryError, RegistryNotFound
+from sdk.errors import ValidationFailed
+from sdk.tuners.lora import arrow as arrow_mod
+
+
+def _push_library(c: Client, ns: str, base: str, tmp: Path, n: int, seed: int, stem: str = "expert"
+                  ) -> list[tuple[str, Path]]:
+    out = []
+    for i in range(n):
+        folder = saved_adapter(tmp / f"{stem}{i}", seed=seed + i)
+        c.push(folder, f"{ns}/{stem}{i}", base_model=base)
+        out.append((f"{ns}/{stem}{i}", folder))
+    return out
+
+
+def test_arrow_composition_publishes_prototypes_and_loads_like_peft(server: Server, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    ns = uniq("comp")
+    base = register_tiny(server, tmp_path, "llama")
+    with Client(server.url, server.token(ns, "write"), cache_dir=tmp_path / "w", quiet=True) as c:
+        experts = _push_library(c, ns, base, tmp_path, 4, 30)
+        general = _push_library(c, ns, base, tmp_path, 2, 60, stem="general")
+        routing = {"kind": "arrow", "top_k": 2, "router_temperature": 0.8, "use_gks": True, "rng_seed": 4}
+        members = [e for e, _ in experts] + [{"adapter": g, "role": "general"} for g, _ in general]
+        made = c.create_composition(f"{ns}/router", members, routing, alias="prod", description="four experts")
+        assert made["version"] == 1 and [m["version"] for m in made["members"]] == [1] * 6
+        assert all(len(m["commit"]) == 40 for m in made["members"])
+        (proto_file,) = made["files"]
+        answer = httpx.get(proto_file["url"])
+        assert answer.status_code == 200, answer.text[:300]
+        raw = answer.content
+        assert hashlib.sha256(raw).hexdigest() == proto_file["sha256"] and len(raw) == proto_file["size"]
+        stored = load_safetensors(raw)
+        assert len(stored) == 6 and stored["model.layers.0.mlp.down_proj"].shape == (4, 64)  # 2 layers × q, v, down
+        assert stored["model.layers.1.self_attn.q_proj"].shape == (4, 32)
+
+        monkeypatch.setattr(arrow_mod, "expert_prototype", lambda *a: pytest.fail("the client recomputed an SVD"))
+        routed = c.load(tiny_llama(), f"{ns}/router@prod")
+        got = logits(routed)
+        monkeypatch.undo()
+    cfg = {k: routing[k] for k in ("top_k", "router_temperature", "use_gks", "rng_seed")}
+    theirs = peft.create_arrow_model(tiny_llama(), [str(f) for _, f in experts], peft.ArrowConfig(**cfg),
+                                     [str(f) for _, f in general]).eval()
+    torch.testing.assert_close(got, logits(theirs), atol=1e-5, rtol=1e-5)
+    assert (got - logits(tiny_llama())).abs().max() > 1e-3
+
+
+def test_stacked_composition_with_weights_equals_peft_cat(server: Server, tmp_path: Path) -> None:
+    ns = uniq("stack")
+    base = register_tiny(server, tmp_path, "llama")
+    with Client(server.url, server.token(ns, "write"), cache_dir=tmp_path / "w", quiet=True) as c:
+        experts = _push_library(c, ns, base, tmp_path, 2, 80)
+        c.create_composition(f"{ns}/mix", [(experts[0][0], 0.5), (experts[1][0], -1.25)], {"kind": "stacked"})
+        info = c.composition(f"{ns}/mix")
+        assert info["routing"] == {"kind": "stacked"} and info["files"] == []
+        found = c.http.json("GET", "/api/v1/compositions", params={"q": "mix", "base_model": base})
+        assert [i["name"] for i in found["items"]] == [f"{ns}/mix"]
+        got = logits(c.load(tiny_llama(), f"{ns}/mix"))
+        page = httpx.get(f"{server.url}/compositions/{ns}/mix")
+        assert page.status_code == 200 and "stacked" in page.text
+        for adapter, _ in experts:  # members linked, and one lineage edge from each
+            assert f'href="/adapters/{adapter}/versions/1"' in page.text
+            assert f"{adapter}@1</a> → {ns}/mix@1" in page.text
+        opts = ["--url", server.url, "--token", server.token(ns, "write"), "--cache-dir", str(tmp_path / "cli")]
+        made = CliRunner().invoke(app, [*opts, "compositions", "create", f"{ns}/cli-router", f"{experts[0][0]}@1",
+                                        experts[1][0], "--routing", "arrow", "--top-k", "1", "--alias", "prod"])
+        assert made.exit_code == 0, made.output
+        assert f"{ns}/cli-router@1" in made.output and "arrow, 2 members" in made.output
+        shown = CliRunner().invoke(app, [*opts, "compositions", "show", f"{ns}/cli-router@prod", "--json"])
+        assert json.loads(shown.stdout)["routing"]["top_k"] == 1
+        listed = CliRunner().invoke(app, [*opts, "compositions", "ls", "--q", "cli-router"])
+        assert f"{ns}/cli-router" in listed.stdout
+    theirs = peft.PeftModel.from_pretrained(tiny_llama(), str(experts[0][1]), adapter_name="a")
+    theirs.load_adapter(str(experts[1][1]), adapter_name="b")
+    theirs.add_weighted_adapter(["a", "b"], [0.5, -1.25], "mix", combination_type="cat")
+    theirs.set_adapter("mix")
+    torch.testing.assert_close(got, logits(theirs.eval()), atol=1e-5, rtol=1e-5)
+
+
+def test_members_must_be_readable_and_fit_one_base(server: Server, tmp_path: Path) -> None:
+    ns, other = uniq("owner"), uniq("stranger")
+    llama = register_tiny(server, tmp_path, "llama")
+    gpt2 = register_tiny(server, tmp_path, "gpt2")
+    with Client(server.url, server.token(ns, "write"), cache_dir=tmp_path / "w", quiet=True) as c:
+        public = _push_library(c, ns, llama, tmp_path, 1, 90)[0][0]
+        secret = f"{ns}/secret"
+        c.push(saved_adapter(tmp_path / "secret", seed=91), secret, base_model=llama, private=True)
+        c.push(saved_adapter(tmp_path / "g", arch="gpt2", seed=92), f"{ns}/gpt", base_model=gpt2)
+        with pytest.raises(ValidationFailed, match="different base models"):
+            c.create_composition(f"{ns}/bad", [public, f"{ns}/gpt"], {"kind": "stacked"})
+        with pytest.raises(RegistryError, match="top_k=3"):
+            c.create_composition(f"{ns}/bad", [public, secret], {"kind": "arrow", "top_k": 3})
+        made = c.create_composition(f"{ns}/hidden", [public, secret], {"kind": "stacked"})
+        assert made["version"] == 1
+        assert c.http.json("GET", f"/api/v1/compositions/{ns}/hidden")["visibility"] == "private"
+    with Client(server.url, server.token(other, "write"), cache_dir=tmp_path / "o", quiet=True) as stranger:
+        with pytest.raises(RegistryNotFound):  # a member the caller cannot read
+            stranger.create_composition(f"{other}/steal", [public, secret], {"kind": "stacked"})
+        with pytest.raises(RegistryNotFound):  # the composition is private with its member
+            stranger.composition(f"{ns}/hidden")
+        assert stranger.http.json("GET", "/api/v1/compositions", params={"q": "hidden"})["items"] == []
+    assert httpx.get(f"{server.url}/compositions/{ns}/hidden").status_code == 404
+    with Client(server.url, cache_dir=tmp_path / "anon", quiet=True) as anon, pytest.raises(RegistryNotFound):
+        anon.load(tiny_gpt2(), f"{ns}/hidden")
