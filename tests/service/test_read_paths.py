@@ -66,6 +66,12 @@ async def test_search_pages_by_cursor_in_a_stable_order_and_says_whether_more_fo
     assert flat == by_offset  # the same order as the page/offset listing
     first = (await reg.client.get(ADAPTERS, params={"page_size": 3})).json()
     assert first["total"] == 7 and first["total_exact"] is True
+    later = (await reg.client.get(ADAPTERS, params={"page_size": 3, "cursor": first["next_cursor"]})).json()
+    assert later["total"] is None and later["total_exact"] is False  # not counted again: the first page's stands
+    last = (await reg.client.get(ADAPTERS, params={"page_size": 3, "page": 3})).json()
+    assert last["total"] == 7 and last["total_exact"] is True and not last["has_more"]
+    past = (await reg.client.get(ADAPTERS, params={"page_size": 3, "page": 9})).json()
+    assert past["items"] == [] and past["total"] == 7
     # filters hold across pages; the owner's token sees its private adapters in the same walk
     assert [n for p in await walk(reg, {"page_size": 2, "tag": "t1"}) for n in p] == \
         [n for n in flat if int(n.split("a")[-1]) % 2 == 1]
@@ -74,6 +80,18 @@ async def test_search_pages_by_cursor_in_a_stable_order_and_says_whether_more_fo
     assert len(owned) == 10 and sum(n.startswith("priv/") for n in owned) == 3
     other = await reg.token("pub", "read")
     assert [n for p in await walk(reg, {"page_size": 4}, reg.auth(other)) for n in p] == flat
+
+
+async def test_the_api_counts_up_to_1000_matches_and_says_so_the_pages_count_all(local_registry: Registry) -> None:
+    reg = local_registry
+    await seed(reg, public=1003)
+    body = (await reg.client.get(ADAPTERS, params={"q": "seeded"})).json()
+    assert body["total"] == 1000 and body["total_exact"] is False and body["has_more"]
+    base = (await reg.client.get("/api/v1/base-models/meta/b/adapters")).json()
+    assert base["total"] == 1000 and base["total_exact"] is False
+    assert (await reg.client.get(ADAPTERS, params={"tag": "t1"})).json()["total"] == 501  # within the bound: exact
+    page = await reg.client.get("/adapters", params={"q": "seeded"}, headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "1003 adapters" in page.text  # the pages count every match
 
 
 @pytest.mark.parametrize("cursor", ["garbage!", "MjAyNnwx", "eHx5"])

@@ -113,10 +113,12 @@ class AdapterController(AdapterDeletes, Controller):
         """Search adapters by base model, method, tag and text, and by what serves them (``serves=vllm``,
         ``max_lora_rank=16``: the serving-compatibility report of their latest version), newest first:
         ``has_more`` says whether more follow and ``next_cursor`` fetches them (``page`` still pages by
-        offset); ``total`` counts up to 1,000 matches (``total_exact`` says whether that is all)."""
+        offset); ``total`` counts up to 1,000 matches (``total_exact`` says whether that is all; null on
+        a page reached by ``cursor``: the first page's count stands)."""
         found = await search.search_adapters(reader, principal, base_model=base_model, method=method, tag=tag, q=q,
                                              page=page, page_size=min(max(page_size, 1), 100), cursor=cursor,
-                                             serves=serves, max_lora_rank=max_lora_rank)
+                                             serves=serves, max_lora_rank=max_lora_rank,
+                                             count_upto=0 if cursor else search.MAX_COUNTED)
         return {"items": [service.describe_adapter(a) for a in found.items], "total": found.total,
                 "total_exact": found.total_exact, "page": page, "has_more": found.has_more,
                 "next_cursor": found.next_cursor}

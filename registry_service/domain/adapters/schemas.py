@@ -31,11 +31,11 @@ class AdapterInfo(TypedDict):
 
 
 class AdapterPage(TypedDict):
-    """A page of adapters, how many match (counted up to 1,000: ``total_exact``), and the cursor to
-    the next page while ``has_more``."""
+    """A page of adapters, how many match (counted up to 1,000: ``total_exact``; null on a page reached
+    by ``cursor``, where the first page's count stands), and the cursor to the next page while ``has_more``."""
 
     items: list[AdapterInfo]
-    total: int
+    total: int | None
     total_exact: bool
     page: int
     has_more: bool

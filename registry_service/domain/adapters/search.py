@@ -37,10 +37,11 @@ SORTS = {
 @dataclass(frozen=True, slots=True)
 class SearchPage:
     """A page of adapters; ``next_cursor`` continues after its last one while ``has_more``. ``total``
-    counts the matches up to the bound asked for (``total_exact`` says whether that is all)."""
+    counts the matches up to the bound asked for (``total_exact`` says whether that is all); None when
+    they were not counted."""
 
     items: list[AdapterRow]
-    total: int
+    total: int | None
     total_exact: bool
     has_more: bool
     next_cursor: str | None
@@ -144,7 +145,7 @@ async def search_adapters(db: AsyncSession | AsyncEngine, principal: Principal, 
     """Adapters matching every given filter, newest first (updated_at, then id: a stable order) or in
     another of :data:`SORTS`. ``cursor`` (a previous page's ``next_cursor``, default order only) continues
     by keyset; without it ``page`` picks a page by offset. The matches are counted up to ``count_upto``
-    (0: not counted; None: all of them)."""
+    (0: not counted, ``total`` None; None: all of them); a last page by offset needs no count."""
     sort, cursor = filters.get("sort") or "updated", filters.get("cursor")
     if sort not in SORTS:
         raise BadRequest(f"sort {sort[:40]!r} is not one of {', '.join(SORTS)}")
@@ -162,14 +163,17 @@ async def search_adapters(db: AsyncSession | AsyncEngine, principal: Principal, 
     rows = await _rows(db, stmt.order_by(*SORTS[sort]).limit(page_size + 1), params)
     items = [adapter_row(r) for r in rows[:page_size]]
     more = len(rows) > page_size
-    total, exact = 0, count_upto != 0
-    if count_upto != 0:
+    total: int | None = None
+    exact = False
+    if not more and not cursor and (items or page == 1):  # the last page by offset: no match comes after it
+        total, exact = (page - 1) * page_size + len(items), True
+    elif count_upto != 0:
         counted = select(Adapter.id).select_from(joined).where(*conds)
         if count_upto is not None:
             counted = counted.limit(count_upto + 1)
         total = (await _rows(db, select(func.count()).select_from(counted.subquery()), params))[0][0]
-        if count_upto is not None:
-            total, exact = min(total, count_upto), total <= count_upto
+        exact = count_upto is None or total <= count_upto
+        total = total if exact else count_upto
     last = items[-1] if more and items and sort == "updated" else None
     return SearchPage(items, total, exact, more,
                       encode_cursor(last.updated_at, last.id) if last and last.updated_at else None)

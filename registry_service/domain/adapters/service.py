@@ -102,7 +102,7 @@ async def search(db: AsyncSession, principal: Principal, **filters: Unpack[Searc
     """Adapters matching every given filter (:func:`.search.search_adapters`), with the exact number of
     matches (the pages count them all; the API counts up to :data:`.search.MAX_COUNTED`)."""
     found = await search_adapters(db, principal, count_upto=None, **filters)
-    return found.items, found.total
+    return found.items, found.total or 0
 
 
 def describe_named(row: Any, aliases: dict[str, int] | None = None, **extra: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from .. import upload_sessions as sessions
 from ..adapters.controller import base_url
 from ..adapters.downloads import serve_file
 from ..adapters.schemas import PartStored, UploadEnded, UploadSessionInfo
-from ..adapters.search import search_adapters
+from ..adapters.search import MAX_COUNTED, search_adapters
 from ..adapters.service import describe_adapter
 from ..adapters.uploads import PART_BODY
 from ..auth.guards import signed_in, writer
@@ -124,8 +124,10 @@ class BaseModelController(BaseModelDeletes, Controller):
         """Adapters that fit this base model: any adapter whose base model has the same fingerprint
         (newest first; ``next_cursor`` continues while ``has_more``)."""
         row = await _base(db, ns, name)
-        found = await search_adapters(db, principal, fingerprint=row.fingerprint, page=page, cursor=cursor)
-        return {"items": [describe_adapter(a) for a in found.items], "total": found.total, "page": page,
+        found = await search_adapters(db, principal, fingerprint=row.fingerprint, page=page, cursor=cursor,
+                                      count_upto=0 if cursor else MAX_COUNTED)
+        return {"items": [describe_adapter(a) for a in found.items], "total": found.total,
+                "total_exact": found.total_exact, "page": page,
                 "fingerprint": row.fingerprint, "has_more": found.has_more, "next_cursor": found.next_cursor}
 
     # --- weights -------------------------------------------------------------------------------

@@ -42,10 +42,12 @@ class BaseModelPage(TypedDict):
 
 
 class CompatibleAdapters(TypedDict):
-    """Adapters that fit a base model (same signature fingerprint)."""
+    """Adapters that fit a base model (same signature fingerprint); ``total`` as in a search (counted up
+    to 1,000: ``total_exact``; null on a page reached by ``cursor``)."""
 
     items: list[AdapterInfo]
-    total: int
+    total: int | None
+    total_exact: bool
     page: int
     fingerprint: str
     has_more: bool
