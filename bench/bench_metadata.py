@@ -17,7 +17,7 @@ Ceiling: ``SELECT 1``.
 ``seed_metadata.py`` with 100 adapters, the other with 100,000 (×3 versions), the same searches on both.
 
 ``--pushes 32``: instead, 32 concurrent pushes of distinct small adapters sharing one README, through
-1 and through 2 API processes.
+1 and through 2 API processes (``MAX_CONCURRENT_UPLOADS`` raised to the burst so none is turned away).
 
 Run: ``.venv/bin/python bench/bench_metadata.py [--processes 1 2] [--rounds 3] [--seconds 5] [--json out.json]``
 """
@@ -387,6 +387,10 @@ def run_pushes(args: argparse.Namespace) -> None:
     import asyncio
 
     root = Path(tempfile.mkdtemp(prefix="bench-metadata-pushes-"))
+    # every push of a burst is received at once (the default 8 per process would turn the rest away with 503:
+    # back-pressure, not what is measured here), with enough database connections for all of them
+    os.environ["ADAPTER_REGISTRY_MAX_CONCURRENT_UPLOADS"] = str(max(args.pushes, 8))
+    os.environ["ADAPTER_REGISTRY_DATABASE_MAX_OVERFLOW"] = str(max(args.pushes, 20))
     pg, url = start_postgres(root, ("registry", "pushes2"))
     servers: dict[int, Server] = {}
     try:
@@ -401,7 +405,8 @@ def run_pushes(args: argparse.Namespace) -> None:
                 async def push(i: int) -> None:
                     r = await c.post(f"/api/v1/adapters/bench/r{rnd}-{i}/versions", files=payloads[i],
                                      data={"base_model": "bench/tiny"})
-                    r.raise_for_status()
+                    if r.status_code != 201:
+                        raise RuntimeError(f"push {i} answered {r.status_code}: {r.text[:300]}")
 
                 started = time.perf_counter()
                 await asyncio.gather(*(push(i) for i in range(args.pushes)))

@@ -116,11 +116,15 @@ def serving_filter(serves: str | None, max_lora_rank: int | None) -> ColumnEleme
 def conditions_of(principal: Principal, filters: SearchFilters) -> list[ColumnElement[bool]]:
     """The WHERE conditions (on adapter ⋈ base_model) of a search for ``principal``."""
     conds: list[Any] = [visible_to(principal)]
+    # the base model as ids of the adapter's own column, so that the per-base-model keyset index serves the
+    # page (looked up in an alias of base_model: the joined one would correlate)
+    bm = BaseModel.__table__.alias("bm")
     if base_model := filters.get("base_model"):
         ns, _, name = base_model.partition("/")
-        conds += [BaseModel.namespace == ns, BaseModel.name == name]
+        conds.append(Adapter.base_model_id == select(bm.c.id).where(bm.c.namespace == ns, bm.c.name == name)
+                     .scalar_subquery())
     if fingerprint := filters.get("fingerprint"):
-        conds.append(BaseModel.fingerprint == fingerprint)
+        conds.append(Adapter.base_model_id.in_(select(bm.c.id).where(bm.c.fingerprint == fingerprint)))
     if method := filters.get("method"):
         conds.append(Adapter.method == method.upper())
     if tag := filters.get("tag"):
