@@ -222,9 +222,11 @@ class Client(LifecycleCalls):
     def ls(self, *, base_model: str | None = None, method: str | None = None, tag: str | None = None,
            q: str | None = None, page: int = 1, serves: str | None = None,
            max_lora_rank: int | None = None) -> dict[str, Any]:
-        """Search adapters (``serves``/``max_lora_rank``: by the serving report of their latest version)."""
+        """Search adapters (``serves``/``max_lora_rank``: by the serving report of their latest version), with
+        the number of matches (``total``, counted up to 1,000: ``total_exact``)."""
         params = {k: v for k, v in {"base_model": base_model, "method": method, "tag": tag, "q": q,
-                                     "page": page, "serves": serves, "max_lora_rank": max_lora_rank}.items()
+                                     "page": page, "serves": serves, "max_lora_rank": max_lora_rank,
+                                     "count": "true"}.items()
                   if v is not None}
         return self.http.json("GET", "/api/v1/adapters", params=params)
 

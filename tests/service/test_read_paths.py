@@ -65,12 +65,15 @@ async def test_search_pages_by_cursor_in_a_stable_order_and_says_whether_more_fo
                  for a in (await reg.client.get(ADAPTERS, params={"page": page, "page_size": 3})).json()["items"]]
     assert flat == by_offset  # the same order as the page/offset listing
     first = (await reg.client.get(ADAPTERS, params={"page_size": 3})).json()
-    assert first["total"] == 7 and first["total_exact"] is True
-    later = (await reg.client.get(ADAPTERS, params={"page_size": 3, "cursor": first["next_cursor"]})).json()
-    assert later["total"] is None and later["total_exact"] is False  # not counted again: the first page's stands
+    assert first["total"] is None and first["total_exact"] is False  # not counted unless asked: a scan of them all
+    counted = (await reg.client.get(ADAPTERS, params={"page_size": 3, "count": "true"})).json()
+    assert counted["total"] == 7 and counted["total_exact"] is True
+    later = (await reg.client.get(ADAPTERS, params={"page_size": 3, "cursor": first["next_cursor"],
+                                                     "count": "true"})).json()
+    assert later["total"] is None  # not counted again by cursor: the first page's count stands
     last = (await reg.client.get(ADAPTERS, params={"page_size": 3, "page": 3})).json()
-    assert last["total"] == 7 and last["total_exact"] is True and not last["has_more"]
-    past = (await reg.client.get(ADAPTERS, params={"page_size": 3, "page": 9})).json()
+    assert last["total"] == 7 and last["total_exact"] is True and not last["has_more"]  # the last page: free
+    past = (await reg.client.get(ADAPTERS, params={"page_size": 3, "page": 9, "count": "true"})).json()
     assert past["items"] == [] and past["total"] == 7
     # filters hold across pages; the owner's token sees its private adapters in the same walk
     assert [n for p in await walk(reg, {"page_size": 2, "tag": "t1"}) for n in p] == \
@@ -82,14 +85,15 @@ async def test_search_pages_by_cursor_in_a_stable_order_and_says_whether_more_fo
     assert [n for p in await walk(reg, {"page_size": 4}, reg.auth(other)) for n in p] == flat
 
 
-async def test_the_api_counts_up_to_1000_matches_and_says_so_the_pages_count_all(local_registry: Registry) -> None:
+async def test_the_api_counts_up_to_1000_matches_when_asked_the_pages_count_all(local_registry: Registry) -> None:
     reg = local_registry
     await seed(reg, public=1003)
-    body = (await reg.client.get(ADAPTERS, params={"q": "seeded"})).json()
+    body = (await reg.client.get(ADAPTERS, params={"q": "seeded", "count": "true"})).json()
     assert body["total"] == 1000 and body["total_exact"] is False and body["has_more"]
-    base = (await reg.client.get("/api/v1/base-models/meta/b/adapters")).json()
+    base = (await reg.client.get("/api/v1/base-models/meta/b/adapters", params={"count": "true"})).json()
     assert base["total"] == 1000 and base["total_exact"] is False
-    assert (await reg.client.get(ADAPTERS, params={"tag": "t1"})).json()["total"] == 501  # within the bound: exact
+    tagged = (await reg.client.get(ADAPTERS, params={"tag": "t1", "count": "true"})).json()
+    assert tagged["total"] == 501 and tagged["total_exact"] is True  # within the bound: exact
     page = await reg.client.get("/adapters", params={"q": "seeded"}, headers={"Accept": "text/html"})
     assert page.status_code == 200 and "1003 adapters" in page.text  # the pages count every match
 

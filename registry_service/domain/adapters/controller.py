@@ -106,6 +106,8 @@ class AdapterController(AdapterDeletes, Controller):
         page_size: PageSize = 20,
         cursor: Annotated[str | None, Parameter(max_length=256, description=(
             "continue after the previous answer (its next_cursor); page is then ignored"))] = None,
+        count: Annotated[bool, Parameter(description=(
+            "also count the matches, up to 1,000 (total; a last page is counted anyway)"))] = False,
         serves: Annotated[Engine | None, Parameter(description="an engine the latest version loads on")] = None,
         max_lora_rank: Annotated[int | None, Parameter(ge=1, le=2**31 - 1, description=(
             "the --max-lora-rank a vLLM server runs with: adapters whose latest version loads on it"))] = None,
@@ -113,12 +115,13 @@ class AdapterController(AdapterDeletes, Controller):
         """Search adapters by base model, method, tag and text, and by what serves them (``serves=vllm``,
         ``max_lora_rank=16``: the serving-compatibility report of their latest version), newest first:
         ``has_more`` says whether more follow and ``next_cursor`` fetches them (``page`` still pages by
-        offset); ``total`` counts up to 1,000 matches (``total_exact`` says whether that is all; null on
-        a page reached by ``cursor``: the first page's count stands)."""
+        offset). ``total``: the number of matches when the page is the last one, or with ``count=true``
+        (up to 1,000; ``total_exact`` says whether that is all); null otherwise, since a count scans every
+        match."""
         found = await search.search_adapters(reader, principal, base_model=base_model, method=method, tag=tag, q=q,
                                              page=page, page_size=min(max(page_size, 1), 100), cursor=cursor,
                                              serves=serves, max_lora_rank=max_lora_rank,
-                                             count_upto=0 if cursor else search.MAX_COUNTED)
+                                             count_upto=search.MAX_COUNTED if count and not cursor else 0)
         return {"items": [service.describe_adapter(a) for a in found.items], "total": found.total,
                 "total_exact": found.total_exact, "page": page, "has_more": found.has_more,
                 "next_cursor": found.next_cursor}

@@ -31,8 +31,9 @@ class AdapterInfo(TypedDict):
 
 
 class AdapterPage(TypedDict):
-    """A page of adapters, how many match (counted up to 1,000: ``total_exact``; null on a page reached
-    by ``cursor``, where the first page's count stands), and the cursor to the next page while ``has_more``."""
+    """A page of adapters, how many match (on the last page, or asked with ``count=true``: counted up to
+    1,000, ``total_exact`` says whether that is all; null otherwise), and the cursor to the next page while
+    ``has_more``."""
 
     items: list[AdapterInfo]
     total: int | None

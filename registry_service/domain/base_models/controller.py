@@ -120,12 +120,14 @@ class BaseModelController(BaseModelDeletes, Controller):
         self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal, page: Page = 1,
         cursor: Annotated[str | None, Parameter(max_length=256, description=(
             "continue after the previous answer (its next_cursor); page is then ignored"))] = None,
+        count: Annotated[bool, Parameter(description=(
+            "also count the matches, up to 1,000 (total; a last page is counted anyway)"))] = False,
     ) -> CompatibleAdapters:
         """Adapters that fit this base model: any adapter whose base model has the same fingerprint
         (newest first; ``next_cursor`` continues while ``has_more``)."""
         row = await _base(db, ns, name)
         found = await search_adapters(db, principal, fingerprint=row.fingerprint, page=page, cursor=cursor,
-                                      count_upto=0 if cursor else MAX_COUNTED)
+                                      count_upto=MAX_COUNTED if count and not cursor else 0)
         return {"items": [describe_adapter(a) for a in found.items], "total": found.total,
                 "total_exact": found.total_exact, "page": page,
                 "fingerprint": row.fingerprint, "has_more": found.has_more, "next_cursor": found.next_cursor}

@@ -42,8 +42,8 @@ class BaseModelPage(TypedDict):
 
 
 class CompatibleAdapters(TypedDict):
-    """Adapters that fit a base model (same signature fingerprint); ``total`` as in a search (counted up
-    to 1,000: ``total_exact``; null on a page reached by ``cursor``)."""
+    """Adapters that fit a base model (same signature fingerprint); ``total`` as in a search (on the last
+    page, or with ``count=true`` up to 1,000: ``total_exact``; null otherwise)."""
 
     items: list[AdapterInfo]
     total: int | None
