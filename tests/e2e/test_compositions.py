@@ -121,3 +121,50 @@ def test_members_must_be_readable_and_fit_one_base(server: Server, tmp_path: Pat
     assert httpx.get(f"{server.url}/compositions/{ns}/hidden").status_code == 404
     with Client(server.url, cache_dir=tmp_path / "anon", quiet=True) as anon, pytest.raises(RegistryNotFound):
         anon.load(tiny_gpt2(), f"{ns}/hidden")
+
+
+def test_composition_answers_carry_etags_and_follow_the_caching_rules(server: Server, tmp_path: Path) -> None:
+    ns = uniq("etag")
+    base = register_tiny(server, tmp_path, "llama")
+    token = server.token(ns, "write")
+    auth = {"Authorization": f"Bearer {token}"}
+    root = f"{server.url}/api/v1/compositions/{ns}"
+    with Client(server.url, token, cache_dir=tmp_path / "w", quiet=True) as c:
+        experts = [e for e, _ in _push_library(c, ns, base, tmp_path, 2, 110)]
+        made = c.create_composition(f"{ns}/open", experts, {"kind": "arrow", "top_k": 1}, alias="prod")
+        commit = made["commit"]
+        answers = {ref: httpx.get(f"{root}/open/versions/{ref}", headers=auth) for ref in ("1", commit, "prod")}
+        for ref, answer in answers.items():
+            assert answer.status_code == 200 and answer.headers["etag"].startswith('W/"'), ref
+        assert answers["1"].headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert answers[commit].headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert answers["prod"].headers["cache-control"] == "public, no-cache"
+        tag = answers["prod"].headers["etag"]
+        again = httpx.get(f"{root}/open/versions/prod", headers={**auth, "If-None-Match": tag})
+        assert again.status_code == 304 and again.content == b""
+        assert again.headers["etag"] == tag
+
+        top = httpx.get(f"{root}/open", headers=auth)
+        assert top.status_code == 200 and top.headers["cache-control"] == "public, no-cache"
+        assert httpx.get(f"{root}/open", headers={**auth, "If-None-Match": top.headers["etag"]}).status_code == 304
+        listed = httpx.get(f"{root}/open/versions", headers=auth)
+        assert listed.headers["cache-control"] == "public, no-cache"
+
+        (proto,) = made["files"]
+        first = httpx.get(proto["url"], headers=auth)
+        assert first.headers["etag"] == f'"{proto["sha256"]}"'
+        assert httpx.get(proto["url"], headers={**auth, "If-None-Match": first.headers["etag"]}).status_code == 304
+
+        c.create_composition(f"{ns}/open", list(reversed(experts)), {"kind": "stacked"})  # version 2 moves latest
+        moved = httpx.get(f"{root}/open", headers={**auth, "If-None-Match": top.headers["etag"]})
+        assert moved.status_code == 200 and moved.headers["etag"] != top.headers["etag"]
+        assert moved.json()["routing"] == "stacked"
+
+        # a member made private later: every answer about the composition becomes private, even by commit
+        r = httpx.patch(f"{server.url}/api/v1/adapters/{experts[0]}", json={"visibility": "private"},
+                        headers={"Authorization": f"Bearer {server.token(ns, 'admin')}"})
+        assert r.status_code == 200, r.text
+        for url in (f"{root}/open", f"{root}/open/versions/{commit}", f"{root}/open/versions", proto["url"]):
+            hidden = httpx.get(url, headers=auth)
+            assert hidden.status_code == 200 and hidden.headers["cache-control"] == "private, no-cache", url
+        assert httpx.get(f"{root}/open/versions/{commit}").status_code == 404  # and strangers see nothing

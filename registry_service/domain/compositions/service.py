@@ -35,15 +35,18 @@ async def resolve_version(db: AsyncSession, comp: Composition, ref: str | None) 
 
 
 async def require_members_readable(db: AsyncSession, principal: Principal, comp: Composition,
-                                   version: CompositionVersion) -> None:
+                                   version: CompositionVersion) -> bool:
     """404 (as if the composition were absent) when the caller cannot read every member now: a member made
-    private later must not show through a composition."""
+    private later must not show through a composition. Returns whether the composition and every member are
+    public now (only then may a shared cache keep an answer about it)."""
     names = {tuple(m["adapter"].split("/", 1)) for m in version.members}
     cond = or_(*[and_(Adapter.namespace == ns, Adapter.name == n) for ns, n in names])
-    readable = (await db.execute(select(func.count()).select_from(Adapter).where(cond, adapter_visible(principal)))
-                ).scalar_one()
+    readable, public = (await db.execute(
+        select(func.count(), func.count().filter(Adapter.visibility == "public")).select_from(Adapter)
+        .where(cond, adapter_visible(principal)))).one()
     if readable != len(names):
         raise NotFound(f"composition {comp.namespace}/{comp.name} not found")
+    return comp.visibility == "public" and public == len(names)
 
 
 async def aliases_of(db: AsyncSession, comp: Composition) -> dict[str, int]:
