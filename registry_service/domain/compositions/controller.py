@@ -1,4 +1,4 @@
-"""HTTP routes for compositions: search, metadata, versions (publish), the Arrow prototypes file, aliases."""
+"""HTTP routes for compositions: search, metadata, versions (publish), a version's stored file, aliases."""
 
 from __future__ import annotations
 
@@ -86,11 +86,13 @@ class CompositionController(Controller):
     @get("/{ns:str}/{name:str}/versions/{ref:str}/files/{filename:str}", responses=problems(401, 404))
     async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, db: AsyncSession,
                        principal: Principal, request: Request) -> Response[bytes]:
-        """A file of a version (the Arrow prototypes); its ETag is the quoted sha256, and a match answers 304."""
+        """A version's stored file (Arrow prototypes, or a learned router's weights); its ETag is the quoted
+        sha256, and a match answers 304."""
         comp = await service.get_composition(db, principal, ns, name)
         version = await service.resolve_version(db, comp, ref)
         public = await service.require_members_readable(db, principal, comp, version)
-        if filename != service.PROTOTYPES_FILE or version.prototypes_sha256 is None:
+        stored = service.stored_file_name(version)
+        if stored is None or filename != stored or version.prototypes_sha256 is None:
             raise NotFound(f"{ns}/{name}@{version.version} has no file {filename[:100]!r}")
         etag = file_etag(version.prototypes_sha256)
         cache = cache_control(public=public, fixed=fixed_ref(ref))
@@ -100,7 +102,7 @@ class CompositionController(Controller):
                 ).scalar_one()
         return Response(data, media_type="application/octet-stream", headers={
             "ETag": etag, "X-Content-Sha256": version.prototypes_sha256, "Cache-Control": cache,
-            "Content-Disposition": f'attachment; filename="{service.PROTOTYPES_FILE}"'})
+            "Content-Disposition": f'attachment; filename="{stored}"'})
 
     @put("/{ns:str}/{name:str}/aliases/{alias:str}", guards=[writer], responses=problems(400, 401, 403, 404))
     async def set_alias(self, ns: NamePart, name: NamePart, alias: AliasName, data: AliasTarget, db: AsyncSession,

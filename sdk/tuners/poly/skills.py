@@ -78,7 +78,8 @@ def poly_over_loras(model: nn.Module, folders: Sequence[str | Path], n_tasks: in
     rank = sum(skills[paths[0]][0].shape[0] for skills in members)
     if any(sum(s[p][0].shape[0] for s in members) != rank for p in paths):
         raise ConfigError("the members' ranks differ from layer to layer in a way one Poly rank cannot hold")
-    config = PolyConfig(r=rank, target_modules=paths, n_tasks=n_tasks, n_skills=len(members), n_splits=n_splits)
+    config = PolyConfig(r=rank, target_modules=paths, n_tasks=n_tasks, n_skills=len(members), n_splits=n_splits,
+                        task_type=_task_type(folders[0]))
     wrapped = AdapterModel(model, config, adapter_name)
     with torch.no_grad():
         for path in paths:
@@ -92,6 +93,14 @@ def poly_over_loras(model: nn.Module, folders: Sequence[str | Path], n_tasks: in
     for name, p in wrapped.named_parameters():
         p.requires_grad_(name.endswith(f"poly_logits.{adapter_name}"))
     return wrapped
+
+
+def _task_type(folder: str | Path) -> str | None:
+    """The first member's ``task_type`` (PEFT's model class for the export follows it)."""
+    from ...config import read_config_dict
+
+    value = read_config_dict(folder).get("task_type")
+    return value if isinstance(value, str) else None
 
 
 def _fill_skills(layer: PolyLayer, name: str, skills: list[tuple[Tensor, Tensor, float]], q: int) -> None:
