@@ -216,6 +216,7 @@ def test_router_composition_trains_publishes_loads_and_exports_for_peft(server: 
                                  router=model)
         page = httpx.get(f"{server.url}/compositions/{ns}/routed")
         assert page.status_code == 200 and "router" in page.text and ROUTER_FILE in page.text
+        assert f"{experts[2]}@1</a> → {ns}/routed@1 (Poly skill 2)" in page.text
         opts = ["--url", server.url, "--token", server.token(ns, "read"), "--cache-dir", str(tmp_path / "cli")]
         shown = CliRunner().invoke(app, [*opts, "compositions", "show", f"{ns}/routed@prod"])
         assert shown.exit_code == 0 and f"file: {ROUTER_FILE}" in shown.stdout, shown.output

@@ -29,7 +29,7 @@ from .layers import PolyLayer
 ROUTER_FILE = "poly_router.safetensors"
 #: Bounds of a router composition: tasks, and the router file's size.
 MAX_ROUTER_TASKS = 4096
-MAX_ROUTER_BYTES = 16 * 2**20
+MAX_ROUTER_BYTES = 2**20  # base64 in a JSON body: stays under the default 2 MiB request limit
 
 Skills = dict[str, tuple[Tensor, Tensor, float]]  # layer path -> (A, B, LoRA scale)
 
