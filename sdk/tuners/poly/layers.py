@@ -36,14 +36,8 @@ class PolyLayer(AdapterLayer):
         self.poly_logits = nn.ParameterDict()
         self.shape: dict[str, tuple[int, int, int, int]] = {}  # name -> (r, n_tasks, n_skills, n_splits)
         self._task_ids: Tensor | None = None
-
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.out_features
+        self.in_features: int = base_layer.in_features  # an nn.Linear (the tuner adapts nothing else)
+        self.out_features: int = base_layer.out_features
 
     # --- adapters ------------------------------------------------------------------------
     def add(self, name: str, config: PolyConfig) -> None:
