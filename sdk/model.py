@@ -44,6 +44,7 @@ class AdapterModel(nn.Module):
         self._routings: list[Routing] = []  # mixed batches running (nested calls stack up)
         self._call_inputs: list[dict[str, Any]] = []  # per-sample inputs of the calls running (nested stack up)
         self._module_list: list[AdapterModule] | None = None  # adapter modules, until the structure changes
+        self._readers: tuple[list[AdapterModule], frozenset[str]] | None = None
         for p in model.parameters():
             p.requires_grad_(False)
         if config is not None:
@@ -94,8 +95,17 @@ class AdapterModel(nn.Module):
             self._module_list = [m for _, m in self._modules_with_adapters()]
         return self._module_list
 
+    def _input_readers(self) -> tuple[list[AdapterModule], frozenset[str]]:
+        """The adapter modules that read per-sample call inputs, and the names of those inputs (cached like
+        :meth:`_adapter_modules`)."""
+        if self._readers is None:
+            readers = [m for m in self._adapter_modules() if m.call_inputs]
+            self._readers = (readers, frozenset(n for m in readers for n in m.call_inputs))
+        return self._readers
+
     def _structure_changed(self) -> None:
         self._module_list = None
+        self._readers = None
 
     def _check_names(self, names: Sequence[str]) -> None:
         unknown = [n for n in names if n not in self.peft_config]
@@ -217,7 +227,9 @@ class AdapterModel(nn.Module):
 
     def _take_call_inputs(self, kwargs: dict[str, Any], expand: int) -> dict[str, Any] | None:
         """Remove the per-sample inputs the adapter modules read (Poly's ``task_ids``) from ``kwargs``."""
-        wanted = {n for m in self._adapter_modules() for n in m.call_inputs}
+        wanted = self._input_readers()[1]
+        if not wanted:
+            return None
         taken = {n: kwargs.pop(n) for n in sorted(wanted) if n in kwargs}
         taken = {n: v for n, v in taken.items() if v is not None}
         if not taken:
@@ -243,9 +255,8 @@ class AdapterModel(nn.Module):
                     m.begin_routing(routing)
             if inputs is not None:
                 self._call_inputs.append(inputs)
-                for m in self._adapter_modules():
-                    if m.call_inputs:
-                        m.begin_call(inputs)
+                for m in self._input_readers()[0]:
+                    m.begin_call(inputs)
         except BaseException:
             self._exit_call(entered)
             raise
@@ -257,10 +268,10 @@ class AdapterModel(nn.Module):
         try:
             if entered.inputs is not None and self._call_inputs and self._call_inputs[-1] is entered.inputs:
                 self._call_inputs.pop()
-                for m in self._adapter_modules():
-                    if m.call_inputs and self._call_inputs:
+                for m in self._input_readers()[0]:
+                    if self._call_inputs:
                         m.begin_call(self._call_inputs[-1])
-                    elif m.call_inputs:
+                    else:
                         m.end_call()
             if entered.routing is not None and self._routings and self._routings[-1] is entered.routing:
                 self._routings.pop()
