@@ -318,9 +318,11 @@ class CompositionVersion(Base):
     """One immutable version of a composition: members pinned by commit and how they combine.
 
     ``members``: ``[{"adapter": "ns/name", "version", "commit", "role": "task"|"general", "weight"}]``;
-    ``routing``: ``{"kind": "stacked"}`` or ``{"kind": "arrow", "top_k", "router_temperature", "use_gks",
-    "rng_seed"}``. For Arrow, ``prototypes`` holds the safetensors file of every layer's prototypes
-    (computed once, at publish), with its sha256.
+    ``routing``: ``{"kind": "stacked"}``, ``{"kind": "arrow", "top_k", "router_temperature", "use_gks",
+    "rng_seed"}`` or ``{"kind": "router", "n_tasks", "n_splits"}``. ``prototypes`` holds the version's one
+    stored file, with its sha256 and size: for Arrow every layer's prototypes (computed once, at publish), for
+    a learned router its weights file (``poly_router.safetensors``, checked at publish); the name by kind is
+    ``service.FILE_BY_KIND``.
     """
 
     __tablename__ = "composition_version"

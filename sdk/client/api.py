@@ -429,6 +429,14 @@ class Client(LifecycleCalls):
 
         return create_composition(self, name, members, routing, **kwargs)
 
+    def poly_over_members(self, model: nn.Module, members: Sequence[str], n_tasks: int, n_splits: int = 1
+                          ) -> AdapterModel:
+        """``model`` with a trainable Poly router over LoRA adapters; see
+        :func:`sdk.client.compositions.poly_over_members`."""
+        from .compositions import poly_over_members
+
+        return poly_over_members(self, model, members, n_tasks, n_splits)
+
     def composition(self, ref: str) -> dict[str, Any]:
         """A composition version (``ns/name[@version|alias|commit]``) with its pinned members."""
         from .compositions import composition_version
