@@ -63,15 +63,20 @@ def cpu_seconds(roots: list[psutil.Process]) -> float:
 
 
 class Server:
-    """``adapter-registry serve --workers N`` on a fresh embedded default, with one public adapter."""
+    """``adapter-registry serve --workers N`` on a fresh embedded default, with one public adapter
+    (``database_url``/``data``: an existing database and data folder instead, seeded only when
+    ``seed``; ``big``: also the 64 MiB adapter of the streaming figure)."""
 
-    def __init__(self, workers: int) -> None:
-        self.data = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    def __init__(self, workers: int, *, database_url: str | None = None, data: Path | None = None,
+                 seed: bool = True, big: bool = True) -> None:
+        self.data = data or Path(tempfile.mkdtemp(prefix="bench-serving-"))
+        self.owns_data = data is None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = shutil.which("adapter-registry", path=str(Path(sys.executable).parent)) or "adapter-registry"
+        env = dict(os.environ, ADAPTER_REGISTRY_DATABASE_URL=database_url) if database_url else None
         self.proc = subprocess.Popen([exe, "serve", "--workers", str(workers), "--port", str(self.port),
-                                      "--data-dir", str(self.data), "--log-level", "warning"],
+                                      "--data-dir", str(self.data), "--log-level", "warning"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(480):
             try:
@@ -84,9 +89,10 @@ class Server:
         else:
             raise RuntimeError("the server did not start")
         self.admin = (self.data / "admin-token").read_text().strip()
-        self._seed()
+        if seed:
+            self._seed(big)
 
-    def _seed(self) -> None:
+    def _seed(self, big: bool = True) -> None:
         from safetensors.torch import save_file
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -102,6 +108,8 @@ class Server:
             files = {n: (n, (Path(tmp) / n).read_bytes()) for n in names}
             httpx.post(self.url + "/api/v1/adapters/bench/tiny/versions", files=files, timeout=60,
                        data={"base_model": "bench/tiny"}, headers=auth).raise_for_status()
+            if not big:
+                return
             # A 64 MiB adapter for the streaming figure (rank 64 on a 4096-wide, 16-layer shape).
             import torch
 
@@ -133,12 +141,18 @@ class Server:
                 and (p.parent() is None or pg not in " ".join(p.parent().cmdline()))]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.data, ignore_errors=True)
+        stop_process(self.proc)
+        if self.owns_data:
+            shutil.rmtree(self.data, ignore_errors=True)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after a minute."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def wrk(url: str, seconds: float, headers: dict[str, str]) -> tuple[int, float]:

@@ -22,11 +22,12 @@ from sqlalchemy import func, select, text
 from sdk.errors import AdapterError, ValidationFailed
 
 from .db.models import ApiToken
-from .db.session import head_revision, make_engine, make_sessionmaker, open_database
-from .deps import provide_db, provide_principal, provide_settings, provide_store
+from .db.session import head_revision, make_engine, make_reader, make_sessionmaker, open_database
+from .deps import provide_db, provide_principal, provide_reader, provide_settings, provide_store
 from .domain.adapters.controller import AdapterController
 from .domain.adapters.uploads import UploadController
 from .domain.auth.controller import TokenController
+from .domain.auth.token_cache import watch_token_writes
 from .domain.auth.tokens import issue_token
 from .domain.base_models.controller import BaseModelController
 from .domain.compositions.controller import CompositionController
@@ -95,6 +96,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         await asyncio.to_thread(head_revision)  # read the packaged migrations once, for /readyz
         engine = make_engine(url, settings.database_pool_size, settings.database_max_overflow)
         state.engine = engine
+        state.reader = make_reader(url, max(2, settings.database_pool_size // 2), settings.database_max_overflow // 2)
+        watch_token_writes(engine)  # this process refuses a token it revokes at once (token_cache)
         state.sessionmaker = make_sessionmaker(engine)
         state.settings = settings
         state.store = store or make_store(settings)
@@ -109,6 +112,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             yield
         finally:
             await engine.dispose()
+            await state.reader.dispose()
             mark_process_dead()
             if pg is not None:  # stop the embedded PostgreSQL with the service (SIGTERM included)
                 await asyncio.to_thread(pg.cleanup)
@@ -136,6 +140,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal),
+            "reader": Provide(provide_reader, sync_to_thread=False),
             "store": Provide(provide_store, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
         },

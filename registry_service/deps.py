@@ -1,4 +1,4 @@
-"""Dependencies injected into handlers: a database session, the blob store, the caller."""
+"""Dependencies injected into handlers: a database session, the reader engine, the blob store, the caller."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 from litestar import Request
 from litestar.datastructures import State
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from .domain.auth.guards import PRINCIPAL_STATE
-from .domain.auth.tokens import Principal, resolve
+from .domain.auth.guards import principal_of
+from .domain.auth.tokens import Principal
 from .domain.events.tokens import ACTOR_KEY
 from .settings import Settings
 from .storage import BlobStore
@@ -22,16 +22,17 @@ async def provide_db(state: State) -> AsyncIterator[AsyncSession]:
 
 
 async def provide_principal(request: Request, db: AsyncSession) -> Principal:
-    """The caller, from the bearer token (anonymous without one); the one a guard found, if any."""
-    known = request.state.get(PRINCIPAL_STATE)
-    if isinstance(known, Principal):
-        db.info[ACTOR_KEY] = known  # events written through this session name their actor
-        return known
-    principal = await resolve(db, request.headers.get("authorization"))
-    await db.rollback()  # end the read-only transaction before the handler's own work
-    request.state[PRINCIPAL_STATE] = principal
+    """The caller, from the bearer token (anonymous without one, at no cost); the one a guard found,
+    if any. A token is looked up in a session of its own, and only when its lookup is not cached.
+    Events written through the request's session name it as their actor."""
+    principal = await principal_of(request)
     db.info[ACTOR_KEY] = principal
     return principal
+
+
+def provide_reader(state: State) -> AsyncEngine:
+    """The engine for single-statement reads (autocommit; see ``db.session.make_reader``)."""
+    return state.reader
 
 
 def provide_store(state: State) -> BlobStore:

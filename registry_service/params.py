@@ -29,9 +29,14 @@ NamePart = Annotated[str, Parameter(pattern=PART_PATTERN, min_length=1, max_leng
 AliasName = Annotated[str, Parameter(pattern=ALIAS_PATTERN, min_length=1, max_length=64,
                                      description="an alias: a letter, then letters, digits, '_', '.', '-'")]
 PageSize = Annotated[int, Parameter(ge=1, le=100, description="items per page, 1..100")]
+#: Most versions one listing answer holds.
+MAX_VERSIONS_PER_PAGE = 1000
+VersionsLimit = Annotated[int, Parameter(ge=1, le=MAX_VERSIONS_PER_PAGE, description="versions per answer, 1..1000")]
+VersionCursor = Annotated[int | None, Parameter(ge=1, le=2**31 - 1, description=(
+    "list versions below this number (the previous answer's next_before)"))]
 #: Where a keyset-paged listing goes on: the ``next_cursor`` of the previous page (a row id).
 Cursor = Annotated[int | None, Parameter(ge=1, le=2**63 - 1, description="next_cursor of the previous page")]
 
 
-__all__ = ["MAX_PAGE", "MAX_UPLOAD_BYTES", "AliasName", "Cursor", "FileSize", "NamePart", "Page", "PageSize",
-           "PartNumber", "Sha256"]
+__all__ = ["MAX_PAGE", "MAX_UPLOAD_BYTES", "MAX_VERSIONS_PER_PAGE", "AliasName", "Cursor", "FileSize", "NamePart",
+           "Page", "PageSize", "PartNumber", "Sha256", "VersionCursor", "VersionsLimit"]

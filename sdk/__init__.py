@@ -43,6 +43,7 @@ from .tuners.lokr import LoKrConfig
 from .tuners.lora import LoraConfig
 from .tuners.lora.arrow import ArrowConfig
 from .tuners.lora.arrow_model import create_arrow_model
+from .tuners.poly import PolyConfig
 from .tuners.prompt import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 
 if TYPE_CHECKING:
@@ -161,6 +162,7 @@ __all__ = [
     "MergeJobFailed",
     "MixedBatchError",
     "PickleRefusedError",
+    "PolyConfig",
     "PrefixTuningConfig",
     "PromptEncoderConfig",
     "PromptTuningConfig",

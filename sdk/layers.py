@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -61,6 +61,9 @@ class AdapterModule(nn.Module):
     #: Why at most one adapter of this module can be active at a time, with ``{names}`` standing for
     #: the adapters asked for (None: any number can be active together).
     only_one_active: ClassVar[str | None] = None
+    #: Keyword arguments of the model's forward that this module reads, one value per sample (Poly's
+    #: ``task_ids``): ``AdapterModel`` takes them out of the call and hands them to :meth:`begin_call`.
+    call_inputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
@@ -81,6 +84,13 @@ class AdapterModule(nn.Module):
     def end_routing(self) -> None:
         """Back to the active adapters."""
         self.__dict__["_route"] = None
+
+    def begin_call(self, inputs: dict[str, Any]) -> None:
+        """Take the values of :attr:`call_inputs` for the forwards until :meth:`end_call` (called outside any
+        compiled region, so a module may check them here). ``inputs`` is shared by every module of the call."""
+
+    def end_call(self) -> None:
+        """Forget the values :meth:`begin_call` took."""
 
     # --- the protocol AdapterModel relies on ------------------------------------------------
     def adapter_names(self) -> list[str]:

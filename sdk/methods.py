@@ -131,6 +131,7 @@ BUILTIN_METHODS: dict[str, str] = {
     "LOHA": "sdk.tuners.loha",
     "LOKR": "sdk.tuners.lokr",
     "LORA": "sdk.tuners.lora",
+    "POLY": "sdk.tuners.poly",
     "PREFIX_TUNING": "sdk.tuners.prompt",
     "PROMPT_TUNING": "sdk.tuners.prompt",
     "P_TUNING": "sdk.tuners.prompt",

@@ -13,7 +13,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, SupportsIndex
+from typing import Any, NamedTuple, SupportsIndex
 
 import torch
 from torch import nn
@@ -42,7 +42,9 @@ class AdapterModel(nn.Module):
         self._active: list[str] = []
         self._gate = RoutingGate()
         self._routings: list[Routing] = []  # mixed batches running (nested calls stack up)
+        self._call_inputs: list[dict[str, Any]] = []  # per-sample inputs of the calls running (nested stack up)
         self._module_list: list[AdapterModule] | None = None  # adapter modules, until the structure changes
+        self._readers: tuple[list[AdapterModule], frozenset[str]] | None = None
         for p in model.parameters():
             p.requires_grad_(False)
         if config is not None:
@@ -93,8 +95,17 @@ class AdapterModel(nn.Module):
             self._module_list = [m for _, m in self._modules_with_adapters()]
         return self._module_list
 
+    def _input_readers(self) -> tuple[list[AdapterModule], frozenset[str]]:
+        """The adapter modules that read per-sample call inputs, and the names of those inputs (cached like
+        :meth:`_adapter_modules`)."""
+        if self._readers is None:
+            readers = [m for m in self._adapter_modules() if m.call_inputs]
+            self._readers = (readers, frozenset(n for m in readers for n in m.call_inputs))
+        return self._readers
+
     def _structure_changed(self) -> None:
         self._module_list = None
+        self._readers = None
 
     def _check_names(self, names: Sequence[str]) -> None:
         unknown = [n for n in names if n not in self.peft_config]
@@ -214,39 +225,63 @@ class AdapterModel(nn.Module):
             device = next((p.device for p in self.base_model.parameters()), torch.device("cpu"))
         return Routing.build([n for n in names for _ in range(expand)], device)
 
-    @torch.compiler.disable
-    def _enter_call(self, adapter_names: Sequence[str] | None, args: Sequence[Any], kwargs: dict[str, Any],
-                    expand: int = 1) -> tuple[Routing | None, bool]:
-        """Take the gate for one call and, for a mixed batch, give every adapter module its routing."""
-        if adapter_names is None:
-            return None, self._gate.acquire(routed=False)
-        routing = self._routing(adapter_names, args, kwargs, expand)
-        token = self._gate.acquire(routed=True)
-        self._routings.append(routing)
-        try:
-            for m in self._adapter_modules():
-                m.begin_routing(routing)
-        except BaseException:
-            self._exit_call((routing, token))
-            raise
-        return routing, token
+    def _take_call_inputs(self, kwargs: dict[str, Any], expand: int) -> dict[str, Any] | None:
+        """Remove the per-sample inputs the adapter modules read (Poly's ``task_ids``) from ``kwargs``."""
+        wanted = self._input_readers()[1]
+        if not wanted:
+            return None
+        taken = {n: kwargs.pop(n) for n in sorted(wanted) if n in kwargs}
+        taken = {n: v for n, v in taken.items() if v is not None}
+        if not taken:
+            return None
+        if expand > 1:  # generate() with beams or several sequences repeats each prompt
+            taken = {n: v.repeat_interleave(expand, dim=0) if isinstance(v, torch.Tensor) else v
+                     for n, v in taken.items()}
+        return taken
 
     @torch.compiler.disable
-    def _exit_call(self, entered: tuple[Routing | None, bool]) -> None:
-        """Undo :meth:`_enter_call` (a nested mixed batch gives the outer routing back)."""
-        routing, token = entered
-        if routing is None:
-            self._gate.release(False, token)
-            return
+    def _enter_call(self, adapter_names: Sequence[str] | None, args: Sequence[Any], kwargs: dict[str, Any],
+                    expand: int = 1) -> _Entered:
+        """Take the gate for one call; for a mixed batch give every adapter module its routing, and hand
+        the call's per-sample inputs to the modules that read them."""
+        inputs = self._take_call_inputs(kwargs, expand)
+        routing = None if adapter_names is None else self._routing(adapter_names, args, kwargs, expand)
+        exclusive = routing is not None or inputs is not None
+        entered = _Entered(routing, self._gate.acquire(routed=exclusive), exclusive, inputs)
         try:
-            self._routings.pop()
-            for m in self._adapter_modules():
-                if self._routings:
-                    m.begin_routing(self._routings[-1])
-                else:
-                    m.end_routing()
+            if routing is not None:
+                self._routings.append(routing)
+                for m in self._adapter_modules():
+                    m.begin_routing(routing)
+            if inputs is not None:
+                self._call_inputs.append(inputs)
+                for m in self._input_readers()[0]:
+                    m.begin_call(inputs)
+        except BaseException:
+            self._exit_call(entered)
+            raise
+        return entered
+
+    @torch.compiler.disable
+    def _exit_call(self, entered: _Entered) -> None:
+        """Undo :meth:`_enter_call` (a nested call gives the outer routing and inputs back)."""
+        try:
+            if entered.inputs is not None and self._call_inputs and self._call_inputs[-1] is entered.inputs:
+                self._call_inputs.pop()
+                for m in self._input_readers()[0]:
+                    if self._call_inputs:
+                        m.begin_call(self._call_inputs[-1])
+                    else:
+                        m.end_call()
+            if entered.routing is not None and self._routings and self._routings[-1] is entered.routing:
+                self._routings.pop()
+                for m in self._adapter_modules():
+                    if self._routings:
+                        m.begin_routing(self._routings[-1])
+                    else:
+                        m.end_routing()
         finally:
-            self._gate.release(True, token)
+            self._gate.release(entered.exclusive, entered.token)
 
     @torch.compiler.disable(recursive=False)
     def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
@@ -632,6 +667,15 @@ def _read(folder: Path, is_trainable: bool) -> tuple[AdapterConfig, dict[str, to
     config = config_from_dict(data)
     config.inference_mode = not is_trainable
     return config, read_adapter_weights(folder)
+
+
+class _Entered(NamedTuple):
+    """What :meth:`AdapterModel._enter_call` set up for one call."""
+
+    routing: Routing | None
+    token: bool
+    exclusive: bool
+    inputs: dict[str, Any] | None
 
 
 def _name_or_path(model: nn.Module) -> str | None:

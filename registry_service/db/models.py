@@ -134,7 +134,13 @@ class Adapter(Base):
     """An adapter: ``ns/name``, the base model it fits, its method and presentation."""
 
     __tablename__ = "adapter"
-    __table_args__ = (UniqueConstraint("namespace", "name"), Index("ix_adapter_tags", "tags", postgresql_using="gin"))
+    __table_args__ = (
+        UniqueConstraint("namespace", "name"), Index("ix_adapter_tags", "tags", postgresql_using="gin"),
+        # keyset paging of listings (migration 0008; trigram indexes for text search there too, when available)
+        Index("ix_adapter_recent", text("updated_at DESC"), text("id DESC")),
+        Index("ix_adapter_base_model_recent", "base_model_id", text("updated_at DESC"), text("id DESC")),
+        Index("ix_adapter_method_recent", "method", text("updated_at DESC"), text("id DESC")),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     namespace: Mapped[str] = mapped_column(String(96))
     name: Mapped[str] = mapped_column(String(96))
@@ -312,9 +318,11 @@ class CompositionVersion(Base):
     """One immutable version of a composition: members pinned by commit and how they combine.
 
     ``members``: ``[{"adapter": "ns/name", "version", "commit", "role": "task"|"general", "weight"}]``;
-    ``routing``: ``{"kind": "stacked"}`` or ``{"kind": "arrow", "top_k", "router_temperature", "use_gks",
-    "rng_seed"}``. For Arrow, ``prototypes`` holds the safetensors file of every layer's prototypes
-    (computed once, at publish), with its sha256.
+    ``routing``: ``{"kind": "stacked"}``, ``{"kind": "arrow", "top_k", "router_temperature", "use_gks",
+    "rng_seed"}`` or ``{"kind": "router", "n_tasks", "n_splits"}``. ``prototypes`` holds the version's one
+    stored file, with its sha256 and size: for Arrow every layer's prototypes (computed once, at publish), for
+    a learned router its weights file (``poly_router.safetensors``, checked at publish); the name by kind is
+    ``service.FILE_BY_KIND``.
     """
 
     __tablename__ = "composition_version"

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from sqlalchemy import event, text
+from sqlalchemy import Executable, Row, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from ..migrations import ALEMBIC_INI
@@ -88,6 +89,29 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncE
                                  connect_args={"timeout": CONNECT_TIMEOUT_S})
     event.listen(engine.sync_engine, "do_connect", _connect)
     return engine
+
+
+def make_reader(url: str, pool_size: int = 5, max_overflow: int = 10) -> AsyncEngine:
+    """An engine for single-statement reads (:func:`read_once`): autocommit, so a read is one round
+    trip (no BEGIN, no ROLLBACK), and no ping before each use (a connection PostgreSQL dropped
+    fails its statement, and :func:`read_once` tries once more on a fresh one)."""
+    engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow,
+                                 isolation_level="AUTOCOMMIT", connect_args={"timeout": CONNECT_TIMEOUT_S})
+    event.listen(engine.sync_engine, "do_connect", _connect)
+    return engine
+
+
+async def read_once(reader: AsyncEngine, statement: Executable, params: dict[str, Any]) -> list[Row[Any]]:
+    """The rows of one read-only statement on ``reader``; when the pooled connection turns out to be
+    dead (PostgreSQL restarted), once more on a new one."""
+    for attempt in (1, 2):
+        try:
+            async with reader.connect() as conn:
+                return list(await conn.execute(statement, params))
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

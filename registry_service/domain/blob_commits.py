@@ -5,10 +5,12 @@ per-blob advisory locks guard only the decision (DESIGN: "locks guard decisions,
 
 1. **Store.** Each payload whose bytes are not stored yet is stored (under its content key, or kept
    where a direct upload put it). No transaction is open and no lock is held while bytes move.
-2. **Decide.** One short transaction takes each blob's advisory lock (in sha256 order), looks up
-   where the bytes are stored now (HEAD requests only), runs the caller's decision (insert the
-   rows) and commits. Blobs are deleted only under their lock, so a blob found here stays until
-   the rows that reference it are committed. A blob stored in step 1 that was deleted before its
+2. **Decide.** One short transaction takes each blob's advisory lock *shared* (in sha256 order),
+   looks up where the bytes are stored now (HEAD requests only), runs the caller's decision (insert
+   the rows) and commits. Blobs are deleted only under their lock taken *exclusively*, so a blob
+   found here stays until the rows that reference it are committed, while publishes that reference
+   the same bytes (every adapter folder's identical model-card README) never wait for each other.
+   A blob stored in step 1 that was deleted before its
    lock was taken (a failed push of the same bytes cleaned up) is stored again and the decision
    retried.
 3. **Clean up.** If anything fails before COMMIT, the blobs step 1 stored are deleted, each under
@@ -58,10 +60,12 @@ class _BlobsGone(Exception):
         self.shas = shas
 
 
-async def lock_blob(db: AsyncSession, sha256: str) -> None:
-    """Take the blob's advisory lock until ``db``'s transaction ends (deletes of a blob happen under
-    it, so a blob found under it stays until the transaction's rows that reference it are committed)."""
-    await db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"), {"k": sha256})
+async def lock_blob(db: AsyncSession, sha256: str, *, shared: bool = False) -> None:
+    """Take the blob's advisory lock until ``db``'s transaction ends: exclusively to delete the blob,
+    ``shared`` to reference it (a blob found under a shared lock stays until the transaction's rows
+    that reference it are committed; other references do not wait)."""
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await db.execute(text(f"SELECT {fn}(hashtextextended(:k, 7))"), {"k": sha256})
 
 
 async def _recorded_keys(db: AsyncSession, sha256: str) -> list[str]:
@@ -116,7 +120,7 @@ async def _locked_keys(db: AsyncSession, store: BlobStore, shas: Iterable[str], 
     keys: dict[str, str] = {}
     gone: list[str] = []
     for sha in sorted(shas):
-        await lock_blob(db, sha)
+        await lock_blob(db, sha, shared=True)
         key = await stored_key(db, store, sha)
         own = mine.get(sha)
         if key is None and own is not None and own != blob_key(sha) and await store.exists(own):

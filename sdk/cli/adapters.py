@@ -83,9 +83,11 @@ def ls_adapters(
         table(["NAME", "BASE MODEL", "METHOD", "VERSIONS", "TAGS", "DESCRIPTION"],
               [[a["name"], a["base_model"], a["method"], a["versions"], ",".join(a.get("tags") or []),
                 a.get("description")] for a in items])
-        total = body.get("total", len(items))
-        if total > len(items):
-            typer.echo(f"page {page}: {len(items)} of {total} adapters (--page {page + 1} for more)", err=True)
+        total = body.get("total")
+        total = len(items) if total is None else total
+        more = "" if body.get("total_exact", True) else " or more"  # the service counts up to a bound
+        if total > len(items) or more:
+            typer.echo(f"page {page}: {len(items)} of {total}{more} adapters (--page {page + 1} for more)", err=True)
 
     respond(ctx, as_json, lambda c: c.ls(base_model=base_model, method=method, tag=tag, q=query, page=page), show)
 

@@ -210,14 +210,23 @@ class Client(LifecycleCalls):
     def versions(self, name: str) -> list[dict[str, Any]]:
         """Every version of an adapter, newest first."""
         ns, n, _ = parse_ref(name)
-        return self.http.json("GET", f"/api/v1/adapters/{ns}/{n}/versions")["items"]
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 1000}
+        while True:  # the service answers 1000 at most per request, with a cursor to the rest
+            body = self.http.json("GET", f"/api/v1/adapters/{ns}/{n}/versions", params=params)
+            items += body["items"]
+            if not body.get("has_more") or not body.get("next_before"):
+                return items
+            params["before"] = body["next_before"]
 
     def ls(self, *, base_model: str | None = None, method: str | None = None, tag: str | None = None,
            q: str | None = None, page: int = 1, serves: str | None = None,
            max_lora_rank: int | None = None) -> dict[str, Any]:
-        """Search adapters (``serves``/``max_lora_rank``: by the serving report of their latest version)."""
+        """Search adapters (``serves``/``max_lora_rank``: by the serving report of their latest version), with
+        the number of matches (``total``, counted up to 1,000: ``total_exact``)."""
         params = {k: v for k, v in {"base_model": base_model, "method": method, "tag": tag, "q": q,
-                                     "page": page, "serves": serves, "max_lora_rank": max_lora_rank}.items()
+                                     "page": page, "serves": serves, "max_lora_rank": max_lora_rank,
+                                     "count": "true"}.items()
                   if v is not None}
         return self.http.json("GET", "/api/v1/adapters", params=params)
 
@@ -419,6 +428,14 @@ class Client(LifecycleCalls):
         from .compositions import create_composition
 
         return create_composition(self, name, members, routing, **kwargs)
+
+    def poly_over_members(self, model: nn.Module, members: Sequence[str], n_tasks: int, n_splits: int = 1
+                          ) -> AdapterModel:
+        """``model`` with a trainable Poly router over LoRA adapters; see
+        :func:`sdk.client.compositions.poly_over_members`."""
+        from .compositions import poly_over_members
+
+        return poly_over_members(self, model, members, n_tasks, n_splits)
 
     def composition(self, ref: str) -> dict[str, Any]:
         """A composition version (``ns/name[@version|alias|commit]``) with its pinned members."""

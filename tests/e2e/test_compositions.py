@@ -13,7 +13,7 @@ import pytest
 import torch
 from e2e_server import Server
 from safetensors.torch import load as load_safetensors
-from test_client import logits, register_tiny, saved_adapter, tiny_gpt2, tiny_llama, uniq
+from test_client import logits, register_tiny, saved_adapter, tiny_gpt2, tiny_llama, token_ids, uniq
 from typer.testing import CliRunner
 
 from sdk.cli import app
@@ -121,3 +121,132 @@ def test_members_must_be_readable_and_fit_one_base(server: Server, tmp_path: Pat
     assert httpx.get(f"{server.url}/compositions/{ns}/hidden").status_code == 404
     with Client(server.url, cache_dir=tmp_path / "anon", quiet=True) as anon, pytest.raises(RegistryNotFound):
         anon.load(tiny_gpt2(), f"{ns}/hidden")
+
+
+def test_composition_answers_carry_etags_and_follow_the_caching_rules(server: Server, tmp_path: Path) -> None:
+    ns = uniq("etag")
+    base = register_tiny(server, tmp_path, "llama")
+    token = server.token(ns, "write")
+    auth = {"Authorization": f"Bearer {token}"}
+    root = f"{server.url}/api/v1/compositions/{ns}"
+    with Client(server.url, token, cache_dir=tmp_path / "w", quiet=True) as c:
+        experts = [e for e, _ in _push_library(c, ns, base, tmp_path, 2, 110)]
+        made = c.create_composition(f"{ns}/open", experts, {"kind": "arrow", "top_k": 1}, alias="prod")
+        commit = made["commit"]
+        answers = {ref: httpx.get(f"{root}/open/versions/{ref}", headers=auth) for ref in ("1", commit, "prod")}
+        for ref, answer in answers.items():
+            assert answer.status_code == 200 and answer.headers["etag"].startswith('W/"'), ref
+        assert answers["1"].headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert answers[commit].headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert answers["prod"].headers["cache-control"] == "public, no-cache"
+        tag = answers["prod"].headers["etag"]
+        again = httpx.get(f"{root}/open/versions/prod", headers={**auth, "If-None-Match": tag})
+        assert again.status_code == 304 and again.content == b""
+        assert again.headers["etag"] == tag
+
+        top = httpx.get(f"{root}/open", headers=auth)
+        assert top.status_code == 200 and top.headers["cache-control"] == "public, no-cache"
+        assert httpx.get(f"{root}/open", headers={**auth, "If-None-Match": top.headers["etag"]}).status_code == 304
+        listed = httpx.get(f"{root}/open/versions", headers=auth)
+        assert listed.headers["cache-control"] == "public, no-cache"
+
+        (proto,) = made["files"]
+        first = httpx.get(proto["url"], headers=auth)
+        assert first.headers["etag"] == f'"{proto["sha256"]}"'
+        assert httpx.get(proto["url"], headers={**auth, "If-None-Match": first.headers["etag"]}).status_code == 304
+
+        c.create_composition(f"{ns}/open", list(reversed(experts)), {"kind": "stacked"})  # version 2 moves latest
+        moved = httpx.get(f"{root}/open", headers={**auth, "If-None-Match": top.headers["etag"]})
+        assert moved.status_code == 200 and moved.headers["etag"] != top.headers["etag"]
+        assert moved.json()["routing"] == "stacked"
+
+        # a member made private later: every answer about the composition becomes private, even by commit
+        r = httpx.patch(f"{server.url}/api/v1/adapters/{experts[0]}", json={"visibility": "private"},
+                        headers={"Authorization": f"Bearer {server.token(ns, 'admin')}"})
+        assert r.status_code == 200, r.text
+        for url in (f"{root}/open", f"{root}/open/versions/{commit}", f"{root}/open/versions", proto["url"]):
+            hidden = httpx.get(url, headers=auth)
+            assert hidden.status_code == 200 and hidden.headers["cache-control"] == "private, no-cache", url
+        assert httpx.get(f"{root}/open/versions/{commit}").status_code == 404  # and strangers see nothing
+
+
+def test_router_composition_trains_publishes_loads_and_exports_for_peft(server: Server, tmp_path: Path) -> None:
+    from safetensors.torch import save as save_safetensors
+
+    import sdk
+    from sdk.tuners.poly.skills import ROUTER_FILE
+
+    ns = uniq("poly")
+    base = register_tiny(server, tmp_path, "llama")
+    tasks = torch.tensor([0, 1, 2])
+    ids = token_ids()[:1].repeat(3, 1)
+    with Client(server.url, server.token(ns, "write"), cache_dir=tmp_path / "w", quiet=True) as c:
+        experts = [e for e, _ in _push_library(c, ns, base, tmp_path, 3, 130)]
+        model = c.poly_over_members(tiny_llama(), experts, n_tasks=3)
+        assert model.get_nb_trainable_parameters()[0] == 2 * 3 * 3 * 3  # 2 layers × q, v, down: 3×3 logits each
+        g = torch.Generator().manual_seed(0)
+        data = [{"input_ids": (s := torch.randint(0, 100, (8,), generator=g)), "labels": s, "task_ids": i % 3}
+                for i in range(12)]
+        sdk.train(model, data, max_steps=4, batch_size=3, learning_rate=5e-2, progress=False)
+        model.eval()
+        with torch.no_grad():
+            expected = model(input_ids=ids, task_ids=tasks).logits
+        made = c.create_composition(f"{ns}/routed", model.poly_refs, {"kind": "router", "n_tasks": 3},
+                                    router=model, alias="prod")
+        assert made["routing"] == {"kind": "router", "n_tasks": 3, "n_splits": 1}
+        (stored,) = made["files"]
+        assert stored["filename"] == ROUTER_FILE
+        raw = httpx.get(stored["url"], headers={"Authorization": f"Bearer {server.token(ns, 'read')}"}).content
+        assert hashlib.sha256(raw).hexdigest() == stored["sha256"]
+        assert load_safetensors(raw)["model.layers.0.self_attn.q_proj"].shape == (3, 3)
+
+        routed = c.load(tiny_llama(), f"{ns}/routed@prod")
+        with torch.no_grad():
+            got = routed(input_ids=ids, task_ids=tasks).logits
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+        assert (got[0] - got[1]).abs().max() > 1e-4  # the same prompt, routed by task, answers differently
+
+        # a router that does not fit: wrong task count, or trained over the members in another order
+        bad = {k: v[:2] for k, v in load_safetensors(raw).items()}
+        with pytest.raises(ValidationFailed, match=r"expected \[3, 3\]"):
+            c.create_composition(f"{ns}/bad", model.poly_refs, {"kind": "router", "n_tasks": 3},
+                                 router=save_safetensors(bad))
+        with pytest.raises(ValidationFailed, match="other members"):
+            c.create_composition(f"{ns}/bad", list(reversed(model.poly_refs)), {"kind": "router", "n_tasks": 3},
+                                 router=model)
+        page = httpx.get(f"{server.url}/compositions/{ns}/routed")
+        assert page.status_code == 200 and "router" in page.text and ROUTER_FILE in page.text
+        assert f"{experts[2]}@1</a> → {ns}/routed@1 (Poly skill 2)" in page.text
+        opts = ["--url", server.url, "--token", server.token(ns, "read"), "--cache-dir", str(tmp_path / "cli")]
+        shown = CliRunner().invoke(app, [*opts, "compositions", "show", f"{ns}/routed@prod"])
+        assert shown.exit_code == 0 and f"file: {ROUTER_FILE}" in shown.stdout, shown.output
+
+    # the loaded composition is a plain PEFT Poly adapter: peft loads the export and answers the same
+    routed.save_pretrained(tmp_path / "export")
+    theirs = peft.PeftModel.from_pretrained(tiny_llama(), tmp_path / "export").eval()
+    with torch.no_grad():
+        answer = theirs.base_model(input_ids=ids, task_ids=tasks)  # PolyModel.forward hands task_ids to its layers
+        torch.testing.assert_close(answer.logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_router_skill_routed_alone_is_that_member(tmp_path: Path) -> None:
+    from sdk.tuners.poly.skills import poly_over_loras, router_tensors
+
+    folders = [saved_adapter(tmp_path / f"m{i}", seed=140 + i) for i in range(3)]
+    poly = poly_over_loras(tiny_llama(), folders, n_tasks=3, n_splits=2).eval()
+    one_hot = torch.full((3, 6), -40.0)
+    for task in range(3):
+        one_hot[task, [task, 3 + task]] = 40.0  # both splits of task t pick member t
+    router = {path: one_hot for path in router_tensors(poly)}
+    poly = poly_over_loras(tiny_llama(), folders, n_tasks=3, n_splits=2, router=router).eval()
+    with torch.no_grad():
+        got = poly(input_ids=token_ids()[:1].repeat(3, 1), task_ids=torch.tensor([0, 1, 2])).logits
+    for i, folder in enumerate(folders):
+        alone = logits(sdk_load(folder))[:1]
+        torch.testing.assert_close(got[i:i + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+def sdk_load(folder: Path) -> torch.nn.Module:
+    from sdk import AdapterModel
+
+    return AdapterModel.from_pretrained(tiny_llama(), folder).eval()

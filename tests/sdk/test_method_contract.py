@@ -72,6 +72,8 @@ class Example:
     saves_output: bool = False
     #: extra keyword arguments only one side needs (e.g. a peft-only field)
     sdk_only: dict[str, Any] = field(default_factory=dict)
+    #: keyword arguments every call of the adapted model needs besides ``input_ids`` (Poly's ``task_ids``)
+    call: dict[str, Any] = field(default_factory=dict)
 
 
 # peft_type -> variant -> example. Prompt-learning methods and others add their entries here.
@@ -119,6 +121,14 @@ EXAMPLES: dict[str, dict[str, Example]] = {
         "p-tuning": Example({m: {"num_virtual_tokens": 4, "task_type": "CAUSAL_LM", "encoder_hidden_size": 16}
                              for m in ("llama", "gpt2")}, mergeable=False, saves_output=True),
     },
+    # Poly adapts nn.Linear only (as in PEFT): GPT-2's lm_head; every call names a task per sample
+    "POLY": {
+        "poly": Example({"llama": {"r": 4, "n_tasks": 3, "n_skills": 2, "n_splits": 2, "task_type": "CAUSAL_LM",
+                                   "target_modules": ["q_proj", "v_proj", "down_proj"]},
+                         "gpt2": {"r": 4, "n_tasks": 3, "n_skills": 2, "task_type": "CAUSAL_LM",
+                                  "target_modules": ["lm_head"]}},
+                        mergeable=False, call={"task_ids": torch.tensor([0, 2, 1])}),
+    },
     "ADALORA": {
         "adalora": Example({
             "llama": {"init_r": 4, "target_r": 2, "total_step": 10, "target_modules": ["q_proj", "v_proj"]},
@@ -157,8 +167,8 @@ def _inputs() -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def _out(model: nn.Module) -> torch.Tensor:
-    return model(**_inputs()).logits
+def _out(model: nn.Module, call: dict[str, Any] | None = None) -> torch.Tensor:
+    return model(**_inputs(), **(call or {})).logits
 
 
 def _sdk_config(method: str, variant: str, model: str) -> Any:
@@ -209,7 +219,7 @@ def test_inject_and_train_one_step(method: str, variant: str, model: str) -> Non
     wrapped.train()
     optim = torch.optim.AdamW(list(trainable.values()), lr=1e-2)
     ids = _inputs()["input_ids"]
-    loss = wrapped(input_ids=ids, labels=ids).loss
+    loss = wrapped(input_ids=ids, labels=ids, **EXAMPLES[method][variant].call).loss
     loss.backward()
     optim.step()
 
@@ -221,18 +231,20 @@ def test_inject_and_train_one_step(method: str, variant: str, model: str) -> Non
 
 @pytest.mark.parametrize(("method", "variant", "model"), ROWS)
 def test_save_load_identical(method: str, variant: str, model: str, tmp_path: Path) -> None:
+    call = EXAMPLES[method][variant].call
     wrapped = _build(method, variant, model).eval()
-    expected = _out(wrapped)
+    expected = _out(wrapped, call)
     assert (expected[:, -SEQ:] - _out(_fresh(model))).abs().max() > 1e-3, "the adapter does not change the output"
     wrapped.save_pretrained(tmp_path)
     loaded = sdk.AdapterModel.from_pretrained(_fresh(model), tmp_path)
-    assert torch.equal(_out(loaded), expected)
+    assert torch.equal(_out(loaded, call), expected)
 
 
 @pytest.mark.parametrize(("method", "variant", "model"), ROWS)
 def test_merge_unmerge(method: str, variant: str, model: str) -> None:
+    call = EXAMPLES[method][variant].call
     wrapped = _build(method, variant, model).eval()
-    expected = _out(wrapped)
+    expected = _out(wrapped, call)
     if not EXAMPLES[method][variant].mergeable:
         with pytest.raises(sdk.AdapterError, match="merge"):
             wrapped.merge_adapter()
@@ -241,26 +253,27 @@ def test_merge_unmerge(method: str, variant: str, model: str) -> None:
     wrapped.merge_adapter()
     changed = [n for n, p in wrapped.base_model.named_parameters() if n in weights and not torch.equal(p, weights[n])]
     assert changed, "merge_adapter changed no base weight"
-    _close(_out(wrapped), expected, "merged vs unmerged outputs")
+    _close(_out(wrapped, call), expected, "merged vs unmerged outputs")
     wrapped.unmerge_adapter()
     for n, p in wrapped.base_model.named_parameters():
         if n in weights:
             _close(p.detach(), weights[n], f"{n} after unmerge")
-    _close(_out(wrapped), expected, "outputs after unmerge")
+    _close(_out(wrapped, call), expected, "outputs after unmerge")
     plain = copy.deepcopy(wrapped).merge_and_unload()
     assert not any(isinstance(m, AdapterModule) for m in plain.modules())
-    _close(_out(plain), expected, "merge_and_unload outputs")
+    _close(_out(plain, call), expected, "merge_and_unload outputs")
 
 
 @pytest.mark.parametrize(("method", "variant", "model"), ROWS)
 def test_peft_round_trips(method: str, variant: str, model: str, tmp_path: Path) -> None:
+    call = EXAMPLES[method][variant].call
     # sdk -> peft
     ours = _build(method, variant, model).eval()
     ours.save_pretrained(tmp_path / "sdk")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = peft.PeftModel.from_pretrained(_fresh(model), tmp_path / "sdk").eval()
-    _close(_out(theirs), _out(ours), "peft loading the sdk adapter")
+    _close(_out(theirs, call), _out(ours, call), "peft loading the sdk adapter")
 
     # peft -> sdk
     with warnings.catch_warnings():
@@ -268,8 +281,8 @@ def test_peft_round_trips(method: str, variant: str, model: str, tmp_path: Path)
         made = peft.get_peft_model(_fresh(model), _peft_config(method, variant, model))
     _randomise(made, seed=2)
     made.eval()
-    expected = _out(made)
+    expected = _out(made, call)
     assert (expected[:, -SEQ:] - _out(_fresh(model))).abs().max() > 1e-3, "the peft adapter does not change the output"
     made.save_pretrained(tmp_path / "peft")
     loaded = sdk.AdapterModel.from_pretrained(_fresh(model), tmp_path / "peft")
-    _close(_out(loaded), expected, "sdk loading the peft adapter")
+    _close(_out(loaded, call), expected, "sdk loading the peft adapter")

@@ -160,8 +160,8 @@ async def test_database_lost_in_the_middle_of_a_push(pg_server: Any, local_regis
     else:
         real_lock, locks = blob_commits.lock_blob, []
 
-        async def lock_then_stop_db(db: Any, sha256: str) -> None:
-            await real_lock(db, sha256)
+        async def lock_then_stop_db(db: Any, sha256: str, **how: Any) -> None:
+            await real_lock(db, sha256, **how)
             locks.append(sha256)
             if len(locks) == 1:  # the transaction's next statement meets a closed connection
                 stop_pg(pg_server)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from registry_testkit import Registry
 
+from registry_service.domain.adapters import search
 from registry_service.domain.adapters import service as adapters
 from registry_service.request_ids import RequestIdFilter, current_request_id
 
@@ -36,7 +37,8 @@ async def test_an_unexpected_error_is_logged_with_traceback_and_request_id(
     async def broken_search(*args: Any, **kwargs: Any) -> Any:
         raise boom
 
-    monkeypatch.setattr(adapters, "search", broken_search)
+    monkeypatch.setattr(adapters, "search", broken_search)  # the page's search
+    monkeypatch.setattr(search, "search_adapters", broken_search)  # the API's
     caplog.set_level(logging.ERROR, logger="adapter_registry")
     for path, accept, request_id in [("/api/v1/adapters", "application/json", "api-500"),
                                      ("/adapters", "text/html", "page-500")]:
@@ -65,9 +67,9 @@ async def test_log_records_carry_the_request_id(local_registry: Registry, monkey
     async def logging_search(*args: Any, **kwargs: Any) -> Any:
         seen.append(current_request_id())
         logging.getLogger("adapter_registry.test").warning("searching")
-        return [], 0
+        return search.SearchPage([], 0, True, False, None)
 
-    monkeypatch.setattr(adapters, "search", logging_search)
+    monkeypatch.setattr(search, "search_adapters", logging_search)
     caplog.handler.addFilter(RequestIdFilter())
     caplog.set_level(logging.WARNING, logger="adapter_registry.test")
     r = await local_registry.client.get("/api/v1/adapters", headers={"X-Request-ID": "filter-1"})

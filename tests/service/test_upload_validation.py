@@ -311,6 +311,8 @@ METHOD_CONFIGS: dict[str, Callable[[], Any]] = {
     "LOHA": lambda: sdk.LoHaConfig(r=4, target_modules=["q_proj", "v_proj"], init_weights=False),
     "LOKR": lambda: sdk.LoKrConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_weights=False),
     "DORA": lambda: sdk.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True, init_lora_weights=False),
+    "POLY": lambda: sdk.PolyConfig(r=4, n_tasks=3, n_skills=2, n_splits=2, target_modules=["q_proj", "v_proj"],
+                                   init_weights=False),
     "PROMPT_TUNING": lambda: sdk.PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
     "PREFIX_TUNING": lambda: sdk.PrefixTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
 }
@@ -427,6 +429,13 @@ CASES: list[Case] = [
     Case("dora-magnitude-wrong-length",
          method_tensor("DORA", P + "0.self_attn.v_proj.lora_magnitude_vector", (32,)), 422,
          "out_features is 32, expected 16", tensor=P + "0.self_attn.v_proj.lora_magnitude_vector"),
+    Case("poly-router-wrong-n-tasks",
+         method_tensor("POLY", P + "0.self_attn.q_proj.poly_router.module_logits", (5, 4)), 422,
+         "n_tasks is 5, expected 3", tensor=P + "0.self_attn.q_proj.poly_router.module_logits",
+         problem_fields={"expected": "[3, 4]", "found": "[5, 4]"}),
+    Case("poly-skills-wrong-rank", method_tensor("POLY", P + "1.self_attn.v_proj.poly_lora_B", (2, 2, 8, 8)), 422,
+         "r is 8, expected 4", tensor=P + "1.self_attn.v_proj.poly_lora_B"),
+    Case("poly-n_splits-does-not-divide", method_config("POLY", n_splits=3), 422, "n_splits=3 must divide"),
     # prompt methods: the table's shape, and token_dim / num_layers / heads against the base model's config
     Case("prompt-embeddings-wrong-rows", method_tensor("PROMPT_TUNING", "prompt_embeddings", (5, 32)), 422,
          "num_virtual_tokens·num_transformer_submodules is 5, expected 4", tensor="prompt_embeddings",
@@ -638,9 +647,10 @@ async def test_the_valid_adapter_is_accepted(local_registry: Registry, valid: Va
 
 
 @pytest.mark.asyncio(loop_scope="module")
-@pytest.mark.parametrize("method", ["PROMPT_TUNING", "PREFIX_TUNING"])
+@pytest.mark.parametrize("method", ["PROMPT_TUNING", "PREFIX_TUNING", "POLY"])
 async def test_prompt_adapters_are_accepted(local_registry: Registry, method: str) -> None:
-    """A prompt adapter (top-level ``prompt_embeddings``) that fits the base model is published."""
+    """A prompt adapter (top-level ``prompt_embeddings``) that fits the base model is published, and so is a
+    Poly adapter (skills and router in one file)."""
     registry = local_registry
     writer = await registry.token("alice", "write")
     adapter = method_adapter(method)

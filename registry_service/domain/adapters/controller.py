@@ -10,14 +10,14 @@ from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ...body_limits import body_limit, upload_slot
 from ...db.models import Alias
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...names import check_alias
 from ...openapi import TEXT, body_operation, file_operation, form_schema, problems
-from ...params import AliasName, NamePart, Page, PageSize
+from ...params import AliasName, NamePart, Page, PageSize, VersionCursor, VersionsLimit
 from ...settings import Settings
 from ...storage import BlobStore
 from ..auth.guards import writer
@@ -26,7 +26,7 @@ from ..events import new_event
 from ..lifecycle.controller import AdapterDeletes
 from ..payloads import upload_payload
 from ..quotas import check_quota
-from . import service
+from . import reads, search, service
 from .alias_history import MAX_HISTORY_PAGE, history, record_moves
 from .caching import fixed_ref, json_response
 from .downloads import count_download, serve_file
@@ -96,30 +96,42 @@ class AdapterController(AdapterDeletes, Controller):
     @get("/", responses=problems(401))
     async def list_adapters(
         self,
-        db: AsyncSession,
+        reader: AsyncEngine,
         principal: Principal,
         base_model: str | None = None,
         method: str | None = None,
         tag: str | None = None,
-        q: str | None = None,
+        q: Annotated[str | None, Parameter(max_length=256)] = None,
         page: Page = 1,
         page_size: PageSize = 20,
+        cursor: Annotated[str | None, Parameter(max_length=256, description=(
+            "continue after the previous answer (its next_cursor); page is then ignored"))] = None,
+        count: Annotated[bool, Parameter(description=(
+            "also count the matches, up to 1,000 (total; a last page is counted anyway)"))] = False,
         serves: Annotated[Engine | None, Parameter(description="an engine the latest version loads on")] = None,
         max_lora_rank: Annotated[int | None, Parameter(ge=1, le=2**31 - 1, description=(
             "the --max-lora-rank a vLLM server runs with: adapters whose latest version loads on it"))] = None,
     ) -> AdapterPage:
         """Search adapters by base model, method, tag and text, and by what serves them (``serves=vllm``,
-        ``max_lora_rank=16``: the serving-compatibility report of their latest version)."""
-        items, total = await service.search(db, principal, base_model=base_model, method=method, tag=tag, q=q,
-                                            page=page, page_size=min(max(page_size, 1), 100), serves=serves,
-                                            max_lora_rank=max_lora_rank)
-        return {"items": [service.describe_adapter(a) for a in items], "total": total, "page": page}
+        ``max_lora_rank=16``: the serving-compatibility report of their latest version), newest first:
+        ``has_more`` says whether more follow and ``next_cursor`` fetches them (``page`` still pages by
+        offset). ``total``: the number of matches when the page is the last one, or with ``count=true``
+        (up to 1,000; ``total_exact`` says whether that is all); null otherwise, since a count scans every
+        match."""
+        found = await search.search_adapters(reader, principal, base_model=base_model, method=method, tag=tag, q=q,
+                                             page=page, page_size=min(max(page_size, 1), 100), cursor=cursor,
+                                             serves=serves, max_lora_rank=max_lora_rank,
+                                             count_upto=search.MAX_COUNTED if count and not cursor else 0)
+        return {"items": [service.describe_adapter(a) for a in found.items], "total": found.total,
+                "total_exact": found.total_exact, "page": page, "has_more": found.has_more,
+                "next_cursor": found.next_cursor}
 
     @get("/{ns:str}/{name:str}", responses=problems(401, 404))
-    async def get_adapter(self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal) -> AdapterInfo:
+    async def get_adapter(self, ns: NamePart, name: NamePart, reader: AsyncEngine, principal: Principal
+                          ) -> AdapterInfo:
         """An adapter with its aliases."""
-        adapter = await service.get_adapter(db, principal, ns, name)
-        return service.describe_adapter(adapter, await service.aliases_of(db, adapter))
+        adapter, aliases = await reads.read_adapter(reader, principal, ns, name)
+        return service.describe_adapter(adapter, aliases)
 
     @patch("/{ns:str}/{name:str}", guards=[writer], responses=problems(401, 403, 404, 413))
     async def edit_adapter(self, ns: NamePart, name: NamePart, data: AdapterPatch, db: AsyncSession,
@@ -178,25 +190,29 @@ class AdapterController(AdapterDeletes, Controller):
         return Response(body, status_code=HTTP_201_CREATED)
 
     @get("/{ns:str}/{name:str}/versions", responses=problems(401, 404))
-    async def list_versions(self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal,
-                            request: Request, settings: Settings) -> Response[VersionList]:
-        """Every version, newest first (with an ETag; revalidated by caches, it changes with every push)."""
-        adapter = await service.get_adapter(db, principal, ns, name)
-        rows = await service.versions_of(db, adapter)
-        view = await inputs_view(db, principal, rows)
+    async def list_versions(self, ns: NamePart, name: NamePart, reader: AsyncEngine, db: AsyncSession,
+                            principal: Principal, request: Request, settings: Settings, limit: VersionsLimit = 100,
+                            before: VersionCursor = None) -> Response[VersionList]:
+        """The versions, newest first, ``limit`` at a time: ``before`` (the previous answer's ``next_before``)
+        continues below that version number; ``has_more`` says whether more follow (with an ETag;
+        revalidated by caches, it changes with every push)."""
+        adapter, aliases = await reads.read_adapter(reader, principal, ns, name)
+        rows = await reads.read_versions(reader, adapter, limit=limit + 1, before=before)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        view = await inputs_view(db, principal, rows)  # queries only when some version has parents
         body = {"items": [service.describe_version(adapter, v, view=view, restrictive=settings.restrictive)
                           for v in rows],
-                "aliases": await service.aliases_of(db, adapter)}
+                "aliases": aliases, "has_more": more, "next_before": rows[-1].version if more else None}
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public, fixed=False)
 
     @get("/{ns:str}/{name:str}/versions/{ref:str}", responses=problems(401, 404))
-    async def get_version(self, ns: NamePart, name: NamePart, ref: str, db: AsyncSession, principal: Principal,
-                          request: Request, settings: Settings) -> Response[VersionInfo]:
+    async def get_version(self, ns: NamePart, name: NamePart, ref: str, reader: AsyncEngine, db: AsyncSession,
+                          principal: Principal, request: Request, settings: Settings) -> Response[VersionInfo]:
         """One version by number, alias or commit (with an ETag; ``If-None-Match`` answers 304). Publicly cacheable
         for good only when public and addressed by number or commit."""
-        adapter = await service.get_adapter(db, principal, ns, name)
-        version = await service.resolve_version(db, adapter, ref)
-        view = await inputs_view(db, principal, [version])
+        adapter, version = await reads.read_version(reader, principal, ns, name, ref)
+        view = await inputs_view(db, principal, [version])  # queries only for parents
         body = service.describe_version(adapter, version, base_url(request, settings), view,
                                         restrictive=settings.restrictive)
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
@@ -204,22 +220,20 @@ class AdapterController(AdapterDeletes, Controller):
 
     @route("/{ns:str}/{name:str}/versions/{ref:str}/files/{filename:str}", http_method=["GET", "HEAD"],
            responses=problems(401, 404, 416), operation_class=file_operation())
-    async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, db: AsyncSession,
-                       principal: Principal, request: Request, store: BlobStore, settings: Settings) -> Response:
+    async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, reader: AsyncEngine,
+                       db: AsyncSession, principal: Principal, request: Request, store: BlobStore,
+                       settings: Settings) -> Response:
         """A file's bytes (Range requests supported), or a redirect to storage on S3."""
-        adapter = await service.get_adapter(db, principal, ns, name)
-        version = await service.resolve_version(db, adapter, ref)
+        adapter, version = await reads.read_version(reader, principal, ns, name, ref)
         view = await inputs_view(db, principal, [version])
         if filename in withheld(version, view):
             raise NotFound(withheld_message(f"{ns}/{name}", version.version, filename))
         f = next((f for f in version.files if f.filename == filename), None)
         if f is None:
             raise NotFound(f"{ns}/{name}@{version.version} has no file {filename!r}")
-        adapter_id = adapter.id
         public = adapter.visibility == "public" and view.all_public
-        db.expunge_all()
-        await db.rollback()  # give the connection back before a long download
-        await count_download(request.app.state.sessionmaker, adapter_id, f, request.headers.get("range"),
+        await db.rollback()  # give the connection back (if the inputs were looked up) before a long download
+        await count_download(request.app.state.sessionmaker, adapter.id, f, request.headers.get("range"),
                              request.method)
         redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
         return await serve_file(store, f, request.headers.get("range"), redirect=redirect,

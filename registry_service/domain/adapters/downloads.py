@@ -14,6 +14,7 @@ from ...errors import NotFound, RangeNotSatisfiable
 from ...metrics import S3_DIRECT_BYTES
 from ...storage import BlobNotFoundError, BlobStore, InvalidRangeError, content_disposition
 from .caching import cache_control, file_etag, matches, not_modified, redirect_cache_control
+from .reads import FileRow
 
 #: ``bytes=start-end``; each bound at most 19 ASCII digits (beyond any file size), so int() never meets a
 #: number too long to convert.
@@ -48,7 +49,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int | None] | None:
     return start, end
 
 
-async def count_download(sessionmaker: async_sessionmaker[AsyncSession], adapter_id: int, f: File,
+async def count_download(sessionmaker: async_sessionmaker[AsyncSession], adapter_id: int, f: File | FileRow,
                          range_header: str | None, method: str) -> None:
     """Count a whole download of an adapter's weights (``adapter.downloads``): a GET of its safetensors
     file from the first byte (the later ranges of a split download, HEADs and configs are not counted)."""
@@ -74,7 +75,7 @@ def media_type(filename: str) -> str:
 
 async def serve_file(
     store: BlobStore,
-    f: File,
+    f: File | FileRow,
     range_header: str | None,
     *,
     redirect: bool,

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db.models import Adapter, AdapterVersion, File
 from ..auth.tokens import Principal
+from .reads import FileRow, VersionRow
 
 #: Files of a merged version that name its inputs (written by the merge job).
 NAMING_FILES = frozenset({"merge_recipe.json", "README.md"})
@@ -57,7 +58,8 @@ class InputsView:
         return any(parent_adapter(p) in self.hidden for p in parents or [])
 
 
-async def inputs_view(db: AsyncSession, viewer: Principal, versions: Iterable[AdapterVersion]) -> InputsView:
+async def inputs_view(db: AsyncSession, viewer: Principal, versions: Iterable[AdapterVersion | VersionRow]
+                      ) -> InputsView:
     """Which inputs of ``versions`` ``viewer`` cannot read (one query for all of them)."""
     return await inputs_view_of(db, viewer, [p for v in versions for p in (v.parents or [])])
 
@@ -92,12 +94,12 @@ def redact_inputs(inputs: Iterable[Mapping[str, Any]], view: InputsView) -> list
     return redact_parents(list(inputs), view)
 
 
-def withheld(version: AdapterVersion, view: InputsView) -> frozenset[str]:
+def withheld(version: AdapterVersion | VersionRow, view: InputsView) -> frozenset[str]:
     """Filenames of ``version`` this reader may not see (they name inputs it cannot read)."""
     return NAMING_FILES if view.hides(version.parents or []) else frozenset()
 
 
-def visible_files(version: AdapterVersion, view: InputsView) -> list[File]:
+def visible_files(version: AdapterVersion | VersionRow, view: InputsView) -> list[File | FileRow]:
     """``version``'s files less the withheld ones."""
     hidden = withheld(version, view)
     return [f for f in version.files if f.filename not in hidden]

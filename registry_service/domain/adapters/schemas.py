@@ -31,11 +31,16 @@ class AdapterInfo(TypedDict):
 
 
 class AdapterPage(TypedDict):
-    """A page of adapters and how many match in all."""
+    """A page of adapters, how many match (on the last page, or asked with ``count=true``: counted up to
+    1,000, ``total_exact`` says whether that is all; null otherwise), and the cursor to the next page while
+    ``has_more``."""
 
     items: list[AdapterInfo]
-    total: int
+    total: int | None
+    total_exact: bool
     page: int
+    has_more: bool
+    next_cursor: str | None
 
 
 class BaseModelRef(TypedDict):
@@ -85,10 +90,12 @@ class PublishedVersion(VersionInfo):
 
 
 class VersionList(TypedDict):
-    """Every version, newest first, and the aliases."""
+    """Versions, newest first, and the aliases; ``next_before`` continues the listing when ``has_more``."""
 
     items: list[VersionInfo]
     aliases: dict[str, int]
+    has_more: bool
+    next_before: int | None
 
 
 class AliasMoved(TypedDict):

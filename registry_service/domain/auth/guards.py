@@ -13,7 +13,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from ...errors import Unauthorized
-from .tokens import Principal, resolve
+from .tokens import ANONYMOUS, Principal, resolve
 
 #: Where the caller is kept on ``request.state`` once it is known.
 PRINCIPAL_STATE = "principal"
@@ -24,8 +24,11 @@ async def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     known = connection.state.get(PRINCIPAL_STATE)
     if isinstance(known, Principal):
         return known
+    authorization = connection.headers.get("authorization")
+    if not authorization:
+        return ANONYMOUS
     async with connection.app.state.sessionmaker() as db:
-        principal = await resolve(db, connection.headers.get("authorization"))
+        principal = await resolve(db, authorization)
     connection.state[PRINCIPAL_STATE] = principal
     return principal
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db.models import ApiToken
 from ...errors import BadRequest, Forbidden, Unauthorized
+from .token_cache import TOKENS
 
 SCOPES = ("read", "write", "admin")
 TOKEN_PREFIX = "arg_"
@@ -137,7 +138,18 @@ async def resolve(db: AsyncSession, authorization: str | None) -> Principal:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-    row = (
-        await db.execute(select(ApiToken).where(ApiToken.token_sha256 == hash_token(token.strip())))
-    ).scalar_one_or_none()
-    return token_principal(row)
+    digest = hash_token(token.strip())
+    # A lookup is reused for a few seconds (token_cache: the bound on how late another process sees a
+    # revocation; the revoking process forgets at once); the expiry is checked on every request either way.
+    cached = TOKENS.get(digest)
+    if cached is None:
+        generation = TOKENS.generation
+        row = (await db.execute(select(ApiToken).where(ApiToken.token_sha256 == digest))).scalar_one_or_none()
+        principal = token_principal(row)
+        assert row is not None  # token_principal refused a missing row
+        TOKENS.put(digest, principal, row.expires_at, generation)
+        return principal
+    principal, expires_at = cached
+    if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
+        raise Unauthorized("this token has expired")
+    return principal

@@ -10,6 +10,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put, route
 from litestar.datastructures import UploadFile
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +27,8 @@ from .. import upload_sessions as sessions
 from ..adapters.controller import base_url
 from ..adapters.downloads import serve_file
 from ..adapters.schemas import PartStored, UploadEnded, UploadSessionInfo
-from ..adapters.service import describe_adapter, search
+from ..adapters.search import MAX_COUNTED, search_adapters
+from ..adapters.service import describe_adapter
 from ..adapters.uploads import PART_BODY
 from ..auth.guards import signed_in, writer
 from ..auth.tokens import Principal
@@ -115,13 +117,20 @@ class BaseModelController(BaseModelDeletes, Controller):
 
     @get("/{ns:str}/{name:str}/adapters", responses=problems(401, 404))
     async def compatible_adapters(
-        self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal, page: Page = 1
+        self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal, page: Page = 1,
+        cursor: Annotated[str | None, Parameter(max_length=256, description=(
+            "continue after the previous answer (its next_cursor); page is then ignored"))] = None,
+        count: Annotated[bool, Parameter(description=(
+            "also count the matches, up to 1,000 (total; a last page is counted anyway)"))] = False,
     ) -> CompatibleAdapters:
-        """Adapters that fit this base model: any adapter whose base model has the same fingerprint."""
+        """Adapters that fit this base model: any adapter whose base model has the same fingerprint
+        (newest first; ``next_cursor`` continues while ``has_more``)."""
         row = await _base(db, ns, name)
-        items, total = await search(db, principal, fingerprint=row.fingerprint, page=page)
-        return {"items": [describe_adapter(a) for a in items], "total": total, "page": page,
-                "fingerprint": row.fingerprint}
+        found = await search_adapters(db, principal, fingerprint=row.fingerprint, page=page, cursor=cursor,
+                                      count_upto=MAX_COUNTED if count and not cursor else 0)
+        return {"items": [describe_adapter(a) for a in found.items], "total": found.total,
+                "total_exact": found.total_exact, "page": page,
+                "fingerprint": row.fingerprint, "has_more": found.has_more, "next_cursor": found.next_cursor}
 
     # --- weights -------------------------------------------------------------------------------
 

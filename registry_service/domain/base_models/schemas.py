@@ -42,12 +42,16 @@ class BaseModelPage(TypedDict):
 
 
 class CompatibleAdapters(TypedDict):
-    """Adapters that fit a base model (same signature fingerprint)."""
+    """Adapters that fit a base model (same signature fingerprint); ``total`` as in a search (on the last
+    page, or with ``count=true`` up to 1,000: ``total_exact``; null otherwise)."""
 
     items: list[AdapterInfo]
-    total: int
+    total: int | None
+    total_exact: bool
     page: int
     fingerprint: str
+    has_more: bool
+    next_cursor: str | None
 
 
 class WeightsFiles(TypedDict):

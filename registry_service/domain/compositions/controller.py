@@ -1,4 +1,4 @@
-"""HTTP routes for compositions: search, metadata, versions (publish), the Arrow prototypes file, aliases."""
+"""HTTP routes for compositions: search, metadata, versions (publish), a version's stored file, aliases."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ...openapi import problems
 from ...params import AliasName, NamePart, Page, PageSize
 from ...settings import Settings
 from ...storage import BlobStore
+from ..adapters.caching import cache_control, file_etag, fixed_ref, json_response, matches, not_modified
 from ..adapters.controller import AliasTarget, base_url
 from ..auth.guards import writer
 from ..auth.tokens import Principal
@@ -41,14 +42,14 @@ class CompositionController(Controller):
                 "total": total, "page": page}
 
     @get("/{ns:str}/{name:str}", responses=problems(401, 404))
-    async def get_composition(self, ns: NamePart, name: NamePart, db: AsyncSession,
-                              principal: Principal) -> CompositionInfo:
-        """A composition with its aliases and current routing kind."""
+    async def get_composition(self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal,
+                              request: Request) -> Response[CompositionInfo]:
+        """A composition with its aliases and current routing kind (with an ETag; revalidated by caches)."""
         comp = await service.get_composition(db, principal, ns, name)
         latest = await service.resolve_version(db, comp, None)
-        await service.require_members_readable(db, principal, comp, latest)
-        return service.describe_composition(comp, await service.aliases_of(db, comp),  # type: ignore[return-value]
-                                            latest.routing.get("kind", ""))
+        public = await service.require_members_readable(db, principal, comp, latest)
+        body = service.describe_composition(comp, await service.aliases_of(db, comp), latest.routing.get("kind", ""))
+        return json_response(request, body, public=public, fixed=False)
 
     @post("/{ns:str}/{name:str}/versions", status_code=HTTP_201_CREATED, guards=[writer],
           responses=problems(400, 401, 403, 404, 409, 413, 422))
@@ -61,40 +62,47 @@ class CompositionController(Controller):
         return Response(body, status_code=HTTP_201_CREATED)  # type: ignore[arg-type]
 
     @get("/{ns:str}/{name:str}/versions", responses=problems(401, 404))
-    async def list_versions(self, ns: NamePart, name: NamePart, db: AsyncSession,
-                            principal: Principal) -> list[CompositionVersionInfo]:
-        """The newest 100 versions, newest first."""
+    async def list_versions(self, ns: NamePart, name: NamePart, db: AsyncSession, principal: Principal,
+                            request: Request) -> Response[list[CompositionVersionInfo]]:
+        """The newest 100 versions, newest first (with an ETag; it changes with every publish)."""
         comp = await service.get_composition(db, principal, ns, name)
         rows = await service.versions_of(db, comp)
+        public = comp.visibility == "public"
         if rows:
-            await service.require_members_readable(db, principal, comp, rows[0])
-        return [service.describe_version(comp, v) for v in rows]  # type: ignore[misc]
+            public = await service.require_members_readable(db, principal, comp, rows[0])
+        return json_response(request, [service.describe_version(comp, v) for v in rows], public=public, fixed=False)
 
     @get("/{ns:str}/{name:str}/versions/{ref:str}", responses=problems(401, 404))
     async def get_version(self, ns: NamePart, name: NamePart, ref: str, db: AsyncSession, principal: Principal,
-                          request: Request, settings: Settings) -> CompositionVersionInfo:
-        """One version by number, alias or commit."""
+                          request: Request, settings: Settings) -> Response[CompositionVersionInfo]:
+        """One version by number, alias or commit (with an ETag; ``If-None-Match`` answers 304). Publicly
+        cacheable for good only when it and every member are public and it is addressed by number or commit."""
         comp = await service.get_composition(db, principal, ns, name)
         version = await service.resolve_version(db, comp, ref)
-        await service.require_members_readable(db, principal, comp, version)
-        return service.describe_version(comp, version, base_url(request, settings))  # type: ignore[return-value]
+        public = await service.require_members_readable(db, principal, comp, version)
+        body = service.describe_version(comp, version, base_url(request, settings))
+        return json_response(request, body, public=public, fixed=fixed_ref(ref))
 
     @get("/{ns:str}/{name:str}/versions/{ref:str}/files/{filename:str}", responses=problems(401, 404))
     async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, db: AsyncSession,
-                       principal: Principal) -> Response[bytes]:
-        """The Arrow prototypes file (safetensors) of a version."""
+                       principal: Principal, request: Request) -> Response[bytes]:
+        """A version's stored file (Arrow prototypes, or a learned router's weights); its ETag is the quoted
+        sha256, and a match answers 304."""
         comp = await service.get_composition(db, principal, ns, name)
         version = await service.resolve_version(db, comp, ref)
-        await service.require_members_readable(db, principal, comp, version)
-        if filename != service.PROTOTYPES_FILE or version.prototypes_sha256 is None:
+        public = await service.require_members_readable(db, principal, comp, version)
+        stored = service.stored_file_name(version)
+        if stored is None or filename != stored or version.prototypes_sha256 is None:
             raise NotFound(f"{ns}/{name}@{version.version} has no file {filename[:100]!r}")
+        etag = file_etag(version.prototypes_sha256)
+        cache = cache_control(public=public, fixed=fixed_ref(ref))
+        if matches(request.headers.get("if-none-match"), etag):
+            return not_modified(etag, cache)  # type: ignore[return-value]
         data = (await db.execute(select(CompositionVersion.prototypes).where(CompositionVersion.id == version.id))
                 ).scalar_one()
-        private = comp.visibility == "private"
         return Response(data, media_type="application/octet-stream", headers={
-            "ETag": f'"{version.prototypes_sha256}"', "X-Content-Sha256": version.prototypes_sha256 or "",
-            "Cache-Control": "private, no-store" if private else "public, max-age=60",
-            "Content-Disposition": f'attachment; filename="{service.PROTOTYPES_FILE}"'})
+            "ETag": etag, "X-Content-Sha256": version.prototypes_sha256, "Cache-Control": cache,
+            "Content-Disposition": f'attachment; filename="{stored}"'})
 
     @put("/{ns:str}/{name:str}/aliases/{alias:str}", guards=[writer], responses=problems(400, 401, 403, 404))
     async def set_alias(self, ns: NamePart, name: NamePart, alias: AliasName, data: AliasTarget, db: AsyncSession,

@@ -1,5 +1,6 @@
 """Publishing a composition version: pin every member by commit, check they fit together, compute Arrow's
-prototypes (outside any transaction), then write the version in one short transaction."""
+prototypes or check a learned router's file (outside any transaction), then write the version in one short
+transaction."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from ...names import check_alias, check_part
 from ...storage import BlobStore
 from ..adapters import service as adapters
 from ..auth.tokens import Principal
-from .prototypes import arrow_factors, check_library, prototypes_file
-from .schemas import ArrowRouting, CompositionIn
+from .prototypes import arrow_factors, check_library, check_router_file, prototypes_file
+from .schemas import ArrowRouting, CompositionIn, RouterRouting
 
 #: The most member weight bytes read to compute one version's Arrow prototypes.
 MAX_MEMBER_BYTES = 1 << 30
@@ -48,9 +49,10 @@ async def _pin(db: AsyncSession, principal: Principal, data: CompositionIn
         version = await adapters.resolve_version(db, adapter, at)
         bases.add(adapter.base_model_id)
         private = private or adapter.visibility == "private"
-        is_arrow = isinstance(data.routing, ArrowRouting)
-        if is_arrow and (adapter.method != "LORA" or version.config.get("use_dora")):
-            raise reject(f"Arrow routes plain LoRA adapters; member {ns}/{name}@{version.version} is "
+        routed = "Arrow" if isinstance(data.routing, ArrowRouting) else "a learned router" \
+            if isinstance(data.routing, RouterRouting) else None
+        if routed and (adapter.method != "LORA" or version.config.get("use_dora")):
+            raise reject(f"{routed} routes plain LoRA adapters; member {ns}/{name}@{version.version} is "
                          f"{adapter.method}{' with DoRA' if version.config.get('use_dora') else ''}",
                          found=adapter.method)
         pinned.append({"adapter": f"{ns}/{name}", "version": version.version, "commit": version.commit,
@@ -91,17 +93,35 @@ async def _read_weights(store: BlobStore, stored: tuple[str, int] | None, label:
     return await asyncio.to_thread(load, b"".join(chunks))
 
 
-async def _prototypes(store: BlobStore, data: CompositionIn, pinned: list[dict[str, Any]],
-                      versions: list[tuple[str, int] | None]) -> bytes:
-    routing = data.routing
-    assert isinstance(routing, ArrowRouting)
+async def _member_factors(store: BlobStore, pinned: list[dict[str, Any]], versions: list[tuple[str, int] | None]
+                          ) -> tuple[list[dict[str, tuple[torch.Tensor, torch.Tensor]]], list[str]]:
+    """Every member's ``path -> (A, B)`` (at most :data:`MAX_MEMBER_BYTES` read in all) and its label."""
     total = sum(v[1] for v in versions if v is not None)
     if total > MAX_MEMBER_BYTES:
-        raise TooLarge(f"the members' weights take {total} bytes; Arrow prototypes are computed for at most "
+        raise TooLarge(f"the members' weights take {total} bytes; a routed composition is checked for at most "
                        f"{MAX_MEMBER_BYTES} bytes of members")
     labels = [f"{p['adapter']}@{p['version']}" for p in pinned]
     libs = [arrow_factors(await _read_weights(store, v, label), label)
             for v, label in zip(versions, labels, strict=True)]
+    return libs, labels
+
+
+async def _router_file(store: BlobStore, routing: RouterRouting, pinned: list[dict[str, Any]],
+                       versions: list[tuple[str, int] | None]) -> bytes:
+    """The uploaded router file, once it fits the members (their layers, one skill each) and the task count."""
+    libs, labels = await _member_factors(store, pinned, versions)
+    check_library(libs, labels, same_rank=False)
+    layers = {path: (a.shape[1], b.shape[0]) for path, (a, b) in libs[0].items()}
+    await asyncio.to_thread(check_router_file, routing.router_file, layers, routing.n_tasks, routing.n_splits,
+                            [p["commit"] for p in pinned])
+    return routing.router_file
+
+
+async def _prototypes(store: BlobStore, data: CompositionIn, pinned: list[dict[str, Any]],
+                      versions: list[tuple[str, int] | None]) -> bytes:
+    routing = data.routing
+    assert isinstance(routing, ArrowRouting)
+    libs, labels = await _member_factors(store, pinned, versions)
     check_library(libs, labels)
     tasks = [lib for lib, p in zip(libs, pinned, strict=True) if p["role"] == "task"]
     general = [lib for lib, p in zip(libs, pinned, strict=True) if p["role"] == "general"]
@@ -124,7 +144,12 @@ async def publish(sessionmaker: async_sessionmaker[AsyncSession], store: BlobSto
         pinned, base_id, private, versions = await _pin(db, principal, data)
         await db.rollback()
     routing = msgspec.to_builtins(data.routing)
-    protos = await _prototypes(store, data, pinned, versions) if isinstance(data.routing, ArrowRouting) else None
+    protos = None
+    if isinstance(data.routing, ArrowRouting):
+        protos = await _prototypes(store, data, pinned, versions)
+    elif isinstance(data.routing, RouterRouting):
+        protos = await _router_file(store, data.routing, pinned, versions)
+        routing.pop("router_file")  # stored as the version's file, by its sha256
     async with sessionmaker() as db:
         await db.execute(insert(Composition).values(
             namespace=ns, name=name, base_model_id=base_id, description=data.description or "",

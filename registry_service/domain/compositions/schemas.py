@@ -6,6 +6,9 @@ from typing import Annotated, Any, Literal, TypedDict
 
 import msgspec
 
+from sdk.tuners.poly.config import MAX_SPLITS
+from sdk.tuners.poly.skills import MAX_ROUTER_BYTES, MAX_ROUTER_TASKS
+
 from ..adapters.metadata import MAX_DESCRIPTION_CHARS
 
 #: At most this many members in one composition version.
@@ -36,11 +39,21 @@ class ArrowRouting(msgspec.Struct, tag_field="kind", tag="arrow", forbid_unknown
     rng_seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
 
 
+class RouterRouting(msgspec.Struct, tag_field="kind", tag="router", forbid_unknown_fields=True):
+    """A learned Poly router over the members as its skills (:mod:`sdk.tuners.poly.skills`): ``router_file`` is
+    the router's safetensors file (``module_logits`` per adapted layer), base64 in JSON; it is stored, not kept
+    in the routing."""
+
+    n_tasks: Annotated[int, msgspec.Meta(ge=1, le=MAX_ROUTER_TASKS)]
+    router_file: Annotated[bytes, msgspec.Meta(max_length=MAX_ROUTER_BYTES)]
+    n_splits: Annotated[int, msgspec.Meta(ge=1, le=MAX_SPLITS)] = 1
+
+
 class CompositionIn(msgspec.Struct, forbid_unknown_fields=True):
     """A new composition version (the composition is created with its first version)."""
 
     members: Annotated[list[MemberIn], msgspec.Meta(min_length=1, max_length=MAX_MEMBERS)]
-    routing: StackedRouting | ArrowRouting
+    routing: StackedRouting | ArrowRouting | RouterRouting
     alias: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     description: Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION_CHARS)] | None = None
     private: bool = False

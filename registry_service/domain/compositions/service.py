@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sdk.tuners.poly.skills import ROUTER_FILE
+
 from ...db.models import Adapter, BaseModel, Composition, CompositionAlias, CompositionVersion
 from ...errors import NotFound
 from ..adapters.service import describe_named, find_version, get_named
@@ -15,6 +17,8 @@ from ..auth.tokens import Principal
 
 ROOT = "/api/v1/compositions"
 PROTOTYPES_FILE = "arrow_prototypes.safetensors"
+#: The stored file of a version, by routing kind (Arrow's prototypes, or a learned router's weights).
+FILE_BY_KIND = {"arrow": PROTOTYPES_FILE, "router": ROUTER_FILE}
 
 
 def visible(principal: Principal) -> ColumnElement[bool]:
@@ -35,15 +39,18 @@ async def resolve_version(db: AsyncSession, comp: Composition, ref: str | None) 
 
 
 async def require_members_readable(db: AsyncSession, principal: Principal, comp: Composition,
-                                   version: CompositionVersion) -> None:
+                                   version: CompositionVersion) -> bool:
     """404 (as if the composition were absent) when the caller cannot read every member now: a member made
-    private later must not show through a composition."""
+    private later must not show through a composition. Returns whether the composition and every member are
+    public now (only then may a shared cache keep an answer about it)."""
     names = {tuple(m["adapter"].split("/", 1)) for m in version.members}
     cond = or_(*[and_(Adapter.namespace == ns, Adapter.name == n) for ns, n in names])
-    readable = (await db.execute(select(func.count()).select_from(Adapter).where(cond, adapter_visible(principal)))
-                ).scalar_one()
+    readable, public = (await db.execute(
+        select(func.count(), func.count().filter(Adapter.visibility == "public")).select_from(Adapter)
+        .where(cond, adapter_visible(principal)))).one()
     if readable != len(names):
         raise NotFound(f"composition {comp.namespace}/{comp.name} not found")
+    return comp.visibility == "public" and public == len(names)
 
 
 async def aliases_of(db: AsyncSession, comp: Composition) -> dict[str, int]:
@@ -94,13 +101,20 @@ def describe_composition(row: Composition, aliases: dict[str, int] | None = None
     return out
 
 
+def stored_file_name(v: CompositionVersion) -> str | None:
+    """The name of the file stored with version ``v`` (None when it has none)."""
+    if v.prototypes_sha256 is None:
+        return None
+    return FILE_BY_KIND.get(v.routing.get("kind", ""), PROTOTYPES_FILE)
+
+
 def describe_version(comp: Composition, v: CompositionVersion, base_url: str = "") -> dict[str, Any]:
-    """The JSON form of a version, with the prototypes file (Arrow) and its download URL."""
+    """The JSON form of a version, with its stored file (Arrow prototypes, router weights) and download URL."""
     files = []
-    if v.prototypes_sha256 is not None:
-        url = f"{base_url}{ROOT}/{comp.namespace}/{comp.name}/versions/{v.version}/files/{PROTOTYPES_FILE}"
-        files.append({"filename": PROTOTYPES_FILE, "size": v.prototypes_size, "sha256": v.prototypes_sha256,
-                      "url": url})
+    filename = stored_file_name(v)
+    if filename is not None:
+        url = f"{base_url}{ROOT}/{comp.namespace}/{comp.name}/versions/{v.version}/files/{filename}"
+        files.append({"filename": filename, "size": v.prototypes_size, "sha256": v.prototypes_sha256, "url": url})
     return {
         "composition": f"{comp.namespace}/{comp.name}",
         "version": v.version,

@@ -12,11 +12,13 @@ import hashlib
 from typing import Any
 from urllib.parse import unquote
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ...db.models import Adapter, AdapterVersion, File
 from ...errors import BadRequest, Gone, NotFound
+from ..adapters import reads
 from ..adapters import service as adapters
+from ..adapters.reads import AdapterRow, FileRow, VersionRow
 from ..adapters.redaction import withheld_message
 from ..auth.tokens import Principal
 from .errors import EntryNotFound, RepoNotFound, RevisionGone, RevisionNotFound
@@ -66,7 +68,26 @@ async def find_revision(db: AsyncSession, adapter: Adapter, revision: str) -> Ad
         ) from exc
 
 
-def find_file(adapter: Adapter, version: AdapterVersion, path: str, hidden: frozenset[str] = frozenset()) -> File:
+async def find_repo_revision(reader: AsyncEngine, principal: Principal, ns: str, name: str,
+                             revision: str) -> tuple[AdapterRow, VersionRow]:
+    """The adapter behind repo ``ns/name`` and the version a Hub revision names, in one query;
+    RepoNotFound or RevisionNotFound as :func:`find_repo` and :func:`find_revision` raise them."""
+    try:
+        return await reads.read_version(reader, principal, ns, name, registry_ref(revision))
+    except Gone as exc:
+        raise RevisionGone(f"Revision {revision!r} of {ns}/{name} is gone: {exc.detail}") from exc
+    except reads.VersionNotFound as exc:
+        raise RevisionNotFound(
+            f"Revision {revision!r} not found for {ns}/{name}: use 'main', a version number, "
+            "an alias or a version's 40-hex commit id"
+        ) from exc
+    except (NotFound, BadRequest) as exc:
+        raise RepoNotFound(f"Repository {ns}/{name} not found or not visible to this caller: {exc.detail}",
+                           anonymous=not principal.authenticated) from exc
+
+
+def find_file(adapter: Adapter | AdapterRow, version: AdapterVersion | VersionRow, path: str,
+              hidden: frozenset[str] = frozenset()) -> File | FileRow:
     """The file ``path`` of a version, or EntryNotFound (carrying the commit, so the client caches the absence);
     ``hidden``: files this reader may not see (:mod:`..adapters.redaction`)."""
     if path in hidden:
@@ -79,31 +100,31 @@ def find_file(adapter: Adapter, version: AdapterVersion, path: str, hidden: froz
     return f
 
 
-def lfs_pointer(f: File) -> bytes:
+def lfs_pointer(f: File | FileRow) -> bytes:
     """The Git LFS pointer file that stands for ``f`` in the Hub's Git view."""
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{f.sha256}\nsize {f.size}\n".encode()
 
 
-def blob_id(f: File) -> str:
+def blob_id(f: File | FileRow) -> str:
     """The Git blob id (sha1 of ``blob <len>\\0<content>``) of the file's LFS pointer."""
     pointer = lfs_pointer(f)
     return hashlib.sha1(b"blob %d\x00" % len(pointer) + pointer, usedforsecurity=False).hexdigest()
 
 
-def file_headers(f: File, commit: str) -> dict[str, str]:
+def file_headers(f: File | FileRow, commit: str) -> dict[str, str]:
     """What a resolve answer (200 or 302) must carry for the client: commit, quoted sha256 ETag, size."""
     etag = f'"{f.sha256}"'
     return {"X-Repo-Commit": commit, "ETag": etag, "X-Linked-Etag": etag, "X-Linked-Size": str(f.size)}
 
 
-def tree_entry(f: File) -> dict[str, Any]:
+def tree_entry(f: File | FileRow) -> dict[str, Any]:
     """One ``/tree`` entry."""
     return {"type": "file", "path": f.filename, "size": f.size, "oid": blob_id(f),
             "lfs": {"oid": f.sha256, "size": f.size, "pointerSize": len(lfs_pointer(f))}}
 
 
-def model_info(adapter: Adapter, version: AdapterVersion, *, blobs: bool, files: list[File] | None = None
-               ) -> dict[str, Any]:
+def model_info(adapter: Adapter | AdapterRow, version: AdapterVersion | VersionRow, *, blobs: bool,
+               files: list[File] | list[FileRow] | None = None) -> dict[str, Any]:
     """The ``/api/models/{repo}`` JSON: enough for ``model_info``/``repo_info`` and ``snapshot_download``
     (``files``: those the reader may see, default all)."""
     repo = f"{adapter.namespace}/{adapter.name}"
@@ -133,6 +154,7 @@ def _iso(value: Any) -> str | None:
 
 
 __all__ = [
-    "DEFAULT_BRANCH", "blob_id", "file_headers", "find_file", "find_repo", "find_revision", "lfs_pointer",
+    "DEFAULT_BRANCH", "blob_id", "file_headers", "find_file", "find_repo", "find_repo_revision", "find_revision",
+    "lfs_pointer",
     "model_info", "registry_ref", "split_raw", "tree_entry",
 ]
