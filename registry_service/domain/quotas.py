@@ -4,15 +4,18 @@
 and base-model weights, plus the declared sizes of its open upload sessions (a session reserves its
 size when it opens, so finalizing it never goes over). ``Settings.namespace_max_open_uploads``
 bounds its open sessions (adapter and base-model uploads together). 0 turns a quota off. Sizes are
-counted as stored per file, before de-duplication. Quotas are checked before each write without a
-lock, so writes racing each other may go over by at most one upload each.
+counted as stored per file, before de-duplication.
+
+Every write checks twice: early, to refuse before any bytes move, and again inside the transaction
+that commits it (``hold=True``), under the namespace's quota lock (a transaction-scoped advisory lock),
+so that writes racing each other cannot go over together. The lock is taken only while a quota is on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import Adapter, AdapterVersion, BaseModel, BaseModelFile, BaseModelUpload, File, UploadSession
@@ -51,12 +54,21 @@ async def open_sessions(db: AsyncSession, namespace: str) -> tuple[int, int]:
     return count, size
 
 
+async def lock_namespace(db: AsyncSession, namespace: str) -> None:
+    """Take ``namespace``'s quota lock until ``db``'s transaction ends (writes that check a quota
+    under it are serialized per namespace; reads never take it)."""
+    await db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 13))"), {"k": namespace})
+
+
 async def check_quota(db: AsyncSession, settings: Settings, namespace: str, add_bytes: int, *,
-                      new_session: bool = False) -> None:
+                      new_session: bool = False, hold: bool = False) -> None:
     """403 when writing ``add_bytes`` more to ``namespace`` (or, ``new_session``, opening one more
-    upload session) would go over its quota."""
+    upload session) would go over its quota. ``hold``: first take the namespace's quota lock for the
+    rest of ``db``'s transaction, which must be the one that commits the write."""
     if not settings.namespace_max_bytes and not (new_session and settings.namespace_max_open_uploads):
         return
+    if hold:
+        await lock_namespace(db, namespace)
     count, reserved = await open_sessions(db, namespace)
     limit = settings.namespace_max_open_uploads
     if new_session and limit and count >= limit:
@@ -72,4 +84,4 @@ async def check_quota(db: AsyncSession, settings: Settings, namespace: str, add_
                                 extra={"limit": limit, "used": used, "adding": add_bytes})
 
 
-__all__ = ["check_quota", "open_sessions", "stored_bytes"]
+__all__ = ["check_quota", "lock_namespace", "open_sessions", "stored_bytes"]

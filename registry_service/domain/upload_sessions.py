@@ -110,7 +110,7 @@ async def open_session(db: AsyncSession, store: BlobStore, settings: Settings, t
     the part size, one PUT URL per part, where to finalize (under ``uploads_url``) and until when.
     Refused above ``max_upload_session_bytes`` (413) and past ``namespace``'s quotas (403)."""
     check_session_size(size, settings)
-    await check_quota(db, settings, namespace, size, new_session=True)
+    await check_quota(db, settings, namespace, size, new_session=True, hold=True)  # until the row commits
     part = part_size_for(size, settings)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=settings.upload_session_ttl_s)
     mp = await store.start_multipart(hint, direct=direct)

@@ -3,12 +3,25 @@ sessions open), each a setting."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import torch
+import uvicorn
 from registry_testkit import push_files, register_base, saved_adapter, sql, tiny_llama
 from safetensors.torch import save_file
+
+from registry_service.app import create_app
+from registry_service.domain import blob_commits
+from registry_service.storage.local import LocalBlobStore
 
 MiB = 2**20
 
@@ -119,6 +132,72 @@ async def test_bytes_per_namespace_are_bounded(registry_with, tmp_path: Path) ->
     files = await reg.client.post("/api/v1/base-models/alice/llama/files", headers=reg.auth(alice),
                                   files={"model.safetensors": ("model.safetensors", weights.read_bytes())})
     assert files.status_code == 403, files.text
+
+
+@contextlib.contextmanager
+def served(app: Any) -> Iterator[str]:
+    """``app`` under a real uvicorn server in a thread (the test client handles one request at a time,
+    so requests cannot race through it); yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+async def test_racing_writes_cannot_pass_a_quota_together(registry_with, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pushes and session opens racing each other are checked again under the namespace's quota lock
+    in the transaction that commits them: exactly as many as fit get through. Slow storage (injected)
+    makes every request pass the early check before any of them commits."""
+    folder = saved_adapter(tmp_path)
+    size = sum((folder / f).stat().st_size for f in ("adapter_config.json", "adapter_model.safetensors"))
+    reg = await registry_with(namespace_max_bytes=3 * size + size // 2, namespace_max_open_uploads=2)
+    alice = await reg.token("alice", "write")
+    await register_base(reg, "meta/llama", tiny_llama(), reg.admin)
+    store_missing, start_multipart = blob_commits._store_missing, LocalBlobStore.start_multipart
+
+    async def slow_store(*args: Any) -> None:
+        await asyncio.sleep(0.5)
+        await store_missing(*args)
+
+    async def slow_start(self: LocalBlobStore, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await start_multipart(self, *args, **kwargs)
+
+    monkeypatch.setattr(blob_commits, "_store_missing", slow_store)
+    monkeypatch.setattr(LocalBlobStore, "start_multipart", slow_start)
+    with served(create_app(reg.settings, store=LocalBlobStore(tmp_path / "blobs"))) as url:
+        async with httpx.AsyncClient(base_url=url, headers=reg.auth(alice), timeout=60) as http:
+            async def push(i: int) -> int:
+                r = await http.post(f"/api/v1/adapters/alice/race{i}/versions", files=push_files(folder),
+                                    data={"base_model": "meta/llama"})
+                assert r.status_code in (201, 403), r.text
+                return r.status_code
+
+            codes = await asyncio.gather(*(push(i) for i in range(6)))
+            assert sorted(codes) == [201] * 3 + [403] * 3
+            after = await http.post("/api/v1/adapters/alice/late/versions", files=push_files(folder),
+                                    data={"base_model": "meta/llama"})
+            assert after.status_code == 403 and after.json()["used"] == 3 * size, after.text
+
+            async def open_upload(i: int) -> int:
+                r = await http.post(f"/api/v1/adapters/alice/up{i}/uploads", json={"size": 1024})
+                assert r.status_code in (201, 403), r.text
+                return r.status_code
+
+            codes = await asyncio.gather(*(open_upload(i) for i in range(5)))
+            assert sorted(codes) == [201] * 2 + [403] * 3
 
 
 def test_limits_come_from_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -180,7 +180,7 @@ class AdapterController(AdapterDeletes, Controller):
             await check_quota(quota_db, settings, ns, weights.size + len(config_raw) + len(readme or b""))
         adapter, version, notes = await publish(
             request.app.state.sessionmaker, store, principal, ns, name, config_raw=config_raw, weights=weights,
-            readme=readme, options=push_options(form), max_header_bytes=settings.max_header_bytes,
+            readme=readme, options=push_options(form), max_header_bytes=settings.max_header_bytes, quota=settings,
         )
         if settings.restrictive(adapter.base_model.license):
             notes.append(restrictive_note(adapter.base_model))

@@ -33,11 +33,13 @@ from ...db.models import Adapter, AdapterVersion, Alias, BaseModel, File, Namesp
 from ...errors import BadRequest, Conflict, reject
 from ...inputs import json_problem
 from ...names import check_alias, check_part, split_name
+from ...settings import Settings
 from ...storage import BlobStore
 from ..auth.tokens import Principal
 from ..blob_commits import commit_with_blobs
 from ..events import new_event
 from ..payloads import Payload, bytes_payload
+from ..quotas import check_quota
 from ..upload_sessions import finalize_session
 from .alias_history import record_moves
 from .metadata import check_metadata, clean_tags
@@ -222,14 +224,17 @@ async def insert_version(db: AsyncSession, principal: Principal, prepared: Prepa
 
 
 async def publish(sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, principal: Principal, ns: str,
-                  name: str, *, parents: list[dict[str, Any]] | None = None, **new: Unpack[NewVersion]
-                  ) -> tuple[Adapter, AdapterVersion, list[str]]:
+                  name: str, *, parents: list[dict[str, Any]] | None = None, quota: Settings | None = None,
+                  **new: Unpack[NewVersion]) -> tuple[Adapter, AdapterVersion, list[str]]:
     """Validate and publish a new version of ``ns/name`` (``parents``: its lineage); returns (adapter,
     version, notes). The files are stored before the version's short transaction (see
-    :mod:`..blob_commits`)."""
+    :mod:`..blob_commits`); ``quota``: check the namespace's byte quota in it, under its quota lock
+    (not for an upload session's file: opening the session reserved its bytes)."""
     prepared = await prepare_version(sessionmaker, principal, ns, name, **new)
 
     async def insert(db: AsyncSession, keys: Mapping[str, str]) -> tuple[Adapter, AdapterVersion]:
+        if quota is not None:
+            await check_quota(db, quota, ns, sum(p.size for p in prepared.files), hold=True)
         return await insert_version(db, principal, prepared, keys, parents)
 
     inserted = await commit_with_blobs(sessionmaker, store, prepared.files, insert)

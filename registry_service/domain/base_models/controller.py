@@ -180,7 +180,7 @@ class BaseModelController(BaseModelDeletes, Controller):
         checked = await asyncio.to_thread(weights.check_files, payloads, row.signature,
                                           max_header_bytes=settings.max_header_bytes)
         files, added = await weights.save_files(request.app.state.sessionmaker, store, principal, row, checked,
-                                                max_header_bytes=settings.max_header_bytes)
+                                                max_header_bytes=settings.max_header_bytes, quota=settings)
         return _stored(row, files, added, base_url(request, settings))
 
     @route("/{ns:str}/{name:str}/files/{filename:str}", http_method=["GET", "HEAD"], responses=problems(404, 416),

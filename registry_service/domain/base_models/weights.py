@@ -27,11 +27,13 @@ from sdk.safetensors_header import ReadAt, bytes_reader, non_float_problems, rea
 
 from ...db.models import BaseModel, BaseModelFile, BaseModelUpload
 from ...errors import Conflict, reject
+from ...settings import Settings
 from ...storage import BlobStore
 from ..auth.tokens import Principal
 from ..blob_commits import commit_with_blobs
 from ..events import new_event
 from ..payloads import Payload
+from ..quotas import check_quota
 from ..upload_sessions import finalize_session
 
 SUFFIX = ".safetensors"
@@ -167,9 +169,10 @@ def describe_file(f: BaseModelFile, base: BaseModel, root: str) -> dict[str, Any
 
 async def save_files(sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, principal: Principal,
                      base: BaseModel, files: Sequence[CheckedFile], *,
-                     max_header_bytes: int) -> tuple[list[BaseModelFile], list[str]]:
+                     max_header_bytes: int, quota: Settings | None = None) -> tuple[list[BaseModelFile], list[str]]:
     """Store checked files, then insert their rows in one short transaction (the bytes move before
     it: :func:`..blob_commits.commit_with_blobs`); returns (all files now, filenames added).
+    ``quota``: check the namespace's byte quota in that transaction, under its quota lock.
 
     Re-sending a file that is already there byte for byte changes nothing; a different file under
     an existing name is a 409, and so is a tensor that another stored file already holds (422).
@@ -191,6 +194,8 @@ async def save_files(sessionmaker: async_sessionmaker[AsyncSession], store: Blob
         added = _new_files(existing, files)
         if any(c.payload.sha256 not in keys for c in added):
             raise Conflict(f"the weights of {base.namespace}/{base.name} changed during this upload; send it again")
+        if quota is not None:
+            await check_quota(db, quota, base.namespace, sum(c.payload.size for c in added), hold=True)
         # files stored by a concurrent upload since the check above (rare): their headers, under the row lock
         await _check_against_stored(store, {n: f for n, f in existing.items() if n not in before}, added,
                                     max_header_bytes)

@@ -175,7 +175,7 @@ class HubCommitController(Controller):
                 weights=bytes_payload(WEIGHTS_FILE, files[WEIGHTS_FILE], max_header_bytes=settings.max_header_bytes),
                 readme=files.get(README_FILE),
                 options=PushOptions(provenance=provenance_from_file(files.get(PROVENANCE_NAME))),
-                max_header_bytes=settings.max_header_bytes,
+                max_header_bytes=settings.max_header_bytes, quota=settings,
             )
         except ValidationFailed as exc:
             raise UploadRejected(exc.problems) from exc

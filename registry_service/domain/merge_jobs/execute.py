@@ -423,7 +423,7 @@ async def _publish_adapter(rt: Runtime, job: MergeJob, base: BaseModel, state: d
         principal = await _principal(db, locked)  # as it is now, under the job's lock
         principal.require_write(ns)
         await recheck_private_inputs(db, locked.inputs, locked.output)
-        await check_quota(db, rt.settings, ns, sum(p.size for p in (weights, extra)) + len(readme))
+        await check_quota(db, rt.settings, ns, sum(p.size for p in (weights, extra)) + len(readme), hold=True)
         _adapter, version = await insert_version(db, principal, prepared, keys, parents)
         version.merge_check = verification
         locked.verification = verification
@@ -511,7 +511,7 @@ async def _merge_model(rt: Runtime, job: MergeJob, base: BaseModel, state: dict[
         principal = await _principal(db, locked)
         principal.require_write(ns)
         await recheck_private_inputs(db, locked.inputs, locked.output)
-        await check_quota(db, rt.settings, ns, sum(p.size for p in payloads))
+        await check_quota(db, rt.settings, ns, sum(p.size for p in payloads), hold=True)
         if await db.scalar(select(BaseModel.id).where(BaseModel.namespace == ns, BaseModel.name == name)):
             raise JobFailed(f"base model {ns}/{name} was registered while the job ran; choose another name")
         merged = BaseModel(namespace=ns, name=name, revision=f"merge-job-{job.id}", license=base.license,
