@@ -6,7 +6,10 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import socket
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +19,7 @@ from typing import Any
 
 import httpx
 import torch
+import uvicorn
 from litestar.testing import AsyncTestClient
 
 import sdk
@@ -163,8 +167,29 @@ async def snapshot(reg: Registry) -> tuple[dict[str, int], list[str]]:
     return counts, await reg.store.list_keys("")
 
 
-__all__ = ["TEMPLATE_DB", "Registry", "_db_url", "json", "push_files", "register_base", "saved_adapter", "snapshot",
-           "sql", "tiny_gpt2", "tiny_llama", "writer_with_base"]
+@contextmanager
+def served(app: Any) -> Iterator[str]:
+    """``app`` under a real uvicorn server in a thread (the test client handles one request at a time,
+    so requests cannot race through it); yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+__all__ = ["TEMPLATE_DB", "Registry", "_db_url", "json", "push_files", "register_base", "saved_adapter", "served",
+           "snapshot", "sql", "tiny_gpt2", "tiny_llama", "writer_with_base"]
 
 
 async def put_parts(reg: Registry, session: dict, data: bytes, token: str) -> list[list]:

@@ -5,21 +5,28 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from registry_testkit import Registry, push_files, register_base, saved_adapter, tiny_llama
+import httpx
+from registry_testkit import Registry, push_files, register_base, saved_adapter, served, tiny_llama
+
+from registry_service.app import create_app
 
 
 async def test_32_simultaneous_pushes_get_versions_1_to_32(registry: Registry, tmp_path: Path) -> None:
+    """32 pushes to one name at once, through a real server (the test client would take them one by
+    one), get versions 1..32."""
     writer = await registry.token("alice", "write")
     await register_base(registry, "meta/tiny-llama", tiny_llama(), registry.admin)
     folders = [saved_adapter(tmp_path, seed=100 + i) for i in range(32)]
 
-    async def push(folder: Path) -> int:
-        r = await registry.client.post("/api/v1/adapters/alice/busy/versions", files=push_files(folder),
-                                       data={"base_model": "meta/tiny-llama"}, headers=registry.auth(writer))
-        assert r.status_code == 201, r.text
-        return r.json()["version"]
+    with served(create_app(registry.settings.model_copy(update={"max_concurrent_uploads": 32}))) as url:
+        async with httpx.AsyncClient(base_url=url, headers=registry.auth(writer), timeout=120) as http:
+            async def push(folder: Path) -> int:
+                r = await http.post("/api/v1/adapters/alice/busy/versions", files=push_files(folder),
+                                    data={"base_model": "meta/tiny-llama"})
+                assert r.status_code == 201, r.text
+                return int(r.json()["version"])
 
-    versions = await asyncio.gather(*(push(f) for f in folders))
+            versions = await asyncio.gather(*(push(f) for f in folders))
     assert sorted(versions) == list(range(1, 33))
     listed = (await registry.client.get("/api/v1/adapters/alice/busy/versions")).json()
     assert [v["version"] for v in listed["items"]] == list(range(32, 0, -1))

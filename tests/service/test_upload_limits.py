@@ -4,19 +4,13 @@ sessions open), each a setting."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import torch
-import uvicorn
-from registry_testkit import push_files, register_base, saved_adapter, sql, tiny_llama
+from registry_testkit import push_files, register_base, saved_adapter, served, sql, tiny_llama
 from safetensors.torch import save_file
 
 from registry_service.app import create_app
@@ -134,27 +128,6 @@ async def test_bytes_per_namespace_are_bounded(registry_with, tmp_path: Path) ->
     assert files.status_code == 403, files.text
 
 
-@contextlib.contextmanager
-def served(app: Any) -> Iterator[str]:
-    """``app`` under a real uvicorn server in a thread (the test client handles one request at a time,
-    so requests cannot race through it); yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-
-
 async def test_racing_writes_cannot_pass_a_quota_together(registry_with, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Pushes and session opens racing each other are checked again under the namespace's quota lock
@@ -177,7 +150,7 @@ async def test_racing_writes_cannot_pass_a_quota_together(registry_with, tmp_pat
 
     monkeypatch.setattr(blob_commits, "_store_missing", slow_store)
     monkeypatch.setattr(LocalBlobStore, "start_multipart", slow_start)
-    with served(create_app(reg.settings, store=LocalBlobStore(tmp_path / "blobs"))) as url:
+    with served(create_app(reg.settings)) as url:
         async with httpx.AsyncClient(base_url=url, headers=reg.auth(alice), timeout=60) as http:
             async def push(i: int) -> int:
                 r = await http.post(f"/api/v1/adapters/alice/race{i}/versions", files=push_files(folder),
