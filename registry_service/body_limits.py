@@ -5,7 +5,8 @@ more says so with two things: ``request_max_body_size=None`` on its handler (Lit
 off) and a :func:`body_limit` guard listed after its authentication guard, which answers 413 at
 once when ``Content-Length`` is over the route's limit and counts the bytes as they arrive when it
 is absent (a chunked body). Such a route also holds an :func:`upload_slot` while it reads, so one
-process receives at most ``Settings.max_concurrent_uploads`` large bodies at a time.
+process receives at most ``Settings.max_concurrent_uploads`` large bodies at a time; a route whose
+body Litestar parses before the handler runs holds it through :func:`slot_while_parsed`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import Guard, Message
+from litestar.types import ASGIApp, Guard, Message, Receive, Scope, Send
 
 from .errors import ServiceError, TooLarge
 from .settings import Settings
@@ -26,6 +27,8 @@ from .settings import Settings
 SLOTS_STATE = "upload_slots"
 #: Seconds a client is asked to wait when every upload slot is taken.
 RETRY_AFTER_S = 5
+#: A body of at most this many bytes (declared) needs no upload slot (:func:`slot_while_parsed`).
+SMALL_BODY_BYTES = 2**20
 
 
 class Busy(ServiceError):
@@ -89,4 +92,26 @@ async def upload_slot(connection: ASGIConnection[Any, Any, Any, Any]) -> AsyncIt
         slots.release()
 
 
-__all__ = ["Busy", "body_limit", "check_length", "too_large", "upload_slot"]
+def _may_be_large(scope: Scope) -> bool:
+    """True unless the request declares a ``Content-Length`` of at most :data:`SMALL_BODY_BYTES`."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return not (value.strip().isdigit() and int(value) <= SMALL_BODY_BYTES)
+    return True
+
+
+def slot_while_parsed(app: ASGIApp) -> ASGIApp:
+    """Route middleware for a handler whose body Litestar parses before the handler runs (a ``data``
+    parameter): a body that may be large holds an :func:`upload_slot` for the whole request."""
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _may_be_large(scope):
+            async with upload_slot(ASGIConnection(scope, receive, send)):
+                await app(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return handle
+
+
+__all__ = ["Busy", "body_limit", "check_length", "slot_while_parsed", "too_large", "upload_slot"]

@@ -128,7 +128,7 @@ async def test_concurrent_uploads_are_bounded(registry_with) -> None:
     app = reg.client.app
     form = {"authorization": f"Bearer {alice}", "content-type": "multipart/form-data; boundary=xyz"}
 
-    async def scenario() -> tuple[Probe, list[Probe], Probe]:
+    async def scenario() -> tuple[Probe, list[Probe], Probe, Probe]:
         gate = asyncio.Event()
         held = Probe()
         first = asyncio.create_task(send_raw(app, "POST", "/api/v1/adapters/alice/a/versions", zeros(4 * MiB),
@@ -140,13 +140,19 @@ async def test_concurrent_uploads_are_bounded(registry_with) -> None:
         assert held.chunks_read == 1
         busy = [await send_raw(app, "POST", path, zeros(2 * MiB), headers=form, content_length=2 * MiB)
                 for path in ("/api/v1/adapters/alice/b/versions", "/api/models/alice/b/commit/main")]
+        # a registration's body is parsed before its handler runs: a large one waits for a slot too
+        busy.append(await send_raw(app, "POST", "/api/v1/base-models", zeros(2 * MiB), content_length=2 * MiB,
+                                   headers={**form, "content-type": "application/json"}))
+        small = await send_raw(app, "POST", "/api/v1/base-models", [b"{}"], content_length=2,
+                               headers={**form, "content-type": "application/json"})
         gate.set()
         await first
         after = await send_raw(app, "POST", "/api/v1/adapters/alice/b/versions", zeros(2 * MiB), headers=form,
                                content_length=2 * MiB)
-        return held, busy, after
+        return held, busy, after, small
 
-    held, busy, after = await in_app_loop(reg.client, scenario)
+    held, busy, after, small = await in_app_loop(reg.client, scenario)
+    assert small.status == 400, small.body[:300]  # a small body needs no slot: read, and refused as incomplete
     for answer in busy:
         assert (answer.status, answer.chunks_read) == (503, 0), answer.body[:300]
         assert int(answer.headers["retry-after"]) > 0

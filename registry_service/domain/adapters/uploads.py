@@ -29,7 +29,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...body_limits import body_limit
+from ...body_limits import body_limit, upload_slot
 from ...db.models import UploadSession
 from ...errors import BadRequest, reject
 from ...names import check_part
@@ -128,9 +128,11 @@ class UploadController(Controller):
         """Join the parts, check size and sha256, validate, publish; nothing is kept if any check fails."""
         principal.require_write(ns)
         row = await self._session(db, ns, name, upload_id)
-        finish = await _finish_form(await request.form())
-        adapter, version, notes = await publish_upload(db, request.app.state.sessionmaker, store, principal, ns,
-                                                       name, row, finish, max_header_bytes=settings.max_header_bytes)
+        async with upload_slot(request):  # a form of a few MiB, then the parts joined and checked
+            finish = await _finish_form(await request.form())
+            adapter, version, notes = await publish_upload(
+                db, request.app.state.sessionmaker, store, principal, ns, name, row, finish,
+                max_header_bytes=settings.max_header_bytes)
         if settings.restrictive(adapter.base_model.license):
             notes.append(restrictive_note(adapter.base_model))
         body = PublishedVersion(**service.describe_version(adapter, version, base_url(request, settings),

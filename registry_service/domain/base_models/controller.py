@@ -15,7 +15,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...body_limits import body_limit, upload_slot
+from ...body_limits import body_limit, slot_while_parsed, upload_slot
 from ...db.models import BaseModel, BaseModelFile, BaseModelUpload
 from ...errors import BadRequest, NotFound, TooLarge, reject
 from ...openapi import body_operation, file_operation, form_schema, problems
@@ -83,7 +83,7 @@ class BaseModelController(BaseModelDeletes, Controller):
     path = ROOT
     tags = ["base models"]
 
-    @post("/", guards=[signed_in, REGISTER_LIMIT], request_max_body_size=None,
+    @post("/", guards=[signed_in, REGISTER_LIMIT], request_max_body_size=None, middleware=[slot_while_parsed],
           responses={**problems(401, 403, 409, 413, 422), 200: UNCHANGED})
     async def register(self, data: RegisterBaseModel, db: AsyncSession, principal: Principal, request: Request,
                        settings: Settings) -> Response[BaseModelInfo]:
