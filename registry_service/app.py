@@ -96,7 +96,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         await asyncio.to_thread(head_revision)  # read the packaged migrations once, for /readyz
         engine = make_engine(url, settings.database_pool_size, settings.database_max_overflow)
         state.engine = engine
-        state.reader = make_reader(url, max(2, settings.database_pool_size // 2), settings.database_max_overflow // 2)
+        # the reader keeps open what it could open before at most (half the pool and half the overflow)
+        state.reader = make_reader(url, max(2, settings.database_pool_size // 2 + settings.database_max_overflow // 2))
         watch_token_writes(engine)  # this process refuses a token it revokes at once (token_cache)
         state.sessionmaker = make_sessionmaker(engine)
         state.settings = settings

@@ -190,8 +190,7 @@ class AdapterController(AdapterDeletes, Controller):
         return Response(body, status_code=HTTP_201_CREATED)
 
     @get("/{ns:str}/{name:str}/versions", responses=problems(401, 404))
-    async def list_versions(self, ns: NamePart, name: NamePart, reader: AsyncEngine, db: AsyncSession,
-                            principal: Principal, request: Request, settings: Settings, limit: VersionsLimit = 100,
+    async def list_versions(self, ns: NamePart, name: NamePart, reader: AsyncEngine, principal: Principal, request: Request, settings: Settings, limit: VersionsLimit = 100,
                             before: VersionCursor = None) -> Response[VersionList]:
         """The versions, newest first, ``limit`` at a time: ``before`` (the previous answer's ``next_before``)
         continues below that version number; ``has_more`` says whether more follow (with an ETag;
@@ -200,19 +199,19 @@ class AdapterController(AdapterDeletes, Controller):
         rows = await reads.read_versions(reader, adapter, limit=limit + 1, before=before)
         more = len(rows) > limit
         rows = rows[:limit]
-        view = await inputs_view(db, principal, rows)  # queries only when some version has parents
+        view = await inputs_view(reader, principal, rows)  # queries only when some version has parents
         body = {"items": [service.describe_version(adapter, v, view=view, restrictive=settings.restrictive)
                           for v in rows],
                 "aliases": aliases, "has_more": more, "next_before": rows[-1].version if more else None}
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public, fixed=False)
 
     @get("/{ns:str}/{name:str}/versions/{ref:str}", responses=problems(401, 404))
-    async def get_version(self, ns: NamePart, name: NamePart, ref: str, reader: AsyncEngine, db: AsyncSession,
-                          principal: Principal, request: Request, settings: Settings) -> Response[VersionInfo]:
+    async def get_version(self, ns: NamePart, name: NamePart, ref: str, reader: AsyncEngine, principal: Principal,
+                          request: Request, settings: Settings) -> Response[VersionInfo]:
         """One version by number, alias or commit (with an ETag; ``If-None-Match`` answers 304). Publicly cacheable
         for good only when public and addressed by number or commit."""
         adapter, version = await reads.read_version(reader, principal, ns, name, ref)
-        view = await inputs_view(db, principal, [version])  # queries only for parents
+        view = await inputs_view(reader, principal, [version])  # queries only for parents
         body = service.describe_version(adapter, version, base_url(request, settings), view,
                                         restrictive=settings.restrictive)
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
@@ -221,18 +220,16 @@ class AdapterController(AdapterDeletes, Controller):
     @route("/{ns:str}/{name:str}/versions/{ref:str}/files/{filename:str}", http_method=["GET", "HEAD"],
            responses=problems(401, 404, 416), operation_class=file_operation())
     async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, reader: AsyncEngine,
-                       db: AsyncSession, principal: Principal, request: Request, store: BlobStore,
-                       settings: Settings) -> Response:
+                       principal: Principal, request: Request, store: BlobStore, settings: Settings) -> Response:
         """A file's bytes (Range requests supported), or a redirect to storage on S3."""
         adapter, version = await reads.read_version(reader, principal, ns, name, ref)
-        view = await inputs_view(db, principal, [version])
+        view = await inputs_view(reader, principal, [version])
         if filename in withheld(version, view):
             raise NotFound(withheld_message(f"{ns}/{name}", version.version, filename))
         f = next((f for f in version.files if f.filename == filename), None)
         if f is None:
             raise NotFound(f"{ns}/{name}@{version.version} has no file {filename!r}")
         public = adapter.visibility == "public" and view.all_public
-        await db.rollback()  # give the connection back (if the inputs were looked up) before a long download
         await count_download(request.app.state.sessionmaker, adapter.id, f, request.headers.get("range"),
                              request.method)
         redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
