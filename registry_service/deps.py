@@ -1,8 +1,8 @@
 """Dependencies injected into handlers: a database session, the reader engine, the blob store, the caller.
 
-Only handlers that write (or read in a transaction) take ``db``: the hot reads take ``reader`` and
-``principal``, neither of which opens a session (an anonymous caller costs nothing, a token's lookup is
-cached for a few seconds)."""
+Only handlers that write (or read in a transaction) take ``db``: the hot reads take ``read`` (the
+reader engine and the caller, :mod:`.domain.reading`), which opens no session (an anonymous caller
+costs nothing, a token's lookup is cached for a few seconds)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from .domain.auth.guards import PRINCIPAL_STATE, principal_of
 from .domain.auth.tokens import Principal
 from .domain.events.tokens import ACTOR_KEY
+from .domain.reading import Read
 from .settings import Settings
 from .storage import BlobStore
 
@@ -32,6 +33,13 @@ async def provide_principal(request: Request) -> Principal:
     """The caller, from the bearer token (anonymous without one, at no cost); the one a guard found,
     if any. A token is looked up in a session of its own, and only when its lookup is not cached."""
     return await principal_of(request)
+
+
+async def provide_read(request: Request) -> Read:
+    """What a hot read needs, as one dependency (:mod:`.domain.reading`): the reader, the caller (as
+    :func:`provide_principal`), the settings, the store."""
+    state = request.app.state
+    return Read(state.reader, await principal_of(request), state.settings, state.store)
 
 
 def provide_reader(state: State) -> AsyncEngine:

@@ -18,12 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...metrics import S3_DIRECT_BYTES
 from ...openapi import file_operation, hub_errors
-from ...settings import Settings
-from ...storage import BlobStore
 from ..adapters.caching import fixed_ref, json_response, redirect_cache_control
 from ..adapters.downloads import count_download, serve_file
 from ..adapters.redaction import inputs_view, visible_files, withheld
 from ..auth.tokens import Principal
+from ..reading import Read
 from . import service
 from .errors import EntryNotFound, HubError, hub_error_response
 from .schemas import ModelInfo, TreeEntry
@@ -53,13 +52,13 @@ class HubController(Controller):
 
     @route("/{ns:str}/{name:str}/resolve/{rest:path}", http_method=["GET", "HEAD"], responses=hub_errors(401, 404, 416),
            operation_class=file_operation())
-    async def resolve(self, ns: str, name: str, request: Request, reader: AsyncEngine,
-                      principal: Principal, store: BlobStore, settings: Settings) -> Response:
+    async def resolve(self, ns: str, name: str, request: Request, read: Read) -> Response:
         """A file of a revision: its bytes (Range supported), or on S3 a 302 to a presigned URL.
 
         Either answer carries ``X-Repo-Commit``, the sha256 ``ETag`` and ``X-Linked-Size``: the client
         reads the metadata from the 302 itself, since it does not follow redirects to another origin.
         """
+        reader, principal, settings, store = read.reader, read.principal, read.settings, read.store
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/resolve/"))
         adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
         view = await inputs_view(reader, principal, [version])  # queries only for parents
@@ -86,22 +85,22 @@ class HubController(Controller):
         return response
 
     @get("/api/models/{ns:str}/{name:str}", responses=hub_errors(401, 404))
-    async def info(self, ns: str, name: str, request: Request, reader: AsyncEngine,
-                   principal: Principal, blobs: bool = False) -> Response[ModelInfo]:
+    async def info(self, ns: str, name: str, request: Request, read: Read, blobs: bool = False
+                   ) -> Response[ModelInfo]:
         """``model_info`` at the default branch (the latest version)."""
-        return await self._info(request, reader, principal, ns, name, service.DEFAULT_BRANCH, blobs)
+        return await self._info(request, read.reader, read.principal, ns, name, service.DEFAULT_BRANCH, blobs)
 
     @get("/api/models/{ns:str}/{name:str}/revision/{rest:path}", responses=hub_errors(401, 404))
-    async def info_at(self, ns: str, name: str, request: Request, reader: AsyncEngine,
-                      principal: Principal, blobs: bool = False) -> Response[ModelInfo]:
+    async def info_at(self, ns: str, name: str, request: Request, read: Read, blobs: bool = False
+                      ) -> Response[ModelInfo]:
         """``model_info``/``repo_info`` at a revision; its ``sha`` is the version's commit."""
         revision = unquote(raw_tail(request, f"/{ns}/{name}/revision/").strip("/"))
-        return await self._info(request, reader, principal, ns, name, revision, blobs)
+        return await self._info(request, read.reader, read.principal, ns, name, revision, blobs)
 
     @get("/api/models/{ns:str}/{name:str}/tree/{rest:path}", responses=hub_errors(401, 404))
-    async def tree(self, ns: str, name: str, request: Request, reader: AsyncEngine,
-                   principal: Principal) -> Response[list[TreeEntry]]:
+    async def tree(self, ns: str, name: str, request: Request, read: Read) -> Response[list[TreeEntry]]:
         """The files of a revision (a version's files sit at the root: there are no folders)."""
+        reader, principal = read.reader, read.principal
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/tree/"))
         adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
         path = path.strip("/")
