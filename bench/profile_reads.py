@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import pstats
 import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +64,8 @@ def profile(args: argparse.Namespace) -> None:
     """cProfile inside one API process served from this interpreter, one ``.prof`` per case."""
     import uvicorn
 
-    from registry_service.app import create_app
     from registry_service.logs import log_config
-    from registry_service.serving import NoDelayH11Protocol
+    from registry_service.serving import NoDelayH11Protocol, served_app
     from registry_service.settings import Settings
 
     root = Path(tempfile.mkdtemp(prefix="profile-reads-"))
@@ -72,9 +73,19 @@ def profile(args: argparse.Namespace) -> None:
     pg, db_url, commit, token = seeded(root)
     port = free_port()
     settings = Settings(database_url=db_url, data_dir=root / "api", log_level="warning", apply_migrations=False)
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, http=NoDelayH11Protocol,
+    config = uvicorn.Config(served_app(settings), host="127.0.0.1", port=port, http=NoDelayH11Protocol,
                             log_config=log_config("warning"), server_header=False)
     server = uvicorn.Server(config)
+    gc_time = [0.0, 0.0, 0.0]  # seconds in the garbage collector, by generation
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_time[info["generation"]] += time.perf_counter() - gc_started[0]
+
+    gc.callbacks.append(on_gc)
 
     async def drive() -> None:
         while not server.started:
@@ -86,9 +97,11 @@ def profile(args: argparse.Namespace) -> None:
         for name, (url, headers) in cases.items():
             await asyncio.to_thread(wrk, url, 2, headers)  # warm
             prof = cProfile.Profile()
+            gc_time[:] = [0.0, 0.0, 0.0]
             prof.enable()
             r = await asyncio.to_thread(wrk, url, args.seconds, headers)
             prof.disable()
+            print(f"garbage collection by generation, s: {' '.join(f'{t:.3f}' for t in gc_time)}")
             path = args.out / f"{name}.prof"
             prof.dump_stats(path)
             print(f"\n===== {name}: {r['req_s']:.0f} req/s under the profiler (p99 {r['p99_ms']:.0f} ms); {path}")
