@@ -7,10 +7,11 @@ prints the top functions by cumulative and own time, and writes ``.prof`` files 
 
 ``ab OLD_ROOT``: the same database served by two API processes, one from the source tree ``OLD_ROOT``
 (e.g. a worktree of ``main``) and one from this tree, and ``wrk`` alternating between them, case by
-case, for ``--rounds`` rounds; prints medians and new/old ratios.
+case, for ``--rounds`` rounds; prints medians and new/old ratios (``--ceiling``: and the bare
+``SELECT 1`` app of ``bench_metadata.py``, twice a round, with every case's ratio to it).
 
 Run: ``.venv/bin/python bench/profile_reads.py profile [--seconds 8] [--out /tmp/prof]``
-     ``.venv/bin/python bench/profile_reads.py ab /work/main [--rounds 5 --seconds 5]``
+     ``.venv/bin/python bench/profile_reads.py ab /work/main [--rounds 5 --seconds 5] [--ceiling]``
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
-from bench_metadata import Process, database, seed_ours, start_postgres, wrk  # noqa: E402
+from bench_metadata import Process, database, seed_ours, start_ceiling, start_postgres, wrk  # noqa: E402
 from bench_serving import Server, free_port  # noqa: E402
 
 
@@ -49,14 +50,18 @@ def read_cases(url: str, commit: str, token: str) -> dict[str, tuple[str, dict[s
 
 
 def seeded(root: Path) -> tuple[Any, str, str, str]:
-    """An embedded PostgreSQL with a seeded registry database: (server, registry URL, commit, token)."""
-    pg, url = start_postgres(root, ("registry",))
+    """An embedded PostgreSQL with a seeded registry database (and an empty one, ``bare``, for the
+    ceiling app): (server, registry URL, commit, token)."""
+    pg, url = start_postgres(root, ("registry", "bare"))
     db_url = database(url, "registry", "asyncpg")
     server = Server(1, database_url=db_url, data=root / "seed", seed=True, big=False)
     try:
         commit, token = seed_ours(server)
     finally:
         server.stop()
+    from registry_service.db.session import apply_migrations
+
+    apply_migrations(db_url)  # this tree's newest migrations (the seeding server may be older code)
     return pg, db_url, commit, token
 
 
@@ -131,7 +136,7 @@ def serve_from(tree: Path, db_url: str, data: Path) -> Process:
     old = Path.cwd()
     os.chdir(tree)
     try:
-        return Process(cmd, "/readyz", env, f"registry-{tree.name}", port)
+        return Process(cmd, "/api/v1/health", env, f"registry-{tree.name}", port)  # /readyz wants its head
     finally:
         os.chdir(old)
 
@@ -146,17 +151,24 @@ def ab(args: argparse.Namespace) -> None:
         for label, tree in trees.items():
             procs[label] = serve_from(tree, db_url, root / label)
         plans = {label: read_cases(p.url, commit, token) for label, p in procs.items()}
+        ceiling = None
+        if args.ceiling:
+            ceiling = start_ceiling(database(db_url, "bare", "asyncpg"), 1)
+            procs["ceiling"] = ceiling
+            plans["ceiling"] = {"SELECT 1": (ceiling.url + "/select1", {})}
         for plan in plans.values():
             for url, headers in plan.values():
                 httpx.get(url, headers=headers, timeout=30).raise_for_status()
                 wrk(url, 1, headers)
         raw: dict[str, dict[str, list[float]]] = {label: {k: [] for k in plans[label]} for label in plans}
         for rnd in range(args.rounds):
-            for case in plans["new"]:
-                order = ("old", "new") if (rnd + len(raw["old"][case])) % 2 == 0 else ("new", "old")
+            for i, case in enumerate(plans["new"]):
+                order = ("old", "new") if (rnd + i) % 2 == 0 else ("new", "old")
                 for label in order:
                     url, headers = plans[label][case]
                     raw[label][case].append(wrk(url, args.seconds, headers)["req_s"])
+                if ceiling is not None and case in ("number", "commit"):  # the ceiling twice a round
+                    raw["ceiling"]["SELECT 1"].append(wrk(ceiling.url + "/select1", args.seconds, {})["req_s"])
             print(f"round {rnd + 1}/{args.rounds} done", flush=True)
     finally:
         for p in procs.values():
@@ -172,6 +184,11 @@ def ab(args: argparse.Namespace) -> None:
         pairs = " ".join(f"{b / a:.2f}" for a, b in zip(raw["old"][case], raw["new"][case], strict=True))
         print(f"{case:<14} {o:>10.0f} {n:>10.0f} {n / o:>8.2f}   {pairs}")
     print(f"new: by number with a token / anonymous: {statistics.median(raw['new']['number+token']) / anonymous:.2f}")
+    if "ceiling" in raw:
+        bare = statistics.median(raw["ceiling"]["SELECT 1"])
+        print(f"ceiling SELECT 1: {bare:.0f} req/s; / ceiling, old and new: " + ", ".join(
+            f"{case} {statistics.median(raw['old'][case]) / bare:.2f} {statistics.median(raw['new'][case]) / bare:.2f}"
+            for case in plans["new"]))
 
 
 def main() -> None:
@@ -185,6 +202,7 @@ def main() -> None:
     a.add_argument("old", type=Path, help="the source tree to compare with (e.g. a worktree of main)")
     a.add_argument("--rounds", type=int, default=5)
     a.add_argument("--seconds", type=float, default=5.0)
+    a.add_argument("--ceiling", action="store_true", help="also the bare SELECT 1 app (bench/metadata_ceiling.py)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("needs wrk: apt-get install -y wrk")
