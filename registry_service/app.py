@@ -23,7 +23,7 @@ from sdk.errors import AdapterError, ValidationFailed
 
 from .db.models import ApiToken
 from .db.session import head_revision, make_engine, make_reader, make_sessionmaker, open_database
-from .deps import provide_db, provide_principal, provide_reader, provide_settings, provide_store
+from .deps import provide_db, provide_principal, provide_read, provide_reader, provide_settings, provide_store
 from .domain.adapters.controller import AdapterController
 from .domain.adapters.uploads import UploadController
 from .domain.auth.controller import TokenController
@@ -96,7 +96,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         await asyncio.to_thread(head_revision)  # read the packaged migrations once, for /readyz
         engine = make_engine(url, settings.database_pool_size, settings.database_max_overflow)
         state.engine = engine
-        state.reader = make_reader(url, max(2, settings.database_pool_size // 2), settings.database_max_overflow // 2)
+        # the reader keeps open what it could open before at most (half the pool and half the overflow)
+        state.reader = make_reader(url, max(2, settings.database_pool_size // 2 + settings.database_max_overflow // 2))
         watch_token_writes(engine)  # this process refuses a token it revokes at once (token_cache)
         state.sessionmaker = make_sessionmaker(engine)
         state.settings = settings
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal),
+            "read": Provide(provide_read),
             "reader": Provide(provide_reader, sync_to_thread=False),
             "store": Provide(provide_store, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),

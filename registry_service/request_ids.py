@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
+import secrets
 from contextvars import ContextVar
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,7 +46,7 @@ def sane_request_id(value: str | bytes | None) -> str | None:
 
 def new_request_id() -> str:
     """A fresh request id: 32 random hex digits."""
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 class RequestIdMiddleware:

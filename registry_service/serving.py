@@ -25,6 +25,7 @@ metrics files) and the embedded PostgreSQL stops last.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import socket
@@ -54,11 +55,28 @@ class NoDelayH11Protocol(H11Protocol):
         super().connection_made(transport)
 
 
-def app_from_env() -> Litestar:
-    """The app of one API process, configured from the environment (uvicorn's factory)."""
+def freeze_startup_heap() -> None:
+    """Collect once, then move every object alive (the app, torch, SQLAlchemy's metadata, …) into the
+    garbage collector's permanent generation (:func:`gc.freeze`): they live as long as the process, and
+    each full collection used to walk them all again — a twelfth of a metadata read's CPU, in pauses of
+    a few hundred milliseconds. Only objects made after start-up are collected from then on."""
+    gc.collect()
+    gc.freeze()
+
+
+def served_app(settings: Settings) -> Litestar:
+    """The app as ``serve`` runs it: :func:`registry_service.app.create_app`, with the heap frozen once it
+    has started (:func:`freeze_startup_heap`)."""
     from .app import create_app
 
-    return create_app(Settings.from_env())
+    app = create_app(settings)
+    app.on_startup.append(freeze_startup_heap)
+    return app
+
+
+def app_from_env() -> Litestar:
+    """The app of one API process, configured from the environment (uvicorn's factory)."""
+    return served_app(Settings.from_env())
 
 
 def prepare_database(settings: Settings) -> tuple[dict[str, str], Any]:
@@ -87,9 +105,7 @@ def run_server(settings: Settings) -> None:
     if settings.workers == 1:
         # One process: the app itself starts (and stops) the embedded PostgreSQL and migrates. uvicorn
         # re-raises SIGTERM after its graceful shutdown, so nothing may wait for uvicorn.run to return.
-        from .app import create_app
-
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(served_app(settings), **options)
         return
     from .metrics import MULTIPROC_ENV  # the supervisor itself imports neither the app nor torch
 
@@ -106,4 +122,5 @@ def run_server(settings: Settings) -> None:
             cleanup()
 
 
-__all__ = ["NoDelayH11Protocol", "app_from_env", "prepare_database", "run_server"]
+__all__ = ["NoDelayH11Protocol", "app_from_env", "freeze_startup_heap", "prepare_database", "run_server",
+           "served_app"]

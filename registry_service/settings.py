@@ -165,9 +165,10 @@ class Settings(_EnvSettings):
     s3_public_endpoint: str | None = None
     #: Connections each process keeps to S3 (boto3's pool).
     s3_max_connections: int = Field(32, ge=1, le=1024)
-    #: Connections each API process keeps to PostgreSQL.
+    #: Connections each API process keeps to PostgreSQL for writes and transactions; its reads keep
+    #: half of this plus half of ``database_max_overflow`` more, opened as needed and then kept.
     database_pool_size: int = Field(10, ge=1, le=500)
-    #: Connections an API process may open beyond its pool under load.
+    #: Connections an API process may open beyond its write pool under load (closed again after).
     database_max_overflow: int = Field(20, ge=0, le=500)
     #: The URL clients reach the service at (links in answers); default: the request's own.
     public_url: str | None = None

@@ -91,11 +91,16 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncE
     return engine
 
 
-def make_reader(url: str, pool_size: int = 5, max_overflow: int = 10) -> AsyncEngine:
+def make_reader(url: str, size: int = 15) -> AsyncEngine:
     """An engine for single-statement reads (:func:`read_once`): autocommit, so a read is one round
     trip (no BEGIN, no ROLLBACK), and no ping before each use (a connection PostgreSQL dropped
-    fails its statement, and :func:`read_once` tries once more on a fresh one)."""
-    engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow,
+    fails its statement, and :func:`read_once` tries once more on a fresh one).
+
+    Its pool is ``size`` connections kept open, with no overflow: under load, a read waits for one of
+    them rather than opening a connection of its own. (An overflow connection is closed as soon as it
+    is given back while the pool is full, so a burst of reads used to open and close connections all
+    the time, each new one costing PostgreSQL a backend and asyncpg a round of type introspection.)"""
+    engine = create_async_engine(async_url(url), pool_size=size, max_overflow=0,
                                  isolation_level="AUTOCOMMIT", connect_args={"timeout": CONNECT_TIMEOUT_S})
     event.listen(engine.sync_engine, "do_connect", _connect)
     return engine

@@ -106,6 +106,11 @@ async def test_metrics_count_requests_by_route_and_status_with_latency(registry:
     assert delta("adapter_registry_request_duration_seconds_sum", pushes("201")) > 0
     inf = delta("adapter_registry_request_duration_seconds_bucket", lambda lb: pushes("201")(lb) and lb["le"] == "+Inf")
     assert inf == 1
+    # both pushes are over: the in-progress gauge went up and back down (labelled as Litestar labels it)
+    progress = [v for n, lb, v in after if n == "adapter_registry_requests_in_progress"
+                and lb.get("path") == PUSH_PATH and lb.get("method") == "POST"]
+    assert progress == [0]
+    assert total(after, "adapter_registry_requests_in_progress", lambda lb: lb.get("path") == "/metrics") == 1
     received = delta("adapter_registry_http_received_bytes_total", lambda lb: lb["path"] == PUSH_PATH)
     assert received >= 2 * size  # both pushes' bodies, each carrying the weights
 

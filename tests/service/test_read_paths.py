@@ -202,3 +202,45 @@ async def test_a_private_version_is_never_served_from_a_fast_path_to_who_cannot_
     await sql(reg, "UPDATE adapter SET visibility = 'private'")  # and back: nothing stale is served
     assert await codes(None) <= {401, 404} and await codes(stranger) <= {401, 404}
     assert "p0" not in (await reg.client.get(ADAPTERS, params={"q": "p0"}, headers=reg.auth(stranger))).text
+
+
+async def test_text_search_matches_every_field_and_nothing_else(local_registry: Registry) -> None:
+    """Each word (case-insensitive, ``%``/``_`` literal) must appear in the name, namespace, description,
+    a tag or the base model's ``ns/name``; the answer is what that rule says of every row, the private
+    adapter left out (migration 0013 changed how the tags and base model are matched, not what matches)."""
+    reg = local_registry
+    await sql(reg, "INSERT INTO base_model (namespace, name, signature, fingerprint) VALUES "
+                   "('meta', 'Llama-3', '{}', 'f1'), ('org', 'mistral_7b', '{}', 'f2')")
+    rows = [  # namespace, name, base model, description, tags, visibility
+        ("alice", "legal-qa", "Llama-3", "answers contracts", ["law", "en"], "public"),
+        ("bob", "coder", "mistral_7b", "writes SQL 100%", ["code"], "public"),
+        ("carol", "poet", "Llama-3", "", ["Verse", "legalese"], "public"),
+        ("dave", "plain", "mistral_7b", "nothing special", [], "public"),
+        ("erin", "secret-legal", "Llama-3", "", ["law"], "private"),
+    ]
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from registry_service.db.session import async_url
+
+    engine = create_async_engine(async_url(reg.db_url))
+    async with engine.begin() as conn:
+        for ns, name, base, desc, tags, vis in rows:
+            await conn.execute(text(
+                "INSERT INTO adapter (namespace, name, base_model_id, method, description, tags, visibility, "
+                "next_version) VALUES (:ns, :name, (SELECT id FROM base_model WHERE name = :base), 'LORA', :desc, "
+                ":tags, :vis, 1)"), {"ns": ns, "name": name, "base": base, "desc": desc, "tags": tags, "vis": vis})
+    await engine.dispose()
+
+    def expected(q: str) -> set[str]:
+        bases = {"Llama-3": "meta/Llama-3", "mistral_7b": "org/mistral_7b"}
+        return {f"{ns}/{name}" for ns, name, base, desc, tags, vis in rows if vis == "public" and all(
+            any(w.lower() in f.lower() for f in (ns, name, desc, " ".join(tags), bases[base])) for w in q.split())}
+
+    for q in ("legal", "LAW", "llama", "meta/llama", "mistral_7", "7b", "verse", "100%", "_", "law en", "legal law",
+              "a/l", "nothing-at-all", "legalese contracts"):
+        r = await reg.client.get(ADAPTERS, params={"q": q, "page_size": 100})
+        assert r.status_code == 200, r.text
+        found = {a["name"] for a in r.json()["items"]}
+        assert found == expected(q), q
+    assert expected("legal") == {"alice/legal-qa", "carol/poet"}  # the rule itself: name, and a tag's substring
+    assert expected("llama") == {"alice/legal-qa", "carol/poet"}  # the base model's name

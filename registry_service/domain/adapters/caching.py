@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from litestar import Request, Response
+from litestar import MediaType, Request, Response
 
 from ...names import COMMIT
 
@@ -59,7 +59,12 @@ def file_etag(sha256: str) -> str:
 
 def body_etag(body: Any) -> str:
     """A JSON body's ETag: a hash of its encoding (weak: the same JSON may be encoded otherwise)."""
-    return f'W/"{hashlib.sha256(msgspec.json.encode(body)).hexdigest()[:32]}"'
+    return encoded_etag(msgspec.json.encode(body))
+
+
+def encoded_etag(encoded: bytes) -> str:
+    """The ETag of a JSON body already encoded (:func:`body_etag`)."""
+    return f'W/"{hashlib.sha256(encoded).hexdigest()[:32]}"'
 
 
 def matches(if_none_match: str | None, etag: str) -> bool:
@@ -76,13 +81,14 @@ def not_modified(etag: str, cache: str, extra: Mapping[str, str] | None = None) 
 
 
 def json_response(request: Request, body: Any, *, public: bool, fixed: bool) -> Response:
-    """``body`` as JSON with its ETag and ``Cache-Control``, or 304 when the client has it already."""
-    etag = body_etag(body)
+    """``body`` as JSON with its ETag and ``Cache-Control``, or 304 when the client has it already (the
+    body is encoded once: the ETag is the hash of the very bytes sent)."""
+    encoded = msgspec.json.encode(body)
+    etag = encoded_etag(encoded)
     cache = cache_control(public=public, fixed=fixed)
     if matches(request.headers.get("if-none-match"), etag):
         return not_modified(etag, cache)
-    return Response(body, headers={"ETag": etag, "Cache-Control": cache})
+    return Response(encoded, media_type=MediaType.JSON, headers={"ETag": etag, "Cache-Control": cache})
 
-
-__all__ = ["IMMUTABLE", "PRIVATE", "REVALIDATE", "body_etag", "cache_control", "file_etag", "fixed_ref",
-           "json_response", "matches", "not_modified", "redirect_cache_control"]
+__all__ = ["IMMUTABLE", "PRIVATE", "REVALIDATE", "body_etag", "cache_control", "encoded_etag", "file_etag",
+           "fixed_ref", "json_response", "matches", "not_modified", "redirect_cache_control"]

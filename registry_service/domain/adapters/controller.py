@@ -10,7 +10,7 @@ from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...body_limits import body_limit, upload_slot
 from ...db.models import Alias
@@ -26,6 +26,7 @@ from ..events import new_event
 from ..lifecycle.controller import AdapterDeletes
 from ..payloads import upload_payload
 from ..quotas import check_quota
+from ..reading import Read
 from . import reads, search, service
 from .alias_history import MAX_HISTORY_PAGE, history, record_moves
 from .caching import fixed_ref, json_response
@@ -96,8 +97,7 @@ class AdapterController(AdapterDeletes, Controller):
     @get("/", responses=problems(401))
     async def list_adapters(
         self,
-        reader: AsyncEngine,
-        principal: Principal,
+        read: Read,
         base_model: str | None = None,
         method: str | None = None,
         tag: str | None = None,
@@ -118,19 +118,18 @@ class AdapterController(AdapterDeletes, Controller):
         offset). ``total``: the number of matches when the page is the last one, or with ``count=true``
         (up to 1,000; ``total_exact`` says whether that is all); null otherwise, since a count scans every
         match."""
-        found = await search.search_adapters(reader, principal, base_model=base_model, method=method, tag=tag, q=q,
-                                             page=page, page_size=min(max(page_size, 1), 100), cursor=cursor,
-                                             serves=serves, max_lora_rank=max_lora_rank,
+        found = await search.search_adapters(read.reader, read.principal, base_model=base_model, method=method,
+                                             tag=tag, q=q, page=page, page_size=min(max(page_size, 1), 100),
+                                             cursor=cursor, serves=serves, max_lora_rank=max_lora_rank,
                                              count_upto=search.MAX_COUNTED if count and not cursor else 0)
         return {"items": [service.describe_adapter(a) for a in found.items], "total": found.total,
                 "total_exact": found.total_exact, "page": page, "has_more": found.has_more,
                 "next_cursor": found.next_cursor}
 
     @get("/{ns:str}/{name:str}", responses=problems(401, 404))
-    async def get_adapter(self, ns: NamePart, name: NamePart, reader: AsyncEngine, principal: Principal
-                          ) -> AdapterInfo:
+    async def get_adapter(self, ns: NamePart, name: NamePart, read: Read) -> AdapterInfo:
         """An adapter with its aliases."""
-        adapter, aliases = await reads.read_adapter(reader, principal, ns, name)
+        adapter, aliases = await reads.read_adapter(read.reader, read.principal, ns, name)
         return service.describe_adapter(adapter, aliases)
 
     @patch("/{ns:str}/{name:str}", guards=[writer], responses=problems(401, 403, 404, 413))
@@ -190,53 +189,52 @@ class AdapterController(AdapterDeletes, Controller):
         return Response(body, status_code=HTTP_201_CREATED)
 
     @get("/{ns:str}/{name:str}/versions", responses=problems(401, 404))
-    async def list_versions(self, ns: NamePart, name: NamePart, reader: AsyncEngine, db: AsyncSession,
-                            principal: Principal, request: Request, settings: Settings, limit: VersionsLimit = 100,
-                            before: VersionCursor = None) -> Response[VersionList]:
+    async def list_versions(self, ns: NamePart, name: NamePart, read: Read, request: Request,
+                            limit: VersionsLimit = 100, before: VersionCursor = None) -> Response[VersionList]:
         """The versions, newest first, ``limit`` at a time: ``before`` (the previous answer's ``next_before``)
         continues below that version number; ``has_more`` says whether more follow (with an ETag;
         revalidated by caches, it changes with every push)."""
+        reader, principal = read.reader, read.principal
         adapter, aliases = await reads.read_adapter(reader, principal, ns, name)
         rows = await reads.read_versions(reader, adapter, limit=limit + 1, before=before)
         more = len(rows) > limit
         rows = rows[:limit]
-        view = await inputs_view(db, principal, rows)  # queries only when some version has parents
-        body = {"items": [service.describe_version(adapter, v, view=view, restrictive=settings.restrictive)
+        view = await inputs_view(reader, principal, rows)  # queries only when some version has parents
+        body = {"items": [service.describe_version(adapter, v, view=view, restrictive=read.settings.restrictive)
                           for v in rows],
                 "aliases": aliases, "has_more": more, "next_before": rows[-1].version if more else None}
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public, fixed=False)
 
     @get("/{ns:str}/{name:str}/versions/{ref:str}", responses=problems(401, 404))
-    async def get_version(self, ns: NamePart, name: NamePart, ref: str, reader: AsyncEngine, db: AsyncSession,
-                          principal: Principal, request: Request, settings: Settings) -> Response[VersionInfo]:
+    async def get_version(self, ns: NamePart, name: NamePart, ref: str, read: Read, request: Request
+                          ) -> Response[VersionInfo]:
         """One version by number, alias or commit (with an ETag; ``If-None-Match`` answers 304). Publicly cacheable
         for good only when public and addressed by number or commit."""
-        adapter, version = await reads.read_version(reader, principal, ns, name, ref)
-        view = await inputs_view(db, principal, [version])  # queries only for parents
-        body = service.describe_version(adapter, version, base_url(request, settings), view,
-                                        restrictive=settings.restrictive)
+        adapter, version = await reads.read_version(read.reader, read.principal, ns, name, ref)
+        view = await inputs_view(read.reader, read.principal, [version])  # queries only for parents
+        body = service.describe_version(adapter, version, base_url(request, read.settings), view,
+                                        restrictive=read.settings.restrictive)
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
                              fixed=fixed_ref(ref))
 
     @route("/{ns:str}/{name:str}/versions/{ref:str}/files/{filename:str}", http_method=["GET", "HEAD"],
            responses=problems(401, 404, 416), operation_class=file_operation())
-    async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, reader: AsyncEngine,
-                       db: AsyncSession, principal: Principal, request: Request, store: BlobStore,
-                       settings: Settings) -> Response:
+    async def download(self, ns: NamePart, name: NamePart, ref: str, filename: str, read: Read, request: Request
+                       ) -> Response:
         """A file's bytes (Range requests supported), or a redirect to storage on S3."""
+        reader, principal, settings = read.reader, read.principal, read.settings
         adapter, version = await reads.read_version(reader, principal, ns, name, ref)
-        view = await inputs_view(db, principal, [version])
+        view = await inputs_view(reader, principal, [version])
         if filename in withheld(version, view):
             raise NotFound(withheld_message(f"{ns}/{name}", version.version, filename))
         f = next((f for f in version.files if f.filename == filename), None)
         if f is None:
             raise NotFound(f"{ns}/{name}@{version.version} has no file {filename!r}")
         public = adapter.visibility == "public" and view.all_public
-        await db.rollback()  # give the connection back (if the inputs were looked up) before a long download
         await count_download(request.app.state.sessionmaker, adapter.id, f, request.headers.get("range"),
                              request.method)
         redirect = settings.redirect_downloads and settings.uses_s3 and request.query_params.get("stream") != "1"
-        return await serve_file(store, f, request.headers.get("range"), redirect=redirect,
+        return await serve_file(read.store, f, request.headers.get("range"), redirect=redirect,
                                 expires=settings.presign_expires_s, head=request.method == "HEAD",
                                 public=public, fixed=fixed_ref(ref), if_none_match=request.headers.get("if-none-match"))
 

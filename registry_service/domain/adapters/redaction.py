@@ -21,10 +21,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ...db.models import Adapter, AdapterVersion, File
+from ...db.session import read_once
 from ..auth.tokens import Principal
 from .reads import FileRow, VersionRow
 
@@ -58,20 +59,31 @@ class InputsView:
         return any(parent_adapter(p) in self.hidden for p in parents or [])
 
 
-async def inputs_view(db: AsyncSession, viewer: Principal, versions: Iterable[AdapterVersion | VersionRow]
-                      ) -> InputsView:
-    """Which inputs of ``versions`` ``viewer`` cannot read (one query for all of them)."""
+async def inputs_view(db: AsyncSession | AsyncEngine, viewer: Principal,
+                      versions: Iterable[AdapterVersion | VersionRow]) -> InputsView:
+    """Which inputs of ``versions`` ``viewer`` cannot read (one query for all of them, and none when no
+    version has parents). ``db``: a session, or the reader engine (one autocommit round trip)."""
     return await inputs_view_of(db, viewer, [p for v in versions for p in (v.parents or [])])
 
 
-async def inputs_view_of(db: AsyncSession, viewer: Principal, entries: Iterable[Any]) -> InputsView:
-    """Which of these parents (or merge-job inputs) ``viewer`` cannot read."""
+def _inputs_statement(names: set[str]) -> Select[Any] | None:
+    pairs = [n.split("/", 1) for n in names if "/" in n]
+    if not pairs:
+        return None
+    return select(Adapter.namespace, Adapter.name, Adapter.visibility).where(
+        or_(*(and_(Adapter.namespace == ns, Adapter.name == name) for ns, name in pairs)))
+
+
+async def inputs_view_of(db: AsyncSession | AsyncEngine, viewer: Principal, entries: Iterable[Any]) -> InputsView:
+    """Which of these parents (or merge-job inputs) ``viewer`` cannot read; ``db`` as :func:`inputs_view`."""
     names = {n for p in entries if (n := parent_adapter(p))}
     if not names:
         return InputsView()
-    pairs = [n.split("/", 1) for n in names if "/" in n]
-    rows = (await db.execute(select(Adapter.namespace, Adapter.name, Adapter.visibility).where(
-        or_(*(and_(Adapter.namespace == ns, Adapter.name == name) for ns, name in pairs))))).all() if pairs else []
+    statement = _inputs_statement(names)
+    rows: Iterable[Any] = []
+    if statement is not None:
+        rows = (await read_once(db, statement, {}) if isinstance(db, AsyncEngine)
+                else (await db.execute(statement)).all())
     found = {f"{ns}/{name}": visibility for ns, name, visibility in rows}
     readable = {n for n, vis in found.items() if vis == "public" or viewer.can_read(n.split("/", 1)[0])}
     return InputsView(frozenset(names - readable), all(found.get(n) == "public" for n in names))

@@ -10,7 +10,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
 
-from sqlalchemy import ColumnElement, Row, exists, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Row, any_, exists, func, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ...db.models import Adapter, AdapterVersion, Alias, BaseModel
@@ -89,13 +90,20 @@ def search_words(q: str | None) -> list[str]:
 
 def text_conditions(q: str | None) -> list[ColumnElement[bool]]:
     """One SQL condition per word of ``q``: the word (``%`` and ``_`` taken literally) appears, in any case,
-    in the adapter's name, namespace, description or tags, or in its base model's ``ns/name``."""
+    in the adapter's name, namespace, description or tags, or in its base model's ``ns/name``.
+
+    Every arm is on the adapter's own row, so that trigram indexes (migrations 0008 and 0013, where
+    ``pg_trgm`` exists) can serve them all: the tags through ``adapter_tags_text`` (an indexable
+    ``array_to_string``), the base model as ``base_model_id = ANY(the matching base models)``."""
     out = []
+    bm = BaseModel.__table__.alias("text_bm")
     for word in search_words(q):
         like = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        fields = (Adapter.name, Adapter.namespace, Adapter.description, func.array_to_string(Adapter.tags, " "),
-                  BaseModel.namespace + "/" + BaseModel.name)
-        out.append(or_(*(f.ilike(like, escape="\\") for f in fields)))
+        matching = (bm.c.namespace + "/" + bm.c.name).ilike(like, escape="\\")
+        # cast: ANY of an array (an index condition), not ANY of a subquery (a filter run on every row)
+        base_models = select(func.array_agg(bm.c.id)).where(matching).scalar_subquery().cast(ARRAY(bm.c.id.type))
+        fields = (Adapter.name, Adapter.namespace, Adapter.description, func.adapter_tags_text(Adapter.tags))
+        out.append(or_(*(f.ilike(like, escape="\\") for f in fields), Adapter.base_model_id == any_(base_models)))
     return out
 
 

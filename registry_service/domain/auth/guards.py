@@ -13,23 +13,26 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from ...errors import Unauthorized
-from .tokens import ANONYMOUS, Principal, resolve
+from .tokens import ANONYMOUS, Principal, bearer_digest, cached_principal, lookup_principal
 
 #: Where the caller is kept on ``request.state`` once it is known.
 PRINCIPAL_STATE = "principal"
 
 
 async def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    """The caller of ``connection`` from its bearer token (resolved once per request, in its own session)."""
-    known = connection.state.get(PRINCIPAL_STATE)
+    """The caller of ``connection`` from its bearer token, resolved once per request and kept on the
+    request. No database session is opened unless the token's lookup is not cached (:mod:`.token_cache`)."""
+    state = connection.scope.setdefault("state", {})
+    known = state.get(PRINCIPAL_STATE)
     if isinstance(known, Principal):
         return known
-    authorization = connection.headers.get("authorization")
-    if not authorization:
-        return ANONYMOUS
-    async with connection.app.state.sessionmaker() as db:
-        principal = await resolve(db, authorization)
-    connection.state[PRINCIPAL_STATE] = principal
+    digest = bearer_digest(connection.headers.get("authorization"))
+    if digest is None:
+        principal = ANONYMOUS
+    elif (principal := cached_principal(digest)) is None:
+        async with connection.app.state.sessionmaker() as db:
+            principal = await lookup_principal(db, digest)
+    state[PRINCIPAL_STATE] = principal
     return principal
 
 

@@ -131,25 +131,43 @@ async def principal_by_id(db: AsyncSession, token_id: int | None) -> Principal:
     return token_principal(row)
 
 
-async def resolve(db: AsyncSession, authorization: str | None) -> Principal:
-    """The principal for an ``Authorization`` header value (anonymous when absent)."""
+def bearer_digest(authorization: str | None) -> str | None:
+    """The stored form (sha256) of the bearer token of an ``Authorization`` header value; None when
+    absent (anonymous); :class:`Unauthorized` when the header is not ``Bearer <token>``."""
     if not authorization:
-        return ANONYMOUS
+        return None
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-    digest = hash_token(token.strip())
-    # A lookup is reused for a few seconds (token_cache: the bound on how late another process sees a
-    # revocation; the revoking process forgets at once); the expiry is checked on every request either way.
+    return hash_token(token.strip())
+
+
+def cached_principal(digest: str) -> Principal | None:
+    """The principal of token ``digest`` from this process's recent lookups (:mod:`.token_cache`: the bound
+    on how late another process's revocation is seen; the revoking process forgets at once), with its
+    expiry checked now; None when it must be looked up."""
     cached = TOKENS.get(digest)
     if cached is None:
-        generation = TOKENS.generation
-        row = (await db.execute(select(ApiToken).where(ApiToken.token_sha256 == digest))).scalar_one_or_none()
-        principal = token_principal(row)
-        assert row is not None  # token_principal refused a missing row
-        TOKENS.put(digest, principal, row.expires_at, generation)
-        return principal
+        return None
     principal, expires_at = cached
     if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
         raise Unauthorized("this token has expired")
     return principal
+
+
+async def lookup_principal(db: AsyncSession, digest: str) -> Principal:
+    """The principal of token ``digest`` as the database has it (the lookup is then cached for a few seconds)."""
+    generation = TOKENS.generation
+    row = (await db.execute(select(ApiToken).where(ApiToken.token_sha256 == digest))).scalar_one_or_none()
+    principal = token_principal(row)
+    assert row is not None  # token_principal refused a missing row
+    TOKENS.put(digest, principal, row.expires_at, generation)
+    return principal
+
+
+async def resolve(db: AsyncSession, authorization: str | None) -> Principal:
+    """The principal for an ``Authorization`` header value (anonymous when absent)."""
+    digest = bearer_digest(authorization)
+    if digest is None:
+        return ANONYMOUS
+    return cached_principal(digest) or await lookup_principal(db, digest)

@@ -1,8 +1,8 @@
 """Token events without a call site: whenever a flush inserts an ``api_token`` row, or sets one's
 ``revoked``, a ``token.created`` / ``token.revoked`` event is written by that flush (whichever path
 made the change: the API, ``adapter-registry token``, the bootstrap admin token). The actor is the
-principal the request's session carries (:data:`ACTOR_KEY`, set by the ``principal`` dependency),
-else the service itself."""
+principal the request's session carries (:data:`ACTOR_KEY`: a principal, or a function that says the
+request's caller once it is known; set by the ``db`` dependency), else the service itself."""
 
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ from ...db.models import ApiToken, Event
 from ...request_ids import current_request_id
 from ..webhooks.fanout import queue_deliveries
 
-#: Key in ``Session.info`` of the principal a request's session acts for.
+#: Key in ``Session.info`` of the principal a request's session acts for (or of a function answering it).
 ACTOR_KEY = "actor"
 SERVICE_ACTOR = "adapter-registry"
 
 
 def _record(session: Session, kind: str, token: ApiToken) -> None:
     actor = session.info.get(ACTOR_KEY)
+    if callable(actor):
+        actor = actor()
     details = {"token": token.id, "name": token.name, "scopes": sorted(token.scopes or []),
                "expires_at": token.expires_at.isoformat() if token.expires_at else None}
     event_id = session.connection().execute(insert(Event).values(

@@ -14,16 +14,15 @@ from litestar import Controller, Request, Response, get, route
 from litestar.exceptions import HTTPException
 from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import Redirect
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...metrics import S3_DIRECT_BYTES
 from ...openapi import file_operation, hub_errors
-from ...settings import Settings
-from ...storage import BlobStore
 from ..adapters.caching import fixed_ref, json_response, redirect_cache_control
 from ..adapters.downloads import count_download, serve_file
 from ..adapters.redaction import inputs_view, visible_files, withheld
 from ..auth.tokens import Principal
+from ..reading import Read
 from . import service
 from .errors import EntryNotFound, HubError, hub_error_response
 from .schemas import ModelInfo, TreeEntry
@@ -53,20 +52,19 @@ class HubController(Controller):
 
     @route("/{ns:str}/{name:str}/resolve/{rest:path}", http_method=["GET", "HEAD"], responses=hub_errors(401, 404, 416),
            operation_class=file_operation())
-    async def resolve(self, ns: str, name: str, request: Request, reader: AsyncEngine, db: AsyncSession,
-                      principal: Principal, store: BlobStore, settings: Settings) -> Response:
+    async def resolve(self, ns: str, name: str, request: Request, read: Read) -> Response:
         """A file of a revision: its bytes (Range supported), or on S3 a 302 to a presigned URL.
 
         Either answer carries ``X-Repo-Commit``, the sha256 ``ETag`` and ``X-Linked-Size``: the client
         reads the metadata from the 302 itself, since it does not follow redirects to another origin.
         """
+        reader, principal, settings, store = read.reader, read.principal, read.settings, read.store
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/resolve/"))
         adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
-        view = await inputs_view(db, principal, [version])  # queries only for parents
+        view = await inputs_view(reader, principal, [version])  # queries only for parents
         f = service.find_file(adapter, version, path, withheld(version, view))
         commit = version.commit
         public, fixed = adapter.visibility == "public" and view.all_public, fixed_ref(service.registry_ref(revision))
-        await db.rollback()  # give the connection back (if the inputs were looked up) before a long download
         await count_download(request.app.state.sessionmaker, adapter.id, f, request.headers.get("range"),
                              request.method)
         meta = service.file_headers(f, commit)
@@ -87,37 +85,37 @@ class HubController(Controller):
         return response
 
     @get("/api/models/{ns:str}/{name:str}", responses=hub_errors(401, 404))
-    async def info(self, ns: str, name: str, request: Request, reader: AsyncEngine, db: AsyncSession,
-                   principal: Principal, blobs: bool = False) -> Response[ModelInfo]:
+    async def info(self, ns: str, name: str, request: Request, read: Read, blobs: bool = False
+                   ) -> Response[ModelInfo]:
         """``model_info`` at the default branch (the latest version)."""
-        return await self._info(request, reader, db, principal, ns, name, service.DEFAULT_BRANCH, blobs)
+        return await self._info(request, read.reader, read.principal, ns, name, service.DEFAULT_BRANCH, blobs)
 
     @get("/api/models/{ns:str}/{name:str}/revision/{rest:path}", responses=hub_errors(401, 404))
-    async def info_at(self, ns: str, name: str, request: Request, reader: AsyncEngine, db: AsyncSession,
-                      principal: Principal, blobs: bool = False) -> Response[ModelInfo]:
+    async def info_at(self, ns: str, name: str, request: Request, read: Read, blobs: bool = False
+                      ) -> Response[ModelInfo]:
         """``model_info``/``repo_info`` at a revision; its ``sha`` is the version's commit."""
         revision = unquote(raw_tail(request, f"/{ns}/{name}/revision/").strip("/"))
-        return await self._info(request, reader, db, principal, ns, name, revision, blobs)
+        return await self._info(request, read.reader, read.principal, ns, name, revision, blobs)
 
     @get("/api/models/{ns:str}/{name:str}/tree/{rest:path}", responses=hub_errors(401, 404))
-    async def tree(self, ns: str, name: str, request: Request, reader: AsyncEngine, db: AsyncSession,
-                   principal: Principal) -> Response[list[TreeEntry]]:
+    async def tree(self, ns: str, name: str, request: Request, read: Read) -> Response[list[TreeEntry]]:
         """The files of a revision (a version's files sit at the root: there are no folders)."""
+        reader, principal = read.reader, read.principal
         revision, path = service.split_raw(raw_tail(request, f"/{ns}/{name}/tree/"))
         adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
         path = path.strip("/")
         if path:
             raise EntryNotFound(f"{ns}/{name}@{version.commit} has no folder {path!r}: its files are at the root",
                                 commit=version.commit)
-        view = await inputs_view(db, principal, [version])
+        view = await inputs_view(reader, principal, [version])
         body = [service.tree_entry(f) for f in visible_files(version, view)]
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
                              fixed=fixed_ref(service.registry_ref(revision)))
 
-    async def _info(self, request: Request, reader: AsyncEngine, db: AsyncSession, principal: Principal, ns: str,
+    async def _info(self, request: Request, reader: AsyncEngine, principal: Principal, ns: str,
                     name: str, revision: str, blobs: bool) -> Response[ModelInfo]:
         adapter, version = await service.find_repo_revision(reader, principal, ns, name, revision)
-        view = await inputs_view(db, principal, [version])
+        view = await inputs_view(reader, principal, [version])
         body = service.model_info(adapter, version, blobs=blobs,
                                   files=visible_files(version, view))
         return json_response(request, body, public=adapter.visibility == "public" and view.all_public,
