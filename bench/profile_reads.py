@@ -70,7 +70,7 @@ def profile(args: argparse.Namespace) -> None:
     import uvicorn
 
     from registry_service.logs import log_config
-    from registry_service.serving import NoDelayH11Protocol, served_app
+    from registry_service.serving import http_protocol, served_app
     from registry_service.settings import Settings
 
     root = Path(tempfile.mkdtemp(prefix="profile-reads-"))
@@ -78,7 +78,7 @@ def profile(args: argparse.Namespace) -> None:
     pg, db_url, commit, token = seeded(root)
     port = free_port()
     settings = Settings(database_url=db_url, data_dir=root / "api", log_level="warning", apply_migrations=False)
-    config = uvicorn.Config(served_app(settings), host="127.0.0.1", port=port, http=NoDelayH11Protocol,
+    config = uvicorn.Config(served_app(settings), host="127.0.0.1", port=port, http=http_protocol(),
                             log_config=log_config("warning"), server_header=False)
     server = uvicorn.Server(config)
     gc_time = [0.0, 0.0, 0.0]  # seconds in the garbage collector, by generation

@@ -12,7 +12,9 @@ what all API processes share, then hands over to uvicorn:
 Each of those processes builds its app from the environment (:func:`app_from_env`): the effective
 settings are written into it first, so command-line options reach the processes uvicorn spawns.
 
-Accepted connections get TCP_NODELAY explicitly (:class:`NoDelayH11Protocol`): uvicorn's
+HTTP is parsed by httptools (C) where it is installed (the ``server`` extra installs it, and uvloop,
+which uvicorn then runs the event loop on); h11 (pure Python) is the fallback. Accepted connections
+get TCP_NODELAY explicitly (:func:`http_protocol`): uvicorn's
 multi-process mode hands the workers a socket it bound itself, and in uvicorn releases without the
 fix for its issue #3149 that socket's protocol field is 0, which makes asyncio skip TCP_NODELAY, so
 small responses wait on the client's delayed ACK.
@@ -24,6 +26,7 @@ metrics files) and the embedded PostgreSQL stops last.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
@@ -53,6 +56,24 @@ class NoDelayH11Protocol(H11Protocol):
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         set_nodelay(transport)
         super().connection_made(transport)
+
+
+def http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol when httptools is installed, else its h11 one; either with
+    TCP_NODELAY set on every accepted connection."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return NoDelayH11Protocol
+
+    class NoDelayHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol, with TCP_NODELAY set on every accepted connection."""
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            set_nodelay(transport)
+            super().connection_made(transport)
+
+    return NoDelayHttpToolsProtocol
 
 
 def freeze_startup_heap() -> None:
@@ -97,7 +118,7 @@ def run_server(settings: Settings) -> None:
     import uvicorn
 
     options: dict[str, Any] = {
-        "host": settings.host, "port": settings.port, "http": NoDelayH11Protocol,
+        "host": settings.host, "port": settings.port, "http": http_protocol(),
         "log_config": log_config(settings.log_level, settings.log_format),
         "timeout_graceful_shutdown": settings.graceful_shutdown_s,
         "forwarded_allow_ips": settings.forwarded_allow_ips, "server_header": False,
@@ -122,5 +143,12 @@ def run_server(settings: Settings) -> None:
             cleanup()
 
 
-__all__ = ["NoDelayH11Protocol", "app_from_env", "freeze_startup_heap", "prepare_database", "run_server",
-           "served_app"]
+__all__ = [
+    "NoDelayH11Protocol",
+    "app_from_env",
+    "freeze_startup_heap",
+    "http_protocol",
+    "prepare_database",
+    "run_server",
+    "served_app",
+]
