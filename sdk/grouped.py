@@ -32,55 +32,106 @@ class GroupedWeights:
     dora: Tensor | None = None
 
 
-def grouped_rows(x: Tensor, routing: Routing, groups: int, zero_pad: bool = True) -> Tensor:
-    """``x``'s samples in group order as ``(groups, G·rest…, features)``, padding rows zeroed unless
-    ``zero_pad`` is False (when nothing reads them: the compiled path gathers only real rows back)."""
-    xs = x.index_select(0, routing.gather.reshape(-1).to(x.device))
-    if zero_pad and routing.pad is not None:
-        xs = xs * routing.pad.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
-    return xs.reshape(groups, -1, x.shape[-1])
+def grouped_rows(x: Tensor, index: Tensor, groups: int) -> Tensor:
+    """``x``'s rows picked by ``index`` (a routing's gather, flat) as ``(groups, G·rest…, features)``.
+
+    Padding rows repeat a real row; nothing reads their results (the rows go back to their samples by a gather).
+    """
+    if index.device != x.device:
+        index = index.to(x.device)
+    return x.index_select(0, index).reshape(groups, -1, x.shape[-1])
 
 
-def _grouped_input(x: Tensor, routing: Routing, groups: int) -> Tensor:
-    """:func:`grouped_rows` of a layer's input, reused while the same unchanged tensor comes again (eager)."""
-    if torch.compiler.is_compiling():
-        return grouped_rows(x, routing, groups, zero_pad=False)
+def _grouped_input(x: Tensor, routing: Routing) -> Tensor:
+    """A layer's input in the eager group layout, reused while the same unchanged tensor comes again."""
     version = -1 if x.is_inference() else x._version  # inference tensors keep no version counter
     last = routing._gathered
-    if last is not None and last[0] is x and last[1] == version and last[2].shape[0] == groups:
+    if last is not None and last[0] is x and last[1] == version:
         return last[2]
-    xs = grouped_rows(x, routing, groups)
+    xs = grouped_rows(x, routing.eager_gather, routing.eager_groups)
     routing._gathered = (x, version, xs)
     return xs
+
+
+def _on(t: Tensor, like: Tensor) -> Tensor:
+    return t if t.device == like.device else t.to(like.device)
 
 
 def grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: GroupedWeights, base_out: Tensor | None = None
                    ) -> Tensor:
     """``result`` (the base layer's output) plus each sample's adapter applied to its input ``x``.
 
-    ``base_out`` (the base output without bias) is needed when ``w.dora`` is set. Eager, without autograd,
-    the rows are added into ``result`` in place (it is the base layer's fresh output). Compiled, they are
-    gathered back to their samples (``routing.back``): a scatter would become atomic adds in inductor's
-    code, one per element, while a gather fuses into the addition.
+    ``base_out`` (the base output without bias) is needed when ``w.dora`` is set. Results go back to their
+    samples by a gather (the routing's ``back``), never a scatter: compiled, inductor would turn a scatter into
+    one atomic add per element; eager, ``index_add_`` on CPU runs a parallel scatter that costs more than the two
+    matmuls on a busy two-core machine. Eager (:func:`_eager_grouped_linear`) uses the routing's tighter layout.
     """
+    if torch.compiler.is_compiling():
+        return _compiled_grouped_linear(x, result, routing, w, base_out)
+    return _eager_grouped_linear(x, result, routing, w, base_out)
+
+
+def _eager_grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: GroupedWeights,
+                          base_out: Tensor | None) -> Tensor:
+    """:func:`grouped_linear` in eager mode: the eager layout (no filler group, no minimum group size).
+
+    The down-projection runs grouped. The up-projection then either runs grouped and its rows are gathered
+    back and added, or, when a sample has at least half as many rows as the rank (prefill rather than decode),
+    the small down-projected rows go back to their samples and each sample's B (picked from the stack) is
+    added into ``result`` by one in-place ``baddbmm``: that copies ``batch·r·out`` weights instead of writing
+    and reading twice the ``batch·rows·out`` grouped output. Without autograd the sum is made in place
+    (``result`` is the base layer's fresh output).
+    """
+    groups = routing.eager_groups
+    a, b, dora = w.a, w.b, w.dora
+    if a.shape[0] != groups:
+        a = a[:groups]
+        b = None if b is None else b[:groups]
+        dora = None if dora is None else dora[:groups]
+    xs = _grouped_input(x, routing)
+    h = torch.bmm(xs if xs.dtype == a.dtype else xs.to(a.dtype), a)
+    grad = torch.is_grad_enabled()
+    batch, out = result.shape[0], result.shape[-1]
+    rows = result.numel() // max(batch * out, 1)  # rows per sample (sequence length, or 1)
+    back = _on(routing.eager_back, h)
+    if b is not None and dora is None and b.dtype == result.dtype and 2 * rows >= b.shape[1]:
+        hs = h.reshape(-1, rows, h.shape[-1]).index_select(0, back)
+        if routing.has_base:  # a __base__ sample's rows point at some other sample's: zero them
+            hs = hs.masked_fill_(_on(routing.own, hs).view(-1, 1, 1) == 0, 0)
+        bs = b.index_select(0, _on(routing.eager_pick, b))
+        if grad or not result.is_contiguous():
+            return torch.baddbmm(result.reshape(batch, rows, out), hs, bs).view(result.shape)
+        result.view(batch, rows, out).baddbmm_(hs, bs)
+        return result
+    y = h if b is None else torch.bmm(h, b)
+    if dora is not None:
+        assert base_out is not None
+        base = grouped_rows(base_out, routing.eager_gather, groups).to(y.dtype)
+        y = (dora - 1) * base + dora * y
+    picked = y.reshape(-1, *result.shape[1:]).index_select(0, back)
+    if picked.dtype != result.dtype:
+        picked = picked.to(result.dtype)
+    if routing.has_base:
+        picked = picked.masked_fill_(_on(routing.own, picked).view(-1, *([1] * (picked.dim() - 1))) == 0, 0)
+    return result + picked if grad else result.add_(picked)
+
+
+def _compiled_grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: GroupedWeights,
+                             base_out: Tensor | None) -> Tensor:
+    """:func:`grouped_linear` while compiling: the compiled layout (``gather``, ``back``), whose sizes are dynamic."""
     groups = w.a.shape[0]
-    y = torch.bmm(_grouped_input(x, routing, groups).to(w.a.dtype), w.a)
+    flat = routing.gather.reshape(-1)
+    y = torch.bmm(grouped_rows(x, flat, groups).to(w.a.dtype), w.a)
     if w.b is not None:
         y = torch.bmm(y, w.b)
     if w.dora is not None:
         assert base_out is not None
-        base = grouped_rows(base_out, routing, groups, zero_pad=not torch.compiler.is_compiling()).to(y.dtype)
+        base = grouped_rows(base_out, flat, groups).to(y.dtype)
         y = (w.dora - 1) * base + w.dora * y
     y = y.reshape(-1, *result.shape[1:])
-    if torch.compiler.is_compiling():
-        rows = y.index_select(0, routing.back.to(y.device))
-        rows = rows * routing.own.to(device=y.device, dtype=y.dtype).view(-1, *([1] * (y.dim() - 1)))
-        return result + rows.to(result.dtype)
-    y = y.to(result.dtype)
-    index = routing.gather.reshape(-1).to(result.device)
-    if torch.is_grad_enabled():
-        return result.index_add(0, index, y)
-    return result.index_add_(0, index, y)
+    rows = y.index_select(0, _on(routing.back, y))
+    rows = rows * routing.own.to(device=y.device, dtype=y.dtype).view(-1, *([1] * (y.dim() - 1)))
+    return result + rows.to(result.dtype)
 
 
 #: Above this many adapters in one layer, a mix's stack is built from the adapters directly rather than picked

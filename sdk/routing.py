@@ -38,7 +38,6 @@ class Routing:
 
     - ``gather`` (U, G): the samples of group 0, then of group 1, …; a padding entry repeats the
       group's first sample;
-    - ``pad`` (U·G): 1.0 for real entries and 0.0 for padding, or None when no group is padded;
     - ``slot`` (batch): 0 for a ``__base__`` sample, ``1 + u`` for a sample of group ``u``;
     - ``back`` (batch): where each sample's row lies in group order (``u·G + j``; 0 for a ``__base__``
       sample), so that the grouped rows return to their samples by a gather instead of a scatter;
@@ -49,16 +48,28 @@ class Routing:
     ``__base__``, whose rows are all padding, makes up a second group), and ``gather``'s sizes are
     marked dynamic: one compiled graph then serves every mix of adapters for a given input shape,
     instead of a graph per group count or per group size.
+
+    Eager forwards need no such shape guarantee, so they use a tighter layout: ``eager_gather`` (flat,
+    ``eager_groups`` groups of ``eager_size`` rows, no filler group, no minimum size) and ``eager_back``,
+    the same tensors as ``gather``/``back`` when both layouts coincide (every mix with two or more
+    adapters and some adapter used by two or more samples); ``eager_pick`` (batch) is each sample's
+    group (0 for a ``__base__`` sample, whose rows a layer zeroes). ``has_base`` says whether some
+    sample uses no adapter.
     """
 
     names: tuple[str, ...]
     unique: tuple[str, ...]
     batch: int
     gather: Tensor
-    pad: Tensor | None
     slot: Tensor
     back: Tensor
     own: Tensor
+    eager_gather: Tensor
+    eager_back: Tensor
+    eager_pick: Tensor
+    eager_groups: int
+    eager_size: int
+    has_base: bool
     members: dict[str, Tensor]
     #: The last input gathered into group order and the result (layers that share an input, like q/k/v
     #: projections, gather it once in eager mode; a compiled graph deduplicates the gather itself).
@@ -88,36 +99,38 @@ class Routing:
             if n != BASE_ADAPTER:
                 groups.setdefault(n, []).append(i)
         members_of = list(groups.values())
+        largest = max((len(v) for v in members_of), default=0)
         if len(members_of) == 1:
             members_of.append([])  # the filler group: padding only
-        g = max((max(len(v) for v in members_of), 2)) if groups else 0
-        gather: list[int] = []
-        pad: list[float] = []
-        slot = [0] * len(names)
-        back = [0] * len(names)
-        for u, members in enumerate(members_of):
-            first = members[0] if members else 0
-            gather += members + [first] * (g - len(members))
-            pad += [1.0] * len(members) + [0.0] * (g - len(members))
-            for j, i in enumerate(members):
-                slot[i] = u + 1
-                back[i] = u * g + j
+        g = max(largest, 2) if groups else 0
+        gather, slot, back = _layout(members_of, g, len(names))
 
         def as_tensor(v: list[int]) -> Tensor:
             return torch.tensor(v, dtype=torch.long, device=device)
 
         gather_t = as_tensor(gather).view(len(members_of) if groups else 0, g)
+        back_t = as_tensor(back)
         if groups:
             torch._dynamo.mark_dynamic(gather_t, (0, 1))
+        if len(members_of) == len(groups) and g == largest:  # the compiled layout has no filler, no forced size
+            eager_gather, eager_back = gather_t.view(-1), back_t
+        else:
+            e_gather, _, e_back = _layout(members_of[: len(groups)], largest, len(names))
+            eager_gather, eager_back = as_tensor(e_gather), as_tensor(e_back)
         return cls(
             names=names,
             unique=tuple(groups),
             batch=len(names),
             gather=gather_t,
-            pad=torch.tensor(pad, dtype=torch.float32, device=device) if 0.0 in pad else None,
             slot=as_tensor(slot),
-            back=as_tensor(back),
+            back=back_t,
             own=torch.tensor([float(k > 0) for k in slot], device=device),
+            eager_gather=eager_gather,
+            eager_back=eager_back,
+            eager_pick=as_tensor([max(k - 1, 0) for k in slot]),
+            eager_groups=len(groups),
+            eager_size=largest,
+            has_base=len(names) > sum(len(v) for v in members_of),
             members={n: as_tensor(v) for n, v in groups.items()},
         )
 
@@ -128,6 +141,21 @@ class Routing:
                 f"adapter_names has {self.batch} entries but the batch has {batch} samples; "
                 "give exactly one adapter name per sample ('__base__' for none)"
             )
+
+
+def _layout(members_of: list[list[int]], g: int, batch: int
+            ) -> tuple[list[int], list[int], list[int]]:
+    """``gather``, ``slot`` and ``back`` (see :class:`Routing`) for these groups padded to ``g`` rows."""
+    gather: list[int] = []
+    slot = [0] * batch
+    back = [0] * batch
+    for u, members in enumerate(members_of):
+        first = members[0] if members else 0
+        gather += members + [first] * (g - len(members))
+        for j, i in enumerate(members):
+            slot[i] = u + 1
+            back[i] = u * g + j
+    return gather, slot, back
 
 
 class RoutingGate:

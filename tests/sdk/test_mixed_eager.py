@@ -1,0 +1,123 @@
+"""Eager mixed batches: the tighter eager layout (no filler group, no minimum group size), the two ways the
+up-projection returns to the samples (decode vs prefill shapes), and one gather per shared input."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+import torch
+from _tiny import ids, tiny_llama
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import sdk
+from sdk.routing import Routing
+
+
+class OpLog(TorchDispatchMode):
+    """Records the aten ops a forward runs, with the shape of their first argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, tuple[int, ...]]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        first = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        self.calls.append((func.overloadpacket.__name__, tuple(first.shape) if first is not None else ()))
+        return func(*args, **(kwargs or {}))
+
+    def count(self, name: str) -> int:
+        return Counter(n for n, _ in self.calls)[name]
+
+    def shapes(self, name: str) -> list[tuple[int, ...]]:
+        return [s for n, s in self.calls if n == name]
+
+
+def three_adapters(r: int = 4, targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+                   ) -> sdk.AdapterModel:
+    m = None
+    for i, name in enumerate(("a", "b", "c")):
+        cfg = sdk.LoraConfig(r=r, lora_alpha=2 * r + i, target_modules=list(targets), init_lora_weights=False)
+        if m is None:
+            m = sdk.get_peft_model(tiny_llama(), cfg, name)
+        else:
+            m.add_adapter(name, cfg)
+    assert m is not None
+    return m.eval()
+
+
+def per_sample_reference(m: sdk.AdapterModel, x: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """Each sample run alone with its own adapter (or none)."""
+    rows = []
+    with torch.no_grad():
+        for i, n in enumerate(names):
+            if n == "__base__":
+                with m.disable_adapter():
+                    rows.append(m(input_ids=x[i : i + 1]).logits)
+            else:
+                m.set_adapter(n)
+                rows.append(m(input_ids=x[i : i + 1]).logits)
+    return torch.cat(rows)
+
+
+def test_eager_layout_drops_the_filler_group_and_the_minimum_group_size() -> None:
+    one = Routing.build(["a", "__base__", "a"])
+    assert one.groups == 2 and one.group_names == ("a", "__base__")  # compiled: a filler group
+    assert one.eager_groups == 1 and one.eager_size == 2
+    assert one.eager_gather.tolist() == [0, 2] and one.has_base
+    assert one.eager_back.tolist()[0] == 0 and one.eager_back.tolist()[2] == 1
+
+    singles = Routing.build(["b", "a", "c"])
+    assert singles.group_size == 2  # compiled: groups of at least 2 rows
+    assert singles.eager_size == 1 and singles.eager_gather.tolist() == [0, 1, 2]
+    assert singles.eager_back.tolist() == [0, 1, 2] and singles.eager_pick.tolist() == [0, 1, 2]
+    assert not singles.has_base
+
+    even = Routing.build(["a", "b", "a", "b"])  # both layouts agree: the same tensors, nothing built twice
+    assert even.eager_back is even.back and even.eager_gather.data_ptr() == even.gather.data_ptr()
+    assert even.eager_groups == even.groups == 2 and even.eager_size == even.group_size == 2
+
+    uneven = Routing.build(["a", "b", "a", "__base__", "a"])
+    assert uneven.eager_groups == 2 and uneven.eager_size == 3
+    assert uneven.eager_pick.tolist() == [0, 1, 0, 0, 0] and uneven.own.tolist() == [1, 1, 1, 0, 1]
+
+
+def test_eager_forward_runs_no_filler_group() -> None:
+    m = three_adapters()
+    x = ids(batch=3, seq=5)
+    log = OpLog()
+    with torch.no_grad(), log:
+        m(input_ids=x, adapter_names=["b", "__base__", "b"])
+    downs = [s for s in log.shapes("bmm") if s[-1] == 32]  # the down-projections: (groups, rows, hidden)
+    assert downs and all(s == (1, 2 * 5, 32) for s in downs), downs  # one group of two samples, no filler
+
+
+@pytest.mark.parametrize("seq, r, up", [(1, 8, "bmm"), (6, 4, "baddbmm")])
+@pytest.mark.parametrize("grad", [False, True])
+def test_eager_mixed_batch_equals_each_sample_alone(seq: int, r: int, up: str, grad: bool) -> None:
+    """Decode shapes (fewer rows per sample than half the rank) add grouped rows gathered back; prefill shapes
+    add each sample's B in place with one ``baddbmm``. Both give each sample its own adapter's output."""
+    m = three_adapters(r=r)
+    x = ids(batch=7, seq=seq, seed=5)
+    names = ["a", "c", "__base__", "a", "b", "a", "__base__"]
+    want = per_sample_reference(m, x, names)
+    log = OpLog()
+    with torch.set_grad_enabled(grad), log:
+        got = m(input_ids=x, adapter_names=names).logits
+    torch.testing.assert_close(got.detach(), want, atol=1e-5, rtol=1e-4)
+    ups = log.count("baddbmm") + log.count("baddbmm_")  # in place without autograd
+    assert ups == (8 if up == "baddbmm" else 0)  # 2 layers x 4 projections
+    assert log.count("baddbmm_") == (8 if up == "baddbmm" and not grad else 0)
+    assert log.count("index_add") == 0 and log.count("scatter_add") == 0  # never a scatter
+
+
+def test_a_shared_input_is_gathered_once() -> None:
+    """q, k and v read the same input: the eager forward gathers it into group order once per decoder layer."""
+    m = three_adapters(targets=("q_proj", "k_proj", "v_proj"))
+    x = ids(batch=4, seq=3)
+    log = OpLog()
+    with torch.no_grad(), log:
+        m(input_ids=x, adapter_names=["a", "b", "a", "c"])
+    input_gathers = [s for s in log.shapes("index_select") if s == (4, 3, 32)]
+    assert len(input_gathers) == 2  # two decoder layers
