@@ -58,14 +58,12 @@ class NoDelayH11Protocol(H11Protocol):
         super().connection_made(transport)
 
 
-def http_protocol() -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol when httptools is installed, else its h11 one; either with
-    TCP_NODELAY set on every accepted connection."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:
-        return NoDelayH11Protocol
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools missing: h11 serves
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
+if HttpToolsProtocol is not None:
     class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's httptools protocol, with TCP_NODELAY set on every accepted connection."""
 
@@ -73,7 +71,12 @@ def http_protocol() -> type[asyncio.Protocol]:
             set_nodelay(transport)
             super().connection_made(transport)
 
-    return NoDelayHttpToolsProtocol
+
+def http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol when httptools is installed, else its h11 one; either with
+    TCP_NODELAY set on every accepted connection (module-level classes: uvicorn's worker processes
+    receive them pickled)."""
+    return NoDelayH11Protocol if HttpToolsProtocol is None else NoDelayHttpToolsProtocol
 
 
 def freeze_startup_heap() -> None:
