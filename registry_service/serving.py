@@ -50,12 +50,16 @@ def set_nodelay(transport: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class NoDelayH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, with TCP_NODELAY set on every accepted connection."""
+class NoDelay:
+    """Mixin for a uvicorn HTTP protocol: TCP_NODELAY set on every accepted connection."""
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         set_nodelay(transport)
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
+
+
+class NoDelayH11Protocol(NoDelay, H11Protocol):
+    """uvicorn's h11 protocol, with TCP_NODELAY set on every accepted connection."""
 
 
 try:
@@ -64,12 +68,8 @@ except ImportError:  # httptools missing: h11 serves
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 if HttpToolsProtocol is not None:
-    class NoDelayHttpToolsProtocol(HttpToolsProtocol):
+    class NoDelayHttpToolsProtocol(NoDelay, HttpToolsProtocol):
         """uvicorn's httptools protocol, with TCP_NODELAY set on every accepted connection."""
-
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            set_nodelay(transport)
-            super().connection_made(transport)
 
 
 def http_protocol() -> type[asyncio.Protocol]:

@@ -1,4 +1,5 @@
-"""A short-lived, bounded cache of token lookups, used only by :func:`.tokens.resolve`.
+"""A short-lived, bounded cache of token lookups, used only through :func:`.tokens.cached_principal` and
+:func:`.tokens.lookup_principal`.
 
 A token is looked up in the database at most once per :data:`TOKEN_CACHE_SECONDS` per API process.
 What that costs: a token revoked (or changed) through **another** process or directly in the
