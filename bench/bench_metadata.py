@@ -17,7 +17,9 @@ Ceiling: ``SELECT 1``.
 ``seed_metadata.py`` with 100 adapters, the other with 100,000 (×3 versions), the same searches on both.
 
 ``--pushes 32``: instead, 32 concurrent pushes of distinct small adapters sharing one README, through
-1 and through 2 API processes (``MAX_CONCURRENT_UPLOADS`` raised to the burst so none is turned away).
+1 and through 2 API processes (``MAX_CONCURRENT_UPLOADS`` raised to the burst so none is turned away),
+with the CPU time per push of the API processes, PostgreSQL, the pushing client and the whole machine, and
+the 2-vs-1 ratio that the machine's cores allow at all given those shares.
 
 Run: ``.venv/bin/python bench/bench_metadata.py [--processes 1 2] [--rounds 3] [--seconds 5] [--json out.json]``
 """
@@ -44,7 +46,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import seed_metadata  # noqa: E402
-from bench_serving import Server, free_port, stop_process  # noqa: E402
+from bench_serving import Server, cpu_seconds, free_port, postmasters, stop_process  # noqa: E402
 
 MLFLOW_SPEC = "mlflow==3.17.*"
 CONNECTIONS = 32
@@ -413,11 +415,16 @@ def run_pushes(args: argparse.Namespace) -> None:
                 return time.perf_counter() - started
 
         times: dict[int, list[float]] = {p: [] for p in servers}
+        cpu: dict[int, list[dict[str, float]]] = {p: [] for p in servers}
         for rnd in range(args.rounds + 1):  # round 0 warms up
             for p in (args.processes if rnd % 2 else list(reversed(args.processes))):
+                before = cpu_split(servers[p], root / "pg")
                 took = asyncio.run(burst(servers[p], rnd))
+                after = cpu_split(servers[p], root / "pg")
                 if rnd:
                     times[p].append(took)
+                    cpu[p].append({k: (after[k] - before[k]) / args.pushes * 1e3 for k in after}
+                                  | {"api_busy": (after["api"] - before["api"]) / took})
             print(f"round {rnd}/{args.rounds} done", flush=True)
     finally:
         for server in servers.values():
@@ -432,8 +439,33 @@ def run_pushes(args: argparse.Namespace) -> None:
     if len(rate) == 2:
         one, two = (rate[p] for p in sorted(rate))
         print(f"2 / 1 processes: {two / one:.2f} (goal >= 1.7)  {'PASS' if two / one >= 1.7 else 'MISS'}")
+    split = {p: {k: statistics.median(c[k] for c in cs) for k in cs[0]} for p, cs in cpu.items() if cs}
+    cores = os.cpu_count() or 1
+    print(f"\nCPU per push, ms (medians; {cores} cores): API processes, PostgreSQL, this client, the whole machine")
+    for p, c in split.items():
+        print(f"{p} API process(es): api {c['api']:.2f}  postgres {c['postgres']:.2f}  client {c['client']:.2f}  "
+              f"machine {c['machine']:.2f}  (API busy {c['api_busy']:.2f} cores during the burst)")
+    if 1 in split:
+        c = split[1]
+        # one process can go no faster than one core of API time per push, N no faster than the machine allows
+        bound = {n: min(n * 1e3 / c["api"], cores * 1e3 / c["machine"]) for n in (1, 2)}
+        print(f"bound from CPU alone on this machine: 2 / 1 processes <= {bound[2] / bound[1]:.2f} "
+              f"(with the API's {c['api'] / c['machine']:.0%} share of the machine's CPU per push; 2.00 where "
+              "the API processes have cores of their own)")
     if args.json:
-        args.json.write_text(json.dumps({"pushes_per_s": rate, "raw_s": times}, indent=2))
+        args.json.write_text(json.dumps({"pushes_per_s": rate, "raw_s": times, "cpu_ms_per_push": split}, indent=2))
+
+
+def cpu_split(server: Server, pgdir: Path) -> dict[str, float]:
+    """CPU seconds so far of the API processes, PostgreSQL (backends included), this process, and the
+    whole machine (busy time over all cores)."""
+    import psutil
+
+    me = psutil.Process().cpu_times()
+    machine = psutil.cpu_times()
+    return {"api": cpu_seconds(server.api_processes()), "postgres": cpu_seconds(postmasters(pgdir)),
+            "client": me.user + me.system,
+            "machine": sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)}
 
 
 def main() -> None:

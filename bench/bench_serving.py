@@ -62,6 +62,14 @@ def cpu_seconds(roots: list[psutil.Process]) -> float:
     return total
 
 
+def postmasters(pgdir: Path) -> list[psutil.Process]:
+    """The postmaster of the PostgreSQL whose data lives in ``pgdir`` (its backends are its children)."""
+    pg = str(pgdir)
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "postgres" in " ".join(p.info.get("cmdline") or []) and pg in " ".join(p.info["cmdline"])
+            and (p.parent() is None or pg not in " ".join(p.parent().cmdline()))]
+
+
 class Server:
     """``adapter-registry serve --workers N`` on a fresh embedded default, with one public adapter
     (``database_url``/``data``: an existing database and data folder instead, seeded only when
@@ -135,10 +143,7 @@ class Server:
 
     def postgres_processes(self) -> list[psutil.Process]:
         """The embedded PostgreSQL's postmaster (its backends are its children)."""
-        pg = str(self.data / "pg")
-        return [p for p in psutil.process_iter(["cmdline"])
-                if "postgres" in " ".join(p.info.get("cmdline") or []) and pg in " ".join(p.info["cmdline"])
-                and (p.parent() is None or pg not in " ".join(p.parent().cmdline()))]
+        return postmasters(self.data / "pg")
 
     def stop(self) -> None:
         stop_process(self.proc)
