@@ -244,3 +244,29 @@ async def test_text_search_matches_every_field_and_nothing_else(local_registry: 
         assert found == expected(q), q
     assert expected("legal") == {"alice/legal-qa", "carol/poet"}  # the rule itself: name, and a tag's substring
     assert expected("llama") == {"alice/legal-qa", "carol/poet"}  # the base model's name
+
+
+async def test_a_search_statement_is_built_once_per_shape_and_never_shared_across_callers(
+        local_registry: Registry) -> None:
+    """The statement depends on the shape of a search (caller kind, filters given, number of words), its
+    values are bound: other words reuse it, and a token's search never sees another caller's answer."""
+    from registry_service.domain.adapters import search
+
+    reg = local_registry
+    await seed(reg, public=2, private=2)
+    owner = await reg.token("priv", "read")
+    search.page_statement.cache_clear()
+
+    async def names(params: dict[str, Any], token: str | None = None) -> set[str]:
+        r = await reg.client.get(ADAPTERS, params=params, headers=reg.auth(token))
+        assert r.status_code == 200, r.text
+        return {a["name"].rpartition("/")[2] for a in r.json()["items"]}
+
+    assert await names({"q": "a0"}) == {"a0"}
+    assert await names({"q": "p0"}) == set()  # the same shape, other values: private stays private
+    assert search.page_statement.cache_info().misses == 1 and search.page_statement.cache_info().hits == 1
+    assert await names({"q": "p0"}, owner) == {"p0"}  # another caller kind: another statement
+    assert await names({"q": "seeded", "tag": "t0"}, owner) == {"a0", "p0"}
+    assert await names({"q": "seeded", "tag": "t1"}) == {"a1"}
+    assert await names({"q": "100%_"}) == set()  # % and _ taken literally
+    assert search.page_statement.cache_info()[:2] == (2, 4)  # (hits, misses): four shapes

@@ -121,7 +121,9 @@ def caller_kind(principal: Principal) -> Caller:
     return "namespace" if principal.namespace and principal.scopes else "anonymous"
 
 
-def _visible(caller: Caller) -> ColumnElement[bool]:
+def visible_for(caller: Caller) -> ColumnElement[bool]:
+    """SQL condition: adapters a caller of this kind may see, with the caller's namespace as the bound
+    parameter ``caller_ns`` (:func:`caller_params`)."""
     if caller == "admin":
         return true()
     own = A.c.namespace == bindparam("caller_ns") if caller == "namespace" else false()
@@ -131,7 +133,7 @@ def _visible(caller: Caller) -> ColumnElement[bool]:
 def visible_to(principal: Principal) -> ColumnElement[bool]:
     """SQL condition: adapters ``principal`` may see (public ones, and private ones it can read), with
     the caller's namespace as the bound parameter ``caller_ns`` (:func:`caller_params`)."""
-    return _visible(caller_kind(principal))
+    return visible_for(caller_kind(principal))
 
 
 def caller_params(principal: Principal) -> dict[str, Any]:
@@ -168,7 +170,7 @@ def version_statement(kind: RefKind, caller: Caller) -> Select[Any]:
         column = V.c.version if kind == "number" else V.c.commit
         joined = base.outerjoin(V, and_(V.c.adapter_id == A.c.id, column == bindparam("ref")))
     return (select(*ADAPTER_COLUMNS, *_VERSION_COLUMNS, _files_json()).select_from(joined)
-            .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), _visible(caller)))
+            .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), visible_for(caller)))
 
 
 @functools.cache
@@ -178,7 +180,7 @@ def adapter_statement(caller: Caller) -> Select[Any]:
                .select_from(L.join(V, V.c.id == L.c.version_id)).where(L.c.adapter_id == A.c.id)
                .scalar_subquery().cast(JSON))
     return (select(*ADAPTER_COLUMNS, aliases).select_from(A.join(B, B.c.id == A.c.base_model_id))
-            .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), _visible(caller)))
+            .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), visible_for(caller)))
 
 
 @functools.cache
@@ -262,5 +264,6 @@ __all__ = [
     "ref_kind",
     "version_statement",
     "versions_statement",
+    "visible_for",
     "visible_to",
 ]
