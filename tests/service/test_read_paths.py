@@ -270,3 +270,31 @@ async def test_a_search_statement_is_built_once_per_shape_and_never_shared_acros
     assert await names({"q": "seeded", "tag": "t1"}) == {"a1"}
     assert await names({"q": "100%_"}) == set()  # % and _ taken literally
     assert search.page_statement.cache_info()[:2] == (2, 4)  # (hits, misses): four shapes
+
+
+async def test_a_version_listing_is_one_query_with_only_its_own_aliases_and_files(local_registry: Registry) -> None:
+    """The adapter, its aliases and a page of its versions come from one statement: nothing of another
+    adapter's leaks in, and an adapter without versions lists none."""
+    reg = local_registry
+    await seed(reg, public=3, versions=3)
+    await sql(reg, "INSERT INTO alias (adapter_id, name, version_id) SELECT adapter_id, 'prod-' || adapter_id, min(id) "
+                   "FROM adapter_version GROUP BY adapter_id")
+    await sql(reg, "INSERT INTO file (version_id, filename, size, sha256, storage_key) SELECT v.id, 'f' || a.name, "
+                   "v.version, repeat('0', 64), 'k' FROM adapter_version v JOIN adapter a ON a.id = v.adapter_id")
+    await sql(reg, "DELETE FROM alias WHERE adapter_id = (SELECT id FROM adapter WHERE name = 'a2')")
+    await sql(reg, "DELETE FROM adapter_version WHERE adapter_id = (SELECT id FROM adapter WHERE name = 'a2')")
+    ids = {}
+    for name in ("a0", "a1"):
+        body = (await reg.client.get(f"{ADAPTERS}/pub/{name}")).json()
+        ids[name] = body["aliases"]
+    r = await reg.client.get(f"{ADAPTERS}/pub/a0/versions", params={"limit": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["aliases"] == ids["a0"] and len(body["aliases"]) == 2  # latest and its own prod-…
+    assert [v["version"] for v in body["items"]] == [3, 2] and body["has_more"] and body["next_before"] == 2
+    assert {f["filename"] for v in body["items"] for f in v["files"]} == {"fa0"}
+    rest = (await reg.client.get(f"{ADAPTERS}/pub/a0/versions", params={"before": 2})).json()
+    assert [v["version"] for v in rest["items"]] == [1] and not rest["has_more"]
+    empty = await reg.client.get(f"{ADAPTERS}/pub/a2/versions")
+    assert empty.status_code == 200 and empty.json()["items"] == [] and empty.json()["aliases"] == {}
+    assert (await reg.client.get(f"{ADAPTERS}/pub/nope/versions")).status_code == 404

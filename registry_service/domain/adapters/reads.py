@@ -173,14 +173,37 @@ def version_statement(kind: RefKind, caller: Caller) -> Select[Any]:
             .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), visible_for(caller)))
 
 
+def _aliases_json() -> Select[Any]:
+    """The adapter's aliases as one JSON object (alias -> version number), as a one-row select."""
+    return (select(func.coalesce(func.json_object_agg(L.c.name, V.c.version), literal_column("'{}'::json"))
+                   .label("aliases"))
+            .select_from(L.join(V, V.c.id == L.c.version_id)).where(L.c.adapter_id == A.c.id))
+
+
 @functools.cache
 def adapter_statement(caller: Caller) -> Select[Any]:
     """The adapter ``ns/name`` if visible, with its aliases as a JSON object (alias -> version number)."""
-    aliases = (select(func.coalesce(func.json_object_agg(L.c.name, V.c.version), literal_column("'{}'::json")))
-               .select_from(L.join(V, V.c.id == L.c.version_id)).where(L.c.adapter_id == A.c.id)
-               .scalar_subquery().cast(JSON))
-    return (select(*ADAPTER_COLUMNS, aliases).select_from(A.join(B, B.c.id == A.c.base_model_id))
+    return (select(*ADAPTER_COLUMNS, _aliases_json().scalar_subquery().cast(JSON))
+            .select_from(A.join(B, B.c.id == A.c.base_model_id))
             .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), visible_for(caller)))
+
+
+@functools.cache
+def adapter_versions_statement(caller: Caller) -> Select[Any]:
+    """The adapter ``ns/name`` if visible, with its aliases, joined with its newest ``limit`` versions of
+    number ``upto`` or below (and their files), newest first: one row per version, or one row without a
+    version when there is none."""
+    aliases = _aliases_json().lateral("adapter_aliases")
+    versions = (select(V).where(V.c.adapter_id == A.c.id, V.c.version <= bindparam("upto"))
+                .order_by(V.c.version.desc()).limit(bindparam("limit")).lateral("v"))
+    row = func.json_build_array(F.c.filename, F.c.size, F.c.sha256, F.c.storage_key)
+    files = (select(func.coalesce(func.json_agg(aggregate_order_by(row, F.c.filename)), literal_column("'[]'::json")))
+             .where(F.c.version_id == versions.c.id).scalar_subquery().cast(JSON))
+    joined = A.join(B, B.c.id == A.c.base_model_id).join(aliases, true()).outerjoin(versions, true())
+    columns = (versions.c[c.name] for c in _VERSION_COLUMNS)
+    return (select(*ADAPTER_COLUMNS, aliases.c.aliases.cast(JSON), *columns, files).select_from(joined)
+            .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), visible_for(caller))
+            .order_by(versions.c.version.desc()))
 
 
 @functools.cache
@@ -241,9 +264,26 @@ async def read_adapter(reader: AsyncEngine, principal: Principal, ns: str, name:
 async def read_versions(reader: AsyncEngine, adapter: AdapterRow, *, limit: int,
                         before: int | None = None) -> list[VersionRow]:
     """The adapter's newest ``limit`` versions below number ``before`` (all when None), newest first."""
-    upto = MAX_VERSION if before is None else min(before - 1, MAX_VERSION)
-    rows = await read_once(reader, versions_statement(), {"adapter_id": adapter.id, "limit": limit, "upto": upto})
+    rows = await read_once(reader, versions_statement(), {"adapter_id": adapter.id, "limit": limit,
+                                                          "upto": _upto(before)})
     return [_version(row, 0) for row in rows]
+
+
+def _upto(before: int | None) -> int:
+    return MAX_VERSION if before is None else min(before - 1, MAX_VERSION)
+
+
+async def read_adapter_versions(reader: AsyncEngine, principal: Principal, ns: str, name: str, *, limit: int,
+                                before: int | None = None) -> tuple[AdapterRow, dict[str, int], list[VersionRow]]:
+    """The adapter ``ns/name``, its aliases and its newest ``limit`` versions below number ``before`` (all when
+    None), newest first, in one query; :class:`AdapterNotFound` otherwise."""
+    params = _params(principal, ns, name) | {"limit": limit, "upto": _upto(before)}
+    rows = await read_once(reader, adapter_versions_statement(caller_kind(principal)), params)
+    if not rows:
+        raise AdapterNotFound(f"adapter {ns}/{name} not found")
+    at = _AT_VERSION + 1  # after the aliases
+    versions = [_version(row, at) for row in rows if row[at] is not None]
+    return adapter_row(rows[0]), dict(sorted(rows[0][_AT_VERSION].items())), versions
 
 
 __all__ = [
@@ -256,9 +296,11 @@ __all__ = [
     "VersionRow",
     "adapter_row",
     "adapter_statement",
+    "adapter_versions_statement",
     "caller_kind",
     "caller_params",
     "read_adapter",
+    "read_adapter_versions",
     "read_version",
     "read_versions",
     "ref_kind",
