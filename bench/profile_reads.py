@@ -3,15 +3,20 @@
 ``profile``: seeds a registry (one embedded PostgreSQL, ``bench/tiny`` with alias ``prod`` and a read
 token), then serves it from *this* interpreter with uvicorn (one process, the options ``serve`` uses)
 and, per case, runs ``wrk -t1 -c32`` with cProfile enabled in the server's thread only for that case;
-prints the top functions by cumulative and own time, and writes ``.prof`` files for each case.
+prints the top functions by cumulative and own time and the time spent in garbage collection, and
+writes ``.prof`` files for each case.
+
+Cases: the metadata reads of ``bench_metadata.py`` with its URLs (a version by number, alias, commit;
+the version list; search ``q=tiny``; Hub ``model_info``; Hub ``resolve`` of the small config), each
+anonymous and with the read token (``+token``); ``--only`` picks them by name prefix.
 
 ``ab OLD_ROOT``: the same database served by two API processes, one from the source tree ``OLD_ROOT``
 (e.g. a worktree of ``main``) and one from this tree, and ``wrk`` alternating between them, case by
-case, for ``--rounds`` rounds; prints medians and new/old ratios (``--ceiling``: and the bare
-``SELECT 1`` app of ``bench_metadata.py``, twice a round, with every case's ratio to it).
+case, for ``--rounds`` rounds; prints medians of req/s and p99 and new/old ratios (``--ceiling``: and
+the bare ``SELECT 1`` app of ``bench_metadata.py``, twice a round, with every case's ratio to it).
 
-Run: ``.venv/bin/python bench/profile_reads.py profile [--seconds 8] [--out /tmp/prof]``
-     ``.venv/bin/python bench/profile_reads.py ab /work/main [--rounds 5 --seconds 5] [--ceiling]``
+Run: ``.venv/bin/python bench/profile_reads.py profile [--seconds 8] [--out /tmp/prof] [--only search hub]``
+     ``.venv/bin/python bench/profile_reads.py ab /work/main [--rounds 5 --seconds 5] [--ceiling] [--only …]``
 """
 
 from __future__ import annotations

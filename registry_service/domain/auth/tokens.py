@@ -2,9 +2,10 @@
 revocation) and the caller's permissions.
 
 Every check of a token, by the API (bearer header), the web UI (a session names its token) and the
-merge workers (the submitter's token), goes through :func:`token_principal`, which reads the row
-from the database: a revoked or expired token is refused by every process at once. A cache on the
-hot path, if one is added, belongs here and nowhere else.
+merge workers (the submitter's token), goes through :func:`token_principal` on a row read from the
+database. The API's bearer tokens are read through the one cache of :mod:`.token_cache`
+(:func:`principal_for`, used from here and nowhere else): a revoked token is refused by the process
+that revokes it at once and by every other within the cache's bound; an expired one everywhere at once.
 """
 
 from __future__ import annotations
