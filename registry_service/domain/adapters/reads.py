@@ -151,11 +151,12 @@ _VERSION_COLUMNS = (V.c.id, V.c.version, V.c.commit, V.c.config, V.c.summary, V.
 _AT_VERSION = len(ADAPTER_COLUMNS)  # where a version's columns start after an adapter's
 
 
-def _files_json() -> Any:
-    """The version's files as one JSON array of ``[filename, size, sha256, storage_key]``, by name."""
+def _files_json(version_id: Any = V.c.id) -> Any:
+    """The files of version ``version_id`` (a column) as one JSON array of ``[filename, size, sha256,
+    storage_key]``, by name."""
     row = func.json_build_array(F.c.filename, F.c.size, F.c.sha256, F.c.storage_key)
     agg = func.coalesce(func.json_agg(aggregate_order_by(row, F.c.filename)), literal_column("'[]'::json"))
-    return select(agg).where(F.c.version_id == V.c.id).scalar_subquery().cast(JSON)
+    return select(agg).where(F.c.version_id == version_id).scalar_subquery().cast(JSON)
 
 
 @functools.cache
@@ -196,22 +197,12 @@ def adapter_versions_statement(caller: Caller) -> Select[Any]:
     aliases = _aliases_json().lateral("adapter_aliases")
     versions = (select(V).where(V.c.adapter_id == A.c.id, V.c.version <= bindparam("upto"))
                 .order_by(V.c.version.desc()).limit(bindparam("limit")).lateral("v"))
-    row = func.json_build_array(F.c.filename, F.c.size, F.c.sha256, F.c.storage_key)
-    files = (select(func.coalesce(func.json_agg(aggregate_order_by(row, F.c.filename)), literal_column("'[]'::json")))
-             .where(F.c.version_id == versions.c.id).scalar_subquery().cast(JSON))
+    files = _files_json(versions.c.id)
     joined = A.join(B, B.c.id == A.c.base_model_id).join(aliases, true()).outerjoin(versions, true())
     columns = (versions.c[c.name] for c in _VERSION_COLUMNS)
     return (select(*ADAPTER_COLUMNS, aliases.c.aliases.cast(JSON), *columns, files).select_from(joined)
             .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), visible_for(caller))
             .order_by(versions.c.version.desc()))
-
-
-@functools.cache
-def versions_statement() -> Select[Any]:
-    """An adapter's versions with their files, newest first: at most ``limit`` of number ``upto`` or below."""
-    return (select(*_VERSION_COLUMNS, _files_json()).where(V.c.adapter_id == bindparam("adapter_id"),
-                                                           V.c.version <= bindparam("upto"))
-            .order_by(V.c.version.desc()).limit(bindparam("limit")))
 
 
 def _params(principal: Principal, ns: str, name: str) -> dict[str, Any]:
@@ -261,14 +252,6 @@ async def read_adapter(reader: AsyncEngine, principal: Principal, ns: str, name:
     return adapter_row(row), dict(sorted(row[_AT_VERSION].items()))
 
 
-async def read_versions(reader: AsyncEngine, adapter: AdapterRow, *, limit: int,
-                        before: int | None = None) -> list[VersionRow]:
-    """The adapter's newest ``limit`` versions below number ``before`` (all when None), newest first."""
-    rows = await read_once(reader, versions_statement(), {"adapter_id": adapter.id, "limit": limit,
-                                                          "upto": _upto(before)})
-    return [_version(row, 0) for row in rows]
-
-
 def _upto(before: int | None) -> int:
     return MAX_VERSION if before is None else min(before - 1, MAX_VERSION)
 
@@ -302,10 +285,8 @@ __all__ = [
     "read_adapter",
     "read_adapter_versions",
     "read_version",
-    "read_versions",
     "ref_kind",
     "version_statement",
-    "versions_statement",
     "visible_for",
     "visible_to",
 ]
