@@ -31,7 +31,7 @@ async def provide_db(state: State, request: Request) -> AsyncIterator[AsyncSessi
 
 async def provide_principal(request: Request) -> Principal:
     """The caller, from the bearer token (anonymous without one, at no cost); the one a guard found,
-    if any. A token is looked up in a session of its own, and only when its lookup is not cached."""
+    if any. A token is looked up on the reader engine, only when its lookup is not cached."""
     return await principal_of(request)
 
 

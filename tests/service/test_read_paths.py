@@ -244,3 +244,57 @@ async def test_text_search_matches_every_field_and_nothing_else(local_registry: 
         assert found == expected(q), q
     assert expected("legal") == {"alice/legal-qa", "carol/poet"}  # the rule itself: name, and a tag's substring
     assert expected("llama") == {"alice/legal-qa", "carol/poet"}  # the base model's name
+
+
+async def test_a_search_statement_is_built_once_per_shape_and_never_shared_across_callers(
+        local_registry: Registry) -> None:
+    """The statement depends on the shape of a search (caller kind, filters given, number of words), its
+    values are bound: other words reuse it, and a token's search never sees another caller's answer."""
+    from registry_service.domain.adapters import search
+
+    reg = local_registry
+    await seed(reg, public=2, private=2)
+    owner = await reg.token("priv", "read")
+    search.page_statement.cache_clear()
+
+    async def names(params: dict[str, Any], token: str | None = None) -> set[str]:
+        r = await reg.client.get(ADAPTERS, params=params, headers=reg.auth(token))
+        assert r.status_code == 200, r.text
+        return {a["name"].rpartition("/")[2] for a in r.json()["items"]}
+
+    assert await names({"q": "a0"}) == {"a0"}
+    assert await names({"q": "p0"}) == set()  # the same shape, other values: private stays private
+    assert search.page_statement.cache_info().misses == 1 and search.page_statement.cache_info().hits == 1
+    assert await names({"q": "p0"}, owner) == {"p0"}  # another caller kind: another statement
+    assert await names({"q": "seeded", "tag": "t0"}, owner) == {"a0", "p0"}
+    assert await names({"q": "seeded", "tag": "t1"}) == {"a1"}
+    assert await names({"q": "100%_"}) == set()  # % and _ taken literally
+    assert search.page_statement.cache_info()[:2] == (2, 4)  # (hits, misses): four shapes
+
+
+async def test_a_version_listing_is_one_query_with_only_its_own_aliases_and_files(local_registry: Registry) -> None:
+    """The adapter, its aliases and a page of its versions come from one statement: nothing of another
+    adapter's leaks in, and an adapter without versions lists none."""
+    reg = local_registry
+    await seed(reg, public=3, versions=3)
+    await sql(reg, "INSERT INTO alias (adapter_id, name, version_id) SELECT adapter_id, 'prod-' || adapter_id, min(id) "
+                   "FROM adapter_version GROUP BY adapter_id")
+    await sql(reg, "INSERT INTO file (version_id, filename, size, sha256, storage_key) SELECT v.id, 'f' || a.name, "
+                   "v.version, repeat('0', 64), 'k' FROM adapter_version v JOIN adapter a ON a.id = v.adapter_id")
+    await sql(reg, "DELETE FROM alias WHERE adapter_id = (SELECT id FROM adapter WHERE name = 'a2')")
+    await sql(reg, "DELETE FROM adapter_version WHERE adapter_id = (SELECT id FROM adapter WHERE name = 'a2')")
+    ids = {}
+    for name in ("a0", "a1"):
+        body = (await reg.client.get(f"{ADAPTERS}/pub/{name}")).json()
+        ids[name] = body["aliases"]
+    r = await reg.client.get(f"{ADAPTERS}/pub/a0/versions", params={"limit": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["aliases"] == ids["a0"] and len(body["aliases"]) == 2  # latest and its own prod-…
+    assert [v["version"] for v in body["items"]] == [3, 2] and body["has_more"] and body["next_before"] == 2
+    assert {f["filename"] for v in body["items"] for f in v["files"]} == {"fa0"}
+    rest = (await reg.client.get(f"{ADAPTERS}/pub/a0/versions", params={"before": 2})).json()
+    assert [v["version"] for v in rest["items"]] == [1] and not rest["has_more"]
+    empty = await reg.client.get(f"{ADAPTERS}/pub/a2/versions")
+    assert empty.status_code == 200 and empty.json()["items"] == [] and empty.json()["aliases"] == {}
+    assert (await reg.client.get(f"{ADAPTERS}/pub/nope/versions")).status_code == 404

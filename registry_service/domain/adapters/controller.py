@@ -195,8 +195,8 @@ class AdapterController(AdapterDeletes, Controller):
         continues below that version number; ``has_more`` says whether more follow (with an ETag;
         revalidated by caches, it changes with every push)."""
         reader, principal = read.reader, read.principal
-        adapter, aliases = await reads.read_adapter(reader, principal, ns, name)
-        rows = await reads.read_versions(reader, adapter, limit=limit + 1, before=before)
+        adapter, aliases, rows = await reads.read_adapter_versions(reader, principal, ns, name, limit=limit + 1,
+                                                                   before=before)
         more = len(rows) > limit
         rows = rows[:limit]
         view = await inputs_view(reader, principal, rows)  # queries only when some version has parents

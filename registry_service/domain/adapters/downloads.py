@@ -15,6 +15,7 @@ from ...metrics import S3_DIRECT_BYTES
 from ...storage import BlobNotFoundError, BlobStore, InvalidRangeError, content_disposition
 from .caching import cache_control, file_etag, matches, not_modified, redirect_cache_control
 from .reads import FileRow
+from .small_files import is_small, small_file_bytes
 
 #: ``bytes=start-end``; each bound at most 19 ASCII digits (beyond any file size), so int() never meets a
 #: number too long to convert.
@@ -118,6 +119,10 @@ async def serve_file(
     if head:
         return Response(b"", status_code=status, headers=headers, media_type=media_type(f.filename))
     try:
+        if is_small(f):  # configs and READMEs: from memory after the first time
+            data = await small_file_bytes(store, f)
+            return Response(data[start:stop + 1], status_code=status, headers=headers,
+                            media_type=media_type(f.filename))
         chunks = await store.open_range(f.storage_key, start, stop if f.size else None)
     except BlobNotFoundError as exc:
         raise NotFound(f"the bytes of {f.filename} are missing from storage") from exc

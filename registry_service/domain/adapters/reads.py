@@ -121,7 +121,9 @@ def caller_kind(principal: Principal) -> Caller:
     return "namespace" if principal.namespace and principal.scopes else "anonymous"
 
 
-def _visible(caller: Caller) -> ColumnElement[bool]:
+def visible_for(caller: Caller) -> ColumnElement[bool]:
+    """SQL condition: adapters a caller of this kind may see, with the caller's namespace as the bound
+    parameter ``caller_ns`` (:func:`caller_params`)."""
     if caller == "admin":
         return true()
     own = A.c.namespace == bindparam("caller_ns") if caller == "namespace" else false()
@@ -131,7 +133,7 @@ def _visible(caller: Caller) -> ColumnElement[bool]:
 def visible_to(principal: Principal) -> ColumnElement[bool]:
     """SQL condition: adapters ``principal`` may see (public ones, and private ones it can read), with
     the caller's namespace as the bound parameter ``caller_ns`` (:func:`caller_params`)."""
-    return _visible(caller_kind(principal))
+    return visible_for(caller_kind(principal))
 
 
 def caller_params(principal: Principal) -> dict[str, Any]:
@@ -149,11 +151,12 @@ _VERSION_COLUMNS = (V.c.id, V.c.version, V.c.commit, V.c.config, V.c.summary, V.
 _AT_VERSION = len(ADAPTER_COLUMNS)  # where a version's columns start after an adapter's
 
 
-def _files_json() -> Any:
-    """The version's files as one JSON array of ``[filename, size, sha256, storage_key]``, by name."""
+def _files_json(version_id: Any = V.c.id) -> Any:
+    """The files of version ``version_id`` (a column) as one JSON array of ``[filename, size, sha256,
+    storage_key]``, by name."""
     row = func.json_build_array(F.c.filename, F.c.size, F.c.sha256, F.c.storage_key)
     agg = func.coalesce(func.json_agg(aggregate_order_by(row, F.c.filename)), literal_column("'[]'::json"))
-    return select(agg).where(F.c.version_id == V.c.id).scalar_subquery().cast(JSON)
+    return select(agg).where(F.c.version_id == version_id).scalar_subquery().cast(JSON)
 
 
 @functools.cache
@@ -168,25 +171,38 @@ def version_statement(kind: RefKind, caller: Caller) -> Select[Any]:
         column = V.c.version if kind == "number" else V.c.commit
         joined = base.outerjoin(V, and_(V.c.adapter_id == A.c.id, column == bindparam("ref")))
     return (select(*ADAPTER_COLUMNS, *_VERSION_COLUMNS, _files_json()).select_from(joined)
-            .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), _visible(caller)))
+            .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), visible_for(caller)))
+
+
+def _aliases_json() -> Select[Any]:
+    """The adapter's aliases as one JSON object (alias -> version number), as a one-row select."""
+    return (select(func.coalesce(func.json_object_agg(L.c.name, V.c.version), literal_column("'{}'::json"))
+                   .label("aliases"))
+            .select_from(L.join(V, V.c.id == L.c.version_id)).where(L.c.adapter_id == A.c.id))
 
 
 @functools.cache
 def adapter_statement(caller: Caller) -> Select[Any]:
     """The adapter ``ns/name`` if visible, with its aliases as a JSON object (alias -> version number)."""
-    aliases = (select(func.coalesce(func.json_object_agg(L.c.name, V.c.version), literal_column("'{}'::json")))
-               .select_from(L.join(V, V.c.id == L.c.version_id)).where(L.c.adapter_id == A.c.id)
-               .scalar_subquery().cast(JSON))
-    return (select(*ADAPTER_COLUMNS, aliases).select_from(A.join(B, B.c.id == A.c.base_model_id))
-            .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), _visible(caller)))
+    return (select(*ADAPTER_COLUMNS, _aliases_json().scalar_subquery().cast(JSON))
+            .select_from(A.join(B, B.c.id == A.c.base_model_id))
+            .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), visible_for(caller)))
 
 
 @functools.cache
-def versions_statement() -> Select[Any]:
-    """An adapter's versions with their files, newest first: at most ``limit`` of number ``upto`` or below."""
-    return (select(*_VERSION_COLUMNS, _files_json()).where(V.c.adapter_id == bindparam("adapter_id"),
-                                                           V.c.version <= bindparam("upto"))
-            .order_by(V.c.version.desc()).limit(bindparam("limit")))
+def adapter_versions_statement(caller: Caller) -> Select[Any]:
+    """The adapter ``ns/name`` if visible, with its aliases, joined with its newest ``limit`` versions of
+    number ``upto`` or below (and their files), newest first: one row per version, or one row without a
+    version when there is none."""
+    aliases = _aliases_json().lateral("adapter_aliases")
+    versions = (select(V).where(V.c.adapter_id == A.c.id, V.c.version <= bindparam("upto"))
+                .order_by(V.c.version.desc()).limit(bindparam("limit")).lateral("v"))
+    files = _files_json(versions.c.id)
+    joined = A.join(B, B.c.id == A.c.base_model_id).join(aliases, true()).outerjoin(versions, true())
+    columns = (versions.c[c.name] for c in _VERSION_COLUMNS)
+    return (select(*ADAPTER_COLUMNS, aliases.c.aliases.cast(JSON), *columns, files).select_from(joined)
+            .where(A.c.namespace == bindparam("ns"), A.c.name == bindparam("name"), visible_for(caller))
+            .order_by(versions.c.version.desc()))
 
 
 def _params(principal: Principal, ns: str, name: str) -> dict[str, Any]:
@@ -236,12 +252,21 @@ async def read_adapter(reader: AsyncEngine, principal: Principal, ns: str, name:
     return adapter_row(row), dict(sorted(row[_AT_VERSION].items()))
 
 
-async def read_versions(reader: AsyncEngine, adapter: AdapterRow, *, limit: int,
-                        before: int | None = None) -> list[VersionRow]:
-    """The adapter's newest ``limit`` versions below number ``before`` (all when None), newest first."""
-    upto = MAX_VERSION if before is None else min(before - 1, MAX_VERSION)
-    rows = await read_once(reader, versions_statement(), {"adapter_id": adapter.id, "limit": limit, "upto": upto})
-    return [_version(row, 0) for row in rows]
+def _upto(before: int | None) -> int:
+    return MAX_VERSION if before is None else min(before - 1, MAX_VERSION)
+
+
+async def read_adapter_versions(reader: AsyncEngine, principal: Principal, ns: str, name: str, *, limit: int,
+                                before: int | None = None) -> tuple[AdapterRow, dict[str, int], list[VersionRow]]:
+    """The adapter ``ns/name``, its aliases and its newest ``limit`` versions below number ``before`` (all when
+    None), newest first, in one query; :class:`AdapterNotFound` otherwise."""
+    params = _params(principal, ns, name) | {"limit": limit, "upto": _upto(before)}
+    rows = await read_once(reader, adapter_versions_statement(caller_kind(principal)), params)
+    if not rows:
+        raise AdapterNotFound(f"adapter {ns}/{name} not found")
+    at = _AT_VERSION + 1  # after the aliases
+    versions = [_version(row, at) for row in rows if row[at] is not None]
+    return adapter_row(rows[0]), dict(sorted(rows[0][_AT_VERSION].items())), versions
 
 
 __all__ = [
@@ -254,13 +279,14 @@ __all__ = [
     "VersionRow",
     "adapter_row",
     "adapter_statement",
+    "adapter_versions_statement",
     "caller_kind",
     "caller_params",
     "read_adapter",
+    "read_adapter_versions",
     "read_version",
-    "read_versions",
     "ref_kind",
     "version_statement",
-    "versions_statement",
+    "visible_for",
     "visible_to",
 ]

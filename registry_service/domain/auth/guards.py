@@ -13,7 +13,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from ...errors import Unauthorized
-from .tokens import ANONYMOUS, Principal, bearer_digest, cached_principal, lookup_principal
+from .tokens import ANONYMOUS, Principal, bearer_digest, principal_for
 
 #: Where the caller is kept on ``request.state`` once it is known.
 PRINCIPAL_STATE = "principal"
@@ -21,17 +21,14 @@ PRINCIPAL_STATE = "principal"
 
 async def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """The caller of ``connection`` from its bearer token, resolved once per request and kept on the
-    request. No database session is opened unless the token's lookup is not cached (:mod:`.token_cache`)."""
+    request. A token is read on the reader engine, only when its lookup is not cached, and once for
+    all the requests that miss it at once (:mod:`.token_cache`)."""
     state = connection.scope.setdefault("state", {})
     known = state.get(PRINCIPAL_STATE)
     if isinstance(known, Principal):
         return known
     digest = bearer_digest(connection.headers.get("authorization"))
-    if digest is None:
-        principal = ANONYMOUS
-    elif (principal := cached_principal(digest)) is None:
-        async with connection.app.state.sessionmaker() as db:
-            principal = await lookup_principal(db, digest)
+    principal = ANONYMOUS if digest is None else await principal_for(connection.app.state.reader, digest)
     state[PRINCIPAL_STATE] = principal
     return principal
 

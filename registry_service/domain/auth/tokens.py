@@ -2,9 +2,10 @@
 revocation) and the caller's permissions.
 
 Every check of a token, by the API (bearer header), the web UI (a session names its token) and the
-merge workers (the submitter's token), goes through :func:`token_principal`, which reads the row
-from the database: a revoked or expired token is refused by every process at once. A cache on the
-hot path, if one is added, belongs here and nowhere else.
+merge workers (the submitter's token), goes through :func:`token_principal` on a row read from the
+database. The API's bearer tokens are read through the one cache of :mod:`.token_cache`
+(:func:`principal_for`, used from here and nowhere else): a revoked token is refused by the process
+that revokes it at once and by every other within the cache's bound; an expired one everywhere at once.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ...db.models import ApiToken
+from ...db.session import read_once
 from ...errors import BadRequest, Forbidden, Unauthorized
 from .token_cache import TOKENS
 
@@ -116,8 +119,9 @@ def token_lifetime(requested_s: int | None, *, default_s: int, max_s: int) -> dt
     return dt.timedelta(seconds=seconds) if seconds else None
 
 
-def token_principal(row: ApiToken | None, *, now: dt.datetime | None = None) -> Principal:
-    """The principal of a token row; :class:`Unauthorized` when it is missing, revoked or expired."""
+def token_principal(row: ApiToken | Any | None, *, now: dt.datetime | None = None) -> Principal:
+    """The principal of a token row (the ORM's or a Core row of its columns); :class:`Unauthorized` when
+    it is missing, revoked or expired."""
     if row is None or row.revoked:
         raise Unauthorized("unknown or revoked token")
     if row.expires_at is not None and row.expires_at <= (now or dt.datetime.now(dt.UTC)):
@@ -142,17 +146,18 @@ def bearer_digest(authorization: str | None) -> str | None:
     return hash_token(token.strip())
 
 
+def _unexpired(principal: Principal, expires_at: dt.datetime | None) -> Principal:
+    if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
+        raise Unauthorized("this token has expired")
+    return principal
+
+
 def cached_principal(digest: str) -> Principal | None:
     """The principal of token ``digest`` from this process's recent lookups (:mod:`.token_cache`: the bound
     on how late another process's revocation is seen; the revoking process forgets at once), with its
     expiry checked now; None when it must be looked up."""
     cached = TOKENS.get(digest)
-    if cached is None:
-        return None
-    principal, expires_at = cached
-    if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
-        raise Unauthorized("this token has expired")
-    return principal
+    return None if cached is None else _unexpired(*cached)
 
 
 async def lookup_principal(db: AsyncSession, digest: str) -> Principal:
@@ -163,6 +168,32 @@ async def lookup_principal(db: AsyncSession, digest: str) -> Principal:
     assert row is not None  # token_principal refused a missing row
     TOKENS.put(digest, principal, row.expires_at, generation)
     return principal
+
+
+#: The columns :func:`token_principal` reads, of the token with the bound sha256 ``digest``.
+_TOKEN_ROW = select(ApiToken.id, ApiToken.namespace, ApiToken.scopes, ApiToken.name, ApiToken.revoked,
+                    ApiToken.expires_at).where(ApiToken.token_sha256 == bindparam("digest"))
+
+
+async def read_principal(reader: AsyncEngine, digest: str) -> tuple[Principal, dt.datetime | None]:
+    """The principal of token ``digest`` and its expiry, read in one round trip on the reader engine
+    (autocommit); :class:`Unauthorized` when it is unknown, revoked or expired."""
+    rows = await read_once(reader, _TOKEN_ROW, {"digest": digest})
+    row = rows[0] if rows else None
+    return token_principal(row), row.expires_at if row is not None else None
+
+
+async def principal_for(reader: AsyncEngine, digest: str) -> Principal:
+    """The principal of token ``digest`` for a request: from the cache (refreshed in the background when
+    due), else from one lookup shared by every request that misses at once (:mod:`.token_cache`)."""
+    def lookup() -> Any:
+        return read_principal(reader, digest)
+
+    cached = TOKENS.get(digest)
+    if cached is not None:
+        TOKENS.refresh(digest, lookup)
+        return _unexpired(*cached)
+    return _unexpired(*await TOKENS.load(digest, lookup))
 
 
 async def resolve(db: AsyncSession, authorization: str | None) -> Principal:

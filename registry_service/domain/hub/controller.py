@@ -45,6 +45,9 @@ class HubController(Controller):
 
     path = "/"
     tags = ["hub-compatible"]
+    # read-only routes outside /api/: no CSRF token to mint and set as a cookie on every answer (a
+    # Set-Cookie would also keep shared caches from storing the immutable ones)
+    opt = {"exclude_from_csrf": True}
     # ProblemDetailsException is named too: the app maps it (for the rest of the API) and it sits before
     # HTTPException in the MRO of the service's errors, so HTTPException alone would not win.
     exception_handlers = {HubError: hub_error_response, ProblemDetailsException: hub_error_response,
