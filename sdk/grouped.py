@@ -42,8 +42,32 @@ def grouped_rows(x: Tensor, index: Tensor, groups: int) -> Tensor:
     return x.index_select(0, index).reshape(groups, -1, x.shape[-1])
 
 
+def _grid_view(t: Tensor, routing: Routing) -> Tensor | None:
+    """``t`` (batch, rows…, features) in the eager group layout ``(U, G·rows, features)`` as a strided view of
+    its storage, when the routing's samples lie on a grid (:attr:`Routing.eager_grid`); None when no such view
+    exists (another order, ``__base__`` samples, padding, a non-contiguous ``t``, or several rows per sample
+    of interleaved groups)."""
+    grid = routing.eager_grid
+    if grid is None or not t.is_contiguous():
+        return None
+    su, sj = grid
+    feat = t.shape[-1]
+    per_sample = t.numel() // max(t.shape[0], 1)
+    if per_sample == feat:  # one row per sample
+        stride = (su * per_sample, sj * per_sample, 1)
+    elif sj == 1:  # a group's samples are adjacent: its rows are one run
+        stride = (su * per_sample, feat, 1)
+    else:
+        return None
+    return t.as_strided((routing.eager_groups, per_sample // feat * routing.eager_size, feat), stride)
+
+
 def _grouped_input(x: Tensor, routing: Routing) -> Tensor:
-    """A layer's input in the eager group layout, reused while the same unchanged tensor comes again."""
+    """A layer's input in the eager group layout (a view when the samples lie on a grid, else a gather), reused
+    while the same unchanged tensor comes again."""
+    view = _grid_view(x, routing)
+    if view is not None:
+        return view
     version = -1 if x.is_inference() else x._version  # inference tensors keep no version counter
     last = routing._gathered
     if last is not None and last[0] is x and last[1] == version:
@@ -108,6 +132,10 @@ def _eager_grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: Groupe
         assert base_out is not None
         base = grouped_rows(base_out, routing.eager_gather, groups).to(y.dtype)
         y = (dora - 1) * base + dora * y
+    into = None if grad else _grid_view(result, routing)
+    if into is not None:  # the grouped rows are added where their samples lie: no gather back
+        into.add_(y if y.dtype == result.dtype else y.to(result.dtype))
+        return result
     picked = y.reshape(-1, *result.shape[1:]).index_select(0, back)
     if picked.dtype != result.dtype:
         picked = picked.to(result.dtype)
