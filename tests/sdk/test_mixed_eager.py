@@ -156,3 +156,42 @@ def test_grid_orders_equal_each_sample_alone(order: str, seq: int, r: int, grad:
     back_gathers = 0 if views and decode and not grad else 8
     assert len(gathers) == input_gathers + back_gathers, log.shapes("index_select")
     assert log.count("index_add") == 0 and log.count("scatter_add") == 0
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("seq, r", [(1, 8), (6, 4)])
+def test_layers_sharing_an_input_fuse_their_down_projections(grad: bool, seq: int, r: int) -> None:
+    """From the second call on, q, k and v (which read one input) run one down-projection bmm over their A side
+    by side; o (another input) keeps its own. Outputs stay each sample's own."""
+    m = three_adapters(r=r)
+    names = ["a", "c", "__base__", "a", "b", "a", "__base__"]
+    x = ids(batch=7, seq=seq, seed=3)
+    want = per_sample_reference(m, x, names)
+    downs = []
+    for _ in range(3):
+        log = OpLog()
+        with torch.set_grad_enabled(grad), log:
+            got = m(input_ids=x, adapter_names=names).logits
+        torch.testing.assert_close(got.detach(), want, atol=1e-5, rtol=1e-4)
+        downs.append([s for n, s in log.calls if n == "bmm" and s[-1] == 32])  # (groups, rows, hidden) inputs
+    assert len(downs[0]) == 8  # 2 decoder layers x q, k, v, o
+    assert len(downs[1]) == len(downs[2]) == 4  # per decoder layer: one fused for q/k/v, one for o
+
+
+def test_a_changed_adapter_leaves_the_fused_plan_until_it_is_rebuilt() -> None:
+    m = three_adapters(r=8, targets=("q_proj", "k_proj", "v_proj"))
+    names = ["b", "a", "c", "a"]
+    x = ids(batch=4, seq=1, seed=9)
+    with torch.no_grad():
+        m(input_ids=x, adapter_names=names)
+        m(input_ids=x, adapter_names=names)  # fused from here on
+        k = m.base_model.model.layers[0].self_attn.k_proj
+        k.lora_B["a"].mul_(3.0)  # k's stack is rebuilt: the plan no longer names it
+    want = per_sample_reference(m, x, names)
+    for fused_downs in (2, 1):  # k runs its own bmm once, then layer 0 plans again
+        log = OpLog()
+        with torch.no_grad(), log:
+            got = m(input_ids=x, adapter_names=names).logits
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+        per_layer = [s for n, s in log.calls if n == "bmm" and s[-1] == 32]
+        assert len(per_layer) == fused_downs + 1, per_layer  # layer 0 (fused, or fused + k's own), layer 1 fused
