@@ -5,10 +5,8 @@ Which layers share an input is learnt, not assumed from names or structure: each
 tensor, the stacks (:class:`~sdk.grouped.GroupedWeights`) that read it, in order. The first of them, the
 leader, keeps its followers; on a later call it multiplies the input once by its own and its followers' A
 concatenated along the rank (built once, kept while they stay the same stack objects), and each follower takes
-its columns; low-rank stacks only (a full ΔW, LoHa's or LoKr's, would be copied whole for nothing). A layer the
-plan does not name at its place (another mix, changed weights, another data flow) runs its own ``bmm``, and the
-leader plans from what this call saw the next time. The concatenated A is a second copy of those layers' A for
-the running mix.
+its columns. A layer the plan does not name at its place (another mix, changed weights, another data flow)
+runs its own ``bmm``, and the leader plans from what this call saw the next time.
 """
 
 from __future__ import annotations
@@ -70,8 +68,7 @@ def _plan(leader: GroupedWeights) -> FusedDown | None:
     if leader.plans >= MAX_PLANS or any(s is None for s in stacks):
         return None
     a = leader.a
-    if any(s.b is None or s.a.dtype != a.dtype or s.a.device != a.device or s.a.shape[:2] != a.shape[:2]
-           for s in stacks):  # low-rank factors only: a full ΔW (LoHa, LoKr) would be copied whole, for nothing
+    if any(s.a.dtype != a.dtype or s.a.device != a.device or s.a.shape[:2] != a.shape[:2] for s in stacks):
         return None
     starts = [0]
     for s in stacks:
