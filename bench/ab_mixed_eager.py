@@ -10,7 +10,6 @@ one after the other cannot promise on a shared machine. The old module must work
     .venv/bin/python bench/ab_mixed_eager.py                       # 64x1 and 64x16, 2 threads, wall clock
     .venv/bin/python bench/ab_mixed_eager.py --shapes 64x1 --rounds 60
     .venv/bin/python bench/ab_mixed_eager.py --threads 1 --clock cpu   # process CPU time: steadier when busy
-    .venv/bin/python bench/ab_mixed_eager.py --fuse-ab   # old = the working tree with fused down-projections off
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ from transformers import LlamaForCausalLM
 
 import sdk
 import sdk.grouped
-import sdk.shared_input
 import sdk.tuners.lora.layers as lora_layers
 
 
@@ -53,17 +51,6 @@ def grouped_at(ref: str) -> ModuleType:
     sys.modules["grouped_at_ref"] = module
     spec.loader.exec_module(module)
     return module
-
-
-def unfused(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """``fn`` run with the eager down-projection fusion switched off."""
-    def call(*args: object, **kwargs: object) -> torch.Tensor:
-        sdk.shared_input.FUSE = False
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            sdk.shared_input.FUSE = True
-    return call
 
 
 def time_shape(model: sdk.AdapterModel, base: torch.nn.Module, shape: str, old: Callable[..., torch.Tensor],
@@ -111,14 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=30, help="timed rounds for 64x1 (a quarter of them for longer)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
-    ap.add_argument("--fuse-ab", action="store_true",
-                    help="old = the working tree with sdk.shared_input.FUSE off (instead of --ref)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    new = sdk.grouped.grouped_linear
-    old = unfused(new) if args.fuse_ab else grouped_at(args.ref).grouped_linear
-    label = "working tree, FUSE off" if args.fuse_ab else args.ref
+    old, new = grouped_at(args.ref).grouped_linear, sdk.grouped.grouped_linear
 
     torch.manual_seed(0)
     cfg = bl.llama_config()
@@ -138,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for shape in args.shapes.split(","):
         print(time_shape(model, base, shape, old, new, args.rounds, clock) +
-              f", {args.threads} threads, {args.clock} clock, old = {label}", flush=True)
+              f", {args.threads} threads, {args.clock} clock, old = {args.ref}", flush=True)
     return 0
 
 

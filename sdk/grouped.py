@@ -9,15 +9,13 @@ graph serves every assignment of adapters to samples with the same group layout.
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .layers import AdapterModule, VersionedCache
 from .routing import BASE_ADAPTER, Routing
-from .shared_input import FusedDown, SharedInput, down_projection
 
 
 @dataclass(eq=False)
@@ -32,11 +30,6 @@ class GroupedWeights:
     a: Tensor
     b: Tensor | None = None
     dora: Tensor | None = None
-    #: Eager down-projection fusion (:mod:`sdk.shared_input`): the stacks that read this one's input after it
-    #: in the last call, its fused plan, and how many plans it built.
-    followers: tuple[weakref.ref[GroupedWeights], ...] = field(default=(), repr=False)
-    fused: FusedDown | None = field(default=None, repr=False)
-    plans: int = field(default=0, repr=False)
 
 
 def grouped_rows(x: Tensor, index: Tensor, groups: int) -> Tensor:
@@ -69,19 +62,19 @@ def _grid_view(t: Tensor, routing: Routing) -> Tensor | None:
     return t.as_strided((routing.eager_groups, per_sample // feat * routing.eager_size, feat), stride)
 
 
-def _grouped_input(x: Tensor, routing: Routing) -> SharedInput:
-    """A layer's input in the eager group layout (a view when the samples lie on a grid, else a gather), shared
-    while the same unchanged tensor comes again (q, k and v: one gather, one fused down-projection)."""
+def _grouped_input(x: Tensor, routing: Routing) -> Tensor:
+    """A layer's input in the eager group layout (a view when the samples lie on a grid, else a gather), reused
+    while the same unchanged tensor comes again."""
+    view = _grid_view(x, routing)
+    if view is not None:
+        return view
     version = -1 if x.is_inference() else x._version  # inference tensors keep no version counter
     last = routing._gathered
-    if isinstance(last, SharedInput) and last.x is x and last.version == version:
-        return last
-    xs = _grid_view(x, routing)
-    if xs is None:
-        xs = grouped_rows(x, routing.eager_gather, routing.eager_groups)
-    shared = SharedInput(x, version, xs)
-    routing._gathered = shared
-    return shared
+    if last is not None and last[0] is x and last[1] == version:
+        return last[2]
+    xs = grouped_rows(x, routing.eager_gather, routing.eager_groups)
+    routing._gathered = (x, version, xs)
+    return xs
 
 
 def _on(t: Tensor, like: Tensor) -> Tensor:
@@ -119,7 +112,8 @@ def _eager_grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: Groupe
         a = a[:groups]
         b = None if b is None else b[:groups]
         dora = None if dora is None else dora[:groups]
-    h = down_projection(_grouped_input(x, routing), w, a, groups)
+    xs = _grouped_input(x, routing)
+    h = torch.bmm(xs if xs.dtype == a.dtype else xs.to(a.dtype), a)
     grad = torch.is_grad_enabled()
     batch, out = result.shape[0], result.shape[-1]
     rows = result.numel() // max(batch * out, 1)  # rows per sample (sequence length, or 1)

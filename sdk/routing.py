@@ -75,9 +75,9 @@ class Routing:
     has_base: bool
     members: dict[str, Tensor]
     eager_grid: tuple[int, int] | None = None
-    #: The last input put into group order, with what the layers reading it shared (layers that share an input,
-    #: like q/k/v projections, gather it once in eager mode: :class:`sdk.shared_input.SharedInput`).
-    _gathered: object | None = field(default=None, repr=False)
+    #: The last input gathered into group order and the result (layers that share an input, like q/k/v
+    #: projections, gather it once in eager mode; a compiled graph deduplicates the gather itself).
+    _gathered: tuple[Tensor, int, Tensor] | None = field(default=None, repr=False)
 
     @property
     def groups(self) -> int:
