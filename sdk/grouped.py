@@ -86,9 +86,10 @@ def grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: GroupedWeight
     """``result`` (the base layer's output) plus each sample's adapter applied to its input ``x``.
 
     ``base_out`` (the base output without bias) is needed when ``w.dora`` is set. Results go back to their
-    samples by a gather (the routing's ``back``), never a scatter: compiled, inductor would turn a scatter into
-    one atomic add per element; eager, ``index_add_`` on CPU runs a parallel scatter that costs more than the two
-    matmuls on a busy two-core machine. Eager (:func:`_eager_grouped_linear`) uses the routing's tighter layout.
+    samples by a gather (the routing's ``back``) or, eagerly, through a strided view, never a scatter: compiled,
+    inductor would turn a scatter into one atomic add per element; eager, ``index_add_`` on CPU runs a parallel
+    scatter that costs more than the two matmuls on a busy two-core machine. Eager
+    (:func:`_eager_grouped_linear`) uses the routing's tighter layout.
     """
     if torch.compiler.is_compiling():
         return _compiled_grouped_linear(x, result, routing, w, base_out)
@@ -99,12 +100,14 @@ def _eager_grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: Groupe
                           base_out: Tensor | None) -> Tensor:
     """:func:`grouped_linear` in eager mode: the eager layout (no filler group, no minimum group size).
 
-    The down-projection runs grouped. The up-projection then either runs grouped and its rows are gathered
-    back and added, or, when a sample has at least half as many rows as the rank (prefill rather than decode),
-    the small down-projected rows go back to their samples and each sample's B (picked from the stack) is
-    added into ``result`` by one in-place ``baddbmm``: that copies ``batch·r·out`` weights instead of writing
-    and reading twice the ``batch·rows·out`` grouped output. Without autograd the sum is made in place
-    (``result`` is the base layer's fresh output).
+    The input is put in group order (a strided view when the samples lie on a grid,
+    :attr:`~sdk.routing.Routing.eager_grid`, else a gather shared by the layers that read the same tensor) and
+    the down-projection runs grouped. The up-projection then either runs grouped and its rows are added back
+    (through the grid's view into ``result`` without autograd, else gathered), or, when a sample has at least
+    half as many rows as the rank (prefill rather than decode), the small down-projected rows go back to their
+    samples and each sample's B (picked from the stack) is added into ``result`` by one in-place ``baddbmm``:
+    that copies ``batch·r·out`` weights instead of writing and reading twice the ``batch·rows·out`` grouped
+    output. Without autograd the sum is made in place (``result`` is the base layer's fresh output).
     """
     groups = routing.eager_groups
     a, b, dora = w.a, w.b, w.dora
