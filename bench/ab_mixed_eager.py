@@ -10,6 +10,7 @@ one after the other cannot promise on a shared machine. The old module must work
     .venv/bin/python bench/ab_mixed_eager.py                       # 64x1 and 64x16, 2 threads, wall clock
     .venv/bin/python bench/ab_mixed_eager.py --shapes 64x1 --rounds 60
     .venv/bin/python bench/ab_mixed_eager.py --threads 1 --clock cpu   # process CPU time: steadier when busy
+    .venv/bin/python bench/ab_mixed_eager.py --order shuffled   # the same names in a seeded random order
 """
 
 from __future__ import annotations
@@ -53,12 +54,25 @@ def grouped_at(ref: str) -> ModuleType:
     return module
 
 
+def adapter_order(batch: int, order: str) -> list[str]:
+    """One adapter name per sample: taking turns (``a{i % 16}``, the benchmarks' order), in blocks, or the
+    turns shuffled with a fixed seed."""
+    n = bl.N_MIXED_ADAPTERS
+    if order == "blocks":
+        return [f"a{i * n // batch}" for i in range(batch)]
+    names = [f"a{i % n}" for i in range(batch)]
+    if order == "shuffled":
+        names = [names[i] for i in torch.randperm(batch, generator=torch.Generator().manual_seed(3)).tolist()]
+    return names
+
+
 def time_shape(model: sdk.AdapterModel, base: torch.nn.Module, shape: str, old: Callable[..., torch.Tensor],
-               new: Callable[..., torch.Tensor], rounds: int, clock: Callable[[], float]) -> str:
+               new: Callable[..., torch.Tensor], rounds: int, clock: Callable[[], float], order: str = "turns"
+               ) -> str:
     """Old, new and base interleaved at one ``BxS`` shape; one line of medians and ratios."""
     batch, seq = map(int, shape.split("x"))
     ids = torch.randint(0, base.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(7))
-    names = [f"a{i % bl.N_MIXED_ADAPTERS}" for i in range(batch)]
+    names = adapter_order(batch, order)
 
     def sdk_with(fn: Callable[..., torch.Tensor]) -> Callable[[], torch.Tensor]:
         def call() -> torch.Tensor:
@@ -98,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=30, help="timed rounds for 64x1 (a quarter of them for longer)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    ap.add_argument("--order", choices=["turns", "blocks", "shuffled"], default="turns",
+                    help="which sample uses which adapter (turns: a{i %% 16})")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -120,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
 
     for shape in args.shapes.split(","):
-        print(time_shape(model, base, shape, old, new, args.rounds, clock) +
-              f", {args.threads} threads, {args.clock} clock, old = {args.ref}", flush=True)
+        print(time_shape(model, base, shape, old, new, args.rounds, clock, args.order) +
+              f", {args.order}, {args.threads} threads, {args.clock} clock, old = {args.ref}", flush=True)
     return 0
 
 

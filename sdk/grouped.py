@@ -42,8 +42,32 @@ def grouped_rows(x: Tensor, index: Tensor, groups: int) -> Tensor:
     return x.index_select(0, index).reshape(groups, -1, x.shape[-1])
 
 
+def _grid_view(t: Tensor, routing: Routing) -> Tensor | None:
+    """``t`` (batch, rows…, features) in the eager group layout ``(U, G·rows, features)`` as a strided view of
+    its storage, when the routing's samples lie on a grid (:attr:`Routing.eager_grid`); None when no such view
+    exists (another order, ``__base__`` samples, padding, a non-contiguous ``t``, or several rows per sample
+    of interleaved groups)."""
+    grid = routing.eager_grid
+    if grid is None or not t.is_contiguous():
+        return None
+    su, sj = grid
+    feat = t.shape[-1]
+    per_sample = t.numel() // max(t.shape[0], 1)
+    if per_sample == feat:  # one row per sample
+        stride = (su * per_sample, sj * per_sample, 1)
+    elif sj == 1:  # a group's samples are adjacent: its rows are one run
+        stride = (su * per_sample, feat, 1)
+    else:
+        return None
+    return t.as_strided((routing.eager_groups, per_sample // feat * routing.eager_size, feat), stride)
+
+
 def _grouped_input(x: Tensor, routing: Routing) -> Tensor:
-    """A layer's input in the eager group layout, reused while the same unchanged tensor comes again."""
+    """A layer's input in the eager group layout (a view when the samples lie on a grid, else a gather), reused
+    while the same unchanged tensor comes again."""
+    view = _grid_view(x, routing)
+    if view is not None:
+        return view
     version = -1 if x.is_inference() else x._version  # inference tensors keep no version counter
     last = routing._gathered
     if last is not None and last[0] is x and last[1] == version:
@@ -62,9 +86,10 @@ def grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: GroupedWeight
     """``result`` (the base layer's output) plus each sample's adapter applied to its input ``x``.
 
     ``base_out`` (the base output without bias) is needed when ``w.dora`` is set. Results go back to their
-    samples by a gather (the routing's ``back``), never a scatter: compiled, inductor would turn a scatter into
-    one atomic add per element; eager, ``index_add_`` on CPU runs a parallel scatter that costs more than the two
-    matmuls on a busy two-core machine. Eager (:func:`_eager_grouped_linear`) uses the routing's tighter layout.
+    samples by a gather (the routing's ``back``) or, eagerly, through a strided view, never a scatter: compiled,
+    inductor would turn a scatter into one atomic add per element; eager, ``index_add_`` on CPU runs a parallel
+    scatter that costs more than the two matmuls on a busy two-core machine. Eager
+    (:func:`_eager_grouped_linear`) uses the routing's tighter layout.
     """
     if torch.compiler.is_compiling():
         return _compiled_grouped_linear(x, result, routing, w, base_out)
@@ -75,12 +100,14 @@ def _eager_grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: Groupe
                           base_out: Tensor | None) -> Tensor:
     """:func:`grouped_linear` in eager mode: the eager layout (no filler group, no minimum group size).
 
-    The down-projection runs grouped. The up-projection then either runs grouped and its rows are gathered
-    back and added, or, when a sample has at least half as many rows as the rank (prefill rather than decode),
-    the small down-projected rows go back to their samples and each sample's B (picked from the stack) is
-    added into ``result`` by one in-place ``baddbmm``: that copies ``batch·r·out`` weights instead of writing
-    and reading twice the ``batch·rows·out`` grouped output. Without autograd the sum is made in place
-    (``result`` is the base layer's fresh output).
+    The input is put in group order (a strided view when the samples lie on a grid,
+    :attr:`~sdk.routing.Routing.eager_grid`, else a gather shared by the layers that read the same tensor) and
+    the down-projection runs grouped. The up-projection then either runs grouped and its rows are added back
+    (through the grid's view into ``result`` without autograd, else gathered), or, when a sample has at least
+    half as many rows as the rank (prefill rather than decode), the small down-projected rows go back to their
+    samples and each sample's B (picked from the stack) is added into ``result`` by one in-place ``baddbmm``:
+    that copies ``batch·r·out`` weights instead of writing and reading twice the ``batch·rows·out`` grouped
+    output. Without autograd the sum is made in place (``result`` is the base layer's fresh output).
     """
     groups = routing.eager_groups
     a, b, dora = w.a, w.b, w.dora
@@ -108,6 +135,10 @@ def _eager_grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: Groupe
         assert base_out is not None
         base = grouped_rows(base_out, routing.eager_gather, groups).to(y.dtype)
         y = (dora - 1) * base + dora * y
+    into = None if grad else _grid_view(result, routing)
+    if into is not None:  # the grouped rows are added where their samples lie: no gather back
+        into.add_(y if y.dtype == result.dtype else y.to(result.dtype))
+        return result
     picked = y.reshape(-1, *result.shape[1:]).index_select(0, back)
     if picked.dtype != result.dtype:
         picked = picked.to(result.dtype)

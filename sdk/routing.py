@@ -54,7 +54,10 @@ class Routing:
     the same tensors as ``gather``/``back`` when both layouts coincide (every mix with two or more
     adapters and some adapter used by two or more samples); ``eager_pick`` (batch) is each sample's
     group (0 for a ``__base__`` sample, whose rows a layer zeroes). ``has_base`` says whether some
-    sample uses no adapter.
+    sample uses no adapter. ``eager_grid`` is ``(su, sj)`` when the eager layout puts sample
+    ``u·su + j·sj`` at row ``j`` of group ``u`` and covers every sample exactly once (no ``__base__``
+    sample, no padding: adapters in blocks, ``(G, 1)``, or taking turns, ``(1, U)``); layers then read
+    and write the groups through strided views instead of gathering rows (None otherwise).
     """
 
     names: tuple[str, ...]
@@ -71,6 +74,7 @@ class Routing:
     eager_size: int
     has_base: bool
     members: dict[str, Tensor]
+    eager_grid: tuple[int, int] | None = None
     #: The last input gathered into group order and the result (layers that share an input, like q/k/v
     #: projections, gather it once in eager mode; a compiled graph deduplicates the gather itself).
     _gathered: tuple[Tensor, int, Tensor] | None = field(default=None, repr=False)
@@ -113,6 +117,7 @@ class Routing:
         if groups:
             torch._dynamo.mark_dynamic(gather_t, (0, 1))
         if len(members_of) == len(groups) and g == largest:  # the compiled layout has no filler, no forced size
+            e_gather = gather
             eager_gather, eager_back = gather_t.view(-1), back_t
         else:
             e_gather, _, e_back = _layout(members_of[: len(groups)], largest, len(names))
@@ -132,6 +137,7 @@ class Routing:
             eager_size=largest,
             has_base=len(names) > sum(len(v) for v in members_of),
             members={n: as_tensor(v) for n, v in groups.items()},
+            eager_grid=_grid(e_gather, len(groups), largest, len(names)),
         )
 
     def check_batch(self, batch: int) -> None:
@@ -141,6 +147,17 @@ class Routing:
                 f"adapter_names has {self.batch} entries but the batch has {batch} samples; "
                 "give exactly one adapter name per sample ('__base__' for none)"
             )
+
+
+def _grid(order: list[int], groups: int, size: int, batch: int) -> tuple[int, int] | None:
+    """``(su, sj)`` when ``order`` (the eager gather, flat: ``groups`` groups of ``size`` rows, each sample once
+    when they hold ``batch`` rows) is ``u·su + j·sj`` at group ``u``, row ``j``; None otherwise."""
+    if groups * size != batch or not batch or order[0] != 0:
+        return None
+    sj = order[1] if size > 1 else 1
+    su = order[size] if groups > 1 else size * sj
+    ok = all(order[u * size + j] == u * su + j * sj for u in range(groups) for j in range(size))
+    return (su, sj) if ok else None
 
 
 def _layout(members_of: list[list[int]], g: int, batch: int
