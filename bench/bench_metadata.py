@@ -445,13 +445,14 @@ def run_pushes(args: argparse.Namespace) -> None:
     for p, c in split.items():
         print(f"{p} API process(es): api {c['api']:.2f}  postgres {c['postgres']:.2f}  client {c['client']:.2f}  "
               f"machine {c['machine']:.2f}  (API busy {c['api_busy']:.2f} cores during the burst)")
-    if 1 in split:
-        c = split[1]
-        # one process can go no faster than one core of API time per push, N no faster than the machine allows
-        bound = {n: min(n * 1e3 / c["api"], cores * 1e3 / c["machine"]) for n in (1, 2)}
-        print(f"bound from CPU alone on this machine: 2 / 1 processes <= {bound[2] / bound[1]:.2f} "
-              f"(with the API's {c['api'] / c['machine']:.0%} share of the machine's CPU per push; 2.00 where "
-              "the API processes have cores of their own)")
+    if len(rate) == 2:
+        one, two = sorted(rate)
+        # whatever the number of API processes, the machine runs at most cores / (its CPU per push) pushes a
+        # second: the most that `two` processes can gain over what `one` measured
+        ceiling = cores * 1e3 / split[two]["machine"]
+        print(f"the machine's CPU allows at most {ceiling:.1f} pushes/s with {two} processes, so "
+              f"{two} / {one} processes <= {ceiling / rate[one]:.2f} here (the API's share of the machine's CPU per "
+              f"push: {split[one]['api'] / split[one]['machine']:.0%}; 1.7 needs spare cores for the API processes)")
     if args.json:
         args.json.write_text(json.dumps({"pushes_per_s": rate, "raw_s": times, "cpu_ms_per_push": split}, indent=2))
 
