@@ -1,5 +1,4 @@
-"""A short-lived, bounded cache of token lookups, used only through :func:`.tokens.principal_for`,
-:func:`.tokens.cached_principal` and :func:`.tokens.lookup_principal`.
+"""A short-lived, bounded cache of token lookups, used only through :func:`.tokens.principal_for`.
 
 A token is looked up in the database at most once per :data:`TOKEN_CACHE_SECONDS` per API process.
 What that costs: a token revoked (or changed) through **another** process or directly in the

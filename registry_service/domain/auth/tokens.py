@@ -152,24 +152,6 @@ def _unexpired(principal: Principal, expires_at: dt.datetime | None) -> Principa
     return principal
 
 
-def cached_principal(digest: str) -> Principal | None:
-    """The principal of token ``digest`` from this process's recent lookups (:mod:`.token_cache`: the bound
-    on how late another process's revocation is seen; the revoking process forgets at once), with its
-    expiry checked now; None when it must be looked up."""
-    cached = TOKENS.get(digest)
-    return None if cached is None else _unexpired(*cached)
-
-
-async def lookup_principal(db: AsyncSession, digest: str) -> Principal:
-    """The principal of token ``digest`` as the database has it (the lookup is then cached for a few seconds)."""
-    generation = TOKENS.generation
-    row = (await db.execute(select(ApiToken).where(ApiToken.token_sha256 == digest))).scalar_one_or_none()
-    principal = token_principal(row)
-    assert row is not None  # token_principal refused a missing row
-    TOKENS.put(digest, principal, row.expires_at, generation)
-    return principal
-
-
 #: The columns :func:`token_principal` reads, of the token with the bound sha256 ``digest``.
 _TOKEN_ROW = select(ApiToken.id, ApiToken.namespace, ApiToken.scopes, ApiToken.name, ApiToken.revoked,
                     ApiToken.expires_at).where(ApiToken.token_sha256 == bindparam("digest"))
@@ -201,4 +183,6 @@ async def resolve(db: AsyncSession, authorization: str | None) -> Principal:
     digest = bearer_digest(authorization)
     if digest is None:
         return ANONYMOUS
-    return cached_principal(digest) or await lookup_principal(db, digest)
+    engine = db.bind
+    assert isinstance(engine, AsyncEngine)  # the service's sessions are bound to its engine
+    return await principal_for(engine, digest)
