@@ -77,6 +77,35 @@ def _grouped_input(x: Tensor, routing: Routing) -> Tensor:
     return xs
 
 
+def _grid_prefill(x: Tensor, result: Tensor, routing: Routing, a: Tensor, b: Tensor) -> bool:
+    """Add each sample's adapter into ``result`` in place, reading the samples where they lie, when they lie on a
+    grid (:attr:`~sdk.routing.Routing.eager_grid`) and have several rows each (prefill); False when this does not
+    apply. In blocks (``(G, 1)``) a group's samples are one contiguous run: one ``bmm`` and one ``baddbmm_`` over
+    views. Taking turns (``(1, U)``, sample ``u + U·j``) samples ``j·U … j·U+U−1`` are contiguous and in group
+    order: the same two calls for each of the ``G`` grid rows. Either way nothing is gathered or scattered and no
+    B is copied per sample; every adapter's weights are read once per grid row, from cache after the first."""
+    grid = routing.eager_grid
+    if grid is None or not result.is_contiguous():
+        return False
+    su, sj = grid
+    groups, size = routing.eager_groups, routing.eager_size
+    batch, out, feat = result.shape[0], result.shape[-1], x.shape[-1]
+    rows = result.numel() // max(batch * out, 1)
+    if sj != 1 and (su != 1 or sj != groups or rows == 1):
+        return False  # one row per sample taking turns: the decode path's single grouped bmm costs less
+    xr = x.reshape(batch, rows, feat)
+    if xr.dtype != a.dtype:
+        xr = xr.to(a.dtype)
+    into = result.view(batch, rows, out)
+    if sj == 1:  # blocks: sample u·G + j
+        into.view(groups, size * rows, out).baddbmm_(torch.bmm(xr.view(groups, size * rows, feat), a), b)
+        return True
+    for j in range(size):  # turns: sample u + U·j
+        part = slice(j * groups, (j + 1) * groups)
+        into[part].baddbmm_(torch.bmm(xr[part], a), b)
+    return True
+
+
 def _on(t: Tensor, like: Tensor) -> Tensor:
     return t if t.device == like.device else t.to(like.device)
 
@@ -107,7 +136,8 @@ def _eager_grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: Groupe
     half as many rows as the rank (prefill rather than decode), the small down-projected rows go back to their
     samples and each sample's B (picked from the stack) is added into ``result`` by one in-place ``baddbmm``:
     that copies ``batch·r·out`` weights instead of writing and reading twice the ``batch·rows·out`` grouped
-    output. Without autograd the sum is made in place (``result`` is the base layer's fresh output).
+    output. Without autograd the sum is made in place (``result`` is the base layer's fresh output), and prefill
+    samples on a grid skip every gather (:func:`_grid_prefill`).
     """
     groups = routing.eager_groups
     a, b, dora = w.a, w.b, w.dora
@@ -115,13 +145,17 @@ def _eager_grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: Groupe
         a = a[:groups]
         b = None if b is None else b[:groups]
         dora = None if dora is None else dora[:groups]
-    xs = _grouped_input(x, routing)
-    h = torch.bmm(xs if xs.dtype == a.dtype else xs.to(a.dtype), a)
     grad = torch.is_grad_enabled()
     batch, out = result.shape[0], result.shape[-1]
     rows = result.numel() // max(batch * out, 1)  # rows per sample (sequence length, or 1)
+    prefill = b is not None and dora is None and b.dtype == result.dtype and 2 * rows >= b.shape[1]
+    if prefill and not grad and b is not None and _grid_prefill(x, result, routing, a, b):
+        return result
+    xs = _grouped_input(x, routing)
+    h = torch.bmm(xs if xs.dtype == a.dtype else xs.to(a.dtype), a)
     back = _on(routing.eager_back, h)
-    if b is not None and dora is None and b.dtype == result.dtype and 2 * rows >= b.shape[1]:
+    if prefill:
+        assert b is not None
         hs = h.reshape(-1, rows, h.shape[-1]).index_select(0, back)
         if routing.has_base:  # a __base__ sample's rows point at some other sample's: zero them
             hs = hs.masked_fill_(_on(routing.own, hs).view(-1, 1, 1) == 0, 0)

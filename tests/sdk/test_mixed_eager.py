@@ -150,11 +150,17 @@ def test_grid_orders_equal_each_sample_alone(order: str, seq: int, r: int, grad:
     gathers = [s for s in log.shapes("index_select") if s[0] == 6]  # rows picked from a (batch, …) tensor
     views = seq == 1 or order == "blocks"  # interleaved samples of several rows have no strided view
     decode = 2 * seq < r
-    input_gathers = 0 if views else 4  # 2 decoder layers: q/k/v's shared input and o's
+    # prefill without autograd: each grid row of samples (turns) or each group (blocks) is read and added to in
+    # place, with one bmm and one baddbmm_ per projection and grid row: nothing gathered
+    in_place = not decode and not grad
+    input_gathers = 0 if views or in_place else 4  # 2 decoder layers: q/k/v's shared input and o's
     # decode without autograd: added in place through a view; else gathered back (prefill: the down-projected
     # rows, then one baddbmm each), one per projection
-    back_gathers = 0 if views and decode and not grad else 8
+    back_gathers = 0 if (views and decode and not grad) or in_place else 8
     assert len(gathers) == input_gathers + back_gathers, log.shapes("index_select")
+    if in_place:  # 8 projections; turns: 2 grid rows of 3 samples each
+        assert log.count("baddbmm_") == (16 if order == "turns" else 8)
+        assert log.count("bmm") == log.count("baddbmm_")
     assert log.count("index_add") == 0 and log.count("scatter_add") == 0
 
 
