@@ -16,7 +16,9 @@ Sections:
                and 64 x 16: sdk against the plain base model (no adapter layers), eager and compiled; peft
                eager for information. Logits must match peft's (and eager sdk's) before timing, and the
                compiled sdk model must serve a second mix (5 adapters, 8 base samples) with the same graph
-               (graphs counted). Fewer rounds for 64 x 16, whose forward costs about 10x a 64 x 1 one
+               (graphs counted). Fewer rounds for 64 x 16, whose forward costs about 10x a 64 x 1 one.
+               The floor: reading every layer's stacked adapter weights once (a ``sum`` each), timed in the
+               same rounds, over the base forward: what the adapters' bytes alone cost on this machine
 4. ``half``    bf16 and fp16 base models (adapters float32 in both libraries): logits against peft's and
                the forward time, eager and compiled
 5. ``hotswap`` load one adapter, prepare for rank 16, compile, swap in three others (ranks 4/8/16, other
@@ -299,7 +301,10 @@ def bench_mixed(env: Env, base: torch.nn.Module, vocab: int, plan: dict[str, tup
             assert diffs["sdk_vs_base"] > 1e-3, "the adapters change nothing: the comparison would be vacuous"
             bl.log(f"[bench]   {shape}: sdk compiled in {compile_sdk:.0f}s, graphs {counter.frame_count}; "
                    f"timing sdk/base eager and compiled, peft eager: {warmup} warm-up, {reps} rounds")
+            s(adapter_names=per_sample, **kw)  # the stacks of this mix, not of the other one just run
+            stacks = mix_stacks(s)
             times = bl.time_interleaved({
+                "adapter_read": env.timed(partial(read_all, stacks)),
                 "sdk_eager": env.timed(partial(s, adapter_names=per_sample, **kw)),
                 "base_eager": env.timed(partial(plain, **kw)),
                 "sdk_compiled": env.timed(partial(cs, adapter_names=per_sample, **kw)),
@@ -307,15 +312,41 @@ def bench_mixed(env: Env, base: torch.nn.Module, vocab: int, plan: dict[str, tup
                 "peft_eager": env.timed(partial(p, adapter_names=per_sample, **kw)),
             }, warmup, reps)
         eager, comp = ratio_block(times, "sdk_eager", "base_eager"), ratio_block(times, "sdk_compiled", "base_compiled")
+        read = statistics.median(times["adapter_read"])
+        floor = {"adapter_bytes": sum(t.numel() * t.element_size() for t in stacks),
+                 "base_bytes": sum(q.numel() * q.element_size() for q in plain.parameters()),
+                 "read_ms": read * 1e3,
+                 "eager": 1 + read / statistics.median(times["base_eager"]),
+                 "compiled": 1 + read / statistics.median(times["base_compiled"])}
         out[shape] = {
             "ratio_eager": eager["ratio"], "ratio_eager_ci95": eager["ratio_ci95"],
             "ratio_compiled": comp["ratio"], "ratio_compiled_ci95": comp["ratio_ci95"],
             "ratio_peft_base": statistics.median(times["peft_eager"]) / statistics.median(times["base_eager"]),
-            "sdk_graphs": counter.frame_count, "sdk_compile_s": compile_sdk,
+            "sdk_graphs": counter.frame_count, "sdk_compile_s": compile_sdk, "floor": floor,
             "times": {k: bl.summary(v) for k, v in times.items()}, "times_s": times, "max_abs_diff": diffs,
         }
-        bl.log(f"[bench]   {shape}: sdk/base eager {eager['ratio']:.3f}, compiled {comp['ratio']:.3f}")
+        bl.log(f"[bench]   {shape}: sdk/base eager {eager['ratio']:.3f}, compiled {comp['ratio']:.3f}; "
+               f"reading the adapters' weights alone: {floor['eager']:.3f} and {floor['compiled']:.3f}")
     return out
+
+
+def mix_stacks(model: sdk.AdapterModel) -> list[torch.Tensor]:
+    """The stacked adapter weights the last mixed batch's grouped matmuls read (every layer's A and B)."""
+    from sdk.grouped import GroupedLayer
+
+    out: list[torch.Tensor] = []
+    for m in model.modules():
+        w = m._mix_cache.mix.value if isinstance(m, GroupedLayer) else None
+        if w is not None:
+            out += [t for t in (w.a, w.b, w.dora) if t is not None]
+    assert out, "no grouped layer holds a stack: run a mixed batch first"
+    return out
+
+
+def read_all(tensors: list[torch.Tensor]) -> None:
+    """Read every byte of ``tensors`` once (a sum each): what the adapters' matmuls cannot do with less."""
+    for t in tensors:
+        t.sum()
 
 
 def bench_half(env: Env, base: torch.nn.Module, ids: torch.Tensor, warmup: int, reps: int, compiled_too: bool
@@ -435,6 +466,12 @@ def report(results: dict) -> str:
                      f"{ms(t['base_eager']['median_s'])} (sdk/base {r['ratio_eager']:.3f}; peft/base "
                      f"{r['ratio_peft_base']:.3f}); compiled ms sdk {ms(t['sdk_compiled']['median_s'])}, base "
                      f"{ms(t['base_compiled']['median_s'])} (sdk/base {r['ratio_compiled']:.3f})")
+        f = r.get("floor")
+        if f:
+            lines.append(f"  floor: the adapters' weights ({f['adapter_bytes'] / 2**20:.1f} MiB, "
+                         f"{f['adapter_bytes'] / f['base_bytes']:.1%} of the base model's) take {f['read_ms']:.2f} ms "
+                         f"to read once: sdk/base >= {f['eager']:.3f} eager and {f['compiled']:.3f} compiled here "
+                         "for any kernel that does not overlap that read with the base model's matmuls")
     for dtype, r in (results.get("half") or {}).items():
         t = r["times"]
         line = (f"{dtype}: adapters {r['adapter_dtypes']}, logits equal peft's: {r['exact_match_peft']} "
