@@ -178,3 +178,22 @@ def test_grid_order_backward_equals_each_sample_alone() -> None:
         m(inputs_embeds=alone).logits.square().sum().backward()
         assert alone.grad is not None and batch.grad is not None
         torch.testing.assert_close(batch.grad[i : i + 1], alone.grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("names", [["c", "a", "b"], ["b", "b", "b", "b"], ["a", "b"] * 3])
+def test_prefill_on_a_grid_is_added_in_place(names: list[str]) -> None:
+    """One sample per adapter, one adapter for every sample, and three grid rows of two: each sample gets its own
+    adapter, and the forward gathers no row and copies no B."""
+    m = three_adapters(r=4)
+    x = ids(batch=len(names), seq=5, seed=8)
+    want = per_sample_reference(m, x, names)
+    with torch.no_grad():
+        m(input_ids=x, adapter_names=names)  # the first call of a mix picks its stacks (index_select)
+    log = OpLog()
+    with torch.no_grad(), log:
+        got = m(input_ids=x, adapter_names=names).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert Routing.build(names).eager_grid is not None
+    assert log.count("index_select") == 0, log.shapes("index_select")
+    rows_of_grid = 3 if names == ["a", "b"] * 3 else 1
+    assert log.count("baddbmm_") == 8 * rows_of_grid  # 2 decoder layers x 4 projections
