@@ -11,7 +11,7 @@ import copyreg
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, SupportsIndex
 
@@ -655,6 +655,22 @@ class AdapterModel(nn.Module):
 
 #: Config keys that may differ between a saved checkpoint and the adapter it reloads into.
 _IGNORED_ON_RELOAD = frozenset({"inference_mode", "base_model_name_or_path", "revision", "peft_version"})
+
+
+def _skip_own_frame(fn: Callable[..., Any]) -> None:
+    """Tell Dynamo once, on ``fn``'s code, to run ``fn``'s own frame as it is and compile what it calls.
+
+    ``torch.compiler.disable(recursive=False)`` alone says the same, but Dynamo then examines the frame anew on
+    every call of a compiled model (trace rules, bytecode scans: about 0.3 ms a call on CPU, 3-6% of a small
+    model's compiled forward). Marking the code makes that a lookup. Without the hook (another torch) the
+    decorator still gives the same graphs, only slower.
+    """
+    skip_code = getattr(torch._dynamo.eval_frame, "skip_code", None)
+    if skip_code is not None:
+        skip_code(getattr(fn, "_torchdynamo_orig_callable", fn).__code__)
+
+
+_skip_own_frame(AdapterModel.forward)
 
 
 def _new_instance(cls: type, *args: Any) -> Any:
