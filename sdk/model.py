@@ -27,7 +27,7 @@ from .layers import AdapterLayer, AdapterModule, iter_adapter_modules, replace_m
 from .methods import composition_problem, config_from_dict, get_method, merge_refusal
 from .provenance import write_provenance
 from .quantization import keep_trainable_layout_everywhere
-from .routing import BASE_ADAPTER, Routing, RoutingGate
+from .routing import BASE_ADAPTER, Routing, RoutingCache, RoutingGate
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
 
@@ -42,6 +42,7 @@ class AdapterModel(nn.Module):
         self._active: list[str] = []
         self._gate = RoutingGate()
         self._routings: list[Routing] = []  # mixed batches running (nested calls stack up)
+        self._routing_cache = RoutingCache()
         self._call_inputs: list[dict[str, Any]] = []  # per-sample inputs of the calls running (nested stack up)
         self._module_list: list[AdapterModule] | None = None  # adapter modules, until the structure changes
         self._readers: tuple[list[AdapterModule], frozenset[str]] | None = None
@@ -223,7 +224,7 @@ class AdapterModel(nn.Module):
             )
         if device is None:
             device = next((p.device for p in self.base_model.parameters()), torch.device("cpu"))
-        return Routing.build([n for n in names for _ in range(expand)], device)
+        return self._routing_cache.get(tuple(n for n in names for _ in range(expand)), device)
 
     def _take_call_inputs(self, kwargs: dict[str, Any], expand: int) -> dict[str, Any] | None:
         """Remove the per-sample inputs the adapter modules read (Poly's ``task_ids``) from ``kwargs``."""
@@ -275,6 +276,7 @@ class AdapterModel(nn.Module):
                         m.end_call()
             if entered.routing is not None and self._routings and self._routings[-1] is entered.routing:
                 self._routings.pop()
+                entered.routing._gathered = None  # a cached routing must not keep this call's input alive
                 for m in self._adapter_modules():
                     if self._routings:
                         m.begin_routing(self._routings[-1])

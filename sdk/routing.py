@@ -176,6 +176,44 @@ def _layout(members_of: list[list[int]], g: int, batch: int
     return gather, slot, back
 
 
+class RoutingCache:
+    """The routings of a model's last few mixed batches, by adapter names and device.
+
+    A decode loop whose batch keeps the same requests from one step to the next then builds its routing once
+    instead of at every step. A :class:`Routing` holds nothing else that changes between calls (its last
+    gathered input is dropped when a call ends), so one serves every call with the same names.
+    """
+
+    #: Routings kept; the oldest is dropped first.
+    SIZE = 8
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[tuple[tuple[str, ...], str], Routing] = {}
+
+    def get(self, names: tuple[str, ...], device: torch.device | str) -> Routing:
+        """The routing of a batch whose sample ``i`` uses ``names[i]``, built on first use."""
+        key = (names, str(device))
+        with self._lock:
+            routing = self._by_key.get(key)
+        if routing is not None:
+            return routing
+        routing = Routing.build(names, device)
+        with self._lock:
+            while len(self._by_key) >= self.SIZE:
+                del self._by_key[next(iter(self._by_key))]
+            return self._by_key.setdefault(key, routing)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> RoutingCache:
+        return RoutingCache()  # a copied model starts with no routings of its own
+
+    def __getstate__(self) -> dict[str, object]:
+        return {}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
 class RoutingGate:
     """Keeps a routed call of a model from overlapping any other call of the same model.
 

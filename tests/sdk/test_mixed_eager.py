@@ -197,3 +197,38 @@ def test_prefill_on_a_grid_is_added_in_place(names: list[str]) -> None:
     assert log.count("index_select") == 0, log.shapes("index_select")
     rows_of_grid = 3 if names == ["a", "b"] * 3 else 1
     assert log.count("baddbmm_") == 8 * rows_of_grid  # 2 decoder layers x 4 projections
+
+
+def test_a_repeated_mix_reuses_its_routing_and_keeps_no_input() -> None:
+    """A decode loop with the same batch builds its routing once; the cached routing holds no input after the
+    call, a copied model starts without it, and at most ``RoutingCache.SIZE`` are kept."""
+    import copy
+
+    from sdk.routing import RoutingCache
+
+    m = three_adapters(targets=("q_proj", "k_proj", "v_proj"))
+    names = ["a", "b", "a", "c"]  # not on a grid: q/k/v's input is gathered (and remembered) during the call
+    x = ids(batch=4, seq=2, seed=3)
+    seen: list[object] = []
+    layer = m.base_model.model.layers[0].self_attn.q_proj
+    handle = layer.register_forward_pre_hook(lambda mod, args: seen.append(mod._route))
+    held: list[bool] = []  # k_proj runs after q_proj gathered the shared input into the routing
+    k_hook = m.base_model.model.layers[0].self_attn.k_proj.register_forward_pre_hook(
+        lambda mod, args: held.append(mod._route._gathered is not None)
+    )
+    with torch.no_grad():
+        first = m(input_ids=x, adapter_names=names).logits
+        second = m(input_ids=x, adapter_names=names).logits
+        m(input_ids=x, adapter_names=["c", "b", "a", "a"])
+    handle.remove()
+    k_hook.remove()
+    assert held == [True, True, True]
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert seen[0] is seen[1] and seen[2] is not seen[0]
+    assert seen[0]._gathered is None  # type: ignore[attr-defined]
+    assert not copy.deepcopy(m)._routing_cache._by_key
+    cache = RoutingCache()
+    routings = [cache.get((f"n{i}",), "cpu") for i in range(RoutingCache.SIZE + 3)]
+    assert len(cache._by_key) == RoutingCache.SIZE
+    assert cache.get(("n0",), "cpu") is not routings[0]  # the oldest went first
+    assert cache.get((f"n{RoutingCache.SIZE + 2}",), "cpu") is routings[-1]
