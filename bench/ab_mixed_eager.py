@@ -11,6 +11,7 @@ one after the other cannot promise on a shared machine. The old module must work
     .venv/bin/python bench/ab_mixed_eager.py --shapes 64x1 --rounds 60
     .venv/bin/python bench/ab_mixed_eager.py --threads 1 --clock cpu   # process CPU time: steadier when busy
     .venv/bin/python bench/ab_mixed_eager.py --order shuffled   # the same names in a seeded random order
+    .venv/bin/python bench/ab_mixed_eager.py --device cuda      # on a GPU (synchronised after every call)
 """
 
 from __future__ import annotations
@@ -71,7 +72,13 @@ def time_shape(model: sdk.AdapterModel, base: torch.nn.Module, shape: str, old: 
                ) -> str:
     """Old, new and base interleaved at one ``BxS`` shape; one line of medians and ratios."""
     batch, seq = map(int, shape.split("x"))
+    device = next(base.parameters()).device
     ids = torch.randint(0, base.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(7))
+    ids = ids.to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     names = adapter_order(batch, order)
 
     def sdk_with(fn: Callable[..., torch.Tensor]) -> Callable[[], torch.Tensor]:
@@ -93,8 +100,10 @@ def time_shape(model: sdk.AdapterModel, base: torch.nn.Module, shape: str, old: 
             for i in range(rounds):
                 order = keys[i % 3:] + keys[:i % 3]
                 for k in order[::-1] if (i // 3) % 2 else order:
+                    sync()
                     t0 = clock()
                     fns[k]()
+                    sync()
                     times[k].append(clock() - t0)
     finally:
         lora_layers.grouped_linear = new
@@ -112,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=30, help="timed rounds for 64x1 (a quarter of them for longer)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--order", choices=["turns", "blocks", "shuffled"], default="turns",
                     help="which sample uses which adapter (turns: a{i %% 16})")
     args = ap.parse_args(argv)
@@ -121,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     cfg = bl.llama_config()
-    base = LlamaForCausalLM(cfg).eval()
+    base = LlamaForCausalLM(cfg).eval().to(args.device)
     for p in base.parameters():
         p.requires_grad_(False)
     model: sdk.AdapterModel | None = None
