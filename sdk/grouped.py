@@ -167,8 +167,10 @@ def _eager_grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: Groupe
     y = h if b is None else torch.bmm(h, b)
     if dora is not None:
         assert base_out is not None
-        base = grouped_rows(base_out, routing.eager_gather, groups).to(y.dtype)
-        y = (dora - 1) * base + dora * y
+        base = _grid_view(base_out, routing)  # the base rows where the samples lie on a grid
+        if base is None:
+            base = grouped_rows(base_out, routing.eager_gather, groups)
+        y = (dora - 1) * base.to(y.dtype) + dora * y
     into = None if grad else _grid_view(result, routing)
     if into is not None:  # the grouped rows are added where their samples lie: no gather back
         into.add_(y if y.dtype == result.dtype else y.to(result.dtype))

@@ -90,3 +90,38 @@ def test_mixed_batches_and_merges_with_dora_and_plain_lora() -> None:
     torch.testing.assert_close(_logits(model), both, atol=1e-5, rtol=1e-5)
     with model.disable_adapter():
         torch.testing.assert_close(_logits(model), base, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seq", [1, 3])
+def test_dora_mixed_batch_on_a_grid_reads_its_base_rows_in_place(seq: int) -> None:
+    """Samples taking turns between a DoRA and a plain adapter: each gets its own adapter's output, and at one
+    row per sample the base rows DoRA rescales are read through a view, not gathered."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Gathers(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.n += func.overloadpacket.__name__ == "index_select"
+            return func(*args, **(kwargs or {}))
+
+    model = sdk.get_peft_model(tiny_llama(), sdk.LoraConfig(**CFG))
+    model.add_adapter("plain", sdk.LoraConfig(**{**CFG, "use_dora": False}))
+    model.eval()
+    names = ["default", "plain"] * 2
+    x = ids(batch=4, seq=seq, seed=2)
+    want = []
+    with torch.no_grad():
+        for i, n in enumerate(names):
+            model.set_adapter(n)
+            want.append(model(input_ids=x[i : i + 1]).logits)
+        model(input_ids=x, adapter_names=names)  # the first call of a mix picks its stacks
+        log = Gathers()
+        with log:
+            got = model(input_ids=x, adapter_names=names).logits
+    torch.testing.assert_close(got, torch.cat(want), atol=1e-5, rtol=1e-5)
+    # several rows per sample taking turns have no view: per layer, q/v's shared input once, then for q and v
+    # each the base rows and the rows back
+    assert log.n == (0 if seq == 1 else 2 * (1 + 2 * 2))
