@@ -184,7 +184,7 @@ class RoutingCache:
     gathered input is dropped when a call ends), so one serves every call with the same names.
     """
 
-    #: Routings kept; the oldest is dropped first.
+    #: Routings kept; the one used least recently is dropped first.
     SIZE = 8
 
     def __init__(self) -> None:
@@ -195,9 +195,10 @@ class RoutingCache:
         """The routing of a batch whose sample ``i`` uses ``names[i]``, built on first use."""
         key = (names, str(device))
         with self._lock:
-            routing = self._by_key.get(key)
-        if routing is not None:
-            return routing
+            routing = self._by_key.pop(key, None)
+            if routing is not None:
+                self._by_key[key] = routing  # now the most recently used
+                return routing
         routing = Routing.build(names, device)
         with self._lock:
             while len(self._by_key) >= self.SIZE:

@@ -201,7 +201,8 @@ def test_prefill_on_a_grid_is_added_in_place(names: list[str]) -> None:
 
 def test_a_repeated_mix_reuses_its_routing_and_keeps_no_input() -> None:
     """A decode loop with the same batch builds its routing once; the cached routing holds no input after the
-    call, a copied model starts without it, and at most ``RoutingCache.SIZE`` are kept."""
+    call, a copied model starts without it, and at most ``RoutingCache.SIZE`` are kept, least recently used
+    dropped first."""
     import copy
 
     from sdk.routing import RoutingCache
@@ -228,7 +229,9 @@ def test_a_repeated_mix_reuses_its_routing_and_keeps_no_input() -> None:
     assert seen[0]._gathered is None  # type: ignore[attr-defined]
     assert not copy.deepcopy(m)._routing_cache._by_key
     cache = RoutingCache()
-    routings = [cache.get((f"n{i}",), "cpu") for i in range(RoutingCache.SIZE + 3)]
+    routings = [cache.get((f"n{i}",), "cpu") for i in range(RoutingCache.SIZE)]
+    assert cache.get(("n0",), "cpu") is routings[0]  # used again: now the most recent
+    cache.get(("new",), "cpu")
     assert len(cache._by_key) == RoutingCache.SIZE
-    assert cache.get(("n0",), "cpu") is not routings[0]  # the oldest went first
-    assert cache.get((f"n{RoutingCache.SIZE + 2}",), "cpu") is routings[-1]
+    assert cache.get(("n0",), "cpu") is routings[0]
+    assert cache.get(("n1",), "cpu") is not routings[1]  # the least recently used went first
