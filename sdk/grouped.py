@@ -77,29 +77,31 @@ def _grouped_input(x: Tensor, routing: Routing) -> Tensor:
     return xs
 
 
-def _grid_prefill(x: Tensor, result: Tensor, routing: Routing, a: Tensor, b: Tensor) -> bool:
+def _grid_prefill(x: Tensor, result: Tensor, routing: Routing, a: Tensor, b: Tensor, rows: int) -> bool:
     """Add each sample's adapter into ``result`` in place, reading the samples where they lie, when they lie on a
     grid (:attr:`~sdk.routing.Routing.eager_grid`) and have several rows each (prefill); False when this does not
     apply. In blocks (``(G, 1)``) a group's samples are one contiguous run: one ``bmm`` and one ``baddbmm_`` over
     views. Taking turns (``(1, U)``, sample ``u + U·j``) samples ``j·U … j·U+U−1`` are contiguous and in group
     order: the same two calls for each of the ``G`` grid rows. Either way nothing is gathered or scattered and no
-    B is copied per sample; every adapter's weights are read once per grid row, from cache after the first."""
+    B is copied per sample; every adapter's weights are read once per grid row, from cache after the first.
+    ``rows`` is the number of rows per sample."""
     grid = routing.eager_grid
     if grid is None or not result.is_contiguous():
         return False
     su, sj = grid
     groups, size = routing.eager_groups, routing.eager_size
-    batch, out, feat = result.shape[0], result.shape[-1], x.shape[-1]
-    rows = result.numel() // max(batch * out, 1)
     if sj != 1 and (su != 1 or sj != groups or rows == 1):
         return False  # one row per sample taking turns: the decode path's single grouped bmm costs less
-    xr = x.reshape(batch, rows, feat)
+    batch, out = result.shape[0], result.shape[-1]
+    xr = x.reshape(batch, rows, x.shape[-1])
     if xr.dtype != a.dtype:
         xr = xr.to(a.dtype)
-    into = result.view(batch, rows, out)
-    if sj == 1:  # blocks: sample u·G + j
-        into.view(groups, size * rows, out).baddbmm_(torch.bmm(xr.view(groups, size * rows, feat), a), b)
+    if sj == 1:  # blocks, sample u·G + j: both are views in the group layout (contiguous, so never None)
+        into, xs = _grid_view(result, routing), _grid_view(xr, routing)
+        assert into is not None and xs is not None
+        into.baddbmm_(torch.bmm(xs, a), b)
         return True
+    into = result.view(batch, rows, out)
     for j in range(size):  # turns: sample u + U·j
         part = slice(j * groups, (j + 1) * groups)
         into[part].baddbmm_(torch.bmm(xr[part], a), b)
@@ -149,7 +151,7 @@ def _eager_grouped_linear(x: Tensor, result: Tensor, routing: Routing, w: Groupe
     batch, out = result.shape[0], result.shape[-1]
     rows = result.numel() // max(batch * out, 1)  # rows per sample (sequence length, or 1)
     prefill = b is not None and dora is None and b.dtype == result.dtype and 2 * rows >= b.shape[1]
-    if prefill and not grad and b is not None and _grid_prefill(x, result, routing, a, b):
+    if prefill and not grad and b is not None and _grid_prefill(x, result, routing, a, b, rows):
         return result
     xs = _grouped_input(x, routing)
     h = torch.bmm(xs if xs.dtype == a.dtype else xs.to(a.dtype), a)

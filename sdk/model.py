@@ -276,7 +276,7 @@ class AdapterModel(nn.Module):
                         m.end_call()
             if entered.routing is not None and self._routings and self._routings[-1] is entered.routing:
                 self._routings.pop()
-                entered.routing._gathered = None  # a cached routing must not keep this call's input alive
+                entered.routing.end_call()
                 for m in self._adapter_modules():
                     if self._routings:
                         m.begin_routing(self._routings[-1])

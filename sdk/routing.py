@@ -141,6 +141,10 @@ class Routing:
             eager_grid=_grid(e_gather, len(groups), largest, len(names)),
         )
 
+    def end_call(self) -> None:
+        """Forget the input gathered during the call that ends (a cached routing must not keep it alive)."""
+        self._gathered = None
+
     def check_batch(self, batch: int) -> None:
         """Refuse a batch whose size differs from the number of names."""
         if batch != self.batch:
